@@ -1,0 +1,73 @@
+"""Start and stop the emulator (`python -m harness.emulator`) as a child process on loopback."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+READY_PREFIX = "emulator listening on "
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+class EmulatorProcess:
+    """The emulator in its own process; `url` is set once it listens."""
+
+    def __init__(
+        self,
+        profile: Path | None = None,
+        seed: int | None = None,
+        ground_truth: Path | None = None,
+        port: int = 0,
+    ) -> None:
+        self.args = [sys.executable, "-m", "harness.emulator", "--host", "127.0.0.1", "--port", str(port)]
+        if profile is not None:
+            self.args += ["--profile", str(profile)]
+        if seed is not None:
+            self.args += ["--seed", str(seed)]
+        if ground_truth is not None:
+            self.args += ["--ground-truth", str(ground_truth)]
+        self.ground_truth = ground_truth
+        self.url: str | None = None
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> str:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("ANTHROPIC_API_KEY", None)  # the emulator never needs the real key
+        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, env=env)
+        stdout = self._process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout_s)
+        line = stdout.readline() if ready else ""
+        if not line.startswith(READY_PREFIX):
+            self.stop()
+            raise EmulatorError(f"the emulator did not start (exit code {self._process.returncode}): {line.strip()!r}")
+        self.url = line[len(READY_PREFIX) :].strip()
+        return self.url
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout_s)
+        if process.stdout is not None:
+            process.stdout.close()
+        return process.returncode
+
+    def __enter__(self) -> EmulatorProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,145 @@
+"""Request bodies and headers for ``POST /v1/messages``, built from a scenario pick.
+
+Bodies are deterministic for a (scenario, model, prompt, stream) triple, so
+:func:`build_body_bytes` serializes each one once and serves the cached bytes on the
+hot path. Headers never carry the API key: the transport adds it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import random
+from typing import Any
+
+from harness.scenario import DEFAULT_ANTHROPIC_VERSION, Pick, Prompt, Scenario
+
+__all__ = [
+    "DEFAULT_ANTHROPIC_VERSION",
+    "BYTES_PER_TOKEN",
+    "synthetic_text",
+    "build_messages",
+    "build_body",
+    "build_body_bytes",
+    "build_headers",
+]
+
+BYTES_PER_TOKEN = 4
+"""Heuristic used to size synthetic prompts (ASCII English-like words)."""
+
+# Plain, common ASCII words; sentences are built from them deterministically.
+_WORDS = (
+    "the of and to in is that for it as was with be by on not he this are or his from at which "
+    "but have an they you were her she there been one all we their has would when if more no "
+    "out so said what up its about than into them can only other new some could time these two "
+    "may then do first any my now such like our over man me even most made after also did many "
+    "before must through back years where much your way well down should because each just those "
+    "people how too little state good very make world still own see men work long get here "
+    "between both life being under never day same another know while last might us great old "
+    "year off come since against go came right used take three system market customer service "
+    "report delivery quality support order account product feature request latency network "
+    "window summary review release update change result value price team data model answer "
+    "question problem option number level group point case fact hand place part week company"
+).split()
+
+
+@functools.lru_cache(maxsize=128)
+def synthetic_text(tokens: int, seed: int = 0) -> str:
+    """Deterministic English-like filler of about ``tokens`` tokens.
+
+    Exactly ``BYTES_PER_TOKEN * tokens`` ASCII bytes (4 bytes per token), sentences of
+    common words, the same text for the same arguments; a different seed gives a
+    different text (so prompt caches do not collide across seeds).
+    """
+    if tokens < 1:
+        raise ValueError(f"tokens must be >= 1 (got {tokens})")
+    size = BYTES_PER_TOKEN * tokens
+    rng = random.Random(f"synthetic-text:{seed}")
+    words = _WORDS
+    parts: list[str] = []
+    length = 0
+    while length < size:
+        n = rng.randint(6, 16)
+        sentence = " ".join(rng.choice(words) for _ in range(n))
+        sentence = sentence[0].upper() + sentence[1:] + ". "
+        parts.append(sentence)
+        length += len(sentence)
+    text = "".join(parts)[:size]
+    # never end on a space (some APIs strip trailing whitespace; keep the length exact)
+    if text.endswith(" "):
+        text = text[:-1] + "."
+    return text
+
+
+def _synthetic_block(prompt: Prompt, scenario: Scenario) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "text", "text": synthetic_text(prompt.input_tokens, scenario.seed)}
+    if prompt.cache_synthetic:
+        block["cache_control"] = {"type": "ephemeral"}
+    return block
+
+
+def build_messages(prompt: Prompt, scenario: Scenario) -> list[dict[str, Any]]:
+    """The ``messages`` array: the prompt's conversation, with the synthetic context.
+
+    * only ``input_tokens``: one user message whose content is the synthetic text (a string,
+      or a single cached text block with ``cache_synthetic``);
+    * ``messages`` and ``input_tokens``: the synthetic text is prepended as a text block to
+      the first user message;
+    * only ``messages``: the conversation as written.
+    """
+    messages = [{"role": m.role, "content": copy.deepcopy(m.content)} for m in prompt.messages or ()]
+    if prompt.input_tokens is None:
+        return messages
+    block = _synthetic_block(prompt, scenario)
+    if not messages:
+        content: Any = [block] if prompt.cache_synthetic else block["text"]
+        return [{"role": "user", "content": content}]
+    first = messages[0]  # validated to be a user message
+    rest = first["content"]
+    rest_blocks = [{"type": "text", "text": rest}] if isinstance(rest, str) else list(rest)
+    first["content"] = [block, *rest_blocks]
+    return messages
+
+
+def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
+    """The JSON body for ``POST /v1/messages`` (a fresh dict; safe to modify)."""
+    prompt = pick.prompt
+    body: dict[str, Any] = {
+        "model": pick.model,
+        "max_tokens": prompt.max_tokens,
+        "messages": build_messages(prompt, scenario),
+    }
+    if prompt.system is not None:
+        body["system"] = copy.deepcopy(prompt.system)
+    if prompt.temperature is not None:
+        body["temperature"] = prompt.temperature
+    if prompt.thinking is not None:
+        body["thinking"] = prompt.thinking.to_body()
+    for key, value in prompt.extra.items():
+        body[key] = copy.deepcopy(value)
+    if pick.stream:
+        body["stream"] = True
+    return body
+
+
+def build_body_bytes(pick: Pick, scenario: Scenario) -> bytes:
+    """:func:`build_body` serialized to compact UTF-8 JSON, cached per (model, prompt, stream)."""
+    cache = scenario._cache  # noqa: SLF001 - a per-scenario cache owned by this module
+    key = ("body", pick.model, pick.prompt.name, bool(pick.stream))
+    data = cache.get(key)
+    if data is None:
+        data = json.dumps(build_body(pick, scenario), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        cache[key] = data
+    return data
+
+
+def build_headers(scenario: Scenario) -> dict[str, str]:
+    """Request headers: version, beta flags and content type. Never the API key."""
+    headers = {
+        "anthropic-version": scenario.anthropic_version or DEFAULT_ANTHROPIC_VERSION,
+        "content-type": "application/json",
+    }
+    if scenario.beta:
+        headers["anthropic-beta"] = ",".join(scenario.beta)
+    return headers

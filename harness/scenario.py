@@ -1,0 +1,709 @@
+"""Scenario files: what a load test sends (model mix, prompt mix, streaming share, load).
+
+A scenario is a YAML file validated with pydantic v2. Every user error (missing file,
+YAML syntax, unknown or missing fields, out-of-range values, inconsistent settings)
+becomes one :class:`ScenarioError` whose ``str()`` is the complete message, one problem
+per line, each line shaped ``<file>: <field path>: <what is wrong and what is allowed>``::
+
+    scenarios/x.yaml: prompts[1].max_tokens: must be >= 1 (got 0)
+    scenarios/x.yaml: strem: unknown field; allowed: name, ..., stream (did you mean 'stream'?)
+
+Prompt content, in short (see ``scenarios/demo.yaml`` for a commented example):
+
+* ``messages``: the conversation, roles ``user``/``assistant``, first one ``user``;
+  content a non-empty string or a list of content blocks (passed through unchanged,
+  e.g. ``{type: text, text: ..., cache_control: {type: ephemeral}}``). Consecutive
+  turns of the same role are allowed (the API merges them); a final ``assistant`` turn
+  is a prefill.
+* ``input_tokens``: a deterministic synthetic text of about that many tokens (4 bytes per
+  token) becomes the first user message. With ``messages`` as well, the synthetic text
+  is *prepended* to the first user message as its own text block (a long context
+  followed by a real question). ``cache_synthetic: true`` marks that block with
+  ``cache_control: {type: ephemeral}`` (the prompt-caching lever).
+
+Sampling: :class:`Sampler` picks model and prompt by weight and streaming by share with
+its own ``random.Random(seed)``; a prompt's ``stream`` (bool or share) overrides the
+scenario's.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import hashlib
+import json
+import random
+import re
+import types
+import typing
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "DEFAULT_ANTHROPIC_VERSION",
+    "DEFAULT_TIMEOUT_S",
+    "ScenarioError",
+    "Scenario",
+    "ModelChoice",
+    "Prompt",
+    "Message",
+    "Thinking",
+    "Price",
+    "Load",
+    "Pick",
+    "Sampler",
+    "load_scenario",
+    "scenario_from_dict",
+    "parse_timespan",
+]
+
+DEFAULT_ANTHROPIC_VERSION = "2026-10-21"
+"""What anthropic SDK 2.x sends; it rejects temperature, top_p and top_k."""
+
+SAMPLING_PARAMS_VERSION = "2023-06-01"
+"""An ``anthropic-version`` that still accepts temperature / top_p / top_k."""
+
+DEFAULT_TIMEOUT_S = 600.0
+
+# Body fields the harness sets itself; ``extra`` may not override them.
+RESERVED_BODY_FIELDS = ("model", "messages", "max_tokens", "stream", "system", "thinking", "temperature")
+# Sampling parameters rejected by anthropic-version >= 2026-10-21.
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+THINKING_MIN_BUDGET = 1024
+
+
+class ScenarioError(Exception):
+    """A user error in a scenario. ``str(err)`` is the complete, user-facing message.
+
+    ``source`` is the file (or label) and ``problems`` the list of ``(field_path, message)``
+    pairs (field_path is ``""`` for file-level problems).
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = list(problems)
+        lines = [f"{source}: {path}: {msg}" if path else f"{source}: {msg}" for path, msg in self.problems]
+        super().__init__("\n".join(lines))
+
+    def __str__(self) -> str:  # the message, never the repr of args
+        return self.args[0] if self.args else ""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _field_error(field: str, msg: str) -> PydanticCustomError:
+    """An error for ``field`` (a dotted/indexed sub-path) raised from a model validator."""
+    return PydanticCustomError("scenario_field", "{field}: {msg}", {"field": field, "msg": msg})
+
+
+_TIMESPAN_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$")
+
+
+def parse_timespan(value: str | int | float) -> int:
+    """Seconds in a Locust-style time span: ``30``, ``"30s"``, ``"5m"``, ``"1h30m"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a time span like 30s, 5m or 1h30m")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError(f"must be > 0 seconds (got {value!r})")
+        return int(value)
+    text = str(value).strip().lower()
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        m = _TIMESPAN_RE.match(text)
+        if not text or not m or not any(m.groups()):
+            raise ValueError(f"must be a time span like 30s, 5m or 1h30m (got {value!r})")
+        h, mi, s = (int(g) if g else 0 for g in m.groups())
+        seconds = h * 3600 + mi * 60 + s
+    if seconds <= 0:
+        raise ValueError(f"must be > 0 seconds (got {value!r})")
+    return seconds
+
+
+def _check_share(value: Any, allow_bool_passthrough: bool) -> Any:
+    """A streaming share: a number in 0..1, or a bool (true = 1, false = 0)."""
+    if isinstance(value, bool):
+        return value if allow_bool_passthrough else float(value)
+    if isinstance(value, (int, float)):
+        if value != value or not 0 <= value <= 1:  # NaN or out of range
+            raise ValueError(f"must be a share between 0 and 1, or true/false (got {value!r})")
+        return float(value)
+    raise ValueError(f"must be a share between 0 and 1, or true/false (got {value!r})")
+
+
+def _check_content(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("must be a non-empty string or a non-empty list of content blocks")
+        for i, block in enumerate(value):
+            if not isinstance(block, dict):
+                raise ValueError(f"[{i}]: a content block must be a mapping like {{type: text, text: ...}} "
+                                 f"(got {_short(block)})")
+            btype = block.get("type")
+            if not isinstance(btype, str) or not btype:
+                raise ValueError(f"[{i}].type: a content block needs a 'type' (e.g. text)")
+            if btype == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
+                raise ValueError(f"[{i}].text: a text block needs a non-empty 'text' string")
+        return value
+    raise ValueError(f"must be a string or a list of content blocks (got {_short(value)})")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class ModelChoice(_Model):
+    """One model in the mix. ``models:`` also accepts a bare model name (weight 1)."""
+
+    model: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+
+
+class Price(_Model):
+    """Dollars per million tokens. Cache prices default to the cost module's rules."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: Optional[float] = Field(default=None, ge=0)
+    cache_write: Optional[float] = Field(default=None, ge=0)
+
+
+class Thinking(_Model):
+    """Extended thinking, passed through as the request's ``thinking`` object."""
+
+    type: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: Optional[int] = Field(default=None, ge=1)
+    display: Optional[str] = Field(default=None, min_length=1)
+
+    def to_body(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class Message(_Model):
+    role: Literal["user", "assistant"]
+    content: Any
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> Any:
+        return _check_content(value)
+
+
+class Load(_Model):
+    """Default load settings (Locust's ``-u``, ``-r``, ``-t``); the command line wins."""
+
+    users: Optional[int] = Field(default=None, ge=1)
+    spawn_rate: Optional[float] = Field(default=None, gt=0)
+    run_time: Optional[str] = None
+
+    @field_validator("run_time", mode="before")
+    @classmethod
+    def _run_time(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        parse_timespan(value)
+        return str(value).strip() if not isinstance(value, str) else value.strip()
+
+    @property
+    def run_time_s(self) -> Optional[int]:
+        return None if self.run_time is None else parse_timespan(self.run_time)
+
+
+class Prompt(_Model):
+    """One prompt in the mix. Needs ``messages`` or ``input_tokens`` (or both: the
+    synthetic context is prepended to the first user message)."""
+
+    name: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+    system: Any = None
+    messages: Optional[list[Message]] = Field(default=None, min_length=1)
+    input_tokens: Optional[int] = Field(default=None, ge=1)
+    cache_synthetic: bool = False
+    max_tokens: int = Field(ge=1)
+    temperature: Optional[float] = Field(default=None, ge=0, le=1)
+    thinking: Optional[Thinking] = None
+    stream: Optional[Union[bool, float]] = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: Optional[float] = Field(default=None, gt=0)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != value.strip():
+            raise ValueError(f"must not start or end with spaces (got {value!r})")
+        return value
+
+    @field_validator("system", mode="before")
+    @classmethod
+    def _system(cls, value: Any) -> Any:
+        return None if value is None else _check_content(value)
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream(cls, value: Any) -> Any:
+        return None if value is None else _check_share(value, allow_bool_passthrough=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Prompt":
+        if self.messages is None and self.input_tokens is None:
+            raise _field_error("", "needs 'messages' (the conversation) or 'input_tokens' (a synthetic prompt)")
+        if self.messages is not None and self.messages[0].role != "user":
+            raise _field_error("messages[0].role", f"the first message must be 'user' (got {self.messages[0].role!r})")
+        if self.cache_synthetic and self.input_tokens is None:
+            raise _field_error("cache_synthetic", "only applies with 'input_tokens'")
+        th = self.thinking
+        if th is not None:
+            if th.type == "enabled":
+                if th.budget_tokens is None:
+                    raise _field_error("thinking.budget_tokens", "required when thinking type is 'enabled'")
+                if th.budget_tokens < THINKING_MIN_BUDGET:
+                    raise _field_error(
+                        "thinking.budget_tokens", f"must be >= {THINKING_MIN_BUDGET} (got {th.budget_tokens})"
+                    )
+                if th.budget_tokens >= self.max_tokens:
+                    raise _field_error(
+                        "thinking.budget_tokens",
+                        f"must be < max_tokens ({self.max_tokens}) (got {th.budget_tokens})",
+                    )
+            elif th.budget_tokens is not None:
+                raise _field_error("thinking.budget_tokens", f"only allowed with type 'enabled' (got type {th.type!r})")
+            if th.type != "disabled" and self.temperature is not None and self.temperature != 1:
+                raise _field_error(
+                    "temperature", f"the API only accepts temperature 1 with thinking on (got {self.temperature})"
+                )
+        for key in self.extra:
+            if key in RESERVED_BODY_FIELDS:
+                hint = "set by the sampler" if key in ("model", "stream") else f"use the prompt's '{key}' field"
+                raise _field_error(f"extra.{key}", f"not allowed in extra ({hint})")
+        return self
+
+    @property
+    def stream_share(self) -> Optional[float]:
+        return None if self.stream is None else float(self.stream)
+
+
+class Scenario(_Model):
+    """A validated scenario. Build one with :func:`load_scenario` or :func:`scenario_from_dict`."""
+
+    name: str = Field(min_length=1)
+    description: Optional[str] = None
+    anthropic_version: Optional[str] = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    beta: list[str] = Field(default_factory=list)
+    models: list[ModelChoice] = Field(min_length=1)
+    prompts: list[Prompt] = Field(min_length=1)
+    stream: float = Field(default=1.0, ge=0, le=1)
+    seed: int = 0
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    load: Optional[Load] = None
+    slos: dict[str, float] = Field(default_factory=dict)
+
+    _source: str = PrivateAttr(default="<scenario>")
+    _cache: dict = PrivateAttr(default_factory=dict)  # used by harness.payload
+
+    @field_validator("anthropic_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2023-06-01 as a date
+        if isinstance(value, (date, datetime)):
+            return value.strftime("%Y-%m-%d")
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"model": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream(cls, value: Any) -> Any:
+        return _check_share(value, allow_bool_passthrough=False)
+
+    @field_validator("beta", mode="before")
+    @classmethod
+    def _beta(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a single header value
+            value = [value]
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, str) and (not v.strip() or "," in v or v != v.strip()):
+                    raise ValueError(f"[{i}]: one beta name per item, no commas or spaces (got {v!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Scenario":
+        seen: dict[str, int] = {}
+        for i, p in enumerate(self.prompts):
+            if p.name in seen:
+                raise _field_error(f"prompts[{i}].name", f"duplicate prompt name {p.name!r} (also prompts[{seen[p.name]}])")
+            seen[p.name] = i
+        seen = {}
+        for i, m in enumerate(self.models):
+            if m.model in seen:
+                raise _field_error(f"models[{i}].model", f"duplicate model {m.model!r} (also models[{seen[m.model]}])")
+            seen[m.model] = i
+        if self.effective_anthropic_version >= DEFAULT_ANTHROPIC_VERSION:
+            for i, p in enumerate(self.prompts):
+                used = (["temperature"] if p.temperature is not None else []) + [
+                    k for k in SAMPLING_PARAMS if k in p.extra
+                ]
+                for key in used:
+                    where = key if key == "temperature" else f"extra.{key}"
+                    raise _field_error(
+                        f"prompts[{i}].{where}",
+                        f"needs anthropic_version: \"{SAMPLING_PARAMS_VERSION}\" at the top level "
+                        f"(anthropic-version {self.effective_anthropic_version} rejects temperature, top_p and top_k)",
+                    )
+        return self
+
+    # ------------------------------------------------------------------ helpers
+
+    def __eq__(self, other: object) -> bool:
+        # fields only: where it was read from and the payload cache do not count
+        if not isinstance(other, Scenario):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(self.digest())
+
+    @property
+    def effective_anthropic_version(self) -> str:
+        return self.anthropic_version or DEFAULT_ANTHROPIC_VERSION
+
+    @property
+    def source(self) -> str:
+        """The file (or label) this scenario was read from."""
+        return self._source
+
+    def prompt(self, name: str) -> Prompt:
+        for p in self.prompts:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def digest(self) -> str:
+        """sha256 hex of the canonical JSON: equal for equal scenarios, whatever the file layout."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- errors
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            part = str(part)
+            if part.startswith("["):
+                out += part
+            elif re.fullmatch(r"[A-Za-z0-9_\-]+", part):
+                out += f".{part}" if out else part
+            else:
+                out += f"[{part!r}]"
+    return out
+
+
+def _join_loc(base: str, sub: str) -> str:
+    if not sub:
+        return base
+    if not base:
+        return sub
+    return base + sub if sub.startswith("[") else f"{base}.{sub}"
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/Annotated so we can walk to the model at an error location."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0] if len(args) == 1 else annotation
+            if len(args) != 1:
+                return annotation
+        else:
+            return annotation
+
+
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    current: Any = Scenario
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if not isinstance(part, str) or part not in current.model_fields:
+                return None
+            current = current.model_fields[part].annotation
+            continue
+        origin = typing.get_origin(current)
+        if origin in (list, dict):
+            current = typing.get_args(current)[-1]
+            continue
+        return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _describe(err: dict) -> tuple[str, str]:
+    loc = tuple(err.get("loc", ()))
+    etype = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    path = _format_loc(loc)
+
+    if etype == "scenario_field":
+        return _join_loc(path, ctx["field"]), ctx["msg"]
+    if etype == "missing":
+        return path, "missing required field"
+    if etype == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        model = _model_at(loc[:-1])
+        msg = "unknown field"
+        if model is not None:
+            allowed = list(model.model_fields)
+            msg += f"; allowed: {', '.join(allowed)}"
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+        return path, msg
+    if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[etype]
+        bound = next(iter(ctx.values())) if ctx else "?"
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return path, f"must be {op} {bound} (got {_short(value)})"
+    if etype == "too_short":
+        if isinstance(value, (list, dict)) and not value:
+            return path, "must not be empty"
+        if isinstance(value, str):
+            return path, "must not be empty"
+        return path, f"needs at least {ctx.get('min_length')} item(s)"
+    if etype == "string_too_short":
+        return path, "must not be empty"
+    if etype == "string_pattern_mismatch":
+        if path == "anthropic_version":
+            return path, f'must be a date like "2023-06-01" (got {_short(value)})'
+        return path, f"must match {ctx.get('pattern')} (got {_short(value)})"
+    if etype == "literal_error":
+        return path, f"must be one of {ctx.get('expected')} (got {_short(value)})"
+    if etype == "finite_number":
+        return path, f"must be a finite number (got {_short(value)})"
+    if etype in _TYPE_WORDS:
+        return path, f"must be {_TYPE_WORDS[etype]} (got {_short(value)})"
+    if etype == "value_error":
+        msg = str(err.get("msg", ""))
+        msg = msg.removeprefix("Value error, ")
+        if msg.startswith("["):  # sub-path inside the field, e.g. "[2].type: ..."
+            sub, _, rest = msg.partition(": ")
+            return path + sub, rest
+        return path, msg
+    msg = str(err.get("msg", "invalid value"))
+    return path, (msg[:1].lower() + msg[1:]) + (f" (got {_short(value)})" if value is not None else "")
+
+
+_MAX_LISTED = 20
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        item = _describe(err)
+        if item not in out:
+            out.append(item)
+    if len(out) > _MAX_LISTED:
+        more = len(out) - _MAX_LISTED
+        out = out[:_MAX_LISTED] + [("", f"... and {more} more problem(s)")]
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # the default constructor reports unhashable keys
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    text = f"{where}invalid YAML: {problem}"
+    if context:
+        text += f" ({context})"
+    return text
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file. Any problem raises :class:`ScenarioError`."""
+    source = str(path)
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(source, [("", "file not found")]) from None
+    except IsADirectoryError:
+        raise ScenarioError(source, [("", "is a directory, not a scenario file")]) from None
+    except PermissionError:
+        raise ScenarioError(source, [("", "permission denied")]) from None
+    except OSError as exc:
+        raise ScenarioError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(source, [("", f"not UTF-8 text (byte {exc.start})")]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ScenarioError(source, [("", _yaml_problem(exc))]) from None
+    if data is None:
+        raise ScenarioError(source, [("", "the file is empty; a scenario needs at least name, models and prompts")])
+    return scenario_from_dict(data, source=source)
+
+
+def scenario_from_dict(data: dict, source: str = "<scenario>") -> Scenario:
+    """Validate a mapping (e.g. parsed YAML or ``Scenario.model_dump(mode="json")``)."""
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            source, [("", f"the top level must be a mapping of fields (name, models, prompts, ...), got {type(data).__name__}")]
+        )
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ScenarioError(source, [("", f"field names must be strings (got {_short(bad_keys[0])})")])
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(source, _problems(exc)) from None
+    scenario._source = source
+    return scenario
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+class Pick(NamedTuple):
+    """One sampled request: which model, which prompt, streaming or not."""
+
+    model: str
+    prompt: Prompt
+    stream: bool
+
+    @property
+    def mode(self) -> str:
+        return "stream" if self.stream else "blocking"
+
+
+class Sampler:
+    """Weighted, deterministic choice of (model, prompt, stream) for each request.
+
+    Every ``next()`` draws exactly three numbers from its own ``random.Random(seed)``, so a
+    sequence of picks depends only on the scenario and the seed. A stream share of 0 never
+    streams and 1 always does.
+    """
+
+    def __init__(self, scenario: Scenario, seed: int = 0):
+        self.scenario = scenario
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._models = [m.model for m in scenario.models]
+        self._model_cum = self._cumulative([m.weight for m in scenario.models])
+        self._prompts = list(scenario.prompts)
+        self._prompt_cum = self._cumulative([p.weight for p in scenario.prompts])
+        self._shares = [
+            scenario.stream if p.stream is None else float(p.stream) for p in scenario.prompts
+        ]
+
+    @staticmethod
+    def _cumulative(weights: list[float]) -> list[float]:
+        total = 0.0
+        out = []
+        for w in weights:
+            total += w
+            out.append(total)
+        return out
+
+    def _index(self, cum: list[float]) -> int:
+        i = bisect.bisect_right(cum, self._rng.random() * cum[-1])
+        return min(i, len(cum) - 1)
+
+    def next(self) -> Pick:
+        model = self._models[self._index(self._model_cum)]
+        pi = self._index(self._prompt_cum)
+        stream = self._rng.random() < self._shares[pi]
+        return Pick(model, self._prompts[pi], stream)
+
+    def __iter__(self) -> "Sampler":
+        return self
+
+    def __next__(self) -> Pick:
+        return self.next()

@@ -1,0 +1,132 @@
+"""Precise per-label statistics (HDR histograms, 3 significant digits) and the summary table.
+
+Locust's own percentiles are coarse (about two significant digits); the summary takes its
+percentiles from HDR histograms kept per (model, prompt) and merged per model on demand.
+Counts are kept by outcome class, sums of tokens and cost alongside.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from hdrh.histogram import HdrHistogram
+
+from harness.timing import OK, TimingRecord
+
+# Values are recorded in microseconds: 1 us .. 1 hour at 3 significant digits.
+_US_MAX = 3_600_000_000
+_DIGITS = 3
+# Output tokens/s are recorded in milli-tokens/s: up to 1,000,000 tokens/s.
+_TPS_SCALE = 1000
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, _US_MAX, _DIGITS)
+
+
+def _record_ms(histogram: HdrHistogram, value_ms: float | None) -> None:
+    if value_ms is not None:
+        histogram.record_value(min(max(int(round(value_ms * 1000)), 1), _US_MAX))
+
+
+@dataclass
+class LabelStats:
+    """Everything the summary needs about one label (or a merge of labels)."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    ttft: HdrHistogram = field(default_factory=new_histogram)
+    latency: HdrHistogram = field(default_factory=new_histogram)
+    output_tps: HdrHistogram = field(default_factory=new_histogram)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, record: TimingRecord) -> None:
+        self.outcomes[record.outcome] += 1
+        self.input_tokens += record.input_tokens or 0
+        self.output_tokens += record.output_tokens or 0
+        self.cost_usd += record.cost_usd or 0.0
+        if record.outcome != OK:
+            return
+        _record_ms(self.latency, record.latency_ms)
+        if record.first_content == "text":
+            _record_ms(self.ttft, record.ttft_ms)
+        tps = record.output_tps
+        if tps is not None:
+            self.output_tps.record_value(min(max(int(tps * _TPS_SCALE), 1), _US_MAX))
+
+    def merge(self, other: LabelStats) -> None:
+        self.outcomes.update(other.outcomes)
+        self.ttft.add(other.ttft)
+        self.latency.add(other.latency)
+        self.output_tps.add(other.output_tps)
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+
+    @property
+    def requests(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def failures(self) -> int:
+        return self.requests - self.outcomes[OK]
+
+    def ttft_ms(self, percentile: float) -> float | None:
+        return _percentile_ms(self.ttft, percentile)
+
+    def latency_ms(self, percentile: float) -> float | None:
+        return _percentile_ms(self.latency, percentile)
+
+    def median_output_tps(self) -> float | None:
+        if not self.output_tps.get_total_count():
+            return None
+        return self.output_tps.get_value_at_percentile(50) / _TPS_SCALE
+
+
+def _percentile_ms(histogram: HdrHistogram, percentile: float) -> float | None:
+    if not histogram.get_total_count():
+        return None
+    return histogram.get_value_at_percentile(percentile) / 1000
+
+
+Label = tuple[str, str]  # (model, prompt)
+
+
+class RunStats:
+    """Per-(model, prompt) statistics of one run."""
+
+    def __init__(self) -> None:
+        self.labels: dict[Label, LabelStats] = {}
+
+    def add(self, record: TimingRecord) -> None:
+        key = (record.model, record.prompt)
+        stats = self.labels.get(key)
+        if stats is None:
+            stats = self.labels[key] = LabelStats()
+        stats.add(record)
+
+    def reset(self) -> None:
+        self.labels.clear()
+
+    @property
+    def requests(self) -> int:
+        return sum(stats.requests for stats in self.labels.values())
+
+    def by_model(self) -> dict[str, LabelStats]:
+        merged: dict[str, LabelStats] = {}
+        for (model, _prompt), stats in sorted(self.labels.items()):
+            merged.setdefault(model, LabelStats()).merge(stats)
+        return merged
+
+    def total(self) -> LabelStats:
+        return _merge(self.labels.values())
+
+
+def _merge(items: Iterable[LabelStats]) -> LabelStats:
+    total = LabelStats()
+    for stats in items:
+        total.merge(stats)
+    return total

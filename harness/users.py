@@ -1,0 +1,35 @@
+"""Locust user classes that send Claude requests and report each one exactly once."""
+
+from __future__ import annotations
+
+from locust import User, constant, task
+
+from harness.run import HarnessRun
+from harness.timing import TimingRecord
+
+
+class ClaudeUser(User):
+    """Picks model and prompt by weight, streams or blocks per the scenario's share.
+
+    A closed loop without think time: each user has one request in flight at a time.
+    """
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.run: HarnessRun = self.environment.claude.run
+        self.sampler = self.run.new_sampler()
+        self.transport = self.run.new_transport()
+
+    @task
+    def call_claude(self) -> None:
+        pick = self.sampler.next()
+        request = self.run.prepare(pick)
+        record = TimingRecord(model=pick.model, prompt=pick.prompt.name, mode="stream" if pick.stream else "blocking")
+        try:
+            self.transport.send(record, request)
+        finally:  # also when the run stops mid-request: the record says "cancelled"
+            self.run.emit(record)
+
+    def on_stop(self) -> None:
+        self.run.release_transport(self.transport)

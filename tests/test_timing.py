@@ -1,0 +1,246 @@
+"""The SSE timing parser on recorded event sequences: what counts as the first token."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.timing import (
+    API_ERROR,
+    CLIENT_ERROR,
+    CONNECTION_ERROR,
+    OK,
+    OVERLOADED,
+    RATE_LIMITED,
+    StreamTimer,
+    TimingRecord,
+    outcome_for_status,
+)
+
+MS = 1_000_000
+START = 5_000 * MS
+
+
+def sse(event: str, data: dict) -> list[bytes]:
+    return [f"event: {event}\n".encode(), f"data: {json.dumps(data)}\n".encode(), b"\n"]
+
+
+def message_start(input_tokens: int = 12) -> list[bytes]:
+    usage = {"input_tokens": input_tokens, "output_tokens": 1, "cache_read_input_tokens": 0}
+    return sse("message_start", {"type": "message_start", "message": {"id": "msg_1", "usage": usage}})
+
+
+def block_start(index: int, kind: str) -> list[bytes]:
+    block = {"type": kind, **({"text": ""} if kind == "text" else {"thinking": ""} if kind == "thinking" else {})}
+    return sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+
+
+def delta(index: int, kind: str, **fields: str) -> list[bytes]:
+    return sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": kind, **fields}})
+
+
+def text(index: int, value: str) -> list[bytes]:
+    return delta(index, "text_delta", text=value)
+
+
+def block_stop(index: int) -> list[bytes]:
+    return sse("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def message_end(output_tokens: int, stop_reason: str = "end_turn") -> list[bytes]:
+    return sse(
+        "message_delta",
+        {"type": "message_delta", "delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": output_tokens}},
+    ) + sse("message_stop", {"type": "message_stop"})
+
+
+PING = sse("ping", {"type": "ping"})
+
+
+def run(events: list[tuple[int, list[bytes]]], end_ms: int) -> TimingRecord:
+    """Feed (arrival ms, lines) pairs; returns the finished record."""
+    record = TimingRecord(model="m", prompt="p", mode="stream", start_ns=START)
+    timer = StreamTimer(record)
+    for at_ms, lines in events:
+        for line in lines:
+            timer.feed(START + at_ms * MS, line)
+    return timer.finish(START + end_ms * MS)
+
+
+def test_plain_text_stream() -> None:
+    record = run(
+        [
+            (100, message_start()),
+            (101, block_start(0, "text")),
+            (150, text(0, "Hello")),
+            (170, text(0, " world")),
+            (230, text(0, "!")),
+            (231, block_stop(0)),
+            (232, message_end(output_tokens=3)),
+        ],
+        end_ms=233,
+    )
+    assert record.outcome == OK
+    assert record.message_start_ms == 100
+    assert record.ttft_ms == 150
+    assert record.first_content == "text"
+    assert record.last_token_ms == 230
+    assert record.latency_ms == 233
+    assert record.max_gap_ms == 60
+    assert (record.input_tokens, record.output_tokens, record.stop_reason) == (12, 3, "end_turn")
+    assert record.tpot_ms == pytest.approx((230 - 150) / 2)
+    assert record.output_tps == pytest.approx(1000 / 40)
+    assert record.request_id == "msg_1"  # no header id: the message id is kept
+
+
+def test_thinking_with_only_a_signature_is_not_ttft() -> None:
+    record = run(
+        [
+            (50, message_start()),
+            (60, block_start(0, "thinking")),
+            (400, delta(0, "signature_delta", signature="EqQBCgIYAhIM")),
+            (401, block_stop(0)),
+            (402, block_start(1, "text")),
+            (450, text(1, "Answer")),
+            (460, message_end(output_tokens=40)),
+        ],
+        end_ms=461,
+    )
+    assert record.first_thinking_ms == 400
+    assert record.ttft_ms == 450
+    # decoding started with the thinking tokens, which usage counts as output
+    assert record.tpot_ms == pytest.approx((450 - 400) / 39)
+
+
+def test_thinking_deltas_then_text() -> None:
+    record = run(
+        [
+            (10, message_start()),
+            (11, block_start(0, "thinking")),
+            (100, delta(0, "thinking_delta", thinking="Let me")),
+            (120, delta(0, "thinking_delta", thinking=" think")),
+            (130, delta(0, "signature_delta", signature="sig")),
+            (140, block_start(1, "text")),
+            (300, text(1, "Hi")),
+            (301, message_end(output_tokens=5)),
+        ],
+        end_ms=302,
+    )
+    assert (record.first_thinking_ms, record.ttft_ms) == (100, 300)
+    assert record.max_gap_ms == 170
+
+
+def test_empty_text_delta_is_not_the_first_token() -> None:
+    record = run(
+        [(10, message_start()), (11, block_start(0, "text")), (20, text(0, "")), (90, text(0, "x")), (91, message_end(2))],
+        end_ms=92,
+    )
+    assert record.ttft_ms == 90
+
+
+def test_ping_anywhere_and_unknown_events_are_tolerated() -> None:
+    unknown = sse("brand_new_event", {"type": "brand_new_event", "x": 1})
+    record = run(
+        [
+            (5, PING),
+            (10, message_start()),
+            (12, PING),
+            (13, unknown),
+            (14, block_start(0, "text")),
+            (15, PING),
+            (40, text(0, "a")),
+            (41, PING),
+            (42, text(0, "b")),
+            (50, message_end(2)),
+            (51, PING),
+        ],
+        end_ms=52,
+    )
+    assert record.outcome == OK
+    assert record.ttft_ms == 40
+    assert record.max_gap_ms == 2  # pings are not content
+
+
+def test_tool_use_first_input_json_delta_counts_and_says_so() -> None:
+    record = run(
+        [
+            (10, message_start()),
+            (11, block_start(0, "tool_use")),
+            (30, delta(0, "input_json_delta", partial_json="")),
+            (35, delta(0, "input_json_delta", partial_json='{"city"')),
+            (40, message_end(3, "tool_use")),
+        ],
+        end_ms=41,
+    )
+    assert record.ttft_ms == 35
+    assert record.first_content == "tool_use"
+
+
+@pytest.mark.parametrize(
+    ("error_type", "outcome"),
+    [("overloaded_error", OVERLOADED), ("rate_limit_error", RATE_LIMITED), ("api_error", API_ERROR)],
+)
+def test_mid_stream_error_event(error_type: str, outcome: str) -> None:
+    error = sse("error", {"type": "error", "error": {"type": error_type, "message": "boom"}})
+    record = run(
+        [(10, message_start()), (11, block_start(0, "text")), (20, text(0, "par")), (25, error)],
+        end_ms=26,
+    )
+    assert record.outcome == outcome
+    assert (record.error_type, record.error_message) == (error_type, "boom")
+    assert record.ttft_ms == 20  # what arrived before the error is still measured
+
+
+def test_missing_message_stop_is_a_connection_error() -> None:
+    record = run([(10, message_start()), (11, block_start(0, "text")), (20, text(0, "cut"))], end_ms=30)
+    assert record.outcome == CONNECTION_ERROR
+    assert record.error_type == "incomplete_stream"
+    assert record.latency_ms == 30
+
+
+def test_garbage_data_is_a_client_error_not_a_crash() -> None:
+    garbage = [b"event: message_delta\n", b"data: {not json\n", b"\n"]
+    record = run([(10, message_start()), (11, garbage), (12, message_end(1))], end_ms=13)
+    assert record.outcome == CLIENT_ERROR
+    assert record.error_type == "invalid_event"
+
+
+def test_crlf_line_endings_and_lines_without_endings() -> None:
+    lines = [b"event: message_start\r\n", b'data: {"type":"message_start","message":{"id":"m"}}\r\n', b"\r\n"]
+    lines += [b"event: content_block_delta", b'data: {"type":"content_block_delta","delta":{"type":"text_delta","text":"a"}}']
+    lines += [b"event: message_stop", b'data: {"type":"message_stop"}']
+    record = run([(7, lines)], end_ms=8)
+    assert (record.outcome, record.ttft_ms) == (OK, 7)
+
+
+def test_blocking_message_has_no_ttft() -> None:
+    record = TimingRecord(model="m", prompt="p", mode="blocking", start_ns=START)
+    body = {"usage": {"input_tokens": 9, "output_tokens": 30}, "stop_reason": "max_tokens", "content": []}
+    record.apply_message(json.dumps(body).encode(), START + 800 * MS)
+    assert record.outcome == OK
+    assert record.latency_ms == 800
+    assert record.ttft_ms is None and record.tpot_ms is None and record.output_tps is None
+    assert (record.output_tokens, record.stop_reason) == (30, "max_tokens")
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "outcome"),
+    [
+        (429, "rate_limit_error", RATE_LIMITED),
+        (529, "overloaded_error", OVERLOADED),
+        (500, "api_error", API_ERROR),
+        (400, "invalid_request_error", API_ERROR),
+    ],
+)
+def test_http_error_bodies(status: int, error_type: str, outcome: str) -> None:
+    record = TimingRecord(model="m", prompt="p", mode="stream", start_ns=START)
+    body = {"type": "error", "error": {"type": error_type, "message": "no"}, "request_id": "req_9"}
+    record.apply_error_body(status, json.dumps(body).encode())
+    assert (record.outcome, record.error_type, record.http_status, record.request_id) == (outcome, error_type, status, "req_9")
+
+
+def test_status_alone_classifies_when_the_body_is_not_json() -> None:
+    assert outcome_for_status(429, None) == RATE_LIMITED
+    assert outcome_for_status(529, "unparsable_error_body") == OVERLOADED
+    assert outcome_for_status(502, None) == API_ERROR
