@@ -13,12 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gevent
+
+from harness import pauses
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.payload import build_headers
 from harness.run import EMULATOR_API_KEY, HarnessRun, RunConfig, is_loopback, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.summary import render
-from harness.transport import TRANSPORTS, Target
+from harness.transport import TRANSPORTS, Target, preload_sdk
 
 logger = logging.getLogger("harness")
 
@@ -82,6 +85,7 @@ class Session:
         users = max(self.options.num_users or 1, 100)
         config = RunConfig(self.scenario, self.target(), self.options.transport, output_dir, run_id, pool_size=users)
         self.run = HarnessRun(config, self.environment)
+        pauses.settle()
         logger.info("run %s: records in %s", run_id, output_dir)
 
     def on_test_stop(self) -> None:
@@ -115,6 +119,8 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         fail_usage(str(exc))
         return
     _apply_load_defaults(options, scenario)
+    if options.transport == "sdk":
+        preload_sdk()
     session = Session(environment, scenario)
     environment.claude = session
     environment.events.quit.add_listener(lambda **_: session.on_quit())
@@ -125,6 +131,9 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
             fail_usage(str(exc))
     elif not is_loopback(environment.host) and not os.environ.get(API_KEY_ENV):
         fail_usage(f"--host {environment.host} is not the emulator: set {API_KEY_ENV}")
+    # start-up blocked the event loop (the SDK import alone takes seconds); refresh the
+    # loop's cached clock, or Locust's --run-time timer, armed next, fires that much early
+    gevent.get_hub().loop.update_now()
 
 
 def _apply_load_defaults(options: Any, scenario: Scenario) -> None:

@@ -72,18 +72,18 @@ class HarnessRun:
         )
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
-        self._shared_transport: Transport | None = None
+        # the SDK client is shared by all users and built now: importing the SDK takes
+        # seconds, which must not happen while other users' requests are in flight
+        self._shared_transport: Transport | None = (
+            SdkTransport(config.target, config.pool_size) if config.transport == "sdk" else None
+        )
 
     # --- what users call -------------------------------------------------------------
     def new_sampler(self) -> Sampler:
         return Sampler(self.scenario, seed=self.scenario.seed * 1_000_003 + next(self._user_seq))
 
     def new_transport(self) -> Transport:
-        if self.config.transport == "sdk":
-            if self._shared_transport is None:
-                self._shared_transport = SdkTransport(self.config.target, self.config.pool_size)
-            return self._shared_transport
-        return FastTransport(self.config.target)
+        return self._shared_transport or FastTransport(self.config.target)
 
     def release_transport(self, transport: Transport) -> None:
         if transport is not self._shared_transport:

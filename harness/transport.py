@@ -140,6 +140,11 @@ class FastTransport:
         self._client.close()
 
 
+def preload_sdk() -> None:
+    """Import the SDK ahead of the run: it takes seconds, which must not count as run time."""
+    import anthropic  # noqa: F401
+
+
 class SdkTransport:
     """The official anthropic SDK, shared by all users of a process (one pooled client)."""
 

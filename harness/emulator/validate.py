@@ -1,0 +1,181 @@
+"""Request-body validation and input-token counting for the emulator.
+
+Token counting (used by both ``/v1/messages/count_tokens`` and ``usage.input_tokens``):
+
+* every text piece counts ``ceil(len(utf8 bytes) / 4)`` tokens: the ``system`` prompt
+  (a string, or each ``text`` of its blocks), each message's string content, and each
+  ``text`` of a message's ``text`` blocks; ``thinking`` blocks count their ``thinking``
+  text; any other content block (image, tool_use, tool_result, ...) counts
+  ``ceil(len(compact JSON) / 4)``;
+* plus 3 tokens per message;
+* plus ``ceil(len(compact JSON of tools) / 4)`` when ``tools`` is given;
+* at least 1 in total.
+
+It is not Claude's tokenizer, only a deterministic, cheap stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["NEW_VERSION", "RequestError", "count_input_tokens", "validate_count_tokens_body", "validate_messages_body"]
+
+#: from this anthropic-version on, temperature/top_p/top_k are rejected (see DESIGN.md)
+NEW_VERSION = "2026-10-21"
+
+
+class RequestError(Exception):
+    """A 400 invalid_request_error with this message."""
+
+
+def _text_tokens(s: str) -> int:
+    n = len(s.encode("utf-8")) if not s.isascii() else len(s)
+    return (n + 3) // 4
+
+
+def _json_tokens(obj: Any) -> int:
+    return _text_tokens(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+
+def count_input_tokens(body: dict[str, Any]) -> int:
+    """Input tokens of an already-validated request body (see the module docstring)."""
+    total = 0
+    system = body.get("system")
+    if isinstance(system, str):
+        total += _text_tokens(system)
+    elif isinstance(system, list):
+        for blk in system:
+            if isinstance(blk, dict) and isinstance(blk.get("text"), str):
+                total += _text_tokens(blk["text"])
+            else:
+                total += _json_tokens(blk)
+    for msg in body.get("messages") or ():
+        total += 3
+        content = msg.get("content")
+        if isinstance(content, str):
+            total += _text_tokens(content)
+            continue
+        for blk in content or ():
+            t = blk.get("type")
+            if t == "text" and isinstance(blk.get("text"), str):
+                total += _text_tokens(blk["text"])
+            elif t == "thinking" and isinstance(blk.get("thinking"), str):
+                total += _text_tokens(blk["thinking"])
+            else:
+                total += _json_tokens(blk)
+    tools = body.get("tools")
+    if tools:
+        total += _json_tokens(tools)
+    return max(1, total)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_messages(body: dict[str, Any]) -> None:
+    msgs = body.get("messages")
+    if msgs is None:
+        raise RequestError("messages: Field required")
+    if not isinstance(msgs, list):
+        raise RequestError("messages: Input should be a valid list")
+    if not msgs:
+        raise RequestError("messages: at least one message is required")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise RequestError(f"messages.{i}: Input should be a valid dictionary")
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            raise RequestError(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if "content" not in m:
+            raise RequestError(f"messages.{i}.content: Field required")
+        c = m["content"]
+        if isinstance(c, str):
+            continue
+        if not isinstance(c, list):
+            raise RequestError(f"messages.{i}.content: Input should be a valid string or a list of content blocks")
+        for j, blk in enumerate(c):
+            if not isinstance(blk, dict) or not isinstance(blk.get("type"), str):
+                raise RequestError(f"messages.{i}.content.{j}: Input should be a content block object with a 'type'")
+            if blk["type"] == "text" and not isinstance(blk.get("text"), str):
+                raise RequestError(f"messages.{i}.content.{j}.text: Field required")
+    system = body.get("system")
+    if system is not None and not isinstance(system, (str, list)):
+        raise RequestError("system: Input should be a valid string or a list of text blocks")
+    if isinstance(system, list):
+        for j, blk in enumerate(system):
+            if not isinstance(blk, dict) or blk.get("type") != "text" or not isinstance(blk.get("text"), str):
+                raise RequestError(f"system.{j}: Input should be a text block")
+
+
+def _check_model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if model is None:
+        raise RequestError("model: Field required")
+    if not isinstance(model, str) or not model.strip():
+        raise RequestError("model: Input should be a non-empty string")
+
+
+def validate_count_tokens_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise RequestError("Request body must be a JSON object")
+    _check_model(body)
+    _check_messages(body)
+    return body
+
+
+def validate_messages_body(body: Any, version: str) -> dict[str, Any]:
+    """Raise RequestError (-> HTTP 400) when the Messages body is invalid."""
+    if not isinstance(body, dict):
+        raise RequestError("Request body must be a JSON object")
+    _check_model(body)
+    mt = body.get("max_tokens")
+    if mt is None:
+        raise RequestError("max_tokens: Field required")
+    if not _is_int(mt):
+        raise RequestError("max_tokens: Input should be a valid integer")
+    if mt < 1:
+        raise RequestError("max_tokens: Input should be greater than or equal to 1")
+    _check_messages(body)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError("stream: Input should be a valid boolean")
+    new_api = version >= NEW_VERSION
+    for name in ("temperature", "top_p", "top_k"):
+        if name not in body:
+            continue
+        v = body[name]
+        if new_api:
+            raise RequestError(
+                f"{name}: Extra inputs are not permitted with anthropic-version {version}; "
+                f"use anthropic-version 2023-06-01 to set it"
+            )
+        if name == "top_k":
+            if not _is_int(v) or v < 0:
+                raise RequestError("top_k: Input should be an integer greater than or equal to 0")
+        elif not _is_num(v) or not 0.0 <= v <= 1.0:
+            raise RequestError(f"{name}: Input should be a number between 0 and 1")
+    th = body.get("thinking")
+    if th is not None:
+        if not isinstance(th, dict):
+            raise RequestError("thinking: Input should be a valid dictionary")
+        tt = th.get("type")
+        if tt not in ("enabled", "disabled", "adaptive"):
+            raise RequestError("thinking.type: Input should be 'enabled', 'disabled' or 'adaptive'")
+        if tt == "enabled":
+            b = th.get("budget_tokens")
+            if not _is_int(b):
+                raise RequestError("thinking.enabled.budget_tokens: Field required")
+            if b < 1024:
+                raise RequestError("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+            if b >= mt:
+                raise RequestError("`max_tokens` must be greater than `thinking.budget_tokens`")
+        disp = th.get("display")
+        if disp is not None and disp not in ("summarized", "omitted"):
+            raise RequestError("thinking.display: Input should be 'summarized' or 'omitted'")
+    return body

@@ -1,0 +1,88 @@
+"""The time-series schema: which measurements, tags and fields the harness writes, and the
+conversion of a TimingRecord (or a health sample) into an InfluxDB line-protocol point.
+
+Tags have bounded cardinality (labels of the run); per-request identifiers are fields.
+The Grafana dashboard's queries are checked against these names by the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from harness.timing import TimingRecord
+
+REQUEST_MEASUREMENT = "claude_request"
+HEALTH_MEASUREMENT = "harness_health"
+RUN_MEASUREMENT = "harness_run"
+
+REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "outcome", "worker")
+REQUEST_FIELDS = (
+    "ttft_ms", "latency_ms", "ttfb_ms", "first_thinking_ms", "tpot_ms", "output_tps", "max_gap_ms",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd",
+    "request_id", "error_type", "http_status",
+)  # fmt: skip
+INT_FIELDS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status"})
+STRING_FIELDS = frozenset({"request_id", "error_type", "event", "detail"})
+
+HEALTH_TAGS = ("run_id", "scenario", "worker", "role")
+HEALTH_FIELDS = (
+    "cpu_percent", "loop_lag_max_ms", "loop_lag_p99_ms", "users", "in_flight",
+    "points_written", "points_dropped", "buffer_size", "saturated",
+)  # fmt: skip
+
+RUN_TAGS = ("run_id", "scenario", "worker")
+RUN_FIELDS = ("event", "detail")  # event: "start" or "stop"
+
+SCHEMA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    REQUEST_MEASUREMENT: (REQUEST_TAGS, REQUEST_FIELDS),
+    HEALTH_MEASUREMENT: (HEALTH_TAGS, HEALTH_FIELDS),
+    RUN_MEASUREMENT: (RUN_TAGS, RUN_FIELDS),
+}
+
+
+def _escape_key(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+
+
+def _escape_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', r"\"") + '"'
+
+
+def _field(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{name}={'true' if value else 'false'}"
+    if name in STRING_FIELDS:
+        return f"{name}={_escape_string(str(value))}"
+    if name in INT_FIELDS or isinstance(value, int):
+        return f"{name}={int(value)}i"
+    return f"{name}={float(value)!r}"
+
+
+def line(measurement: str, tags: Mapping[str, Any], fields: Mapping[str, Any], time_ns: int) -> str:
+    """One line of InfluxDB line protocol; empty tags and None fields are left out."""
+    tag_part = "".join(f",{k}={_escape_key(str(v))}" for k, v in sorted(tags.items()) if v not in (None, ""))
+    field_part = ",".join(_field(k, v) for k, v in fields.items() if v is not None)
+    return f"{_escape_key(measurement)}{tag_part} {field_part} {time_ns}"
+
+
+def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
+    """The point of one finished request, stamped at the request's start (wall clock, ns)."""
+    tags = {**labels, "model": record.model, "prompt": record.prompt, "mode": record.mode, "outcome": record.outcome}
+    fields = {
+        "ttft_ms": record.ttft_ms if record.first_content == "text" else None,
+        "latency_ms": record.latency_ms,
+        "ttfb_ms": record.ttfb_ms,
+        "first_thinking_ms": record.first_thinking_ms,
+        "tpot_ms": record.tpot_ms,
+        "output_tps": record.output_tps,
+        "max_gap_ms": record.max_gap_ms,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cache_read_tokens": record.cache_read_tokens,
+        "cache_creation_tokens": record.cache_creation_tokens,
+        "cost_usd": record.cost_usd,
+        "request_id": record.request_id,
+        "error_type": record.error_type,
+        "http_status": record.http_status,
+    }
+    return line(REQUEST_MEASUREMENT, tags, fields, record.wall_start_ns)

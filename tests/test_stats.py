@@ -1,0 +1,64 @@
+"""HDR statistics, the price table and the summary table, on records with known values."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.pricing import Price, PriceTable
+from harness.stats import RunStats
+from harness.summary import render
+from harness.timing import OK, RATE_LIMITED, TimingRecord
+
+
+def record(model: str, ttft: float | None, latency: float, outcome: str = OK, prompt: str = "p") -> TimingRecord:
+    mode = "blocking" if ttft is None else "stream"
+    rec = TimingRecord(model=model, prompt=prompt, mode=mode, outcome=outcome, latency_ms=latency)
+    if ttft is not None:
+        rec.ttft_ms, rec.first_content, rec.last_token_ms = ttft, "text", latency
+    rec.input_tokens, rec.output_tokens, rec.cost_usd = 10, 11, 0.5
+    return rec
+
+
+def test_percentiles_are_precise_to_three_digits() -> None:
+    stats = RunStats()
+    for i in range(1, 1001):  # TTFT 1..1000 ms in 1 ms steps
+        stats.add(record("a", ttft=float(i), latency=1000.0 + i))
+    model = stats.by_model()["a"]
+    assert model.ttft_ms(50) == pytest.approx(500, rel=1e-3)
+    assert model.ttft_ms(99) == pytest.approx(990, rel=1e-3)
+    assert model.latency_ms(95) == pytest.approx(1950, rel=1e-3)
+    # (latency - ttft) / (11 - 1) = 100 ms per token -> 10 tokens/s
+    assert model.median_output_tps() == pytest.approx(10, rel=1e-3)
+
+
+def test_failures_are_counted_by_class_and_kept_out_of_latency() -> None:
+    stats = RunStats()
+    stats.add(record("a", ttft=100, latency=200))
+    stats.add(record("a", ttft=None, latency=5, outcome=RATE_LIMITED))
+    stats.add(record("b", ttft=None, latency=300, prompt="q"))
+    total = stats.total()
+    assert (total.requests, total.failures, total.outcomes[RATE_LIMITED]) == (3, 1, 1)
+    assert total.latency.get_total_count() == 2
+    assert total.ttft.get_total_count() == 1  # the blocking request has no TTFT
+    assert total.cost_usd == pytest.approx(1.5) and total.output_tokens == 33
+
+
+def test_summary_has_a_row_per_model_and_per_label() -> None:
+    stats = RunStats()
+    stats.add(record("alpha", ttft=123.4, latency=456))
+    stats.add(record("beta", ttft=None, latency=10, outcome=RATE_LIMITED, prompt="q"))
+    text = render(stats, "title")
+    lines = text.splitlines()
+    assert lines[0] == "title"
+    assert any(line.startswith("alpha ") and "123" in line for line in lines)
+    assert any(line.startswith("beta ") and "rate_limited=1" in line for line in lines)
+    assert any(line.startswith("alpha / p ") for line in lines)
+    assert any(line.startswith("ALL ") for line in lines)
+
+
+def test_cost_from_usage_with_cache_factors_and_overrides() -> None:
+    table = PriceTable({"custom": Price(2.0, 8.0)})
+    assert table.cost("claude-haiku-4-5", 1_000_000, 0) == pytest.approx(1.0)
+    assert table.cost("claude-sonnet-4-5", 0, 1_000_000) == pytest.approx(15.0)
+    assert table.cost("custom", 1_000_000, 1_000_000, 1_000_000, 1_000_000) == pytest.approx(2 + 8 + 0.2 + 2.5)
+    assert table.cost("unknown-model", 10, 10) is None
