@@ -7,7 +7,11 @@ BIN := $(VENV)/bin
 SCENARIO ?= scenarios/demo.yaml
 RUN_ARGS ?= --headless --only-summary --stop-timeout 30s
 
-.PHONY: install run test clean
+# System packages the tests need (Debian): a real metrics server for the InfluxDB tests.
+SYSTEM_PACKAGES := victoria-metrics
+SYSTEM_BINARIES := victoria-metrics
+
+.PHONY: install system-deps run test bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +23,17 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/locust -f locustfile.py --scenario $(SCENARIO) $(RUN_ARGS)
 
-test: install
+system-deps:
+	@for bin in $(SYSTEM_BINARIES); do command -v $$bin >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	fi
+
+test: install system-deps
 	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m harness.bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

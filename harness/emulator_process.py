@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 READY_PREFIX = "emulator listening on "
+PR_SET_PDEATHSIG = 1
 
 
 class EmulatorError(RuntimeError):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, however it dies (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's stop() is the only way out
 
 
 class EmulatorProcess:
@@ -39,7 +50,9 @@ class EmulatorProcess:
     def start(self, timeout_s: float = 20.0) -> str:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("ANTHROPIC_API_KEY", None)  # the emulator never needs the real key
-        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, env=env)
+        self._process = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=_die_with_parent
+        )
         stdout = self._process.stdout
         assert stdout is not None
         ready, _, _ = select.select([stdout], [], [], timeout_s)

@@ -15,17 +15,18 @@ from typing import Any
 
 import gevent
 
-from harness import pauses
+from harness import exitcodes, pauses
+from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS, Thresholds
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.payload import build_headers
 from harness.run import EMULATOR_API_KEY, HarnessRun, RunConfig, is_loopback, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
-from harness.summary import render
+from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, InfluxConfig
+from harness.summary import render_run
 from harness.transport import TRANSPORTS, Target, preload_sdk
 
 logger = logging.getLogger("harness")
 
-EXIT_USAGE = 2
 DEFAULT_SCENARIO = "scenarios/demo.yaml"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 
@@ -37,13 +38,34 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--output-dir", default="runs", help="folder for run outputs (default: runs/)")
     group.add_argument("--emulator-profile", default=None, help="latency profile for the built-in emulator")
     group.add_argument("--emulator-seed", type=int, default=None, help="seed for the built-in emulator")
+    # Locust's own add_argument (not argparse groups) knows is_secret and include_in_web_ui
+    points = health = parser
+    points.add_argument(
+        "--points", choices=("auto", "off"), default="auto",
+        help="per-request points: to InfluxDB when configured, else to points.lp in the run folder (auto); or off",
+    )  # fmt: skip
+    points.add_argument("--influx-url", default=None, help="InfluxDB URL (default: $INFLUXDB_V2_URL)")
+    points.add_argument("--influx-token", default=None, is_secret=True, help="InfluxDB token (default: $INFLUXDB_V2_TOKEN)")
+    points.add_argument("--influx-org", default=None, help="InfluxDB org (default: $INFLUXDB_V2_ORG)")
+    points.add_argument("--influx-bucket", default=None, help="InfluxDB bucket (default: $INFLUXDB_V2_BUCKET or loadtest)")
+    points.add_argument("--influx-buffer", type=int, default=DEFAULT_BUFFER, help="points buffered at most before dropping")
+    points.add_argument(
+        "--points-flush-timeout", type=float, default=CLOSE_TIMEOUT_S,
+        help="seconds to flush buffered points at the end; what is left is counted as dropped",
+    )  # fmt: skip
+    health.add_argument("--max-cpu-percent", type=float, default=DEFAULT_MAX_CPU_PERCENT, help="CPU use above which the run is unreliable")
+    health.add_argument("--max-loop-lag-ms", type=float, default=DEFAULT_MAX_LOOP_LAG_MS, help="event-loop lag p99 above which the run is unreliable")
+    health.add_argument(
+        "--fail-on-unreliable", action="store_true", default=False,
+        help=f"exit with code {exitcodes.UNRELIABLE} when the load generator was saturated",
+    )  # fmt: skip
 
 
 def fail_usage(message: str) -> None:
     """Stop the process with a clear message and the usage/config exit code."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
-    sys.exit(EXIT_USAGE)
+    sys.exit(exitcodes.USAGE)
 
 
 class Session:
@@ -82,10 +104,21 @@ class Session:
 
     def on_test_start(self) -> None:
         run_id, output_dir = self.next_run_dir()
-        users = max(self.options.num_users or 1, 100)
-        config = RunConfig(self.scenario, self.target(), self.options.transport, output_dir, run_id, pool_size=users)
+        options = self.options
+        config = RunConfig(
+            self.scenario, self.target(), options.transport, output_dir, run_id,
+            pool_size=max(options.num_users or 1, 100),
+            points=options.points,
+            influx=InfluxConfig.resolve(
+                url=options.influx_url, token=options.influx_token, org=options.influx_org, bucket=options.influx_bucket
+            ),
+            points_buffer=options.influx_buffer,
+            points_flush_timeout_s=options.points_flush_timeout,
+            thresholds=Thresholds(options.max_cpu_percent, options.max_loop_lag_ms),
+        )  # fmt: skip
         self.run = HarnessRun(config, self.environment)
         pauses.settle()
+        self.run.start()
         logger.info("run %s: records in %s", run_id, output_dir)
 
     def on_test_stop(self) -> None:
@@ -93,14 +126,11 @@ class Session:
         if run is None:
             return
         run.close()
-        locust_total = self.environment.stats.total.num_requests
-        title = (
-            f"Claude summary: scenario {self.scenario.name}, run {run.config.run_id}, "
-            f"{run.stats.requests} requests ({locust_total} in Locust stats, {run.records.written} records)"
-        )
-        self.summary = render(run.stats, title)
+        self.summary = render_run(run, locust_requests=self.environment.stats.total.num_requests)
         if not self.options.headless:
             print(self.summary, flush=True)
+        if run.health.unreliable and self.options.fail_on_unreliable:
+            self.environment.process_exit_code = exitcodes.UNRELIABLE
 
     def on_quit(self) -> None:
         if self.summary and self.options.headless:

@@ -1,8 +1,9 @@
 """One load-test run: its configuration, its sinks, and the fan-out of each finished request.
 
 `HarnessRun.emit` is the single place a TimingRecord goes after its request ended: cost,
-Locust's request event (plus the TTFT row), the precise stats and the records file, each
-exactly once.
+Locust's request event (plus the TTFT row), the precise stats, the records file and the
+time-series points, each exactly once. The run also owns the point writer and the health
+monitor, started and stopped with it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import ipaddress
 import itertools
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from harness import payload
+from harness.health import Gauges, HealthMonitor, HealthSample, Thresholds
+from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
 from harness.pricing import Price, PriceTable
+from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RecordsFile
 from harness.scenario import Pick, Sampler, Scenario
 from harness.stats import RunStats
@@ -56,6 +60,13 @@ class RunConfig:
     output_dir: Path
     run_id: str
     pool_size: int = 100
+    worker: str = "local"  # this process's name in the points' `worker` tag
+    role: str = "local"  # local, master or worker
+    points: str = "auto"  # "auto": InfluxDB if configured, else a line-protocol file; "off"
+    influx: InfluxConfig | None = None
+    points_buffer: int = DEFAULT_BUFFER
+    points_flush_timeout_s: float = CLOSE_TIMEOUT_S
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 class HarnessRun:
@@ -64,18 +75,42 @@ class HarnessRun:
         self.environment = environment
         self.scenario = config.scenario
         self.stats = RunStats()
+        self.in_flight = 0
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.labels = {"run_id": config.run_id, "scenario": config.scenario.name, "worker": config.worker}
         self.prices = PriceTable(
             {model: Price(p.input, p.output) for model, p in (config.scenario.prices or {}).items()}
         )
         self.records = RecordsFile(
             config.output_dir / "requests.jsonl", {"run_id": config.run_id, "scenario": config.scenario.name}
         )
+        self.points = self._point_writer(config)
+        self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
-        # the SDK client is shared by all users and built now: importing the SDK takes
-        # seconds, which must not happen while other users' requests are in flight
+        # the SDK client is shared by all users and built now: building it in a user's
+        # on_start would stall the requests of the users already running
         self._shared_transport: Transport | None = (
             SdkTransport(config.target, config.pool_size) if config.transport == "sdk" else None
+        )
+
+    @staticmethod
+    def _point_writer(config: RunConfig) -> PointWriter | None:
+        if config.points == "off":
+            return None
+        sink = InfluxSink(config.influx) if config.influx else FileSink(config.output_dir / "points.lp")
+        return PointWriter(sink, max_buffer=config.points_buffer)
+
+    def _gauges(self) -> Gauges:
+        points = self.points
+        runner = getattr(self.environment, "runner", None)
+        return Gauges(
+            users=lambda: runner.user_count if runner is not None else 0,
+            in_flight=lambda: self.in_flight,
+            points_written=lambda: points.written if points else 0,
+            points_dropped=lambda: points.dropped if points else 0,
+            buffer_size=lambda: points.buffered if points else 0,
         )
 
     # --- what users call -------------------------------------------------------------
@@ -95,11 +130,18 @@ class HarnessRun:
         if request is None:
             body = payload.build_body(pick, self.scenario)
             timeout_s = pick.prompt.timeout_s or self.scenario.timeout_s
-            request = self._prepared[key] = PreparedRequest(body, payload.build_body_bytes(pick, self.scenario), pick.stream, timeout_s)
+            data = payload.build_body_bytes(pick, self.scenario)
+            request = self._prepared[key] = PreparedRequest(body, data, pick.stream, timeout_s)
         return request
+
+    def new_record(self, pick: Pick) -> TimingRecord:
+        """A record for a request about to be sent; it is in flight until `emit`."""
+        self.in_flight += 1
+        return TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode)
 
     def emit(self, record: TimingRecord) -> None:
         """Fan one finished request out to every sink, exactly once."""
+        self.in_flight -= 1
         record.cost_usd = self.prices.cost(
             record.model, record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_creation_tokens
         )
@@ -120,9 +162,31 @@ class HarnessRun:
             self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)
         self.stats.add(record)
         self.records.write(record)
+        if self.points is not None:
+            self.points.add(request_line(record, self.labels))
 
     # --- lifecycle --------------------------------------------------------------------
+    def _on_health(self, sample: HealthSample) -> None:
+        if self.points is not None:
+            self.points.add(line(HEALTH_MEASUREMENT, {**self.labels, "role": self.config.role}, sample.fields(), time.time_ns()))
+
+    def _marker(self, event: str, detail: str) -> None:
+        if self.points is not None:
+            self.points.add(line(RUN_MEASUREMENT, self.labels, {"event": event, "detail": detail}, time.time_ns()))
+
+    def start(self) -> None:
+        if self.points is not None:
+            self.points.start()
+        self.health.start()
+        self._marker("start", f"scenario {self.scenario.name} ({self.scenario.digest()[:12]}), transport {self.config.transport}")
+
     def close(self) -> None:
+        """End of the run: every request has been emitted; flush and close every sink."""
+        self.ended_at = time.time()
+        self.health.stop()
+        self._marker("stop", f"{self.stats.requests} requests")
+        if self.points is not None:
+            self.points.close(self.config.points_flush_timeout_s)
         if self._shared_transport is not None:
             self._shared_transport.close()
             self._shared_transport = None

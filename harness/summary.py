@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from harness.stats import LabelStats, RunStats
 from harness.timing import OK, OUTCOMES
+
+if TYPE_CHECKING:
+    from harness.run import HarnessRun
 
 _COLUMNS = (
     ("label", "<"),
@@ -64,3 +69,23 @@ def render(stats: RunStats, title: str) -> str:
         out += [rule, *map(line, detail)]
     out.append(rule)
     return "\n".join(out)
+
+
+def render_run(run: HarnessRun, locust_requests: int) -> str:
+    """The end-of-run summary: counts from every sink, the table, health and points."""
+    stats, points, health = run.stats, run.points, run.health.summary()
+    title = (
+        f"Claude summary: scenario {run.scenario.name}, run {run.config.run_id}, "
+        f"{stats.requests} requests ({locust_requests} in Locust stats, {run.records.written} records)"
+    )
+    lines = [render(stats, title)]
+    verdict = "UNRELIABLE: the load generator was saturated, timings are late" if health["unreliable"] else "ok"
+    lines.append(
+        f"load generator: CPU max {health['cpu_percent_max']:.0f}% (mean {health['cpu_percent_mean']:.0f}%), "
+        f"event-loop lag p99 max {health['loop_lag_p99_max_ms']:.1f} ms: {verdict}"
+    )
+    if points is not None:
+        dropped = f", {points.dropped} DROPPED" if points.dropped else ", none dropped"
+        lines.append(f"points: {points.written} written to {points.sink.description}{dropped}")
+    lines.append(f"records: {run.records.path}")
+    return "\n".join(lines)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import gevent
-from gevent import GreenletExit
+from gevent import GreenletExit, getcurrent
 
 from harness.timing import CANCELLED, CONNECTION_ERROR, TIMEOUT, StreamTimer, TimingRecord
 
@@ -68,8 +70,34 @@ def _start(record: TimingRecord) -> None:
     record.start_ns = perf_ns()
 
 
+def _connection_error_type(record: TimingRecord) -> str:
+    """The same error_type from both transports: lost after the response began, or never made."""
+    return "connection_lost" if record.http_status is not None else "connection_failed"
+
+
 def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
+
+
+@contextmanager
+def _request_scope(record: TimingRecord, timeout_s: float) -> Iterator[None]:
+    """What both transports do around one request: start the clock, bound the whole request
+    in time, classify what escaped, record a cancellation before the kill goes on, and
+    always leave a latency."""
+    _start(record)
+    try:
+        with gevent.Timeout(timeout_s, _RequestTimeout):
+            yield
+    except _RequestTimeout:
+        record.fail(TIMEOUT, "timeout", f"no complete response within {timeout_s:g} s")
+    except GreenletExit:
+        record.fail(CANCELLED, "cancelled", "the run stopped while the request was in flight")
+        raise
+    except Exception as exc:  # socket errors, HTTP parse errors, a dropped connection
+        record.fail(CONNECTION_ERROR, _connection_error_type(record), f"{type(exc).__name__}: {exc}"[:200])
+    finally:
+        if record.latency_ms is None:
+            record.latency_ms = _elapsed_ms(record)
 
 
 class FastTransport:
@@ -93,25 +121,13 @@ class FastTransport:
         self._headers = {**target.headers, "x-api-key": target.api_key}
 
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
-        response = None
-        _start(record)
-        try:
-            with gevent.Timeout(request.timeout_s, _RequestTimeout):
+        with _request_scope(record, request.timeout_s):
+            try:
                 response = self._client.request("POST", self._path, body=request.data, headers=self._headers)
                 self._read(record, response, request.stream)
-                response = None  # fully read: the connection went back to the pool
-        except _RequestTimeout:
-            record.fail(TIMEOUT, "timeout", f"no complete response within {request.timeout_s:g} s")
-        except GreenletExit:
-            record.fail(CANCELLED, "cancelled", "the run stopped while the request was in flight")
-            raise
-        except Exception as exc:  # socket errors, HTTP parse errors, a closed connection
-            record.fail(CONNECTION_ERROR, type(exc).__name__, str(exc)[:200])
-        finally:
-            if record.latency_ms is None:
-                record.latency_ms = _elapsed_ms(record)
-            if response is not None or not record.ok:
-                self._reset()
+            except BaseException:
+                self._reset()  # the response was not read to its end: the connection is unusable
+                raise
 
     def _read(self, record: TimingRecord, response: Any, stream: bool) -> None:
         t_headers = perf_ns()
@@ -124,9 +140,11 @@ class FastTransport:
         elif stream:
             timer = StreamTimer(record)
             feed, readline = timer.feed, response.readline
-            while line := readline(b"\n"):
-                feed(perf_ns(), line)
-            timer.finish(perf_ns())
+            try:
+                while line := readline(b"\n"):
+                    feed(perf_ns(), line)
+            finally:  # also when the stream breaks: the caller then overrides the outcome
+                timer.finish(perf_ns())
         else:
             body = response.read()
             record.apply_message(body, perf_ns())
@@ -157,12 +175,21 @@ class SdkTransport:
         limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self._anthropic = anthropic
         self._httpx = httpx2
+        self._sending: dict[Any, TimingRecord] = {}  # greenlet -> the record it is sending
         self._client = anthropic.Anthropic(
             api_key=target.api_key,
             base_url=target.base_url,
             max_retries=0,
-            default_headers={k: v for k, v in target.headers.items() if k != "content-type"},
-            http_client=httpx2.Client(limits=limits, timeout=httpx2.Timeout(600.0, connect=CONNECT_TIMEOUT_S)),
+            default_headers={
+                **{k: v for k, v in target.headers.items() if k != "content-type"},
+                "x-api-key": target.api_key,
+                "authorization": anthropic.omit,
+            },
+            http_client=httpx2.Client(
+                limits=limits,
+                timeout=httpx2.Timeout(600.0, connect=CONNECT_TIMEOUT_S),
+                event_hooks={"request": [self._on_request]},
+            ),
             open_telemetry=False,
         )
 
@@ -170,29 +197,30 @@ class SdkTransport:
         body = dict(request.body)
         required = {key: body.pop(key) for key in ("model", "max_tokens", "messages")}
         body.pop("stream", None)
-        api = self._anthropic
-        _start(record)
-        try:
-            with gevent.Timeout(request.timeout_s, _RequestTimeout):
+        api, current = self._anthropic, getcurrent()
+        self._sending[current] = record
+        with _request_scope(record, request.timeout_s):
+            try:
                 with self._client.messages.with_streaming_response.create(
                     **required, stream=request.stream, extra_body=body, timeout=request.timeout_s
                 ) as response:
                     self._read(record, response, request.stream)
-        except _RequestTimeout:
-            record.fail(TIMEOUT, "timeout", f"no complete response within {request.timeout_s:g} s")
-        except GreenletExit:
-            record.fail(CANCELLED, "cancelled", "the run stopped while the request was in flight")
-            raise
-        except api.APIStatusError as exc:
-            record.request_id = exc.request_id
-            record.apply_error_body(exc.status_code, exc.response.content)
-        except (api.APITimeoutError, self._httpx.TimeoutException) as exc:
-            record.fail(TIMEOUT, type(exc).__name__, str(exc)[:200])
-        except Exception as exc:  # APIConnectionError, a dropped stream (httpx2 errors)
-            record.fail(CONNECTION_ERROR, type(exc).__name__, str(exc)[:200])
-        finally:
-            if record.latency_ms is None:
-                record.latency_ms = _elapsed_ms(record)
+            except api.APIStatusError as exc:
+                record.request_id = exc.request_id
+                if record.ttfb_ms is None:
+                    record.ttfb_ms = _elapsed_ms(record)
+                record.apply_error_body(exc.status_code, exc.response.content)
+            except (api.APITimeoutError, self._httpx.TimeoutException) as exc:
+                record.fail(TIMEOUT, "timeout", f"no complete response within {request.timeout_s:g} s ({type(exc).__name__})")
+            finally:
+                self._sending.pop(current, None)
+
+    def _on_request(self, _request: Any) -> None:
+        """httpx event hook: the SDK has built the request and is about to send it. The
+        clock restarts here so that SDK and fast timings share the same origin."""
+        record = self._sending.get(getcurrent())
+        if record is not None:
+            _start(record)
 
     @staticmethod
     def _read(record: TimingRecord, response: Any, stream: bool) -> None:
@@ -201,9 +229,19 @@ class SdkTransport:
         record.request_id = response.headers.get("request-id")
         if stream:
             timer = StreamTimer(record)
-            for line in response.iter_lines():
-                timer.feed(perf_ns(), line.encode())
-            timer.finish(perf_ns())
+            feed, pending = timer.feed, b""
+            try:
+                # split on b"\n" only, like the SSE framing (iter_lines() also splits on
+                # U+2028, U+0085, ... inside JSON strings and holds back a trailing \r)
+                for data in response.iter_bytes():
+                    now = perf_ns()
+                    *lines, pending = (pending + data).split(b"\n")
+                    for line in lines:
+                        feed(now, line)
+                if pending:
+                    feed(perf_ns(), pending)
+            finally:  # also when the stream breaks: the caller then overrides the outcome
+                timer.finish(perf_ns())
         else:
             body = response.read()
             record.apply_message(body, perf_ns())

@@ -5,7 +5,6 @@ from __future__ import annotations
 from locust import User, constant, task
 
 from harness.run import HarnessRun
-from harness.timing import TimingRecord
 
 
 class ClaudeUser(User):
@@ -25,7 +24,7 @@ class ClaudeUser(User):
     def call_claude(self) -> None:
         pick = self.sampler.next()
         request = self.run.prepare(pick)
-        record = TimingRecord(model=pick.model, prompt=pick.prompt.name, mode="stream" if pick.stream else "blocking")
+        record = self.run.new_record(pick)
         try:
             self.transport.send(record, request)
         finally:  # also when the run stops mid-request: the record says "cancelled"

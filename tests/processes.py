@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,3 +83,50 @@ def by_request_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class VictoriaMetrics:
+    """Debian's victoria-metrics on loopback: it accepts influxdb-client's /api/v2/write."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20) -> VictoriaMetrics:
+        binary = shutil.which("victoria-metrics")
+        assert binary, "victoria-metrics is not installed: `make test` installs it (apt)"
+        self._process = subprocess.Popen(
+            [binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data_dir}",
+             "-retentionPeriod=100y", "-loggerLevel=ERROR"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("victoria-metrics did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None
+
+    def export(self, metric_regex: str) -> list[dict[str, Any]]:
+        """Every stored series matching the regex, after a forced flush (values, timestamps)."""
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+        query = urllib.parse.urlencode({"match[]": f'{{__name__=~"{metric_regex}"}}', "end": int(time.time()) + 60})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as response:
+            return [json.loads(line) for line in response.read().splitlines() if line.strip()]

@@ -1,0 +1,902 @@
+"""Benchmark of the load generator itself: `python -m harness.bench` (`make bench`).
+
+    python -m harness.bench [--levels 50,100,200,500] [--duration 15] [--json PATH]
+                            [--configs baseline,sdk,fast,fast-norecord] [--quick]
+
+For each level N (concurrent streams) and each configuration, against the emulator in
+its own process (pinned to one CPU, the load generator to another when there are 2+),
+with a bench profile that keeps the emulator far from saturation:
+
+- `baseline`: the hand-written AsyncAnthropic loop a user would write
+  (`harness.bench_baseline`, its own process, uvloop when installed);
+- `sdk`: the harness in Locust with `--transport sdk`;
+- `fast`: the harness in Locust with the default fast transport;
+- `fast-norecord`: as `fast` plus `NO_RECORD_ARGS` (recording off), reported as
+  "n/a (option not available)" while Locust does not know the option.
+
+Measured over a window that starts `warmup` seconds after all users/tasks run: CPU
+seconds of the load-generating process (psutil user+system), requests completed in the
+window, CPU per request and per SSE event, throughput, the ratio of CPU per request to the
+baseline at the same level, and the client's TTFT error against the emulator's ground truth
+(client first-text receive time minus the emulator's first-text write time, both
+perf_counter_ns = CLOCK_MONOTONIC) plus the emulator's own lateness (first text written
+minus scheduled), so that a late server is visible. Then the emulator's capacity: a raw
+asyncio client (bytes only, no parsing) holding 1000 streams against the emulator on one
+core. Everything goes to a JSON file with the machine, package versions and the profile.
+
+Absolute times depend on the machine (and on its neighbours on a shared VM): read the
+ratios. Targets are printed as PASS/MISS; a miss never fails the process (exit 0 unless
+the benchmark itself could not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ("baseline", "sdk", "fast", "fast-norecord")
+NO_RECORD_ARGS = ["--points", "off"]  # recording off; the option is being added to the harness
+NA_OPTION = "n/a (option not available)"
+
+MODEL = "claude-haiku-4-5"
+PROMPT = "Write a haiku about load tests."
+MAX_TOKENS = 200
+
+BENCH_PROFILE: dict[str, Any] = {
+    "seed": 1,
+    "ping": True,
+    "models": {
+        "default": {
+            "ttft_ms": 300,
+            "ttft_ms_per_1k_input": 0,
+            "output_tps": 50,
+            "jitter": 0.1,
+            "tokens_per_chunk": 2,
+            "output_tokens": {"mean": 60, "sd": 15, "min": 20, "max": 120},
+        }
+    },
+}
+
+BENCH_SCENARIO: dict[str, Any] = {
+    "name": "bench",
+    "description": "harness.bench: one short streamed prompt",
+    "models": [{"model": MODEL, "weight": 1}],
+    "prompts": [{"name": "short", "weight": 1, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS}],
+    "stream": 1.0,
+    "seed": 0,
+    "timeout_s": 60,
+}
+
+RAMP_S = 1.0  # users/tasks start evenly over this long (Locust: -r N)
+STOP_TIMEOUT_S = 10  # --stop-timeout: requests in flight at the end finish
+RUN_TIME_MARGIN_S = 4  # Locust's -t runs this long past the end of the measured window (--quick: 2)
+STARTUP_TIMEOUT_S = 90  # a load generator must have all users running within this
+EXIT_TIMEOUT_S = 60  # ...and exit this long after its run time
+
+PACKAGES = ("anthropic", "httpx2", "locust", "gevent", "geventhttpclient", "uvloop", "psutil", "pydantic")
+
+HEADER = (
+    "Benchmark of the load generator (harness.bench). Absolute times depend on this machine and\n"
+    "its neighbours: compare the RATIOS (CPU per request vs the hand-written AsyncAnthropic\n"
+    "baseline at the same level) and the TTFT errors against the emulator's ground truth."
+)
+
+perf_ns = time.perf_counter_ns
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+class Children:
+    """Every process the benchmark starts; all are killed at the end, even on Ctrl-C."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[Any]] = []
+
+    def spawn(self, cmd: list[str], cpus: Optional[set[int]], **kwargs: Any) -> subprocess.Popen[Any]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("ANTHROPIC_API_KEY", None)  # a benchmark on loopback never needs, nor sends, the real key
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, **kwargs)
+        self._procs.append(proc)
+        if cpus:
+            try:
+                os.sched_setaffinity(proc.pid, cpus)
+            except OSError:
+                pass
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[Any], timeout_s: float = 10.0) -> Optional[int]:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        return proc.returncode
+
+    def kill_all(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                try:
+                    proc.kill()
+                    proc.wait(5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+        self._procs.clear()
+
+
+class OutputWatcher:
+    """Drains a child's stdout and stderr in threads; remembers the tail and when a line appeared."""
+
+    def __init__(self, proc: subprocess.Popen[str], patterns: tuple[str, ...] = ()) -> None:
+        self.tail: deque[str] = deque(maxlen=2000)
+        self.seen: dict[str, int] = {}  # pattern -> perf_counter_ns when first seen
+        self.event = threading.Event()
+        self._patterns = patterns
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._drain, args=(stream,), daemon=True)
+            for stream in (proc.stdout, proc.stderr)
+            if stream is not None
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _drain(self, stream: Any) -> None:
+        for line in iter(stream.readline, ""):
+            now = perf_ns()
+            with self._lock:
+                self.tail.append(line.rstrip("\n"))
+                for pattern in self._patterns:
+                    if pattern not in self.seen and pattern in line:
+                        self.seen[pattern] = now
+                        self.event.set()
+        stream.close()
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self.tail)
+
+    def join(self, timeout_s: float = 5.0) -> None:
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+
+def cpu_seconds(pid: int) -> Optional[float]:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return times.user + times.system
+
+
+def cpu_plan() -> tuple[Optional[set[int]], Optional[set[int]], list[int]]:
+    """(load generator CPUs, emulator CPUs, available CPUs): separate cores when there are 2+."""
+    try:
+        available = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None, None, list(range(os.cpu_count() or 1))
+    if len(available) >= 2:
+        return {available[0]}, {available[1]}, available
+    return None, None, available
+
+
+class Emulator:
+    """`python -m harness.emulator` in its own process, pinned, with a ground-truth file."""
+
+    READY = "emulator listening on "
+
+    def __init__(self, children: Children, profile: Path, ground_truth: Path, cpus: Optional[set[int]], log: Path) -> None:
+        self.children = children
+        self.ground_truth = ground_truth
+        self._truth: Optional[list[dict[str, Any]]] = None
+        self._log = log.open("w", encoding="utf-8")
+        cmd = [sys.executable, "-m", "harness.emulator", "--host", "127.0.0.1", "--port", "0",
+               "--profile", str(profile), "--ground-truth", str(ground_truth)]  # fmt: skip
+        self.proc = children.spawn(cmd, cpus, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        stdout = self.proc.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], 20)
+        line = stdout.readline() if ready else ""
+        if not line.startswith(self.READY):
+            Children.stop(self.proc)
+            raise RuntimeError(f"the emulator did not start: {line.strip()!r} (log: {log})")
+        self.url = line[len(self.READY) :].strip()
+        self.pid = self.proc.pid
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop (SIGTERM flushes the ground truth) and return the /v1/messages ground truth."""
+        if self._truth is not None:
+            return self._truth
+        Children.stop(self.proc)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+        rows = _read_jsonl(self.ground_truth) if self.ground_truth.exists() else []
+        self._truth = [row for row in rows if row.get("path") == "/v1/messages"]
+        return self._truth
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as file:
+        for line in file:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass  # a line cut by a kill
+    return rows
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def percentile(values: list[float], q: float) -> Optional[float]:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def dist(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else None,
+    }
+
+
+@dataclass
+class Request:
+    """One request as the load generator saw it, in perf_counter_ns."""
+
+    request_id: Optional[str]
+    start_ns: int
+    end_ns: int
+    first_text_ns: Optional[int]
+    events: int
+    ok: bool
+
+
+def harness_requests(records: list[dict[str, Any]]) -> list[Request]:
+    out = []
+    for r in records:
+        start = int(r.get("start_ns") or 0)
+        latency = r.get("latency_ms")
+        if not start or latency is None:
+            continue
+        ttft = r.get("ttft_ms") if r.get("first_content") in (None, "text") else None
+        out.append(
+            Request(
+                r.get("request_id"),
+                start,
+                start + round(latency * 1e6),
+                None if ttft is None else start + round(ttft * 1e6),
+                int(r.get("events") or 0),
+                r.get("outcome") == "ok",
+            )
+        )
+    return out
+
+
+def baseline_requests(records: list[dict[str, Any]]) -> list[Request]:
+    return [
+        Request(r.get("request_id"), r["start_ns"], r["end_ns"], r.get("first_text_ns"), r["events"], r["outcome"] == "ok")
+        for r in records
+    ]
+
+
+@dataclass
+class Window:
+    t0_ns: int
+    t1_ns: int
+    cpu_s: Optional[float]  # load generator
+    emulator_cpu_s: Optional[float]
+    per_cpu: Optional[list[dict[str, float]]] = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.t1_ns - self.t0_ns) / 1e9
+
+
+def per_cpu_busy(before: list[Any], after: list[Any]) -> list[dict[str, float]]:
+    """Per CPU: busy % (everything but idle and iowait) and steal % (time the VM's host took)."""
+    out = []
+    for a, b in zip(before, after):
+        total = sum(b) - sum(a)
+        idle = (b.idle - a.idle) + (getattr(b, "iowait", 0) - getattr(a, "iowait", 0))
+        steal = getattr(b, "steal", 0) - getattr(a, "steal", 0)
+        pct = (lambda x: round(100.0 * x / total, 1)) if total > 0 else (lambda x: 0.0)
+        out.append({"busy_pct": pct(total - idle), "steal_pct": pct(steal)})
+    return out
+
+
+def measure_window(pid: int, emulator_pid: int, warmup_s: float, duration_s: float, alive: Callable[[], bool]) -> Window:
+    time.sleep(warmup_s)
+    machine0 = psutil.cpu_times(percpu=True)
+    t0, cpu0, emu0 = perf_ns(), cpu_seconds(pid), cpu_seconds(emulator_pid)
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() < deadline and alive():
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    t1, cpu1, emu1 = perf_ns(), cpu_seconds(pid), cpu_seconds(emulator_pid)
+    machine1 = psutil.cpu_times(percpu=True)
+    return Window(
+        t0,
+        t1,
+        None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        None if emu0 is None or emu1 is None else emu1 - emu0,
+        per_cpu_busy(machine0, machine1),
+    )
+
+
+def analyze(requests: list[Request], truth: list[dict[str, Any]], window: Window, loadgen_cpu: Optional[int]) -> dict[str, Any]:
+    """Figures over the requests that completed inside the measured window."""
+    inside = [r for r in requests if window.t0_ns <= r.end_ns <= window.t1_ns]
+    truth_by_id = {row["request_id"]: row for row in truth if row.get("request_id")}
+    seconds = window.seconds
+    completed = len(inside)
+    events = sum(r.events for r in inside)
+    errors = sum(1 for r in inside if not r.ok)
+    ttft_err: list[float] = []
+    lateness: list[float] = []
+    unmatched = 0
+    for r in inside:
+        row = truth_by_id.get(r.request_id or "")
+        if row is None:
+            unmatched += 1
+            continue
+        t_text, scheduled = row.get("t_first_text_ns"), row.get("scheduled_first_text_ns")
+        if t_text is not None and scheduled is not None:
+            lateness.append((t_text - scheduled) / 1e6)
+        if r.ok and r.first_text_ns is not None and t_text is not None:
+            ttft_err.append((r.first_text_ns - t_text) / 1e6)
+    cpu = window.cpu_s
+    noise = None  # busy time of the load generator's core that was not the load generator: neighbours
+    if loadgen_cpu is not None and window.per_cpu and cpu is not None:
+        noise = round(max(0.0, window.per_cpu[loadgen_cpu]["busy_pct"] - 100 * cpu / seconds), 1)
+    return {
+        "status": "ok",
+        "window_s": round(seconds, 3),
+        "requests": completed,
+        "errors": errors,
+        "events": events,
+        "unmatched_ground_truth": unmatched,
+        "cpu_s": None if cpu is None else round(cpu, 3),
+        "cpu_pct": None if cpu is None else round(100 * cpu / seconds, 1),
+        "req_per_s": round(completed / seconds, 2) if seconds > 0 else None,
+        "cpu_ms_per_req": round(1000 * cpu / completed, 4) if cpu is not None and completed else None,
+        "cpu_us_per_event": round(1e6 * cpu / events, 3) if cpu is not None and events else None,
+        "ttft_err_ms": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in dist(ttft_err).items()},
+        "emulator_lateness_ms": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in dist(lateness).items()},
+        "emulator_cpu_pct": None if window.emulator_cpu_s is None else round(100 * window.emulator_cpu_s / seconds, 1),
+        "loadgen_core_other_pct": noise,
+        "per_cpu": window.per_cpu,
+    }
+
+
+# ----------------------------------------------------------------------------- one configuration
+
+
+@dataclass
+class Setup:
+    workdir: Path
+    profile_path: Path
+    scenario_path: Path
+    loadgen_cpus: Optional[set[int]]
+    emulator_cpus: Optional[set[int]]
+    warmup_s: float
+    duration_s: float
+    margin_s: float = RUN_TIME_MARGIN_S
+    children: Children = field(default_factory=Children)
+
+
+def locust_command(setup: Setup, url: str, users: int, transport: str, output_dir: Path, extra: list[str]) -> list[str]:
+    # BENCH_LOCUSTFILE: another locustfile (e.g. one that adds probes) for investigations
+    locust = Path(sys.executable).with_name("locust")
+    head = [str(locust)] if locust.exists() else [sys.executable, "-m", "locust"]
+    run_time = math.ceil(RAMP_S + setup.warmup_s + setup.duration_s + setup.margin_s)
+    return head + [
+        "-f", os.environ.get("BENCH_LOCUSTFILE", "locustfile.py"), "--headless", "--only-summary",
+        "--scenario", str(setup.scenario_path), "--host", url,
+        "-u", str(users), "-r", str(users), "-t", f"{run_time}s",
+        "--transport", transport, "--output-dir", str(output_dir),
+        "--stop-timeout", str(STOP_TIMEOUT_S), *extra,
+    ]  # fmt: skip
+
+
+def baseline_command(setup: Setup, url: str, users: int, out: Path) -> list[str]:
+    run_time = RAMP_S + setup.warmup_s + setup.duration_s + 1.0
+    return [sys.executable, "-m", "harness.bench_baseline", "--url", url, "--concurrency", str(users),
+            "--ramp", str(RAMP_S), "--run-time", f"{run_time:.1f}", "--out", str(out),
+            "--model", MODEL, "--max-tokens", str(MAX_TOKENS), "--prompt", PROMPT]  # fmt: skip
+
+
+def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
+    """One configuration at one level, with its own emulator; never raises for a bad run."""
+    tag = f"{config}-{level}"
+    cdir = setup.workdir / tag
+    cdir.mkdir(parents=True, exist_ok=True)
+    base: dict[str, Any] = {"config": config, "level": level}
+    try:
+        emulator = Emulator(setup.children, setup.profile_path, cdir / "truth.jsonl", setup.emulator_cpus, cdir / "emulator.log")
+    except RuntimeError as exc:
+        return {**base, "status": "error", "reason": str(exc)}
+    proc: Optional[subprocess.Popen[str]] = None
+    watcher: Optional[OutputWatcher] = None
+    truth: list[dict[str, Any]] = []
+    try:
+        if config == "baseline":
+            out = cdir / "baseline.jsonl"
+            cmd = baseline_command(setup, emulator.url, level, out)
+            ready = "all tasks started"
+        else:
+            transport = "sdk" if config == "sdk" else "fast"
+            extra = NO_RECORD_ARGS if config == "fast-norecord" else []
+            cmd = locust_command(setup, emulator.url, level, transport, cdir / "runs", extra)
+            ready = "All users spawned"
+        base["command"] = " ".join(cmd[cmd.index("-f") if "-f" in cmd else 1 :])
+        proc = setup.children.spawn(cmd, setup.loadgen_cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = OutputWatcher(proc, (ready, "Ramping to"))
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while ready not in watcher.seen and proc.poll() is None and time.monotonic() < deadline:
+            watcher.event.wait(0.1)
+            watcher.event.clear()
+        if ready not in watcher.seen:
+            Children.stop(proc)
+            watcher.join()
+            output = watcher.text()
+            if config == "fast-norecord" and proc.returncode == 2 and "unrecognized arguments" in output:
+                return {**base, "status": "n/a", "reason": NA_OPTION}
+            return {**base, "status": "error", "reason": f"no '{ready}' (exit code {proc.returncode})",
+                    "output_tail": output[-2000:]}  # fmt: skip
+        window = measure_window(proc.pid, emulator.pid, setup.warmup_s, setup.duration_s, lambda: proc.poll() is None)
+        run_time_s = RAMP_S + setup.warmup_s + setup.duration_s + (setup.margin_s if config != "baseline" else 1.0)
+        try:
+            proc.wait(run_time_s + STOP_TIMEOUT_S + EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            Children.stop(proc)
+            base["killed"] = True
+        watcher.join()
+        (cdir / "loadgen.log").write_text(watcher.text() + "\n", encoding="utf-8")
+        base["exit_code"] = proc.returncode
+        truth = emulator.stop()
+        started = watcher.seen.get("Ramping to")
+        if started is not None and config != "baseline":
+            base["window_truncated"] = window.t1_ns > started + int((math.ceil(run_time_s) - 0.5) * 1e9)
+        if config == "baseline":
+            if not out.exists():
+                return {**base, "status": "error", "reason": "the baseline wrote no records", "output_tail": watcher.text()[-2000:]}
+            requests = baseline_requests(_read_jsonl(out))
+        else:
+            files = sorted((cdir / "runs").glob("*/requests.jsonl"))
+            if not files:
+                return {**base, "status": "error", "reason": "no requests.jsonl", "output_tail": watcher.text()[-2000:]}
+            requests = harness_requests(_read_jsonl(files[-1]))
+        core = min(setup.loadgen_cpus) if setup.loadgen_cpus else None
+        return {**base, **analyze(requests, truth, window, core)}
+    finally:
+        if proc is not None and proc.poll() is None:
+            Children.stop(proc)
+        emulator.stop()
+
+
+# ----------------------------------------------------------------------------- emulator capacity
+
+
+class _RawStream(asyncio.Protocol):
+    """One keep-alive connection sending streamed Messages requests back to back; counts bytes only."""
+
+    def __init__(self, request: bytes, counters: dict[str, int], stop: asyncio.Event, done: asyncio.Future[None]) -> None:
+        self.request = request
+        self.c = counters
+        self.stop = stop
+        self.done = done
+        self.tail = b""
+        self.new_response = True
+        self.tr: Optional[asyncio.Transport] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tr = transport  # type: ignore[assignment]
+        self._send()
+
+    def _send(self) -> None:
+        if self.stop.is_set():
+            self.tr.close()  # type: ignore[union-attr]
+            return
+        self.new_response = True
+        self.tail = b""
+        self.tr.write(self.request)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        c = self.c
+        if self.new_response:
+            self.new_response = False
+            if not data.startswith(b"HTTP/1.1 200"):
+                c["errors"] += 1
+                self.tr.close()  # type: ignore[union-attr]
+                return
+        c["bytes"] += len(data)
+        c["events"] += data.count(b"\n\n")
+        tail = (self.tail + data[-5:])[-5:]
+        self.tail = tail
+        if tail == b"0\r\n\r\n":
+            c["responses"] += 1
+            self._send()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _capacity_client(url: str, streams: int, warmup_s: float, duration_s: float, emulator_pid: int) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    body = json.dumps({"model": MODEL, "max_tokens": MAX_TOKENS, "stream": True,
+                       "messages": [{"role": "user", "content": PROMPT}]}).encode()  # fmt: skip
+    request = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"x-api-key: bench\r\nanthropic-version: 2023-06-01\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    loop = asyncio.get_running_loop()
+    counters = {"bytes": 0, "events": 0, "responses": 0, "errors": 0, "connect_errors": 0}
+    stop = asyncio.Event()
+    done: list[asyncio.Future[None]] = []
+
+    async def open_one(i: int) -> None:
+        await asyncio.sleep(RAMP_S * i / streams)
+        future: asyncio.Future[None] = loop.create_future()
+        try:
+            await loop.create_connection(lambda: _RawStream(request, counters, stop, future), host, port)
+            done.append(future)
+        except OSError:
+            counters["connect_errors"] += 1
+
+    await asyncio.gather(*(open_one(i) for i in range(streams)))
+    await asyncio.sleep(warmup_s)
+    me = psutil.Process()
+    t0, emu0, own0, c0 = perf_ns(), cpu_seconds(emulator_pid), sum(me.cpu_times()[:2]), dict(counters)
+    await asyncio.sleep(duration_s)
+    t1, emu1, own1, c1 = perf_ns(), cpu_seconds(emulator_pid), sum(me.cpu_times()[:2]), dict(counters)
+    stop.set()
+    if done:
+        await asyncio.wait(done, timeout=15)
+    seconds = (t1 - t0) / 1e9
+    return {
+        "t0_ns": t0,
+        "t1_ns": t1,
+        "window_s": round(seconds, 3),
+        "streams": streams,
+        "connected": len(done),
+        "connect_errors": counters["connect_errors"],
+        "http_errors": counters["errors"],
+        "emulator_cpu_pct": None if emu0 is None or emu1 is None else round(100 * (emu1 - emu0) / seconds, 1),
+        "client_cpu_pct": round(100 * (own1 - own0) / seconds, 1),
+        "events_per_s": round((c1["events"] - c0["events"]) / seconds, 1),
+        "responses_per_s": round((c1["responses"] - c0["responses"]) / seconds, 1),
+        "mbytes_per_s": round((c1["bytes"] - c0["bytes"]) / seconds / 1e6, 3),
+    }
+
+
+def run_capacity(setup: Setup, streams: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+    cdir = setup.workdir / "capacity"
+    cdir.mkdir(parents=True, exist_ok=True)
+    try:
+        emulator = Emulator(setup.children, setup.profile_path, cdir / "truth.jsonl", setup.emulator_cpus, cdir / "emulator.log")
+    except RuntimeError as exc:
+        return {"status": "error", "reason": str(exc), "streams": streams}
+    previous = None
+    try:
+        if setup.loadgen_cpus:
+            previous = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, setup.loadgen_cpus)
+        loop_factory = None
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(
+                asyncio.wait_for(
+                    _capacity_client(emulator.url, streams, warmup_s, duration_s, emulator.pid),
+                    timeout=RAMP_S + warmup_s + duration_s + 60,
+                )
+            )
+        result["client_loop"] = "uvloop" if loop_factory else "asyncio"
+    except (asyncio.TimeoutError, OSError) as exc:
+        emulator.stop()
+        return {"status": "error", "reason": f"{type(exc).__name__}: {exc}", "streams": streams}
+    finally:
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+    truth = emulator.stop()
+    t0, t1 = result.pop("t0_ns"), result.pop("t1_ns")
+    lateness = [
+        (row["t_first_text_ns"] - row["scheduled_first_text_ns"]) / 1e6
+        for row in truth
+        if row.get("t_first_text_ns") is not None
+        and row.get("scheduled_first_text_ns") is not None
+        and t0 <= row["t_first_text_ns"] <= t1
+    ]
+    late = dist(lateness)
+    return {"status": "ok", **result, "lateness_ms": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in late.items()}}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(value: Any, spec: str = ".2f", width: int = 8) -> str:
+    if value is None:
+        return "-".rjust(width)
+    if isinstance(value, (int, float)):
+        return format(value, spec).rjust(width)
+    return str(value).rjust(width)
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    baseline = {r["level"]: r.get("cpu_ms_per_req") for r in results if r["config"] == "baseline" and r.get("status") == "ok"}
+    for r in results:
+        b = baseline.get(r["level"])
+        mine = r.get("cpu_ms_per_req")
+        r["cpu_per_req_vs_baseline"] = round(mine / b, 3) if r.get("status") == "ok" and b and mine is not None else None
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'streams':>7} {'config':<14}{'req/s':>8}{'CPU%':>7}{'CPU ms/req':>11}{'CPU us/ev':>10}"
+        f"{'vs base':>8}{'TTFT err p50':>13}{'p99':>8}{'max':>8}{'emu late p99':>13}{'noise%':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        prefix = f"{r['level']:>7} {r['config']:<14}"
+        if r.get("status") != "ok":
+            lines.append(prefix + (r.get("reason") or r.get("status") or "?"))
+            continue
+        ttft, late = r["ttft_err_ms"], r["emulator_lateness_ms"]
+        ratio = r.get("cpu_per_req_vs_baseline")
+        lines.append(
+            prefix
+            + _fmt(r["req_per_s"], ".1f", 8)
+            + _fmt(r["cpu_pct"], ".0f", 7)
+            + _fmt(r["cpu_ms_per_req"], ".3f", 11)
+            + _fmt(r["cpu_us_per_event"], ".1f", 10)
+            + (_fmt(ratio, ".2f", 7) + "x" if ratio is not None else _fmt(None, "", 8))
+            + _fmt(ttft["p50"], ".2f", 13)
+            + _fmt(ttft["p99"], ".2f", 8)
+            + _fmt(ttft["max"], ".2f", 8)
+            + _fmt(late["p99"], ".2f", 13)
+            + _fmt(r.get("loadgen_core_other_pct"), ".0f", 7)
+            + ("  (window truncated)" if r.get("window_truncated") else "")
+        )
+    return "\n".join(lines)
+
+
+def capacity_line(cap: dict[str, Any]) -> str:
+    if cap.get("status") != "ok":
+        return f"emulator capacity: {cap.get('reason')}"
+    late = cap["lateness_ms"]
+    return (
+        f"emulator capacity: {cap['connected']}/{cap['streams']} streams on one core: emulator CPU "
+        f"{cap['emulator_cpu_pct']}%, {cap['events_per_s']:.0f} events/s, {cap['responses_per_s']:.0f} responses/s, "
+        f"first-text lateness p50 {_fmt(late['p50'], '.2f', 0)} ms p99 {_fmt(late['p99'], '.2f', 0)} ms "
+        f"(n={late['n']}; raw client CPU {cap['client_cpu_pct']}%, {cap['client_loop']})"
+    )
+
+
+def targets(results: list[dict[str, Any]], cap: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {(r["config"], r["level"]): r for r in results if r.get("status") == "ok"}
+
+    def target(name: str, value: Optional[float], limit: float, missing: str) -> dict[str, Any]:
+        status = "n/a" if value is None else ("PASS" if value <= limit else "MISS")
+        return {"target": name, "value": value, "limit": limit, "status": status, **({"reason": missing} if value is None else {})}
+
+    fast200, fast100 = by.get(("fast", 200)), by.get(("fast", 100))
+    out = [
+        target("fast CPU/request <= 0.5x baseline at 200 streams",
+               fast200.get("cpu_per_req_vs_baseline") if fast200 else None, 0.5, "fast or baseline at 200 not measured"),
+        target("fast TTFT p99 error <= 20 ms at 200 streams",
+               fast200["ttft_err_ms"]["p99"] if fast200 else None, 20.0, "fast at 200 not measured"),
+        target("fast TTFT p99 error <= 5 ms at 100 streams",
+               fast100["ttft_err_ms"]["p99"] if fast100 else None, 5.0, "fast at 100 not measured"),
+    ]  # fmt: skip
+    cap_ok = cap is not None and cap.get("status") == "ok" and cap.get("streams", 0) >= 1000
+    out.append(target("emulator: 1000 streams on one core, first-text lateness p99 <= 5 ms",
+                      cap["lateness_ms"]["p99"] if cap_ok else None, 5.0, "capacity run below 1000 streams"))  # fmt: skip
+    return out
+
+
+def machine_info(cpus: list[int], loadgen: Optional[set[int]], emulator: Optional[set[int]]) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_available": cpus,
+        "loadgen_cpus": sorted(loadgen) if loadgen else None,
+        "emulator_cpus": sorted(emulator) if emulator else None,
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--levels", default=None, help="concurrent streams, comma-separated (default 50,100,200,500)")
+    p.add_argument("--duration", type=float, default=None, help="seconds of measured load per configuration (default 15)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds after all users run before measuring (default 3)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+    p.add_argument("--capacity-streams", type=int, default=None, help="streams of the emulator capacity test (default 1000)")
+    p.add_argument("--no-capacity", action="store_true", help="skip the emulator capacity test")
+    p.add_argument("--json", default=None, help="result file (default runs/bench-<timestamp>.json)")
+    p.add_argument("--quick", action="store_true", help="smoke run: levels 10, duration 3, short warm-up and capacity test")
+    p.add_argument("--keep", action="store_true", help="keep the per-run folders (records, ground truth, logs)")
+    return p
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quick = args.quick
+    levels = args.levels or ("10" if quick else "50,100,200,500")
+    try:
+        args.levels = [int(x) for x in levels.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--levels: not a list of integers: {levels!r}")
+    if not args.levels or min(args.levels) < 1:
+        parser.error("--levels: give at least one positive number")
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown or not args.configs:
+        parser.error(f"--configs: unknown {unknown}; choose from {','.join(CONFIGS)}")
+    args.configs = [c for c in CONFIGS if c in args.configs]  # baseline first: ratios need it
+    args.duration = args.duration if args.duration is not None else (3.0 if quick else 15.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration must be > 0 and --warmup >= 0")
+    args.capacity_streams = args.capacity_streams or (200 if quick else 1000)
+    args.capacity_duration = 2.0 if quick else args.duration
+    args.capacity_warmup = 1.0 if quick else args.warmup
+    if args.json is None:
+        args.json = str(ROOT / "runs" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    return args
+
+
+def _sigterm(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    loadgen_cpus, emulator_cpus, cpus = cpu_plan()
+    workdir = Path(tempfile.mkdtemp(prefix="harness-bench-"))
+    profile_path = workdir / "profile.yaml"
+    profile_path.write_text(yaml.safe_dump(BENCH_PROFILE, sort_keys=False), encoding="utf-8")
+    scenario_path = workdir / "scenario.yaml"
+    scenario_path.write_text(yaml.safe_dump(BENCH_SCENARIO, sort_keys=False), encoding="utf-8")
+    setup = Setup(workdir, profile_path, scenario_path, loadgen_cpus, emulator_cpus, args.warmup, args.duration,
+                  margin_s=2.0 if args.quick else RUN_TIME_MARGIN_S)
+    previous_handler = signal.signal(signal.SIGTERM, _sigterm)
+    report: dict[str, Any] = {
+        "benchmark": "harness.bench",
+        "note": "Absolute times depend on the machine; compare ratios (CPU per request vs the baseline) and TTFT errors.",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(cpus, loadgen_cpus, emulator_cpus),
+        "settings": {
+            "levels": args.levels, "configs": args.configs, "duration_s": args.duration, "warmup_s": args.warmup,
+            "ramp_s": RAMP_S, "stop_timeout_s": STOP_TIMEOUT_S, "quick": args.quick, "no_record_args": NO_RECORD_ARGS,
+            "capacity_streams": None if args.no_capacity else args.capacity_streams,
+            "window": "requests completed between warm-up end and warm-up end + duration",
+            "ttft_error": "client first-text receive time - emulator t_first_text_ns (perf_counter_ns)",
+            "emulator_lateness": "emulator t_first_text_ns - scheduled_first_text_ns",
+            "baseline": "AsyncAnthropic(max_retries=0, http_client=DefaultAsyncHttpxClient(limits>=N)), SDK defaults otherwise",
+        },  # fmt: skip
+        "profile": BENCH_PROFILE,
+        "scenario": BENCH_SCENARIO,
+        "results": [],
+        "emulator_capacity": None,
+    }
+    results: list[dict[str, Any]] = report["results"]
+    print(HEADER, flush=True)
+    print(f"CPUs: load generator {sorted(loadgen_cpus) if loadgen_cpus else 'any'}, "
+          f"emulator {sorted(emulator_cpus) if emulator_cpus else 'any'}; work dir {workdir}", flush=True)  # fmt: skip
+    interrupted = False
+    try:
+        if loadgen_cpus:
+            os.sched_setaffinity(0, loadgen_cpus)  # this process only waits; keep it off the emulator's core
+        for level in args.levels:
+            for config in args.configs:
+                began = time.monotonic()
+                result = run_config(setup, config, level)
+                result["elapsed_s"] = round(time.monotonic() - began, 1)
+                results.append(result)
+                summary = (
+                    f"{result.get('requests')} requests, CPU {result.get('cpu_ms_per_req')} ms/req, "
+                    f"TTFT err p99 {result.get('ttft_err_ms', {}).get('p99')} ms"
+                    if result.get("status") == "ok"
+                    else result.get("reason")
+                )
+                print(f"  {level:>5} streams {config:<14} {summary}  [{result['elapsed_s']} s]", flush=True)
+        if not args.no_capacity:
+            report["emulator_capacity"] = run_capacity(setup, args.capacity_streams, args.capacity_warmup, args.capacity_duration)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: stopping every process", file=sys.stderr, flush=True)
+    finally:
+        setup.children.kill_all()
+        signal.signal(signal.SIGTERM, previous_handler)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    add_ratios(results)
+    report["targets"] = targets(results, report["emulator_capacity"])
+    report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["interrupted"] = interrupted
+    report["machine"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print()
+    print(HEADER)
+    print(f"profile: ttft {BENCH_PROFILE['models']['default']['ttft_ms']} ms, {BENCH_PROFILE['models']['default']['output_tps']} "
+          f"tokens/s, 2 tokens/chunk, ~60 output tokens; window {args.duration:g} s after {args.warmup:g} s warm-up; "
+          f"TTFT err = client first text - emulator first-text write (ms)")  # fmt: skip
+    print("vs base = CPU per request / the baseline's at the same level; emu late = emulator first text written - "
+          "scheduled (ms); noise% = busy time of the load generator's core used by other processes")
+    print(table(results))
+    if report["emulator_capacity"] is not None:
+        print(capacity_line(report["emulator_capacity"]))
+    for t in report["targets"]:
+        value = "-" if t["value"] is None else f"{t['value']:.3g}"
+        print(f"{t['status']:>4}  {t['target']}: {value}" + (f" ({t['reason']})" if t.get("reason") else ""))
+    print(f"results: {out}" + (f"; run folders kept in {workdir}" if args.keep else ""))
+    if interrupted:
+        return 130
+    # a target miss is a finding, not a failure; a configuration that could not be measured is
+    failed = [r for r in results if r.get("status") == "error"]
+    capacity = report["emulator_capacity"]
+    return 1 if failed or (capacity is not None and capacity.get("status") != "ok") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

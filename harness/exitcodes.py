@@ -1,0 +1,7 @@
+"""Process exit codes, documented in the README. Locust's own `process_exit_code` carries them."""
+
+OK = 0  # the run completed and every check passed
+FAILED = 1  # an SLO was breached (or, without SLOs, some requests failed)
+USAGE = 2  # usage or configuration error: bad scenario, missing API key, bad option
+COST_GUARD = 3  # stopped by the cost guard (budget or --max-requests reached)
+UNRELIABLE = 4  # --fail-on-unreliable: the load generator was saturated, timings are suspect

@@ -1,0 +1,158 @@
+"""The load generator's own health: CPU use and event-loop lag, sampled while it runs.
+
+Timings taken while the client's CPU is saturated are wrong: a response byte waits for the
+busy process before it is timestamped. A ticker greenlet measures how late the event loop
+wakes it (loop lag); the process's CPU time gives its CPU use. Every interval a sample is
+kept, written as a `harness_health` point, and compared with the thresholds: a saturated
+process is reported once per episode in the console and marks the run as unreliable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import gevent
+import psutil
+
+logger = logging.getLogger("harness.health")
+
+TICK_S = 0.02
+INTERVAL_S = 2.0
+DEFAULT_MAX_CPU_PERCENT = 90.0
+DEFAULT_MAX_LOOP_LAG_MS = 10.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_cpu_percent: float = DEFAULT_MAX_CPU_PERCENT
+    max_loop_lag_ms: float = DEFAULT_MAX_LOOP_LAG_MS
+
+
+@dataclass
+class HealthSample:
+    at: float  # wall clock, seconds
+    cpu_percent: float
+    loop_lag_max_ms: float
+    loop_lag_p99_ms: float
+    users: int
+    in_flight: int
+    points_written: int
+    points_dropped: int
+    buffer_size: int
+    saturated: bool
+
+    def fields(self) -> dict[str, float | int | bool]:
+        data = asdict(self)
+        del data["at"]
+        return data
+
+
+@dataclass
+class Gauges:
+    """What the monitor reads from the rest of the process at each sample."""
+
+    users: Callable[[], int]
+    in_flight: Callable[[], int]
+    points_written: Callable[[], int]
+    points_dropped: Callable[[], int]
+    buffer_size: Callable[[], int]
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        gauges: Gauges,
+        on_sample: Callable[[HealthSample], None],
+        thresholds: Thresholds = Thresholds(),
+        interval_s: float = INTERVAL_S,
+    ) -> None:
+        self.gauges = gauges
+        self.on_sample = on_sample
+        self.thresholds = thresholds
+        self.interval_s = interval_s
+        self.samples: list[HealthSample] = []
+        self._lags_ms: list[float] = []
+        self._process = psutil.Process()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._saturated_episode = False
+
+    @property
+    def saturated_samples(self) -> int:
+        return sum(1 for sample in self.samples if sample.saturated)
+
+    @property
+    def unreliable(self) -> bool:
+        return self.saturated_samples > 0
+
+    def start(self) -> None:
+        self._cpu_mark = (self._cpu_seconds(), time.monotonic())
+        self._greenlets = [gevent.spawn(self._tick), gevent.spawn(self._sample_loop)]
+
+    def stop(self) -> None:
+        gevent.killall(self._greenlets)
+        self._greenlets = []
+        if time.monotonic() - self._cpu_mark[1] >= self.interval_s / 4:
+            self.sample()  # the last partial interval counts too, unless too short to mean much
+
+    def _cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return times.user + times.system
+
+    def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            gevent.sleep(TICK_S)
+            self._lags_ms.append(max(0.0, (time.perf_counter() - before - TICK_S) * 1000))
+
+    def _sample_loop(self) -> None:
+        while True:
+            gevent.sleep(self.interval_s)
+            self.sample()
+
+    def sample(self) -> HealthSample:
+        cpu_now, wall_now = self._cpu_seconds(), time.monotonic()
+        cpu_before, wall_before = self._cpu_mark
+        self._cpu_mark = (cpu_now, wall_now)
+        cpu_percent = 100.0 * (cpu_now - cpu_before) / max(wall_now - wall_before, 1e-6)
+        lags, self._lags_ms = sorted(self._lags_ms), []
+        lag_max = lags[-1] if lags else 0.0
+        lag_p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else 0.0
+        saturated = cpu_percent >= self.thresholds.max_cpu_percent or lag_p99 >= self.thresholds.max_loop_lag_ms
+        g = self.gauges
+        sample = HealthSample(
+            time.time(), round(cpu_percent, 1), round(lag_max, 2), round(lag_p99, 2), g.users(), g.in_flight(),
+            g.points_written(), g.points_dropped(), g.buffer_size(), saturated,
+        )  # fmt: skip
+        self.samples.append(sample)
+        self._report(sample)
+        self.on_sample(sample)
+        return sample
+
+    def _report(self, sample: HealthSample) -> None:
+        if sample.saturated and not self._saturated_episode:
+            logger.warning(
+                "load generator saturated (CPU %.0f%%, event-loop lag p99 %.1f ms; limits %.0f%%, %.0f ms): "
+                "timings taken now are late; add workers or lower the users per process",
+                sample.cpu_percent, sample.loop_lag_p99_ms,
+                self.thresholds.max_cpu_percent, self.thresholds.max_loop_lag_ms,
+            )  # fmt: skip
+        elif not sample.saturated and self._saturated_episode:
+            logger.warning("load generator no longer saturated (CPU %.0f%%)", sample.cpu_percent)
+        self._saturated_episode = sample.saturated
+
+    def summary(self) -> dict[str, float | int | bool]:
+        samples = self.samples
+        return {
+            "samples": len(samples),
+            "saturated_samples": self.saturated_samples,
+            "unreliable": self.unreliable,
+            "cpu_percent_max": max((s.cpu_percent for s in samples), default=0.0),
+            "cpu_percent_mean": round(sum(s.cpu_percent for s in samples) / len(samples), 1) if samples else 0.0,
+            "loop_lag_max_ms": max((s.loop_lag_max_ms for s in samples), default=0.0),
+            "loop_lag_p99_max_ms": max((s.loop_lag_p99_ms for s in samples), default=0.0),
+            "max_cpu_percent_limit": self.thresholds.max_cpu_percent,
+            "max_loop_lag_ms_limit": self.thresholds.max_loop_lag_ms,
+        }

@@ -1,0 +1,72 @@
+"""`python -m harness.bench --quick`: the benchmark runs end to end and writes its JSON.
+
+Only the structure is checked. Timings are judged from the benchmark's own numbers
+(`make bench`), never asserted here: they depend on the machine and its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from numbers import Number
+from pathlib import Path
+
+import pytest
+
+from harness.bench import CONFIGS, NA_OPTION
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+NUMERIC = ("window_s", "requests", "events", "cpu_s", "cpu_pct", "req_per_s", "cpu_ms_per_req", "cpu_us_per_event")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+@pytest.mark.timeout(180)
+def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "harness.bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "ratio" in completed.stdout.lower()  # the header says what to read
+    report = json.loads(out.read_text(encoding="utf-8"))
+
+    machine = report["machine"]
+    assert machine["cpu_count"] >= 1 and machine["python"] and machine["packages"]["locust"]
+    assert report["profile"]["models"]["default"]["ttft_ms"] > 0
+    assert report["settings"]["levels"] == [10] and report["settings"]["quick"] is True
+
+    results = {(r["config"], r["level"]): r for r in report["results"]}
+    assert set(results) == {(config, 10) for config in CONFIGS}
+    for (config, _level), result in results.items():
+        if config == "fast-norecord" and result["status"] == "n/a":
+            assert result["reason"] == NA_OPTION  # the recording-off option is not there yet
+            continue
+        assert result["status"] == "ok", result
+        for key in NUMERIC:
+            assert _is_number(result[key]), (config, key, result[key])
+        assert result["requests"] > 0 and result["events"] > 0
+        for key in ("p50", "p99", "max"):
+            assert _is_number(result["ttft_err_ms"][key]), (config, key)
+        assert _is_number(result["emulator_lateness_ms"]["p99"])
+        assert _is_number(result["cpu_per_req_vs_baseline"])
+    assert results[("baseline", 10)]["cpu_per_req_vs_baseline"] == 1.0
+
+    capacity = report["emulator_capacity"]
+    assert capacity["status"] == "ok", capacity
+    for key in ("streams", "connected", "emulator_cpu_pct", "events_per_s", "responses_per_s"):
+        assert _is_number(capacity[key]), key
+    assert _is_number(capacity["lateness_ms"]["p99"])
+
+    assert {t["status"] for t in report["targets"]} <= {"PASS", "MISS", "n/a"}
+    assert len(report["targets"]) == 4

@@ -1,0 +1,226 @@
+"""Points: the line protocol, the writer's buffering, and whole runs against a real metrics
+server (Debian's victoria-metrics, which accepts influxdb-client's /api/v2/write)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from harness.points import line, request_line
+from harness.recording import FileSink, InfluxConfig, PointWriter
+from harness.timing import TimingRecord
+from tests.processes import VictoriaMetrics, free_port, read_jsonl
+from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
+from tests.processes import write_yaml
+
+INFLUX_ENV = {"INFLUXDB_V2_TOKEN": "test-token", "INFLUXDB_V2_ORG": "test-org", "INFLUXDB_V2_BUCKET": "test"}
+
+
+# --- line protocol -------------------------------------------------------------------------
+def test_line_protocol_escapes_and_types() -> None:
+    text = line("m", {"model": "a b,c=d", "empty": ""}, {"x": 1.5, "n": 3, "ok": True, "request_id": 'r"1', "none": None}, 7)
+    assert text == r'm,model=a\ b\,c\=d x=1.5,n=3i,ok=true,request_id="r\"1" 7'
+
+
+def test_request_point_fields_and_no_ttft_for_blocking() -> None:
+    record = TimingRecord(model="m", prompt="p", mode="blocking", wall_start_ns=123, latency_ms=10.0, outcome="ok")
+    record.input_tokens, record.output_tokens, record.http_status = 5, 7, 200
+    text = request_line(record, {"run_id": "r", "worker": "local"})
+    assert text.startswith("claude_request,mode=blocking,model=m,outcome=ok,prompt=p,run_id=r,worker=local ")
+    assert "ttft_ms" not in text and "latency_ms=10.0" in text and "output_tokens=7i" in text
+    assert text.endswith(" 123")
+
+
+def test_influx_config_from_environment_hides_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFLUXDB_V2_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("INFLUXDB_V2_TOKEN", "s3cret-token")
+    config = InfluxConfig.resolve(org="o")
+    assert config is not None and config.org == "o" and config.bucket == "loadtest"
+    assert "s3cret" not in repr(config)
+    monkeypatch.delenv("INFLUXDB_V2_URL")
+    assert InfluxConfig.resolve() is None
+
+
+# --- the writer ----------------------------------------------------------------------------
+class FlakySink:
+    """A sink that fails its first `failures` writes: drives the writer's retry logic."""
+
+    description = "flaky"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.lines: list[str] = []
+
+    def write(self, lines: list[str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("down")
+        self.lines.extend(lines)
+
+    def close(self) -> None:
+        pass
+
+
+def test_writer_keeps_points_while_the_sink_fails_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    sink = FlakySink(failures=3)
+    writer = PointWriter(sink, max_buffer=100, flush_interval_s=0.01)
+    for i in range(10):
+        writer.add(f"p{i}")
+    for _ in range(3):
+        assert not writer.flush_once()
+    assert writer.buffered == 10 and writer.failed_writes == 3
+    assert writer.flush_once()
+    assert sink.lines == [f"p{i}" for i in range(10)]
+    warnings = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(warnings) == 1
+    assert any("writable again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_full_buffer_drops_and_counts_and_close_counts_the_rest() -> None:
+    writer = PointWriter(FlakySink(failures=10**6), max_buffer=5)
+    for i in range(8):
+        writer.add(f"p{i}")
+    assert (writer.buffered, writer.dropped) == (5, 3)
+    writer.close(timeout_s=0.2)
+    assert (writer.buffered, writer.dropped, writer.written) == (0, 8, 0)
+
+
+def test_file_sink_gets_every_point_through_the_greenlet(tmp_path: Path) -> None:
+    writer = PointWriter(FileSink(tmp_path / "points.lp"), flush_interval_s=0.01)
+    writer.start()
+    for i in range(2500):
+        writer.add(f"m x={i} {i}")
+    writer.close()
+    assert (tmp_path / "points.lp").read_text().splitlines() == [f"m x={i} {i}" for i in range(2500)]
+    assert (writer.written, writer.dropped) == (2500, 0)
+
+
+# --- whole runs against a real metrics server ----------------------------------------------
+def series_values(vm: VictoriaMetrics, field: str) -> dict[tuple[str, str, str, str], list[float]]:
+    values: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for series in vm.export(f"claude_request_{field}"):
+        labels = series["metric"]
+        values[(labels["model"], labels["prompt"], labels["mode"], labels["outcome"])] += series["values"]
+    return values
+
+
+def record_values(records: list[dict], field: str) -> dict[tuple[str, str, str, str], list[float]]:
+    values: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for r in records:
+        value = r[field] if field != "ttft_ms" or r["first_content"] == "text" else None
+        if value is not None:
+            values[(r["model"], r["prompt"], r["mode"], r["outcome"])].append(value)
+    return values
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Path:
+    return write_yaml(tmp_path / "scenario.yaml", SCENARIO)
+
+
+@pytest.mark.slow
+def test_every_request_is_one_point_with_the_record_values(tmp_path: Path, scenario: Path) -> None:
+    vm = VictoriaMetrics(tmp_path / "vm").start()
+    try:
+        result, truth = run_against_emulator(
+            tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=8, run_time="4s",
+            env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        records = result.records()
+        assert len(records) == len(truth) > 20
+        for field in ("latency_ms", "ttft_ms", "output_tokens", "input_tokens", "ttfb_ms", "http_status"):
+            stored = {key: sorted(v) for key, v in series_values(vm, field).items()}
+            expected = {key: sorted(v) for key, v in record_values(records, field).items()}
+            assert stored.keys() == expected.keys(), field
+            for key in expected:
+                assert stored[key] == pytest.approx(expected[key], rel=1e-9), (field, key)
+        assert sum(len(v) for v in series_values(vm, "latency_ms").values()) == len(records)
+        health = vm.export("harness_health_cpu_percent")
+        assert health and {s["metric"]["run_id"] for s in health} == {records[0]["run_id"]}
+        assert f"points: {len(records) + 2 + sum(len(s['values']) for s in health)} written to InfluxDB" in result.stdout
+    finally:
+        vm.stop()
+    assert "none dropped" in result.stdout
+
+
+@pytest.mark.slow
+def test_influxdb_unreachable_at_start_then_up_gets_everything_and_warns_once(tmp_path: Path, scenario: Path) -> None:
+    vm = VictoriaMetrics(tmp_path / "vm", port=free_port())
+    starter = threading.Timer(3.0, vm.start)
+    starter.start()
+    try:
+        result, truth = run_against_emulator(
+            tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=6, run_time="6s",
+            env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url},
+        )  # fmt: skip
+        starter.join()
+        assert result.returncode == 0, result.stderr[-3000:]
+        records = result.records()
+        assert sum(len(v) for v in series_values(vm, "latency_ms").values()) == len(records) == len(truth)
+    finally:
+        starter.cancel()
+        vm.stop()
+    assert result.stderr.count("cannot write to InfluxDB") == 1
+    assert result.stderr.count("is writable again") == 1
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_influxdb_going_away_mid_run_loses_nothing(tmp_path: Path, scenario: Path) -> None:
+    vm = VictoriaMetrics(tmp_path / "vm").start()
+
+    def bounce() -> None:
+        time.sleep(2.0)
+        vm.stop()
+        time.sleep(2.5)
+        vm.start()
+
+    bouncer = threading.Thread(target=bounce)
+    bouncer.start()
+    try:
+        result, truth = run_against_emulator(
+            tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=6, run_time="7s",
+            env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url},
+        )  # fmt: skip
+        bouncer.join()
+        records = result.records()
+        assert sum(len(v) for v in series_values(vm, "latency_ms").values()) == len(records) == len(truth)
+    finally:
+        bouncer.join()
+        vm.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("cannot write to InfluxDB") == 1
+    assert "none dropped" in result.stdout
+
+
+@pytest.mark.slow
+def test_influxdb_never_reachable_the_run_goes_on_and_drops_are_reported(tmp_path: Path, scenario: Path) -> None:
+    result, truth = run_against_emulator(
+        tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", "--influx-buffer", "20",
+        "--points-flush-timeout", "1", users=6, run_time="3s",
+        env={**INFLUX_ENV, "INFLUXDB_V2_URL": f"http://127.0.0.1:{free_port()}"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = result.records()
+    assert len(records) == len(truth) > 20
+    assert result.stderr.count("cannot write to InfluxDB") == 1
+    dropped_line = next(line for line in result.stdout.splitlines() if line.startswith("points: "))
+    written, dropped = int(dropped_line.split()[1]), int(dropped_line.split(", ")[1].split()[0])
+    assert written == 0 and dropped >= len(records)  # every request point (and health/markers) counted
+
+
+@pytest.mark.slow
+def test_without_influxdb_the_points_go_to_a_line_protocol_file(tmp_path: Path, scenario: Path) -> None:
+    result, truth = run_against_emulator(tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=4, run_time="2s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (result.run_dir / "points.lp").read_text().splitlines()
+    requests = [ln for ln in lines if ln.startswith("claude_request,")]
+    assert len(requests) == len(result.records()) == len(truth)
+    assert Counter(ln.split(",")[0] for ln in lines)["harness_run"] == 2
+    ids = {r["request_id"] for r in read_jsonl(result.run_dir / "requests.jsonl")}
+    assert {ln.split('request_id="')[1].split('"')[0] for ln in requests} == ids
