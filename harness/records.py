@@ -27,7 +27,8 @@ class RecordsFile:
         self.written += 1
 
     def flush(self) -> None:
-        self._file.flush()
+        if not self._file.closed:
+            self._file.flush()
 
     def close(self) -> None:
         if not self._file.closed:

@@ -82,8 +82,11 @@ class HarnessRun:
         self.prices = PriceTable(
             {model: Price(p.input, p.output) for model, p in (config.scenario.prices or {}).items()}
         )
-        self.records = RecordsFile(
-            config.output_dir / "requests.jsonl", {"run_id": config.run_id, "scenario": config.scenario.name}
+        # a master sends no requests: its workers keep the records
+        self.records = (
+            None
+            if config.role == "master"
+            else RecordsFile(config.output_dir / "requests.jsonl", {**self.labels})
         )
         self.points = self._point_writer(config)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
@@ -161,7 +164,8 @@ class HarnessRun:
         if record.ok and record.first_content == "text":
             self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)
         self.stats.add(record)
-        self.records.write(record)
+        if self.records is not None:
+            self.records.write(record)
         if self.points is not None:
             self.points.add(request_line(record, self.labels))
 
@@ -190,4 +194,20 @@ class HarnessRun:
         if self._shared_transport is not None:
             self._shared_transport.close()
             self._shared_transport = None
-        self.records.close()
+        if self.records is not None:
+            self.records.close()
+
+    def report(self) -> dict[str, Any]:
+        """A worker's periodic report: the stats added since the last one, health, counters."""
+        points = self.points
+        if self.records is not None:
+            self.records.flush()  # on disk: at least every request this report counts
+        return {
+            "run_id": self.config.run_id,
+            "stats": self.stats.take().encode(),
+            "health": self.health.samples[-1].fields() if self.health.samples else {},
+            "saturated_samples": self.health.saturated_samples,
+            "records": self.records.written if self.records is not None else 0,
+            "points_written": points.written if points else 0,
+            "points_dropped": points.dropped if points else 0,
+        }

@@ -1,25 +1,28 @@
-"""Precise per-label statistics (HDR histograms, 3 significant digits) and the summary table.
+"""Precise per-label statistics (HDR histograms, 3 significant digits).
 
 Locust's own percentiles are coarse (about two significant digits); the summary takes its
 percentiles from HDR histograms kept per (model, prompt) and merged per model on demand.
-Counts are kept by outcome class, sums of tokens and cost alongside.
+Counts are kept by outcome class, sums of tokens and cost alongside. Stats serialize to a
+compact dict (histograms HDR-encoded) so that workers can send their deltas to the master,
+which merges them: the merged percentiles are exactly those of all requests together.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from hdrh.histogram import HdrHistogram
 
-from harness.timing import OK, TimingRecord
+from harness.timing import OK, OUTCOMES, TimingRecord
 
 # Values are recorded in microseconds: 1 us .. 1 hour at 3 significant digits.
 _US_MAX = 3_600_000_000
 _DIGITS = 3
 # Output tokens/s are recorded in milli-tokens/s: up to 1,000,000 tokens/s.
 _TPS_SCALE = 1000
+PERCENTILES = (50, 90, 95, 99)
 
 
 def new_histogram() -> HdrHistogram:
@@ -80,6 +83,55 @@ class LabelStats:
     def latency_ms(self, percentile: float) -> float | None:
         return _percentile_ms(self.latency, percentile)
 
+    def percentiles(self, name: str, quantiles: Iterable[float] = PERCENTILES) -> dict[str, float] | None:
+        """p50.. of one histogram ("ttft", "latency" in ms; "output_tps" in tokens/s)."""
+        histogram: HdrHistogram = getattr(self, name)
+        count = histogram.get_total_count()
+        if not count:
+            return None
+        scale = _TPS_SCALE if name == "output_tps" else 1000
+        values = {f"p{q:g}": histogram.get_value_at_percentile(q) / scale for q in quantiles}
+        values.update(
+            count=count,
+            min=histogram.get_min_value() / scale,
+            max=histogram.get_max_value() / scale,
+            mean=histogram.get_mean_value() / scale,
+        )
+        return values
+
+    def to_summary(self) -> dict[str, Any]:
+        """The figures of the JSON summary (schema in docs/summary-schema.json)."""
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "outcomes": {name: self.outcomes[name] for name in OUTCOMES if self.outcomes[name]},
+            "ttft_ms": self.percentiles("ttft"),
+            "latency_ms": self.percentiles("latency"),
+            "output_tps": self.percentiles("output_tps"),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "outcomes": dict(self.outcomes),
+            "ttft": self.ttft.encode().decode(),
+            "latency": self.latency.encode().decode(),
+            "output_tps": self.output_tps.encode().decode(),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> LabelStats:
+        stats = cls(outcomes=Counter(data["outcomes"]))
+        for name in ("ttft", "latency", "output_tps"):
+            getattr(stats, name).decode_and_add(data[name].encode())
+        stats.input_tokens, stats.output_tokens, stats.cost_usd = data["input_tokens"], data["output_tokens"], data["cost_usd"]
+        return stats
+
     def median_output_tps(self) -> float | None:
         if not self.output_tps.get_total_count():
             return None
@@ -110,6 +162,26 @@ class RunStats:
 
     def reset(self) -> None:
         self.labels.clear()
+
+    def merge(self, other: RunStats) -> None:
+        for key, stats in other.labels.items():
+            self.labels.setdefault(key, LabelStats()).merge(stats)
+
+    def encode(self) -> list[dict[str, Any]]:
+        return [{"model": model, "prompt": prompt, **stats.encode()} for (model, prompt), stats in self.labels.items()]
+
+    @classmethod
+    def decode(cls, items: list[dict[str, Any]]) -> RunStats:
+        run_stats = cls()
+        for item in items:
+            run_stats.labels[(item["model"], item["prompt"])] = LabelStats.decode(item)
+        return run_stats
+
+    def take(self) -> RunStats:
+        """Hand over everything added so far and start empty (a worker's report delta)."""
+        delta = RunStats()
+        delta.labels, self.labels = self.labels, {}
+        return delta
 
     @property
     def requests(self) -> int:

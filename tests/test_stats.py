@@ -6,7 +6,7 @@ import pytest
 
 from harness.pricing import Price, PriceTable
 from harness.stats import RunStats
-from harness.summary import render
+from harness.summary import render_table
 from harness.timing import OK, RATE_LIMITED, TimingRecord
 
 
@@ -47,9 +47,12 @@ def test_summary_has_a_row_per_model_and_per_label() -> None:
     stats = RunStats()
     stats.add(record("alpha", ttft=123.4, latency=456))
     stats.add(record("beta", ttft=None, latency=10, outcome=RATE_LIMITED, prompt="q"))
-    text = render(stats, "title")
-    lines = text.splitlines()
-    assert lines[0] == "title"
+    summary = {
+        "models": {model: s.to_summary() for model, s in stats.by_model().items()},
+        "totals": stats.total().to_summary(),
+        "labels": [{"model": m, "prompt": p, **s.to_summary()} for (m, p), s in sorted(stats.labels.items())],
+    }
+    lines = render_table(summary).splitlines()
     assert any(line.startswith("alpha ") and "123" in line for line in lines)
     assert any(line.startswith("beta ") and "rate_limited=1" in line for line in lines)
     assert any(line.startswith("alpha / p ") for line in lines)
@@ -62,3 +65,16 @@ def test_cost_from_usage_with_cache_factors_and_overrides() -> None:
     assert table.cost("claude-sonnet-4-5", 0, 1_000_000) == pytest.approx(15.0)
     assert table.cost("custom", 1_000_000, 1_000_000, 1_000_000, 1_000_000) == pytest.approx(2 + 8 + 0.2 + 2.5)
     assert table.cost("unknown-model", 10, 10) is None
+
+
+def test_encoded_deltas_merge_to_the_same_percentiles() -> None:
+    whole, worker_a, worker_b = RunStats(), RunStats(), RunStats()
+    for i in range(1, 2001):
+        rec = record("a", ttft=float(i % 997) + 0.5, latency=2000.0 + i)
+        whole.add(rec)
+        (worker_a if i % 3 else worker_b).add(rec)
+    merged = RunStats()
+    for worker in (worker_a, worker_b):
+        merged.merge(RunStats.decode(worker.take().encode()))
+    assert worker_a.requests == 0  # take() hands the delta over
+    assert merged.total().to_summary() == whole.total().to_summary()

@@ -1,0 +1,200 @@
+"""Master/worker runs: the scenario shipped to workers, precise stats merged on the master,
+a drain that counts every request in flight at the end, and lost workers named.
+
+Messages (over Locust's own master/worker channel):
+- master -> worker `claude_run`: harness version, run id, the validated scenario (a dict:
+  workers need no file access). Sent at test start, and to a worker that joins later.
+- worker -> master `claude_refused`: the worker runs another harness version; it quits.
+- master -> worker `claude_drain`: the run is ending: stop the users (in-flight requests
+  finish within --stop-timeout or are cancelled), send the final report, confirm.
+- worker -> master `claude_drained`: that worker's last report has been sent.
+Each periodic worker report carries the worker's stats delta (HDR-encoded, not a message
+per request), its health and its sink counters. Locust's own headless stop does not wait
+for workers' last reports; the drain, run from the master's `test_stopping`, does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import gevent
+
+from harness import __version__
+from harness.scenario import Scenario, ScenarioError, scenario_from_dict
+from harness.stats import RunStats
+
+logger = logging.getLogger("harness.distributed")
+
+RUN_MESSAGE = "claude_run"
+REFUSED_MESSAGE = "claude_refused"
+DRAIN_MESSAGE = "claude_drain"
+DRAINED_MESSAGE = "claude_drained"
+REPORT_KEY = "claude"
+DRAIN_MARGIN_S = 15.0
+
+
+@dataclass
+class WorkerState:
+    """What the master knows about one worker, from its reports."""
+
+    client_id: str
+    name: str
+    requests: int = 0
+    records: int = 0
+    points_written: int = 0
+    points_dropped: int = 0
+    health: dict[str, Any] = field(default_factory=dict)
+    saturated_samples: int = 0
+    last_report_at: float = 0.0
+    drained: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "requests": self.requests, "records": self.records,
+            "points_written": self.points_written, "points_dropped": self.points_dropped,
+            "saturated_samples": self.saturated_samples, "last_health": self.health,
+            "lost": not self.drained,
+        }  # fmt: skip
+
+
+class MasterLink:
+    """The master's side: ships the run, merges worker reports, drains at the end."""
+
+    def __init__(self, environment: Any, scenario: Scenario, stats: Callable[[], RunStats | None]) -> None:
+        self.environment = environment
+        self.scenario = scenario
+        self.stats = stats  # the current run's merged stats (None between runs)
+        self.run_id: str | None = None
+        self.workers: dict[str, WorkerState] = {}
+        self.refused: dict[str, str] = {}
+        runner = environment.runner
+        runner.register_message(REFUSED_MESSAGE, self._on_refused)
+        runner.register_message(DRAINED_MESSAGE, self._on_drained)
+        environment.events.worker_report.add_listener(self._on_report)
+        environment.events.worker_connect.add_listener(self._on_connect)
+
+    def _payload(self) -> dict[str, Any]:
+        return {"version": __version__, "run_id": self.run_id, "scenario": self.scenario.model_dump(mode="json")}
+
+    def start_run(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.workers.clear()
+        self.environment.runner.send_message(RUN_MESSAGE, self._payload())
+
+    def _on_connect(self, client_id: str, **_: Any) -> None:
+        if self.run_id is not None:  # a worker joining mid-run gets the run before its users
+            self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=client_id)
+
+    def _on_refused(self, msg: Any, **_: Any) -> None:
+        self.refused[msg.node_id] = msg.data["reason"]
+        logger.error("worker %s refused: %s", msg.node_id, msg.data["reason"])
+
+    def _on_drained(self, msg: Any, **_: Any) -> None:
+        self._worker(msg.node_id, msg.data.get("name", msg.node_id)).drained = True
+
+    def _worker(self, client_id: str, name: str) -> WorkerState:
+        state = self.workers.get(client_id)
+        if state is None:
+            state = self.workers[client_id] = WorkerState(client_id, name)
+        return state
+
+    def _on_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        report = data.get(REPORT_KEY)
+        stats = self.stats()
+        if not report or stats is None or report.get("run_id") != self.run_id:
+            return
+        delta = RunStats.decode(report["stats"])
+        stats.merge(delta)
+        state = self._worker(client_id, report["name"])
+        state.requests += delta.requests
+        state.records, state.points_written, state.points_dropped = report["records"], report["points_written"], report["points_dropped"]
+        state.saturated_samples = report["saturated_samples"]
+        state.last_report_at = time.time()
+        if report["health"]:
+            if report["health"].get("saturated") and not state.health.get("saturated"):
+                logger.warning("worker %s is saturated (CPU %s%%): its timings are late", state.name, report["health"]["cpu_percent"])
+            state.health = report["health"]
+
+    def drain(self, stop_timeout_s: float) -> None:
+        """Stop every worker's users and wait for every last report (bounded in time)."""
+        runner = self.environment.runner
+        active = [client.id for client in runner.clients.all if client.state != "missing"]
+        if not active:
+            return
+        for client_id in active:
+            runner.send_message(DRAIN_MESSAGE, None, client_id=client_id)
+        deadline = time.monotonic() + stop_timeout_s + DRAIN_MARGIN_S
+        while time.monotonic() < deadline:
+            if all(self._drained(client_id) for client_id in active if client_id in runner.clients):
+                return
+            gevent.sleep(0.05)
+        missing = [cid for cid in active if not self._drained(cid)]
+        logger.error("no final report from %s within %.0f s", ", ".join(missing), stop_timeout_s + DRAIN_MARGIN_S)
+
+    def _drained(self, client_id: str) -> bool:
+        state = self.workers.get(client_id)
+        return state is not None and state.drained
+
+    def lost_workers(self) -> list[WorkerState]:
+        return [state for state in self.workers.values() if not state.drained]
+
+
+class WorkerLink:
+    """A worker's side: receives the run, reports deltas, drains on request."""
+
+    def __init__(
+        self,
+        environment: Any,
+        on_run: Callable[[Scenario, str], None],
+        report: Callable[[], dict[str, Any] | None],
+    ) -> None:
+        self.environment = environment
+        self.on_run = on_run
+        self.report = report
+        runner = environment.runner
+        runner.register_message(RUN_MESSAGE, self._on_run)
+        runner.register_message(DRAIN_MESSAGE, self._on_drain, concurrent=True)
+        environment.events.report_to_master.add_listener(self._on_report_to_master)
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.environment.runner.worker_index}"
+
+    def _on_run(self, msg: Any, **_: Any) -> None:
+        data, runner = msg.data, self.environment.runner
+        if data["version"] != __version__:
+            reason = f"harness {__version__} on this worker, {data['version']} on the master: install the same version"
+            logger.error("refusing to run: %s", reason)
+            runner.send_message(REFUSED_MESSAGE, {"reason": reason})
+            gevent.spawn_later(0.5, runner.quit)
+            return
+        try:
+            scenario = scenario_from_dict(data["scenario"], source="scenario from the master")
+        except ScenarioError as exc:  # cannot happen with the same version; refuse cleanly
+            runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
+            return
+        self.on_run(scenario, data["run_id"])
+
+    def _on_report_to_master(self, data: dict[str, Any], **_: Any) -> None:
+        report = self.report()
+        if report is not None:
+            data[REPORT_KEY] = {**report, "name": self.name}
+
+    def _on_drain(self, **_: Any) -> None:
+        runner = self.environment.runner
+        runner.stop()  # in-flight requests end (or are cancelled); test_stop sends the last report
+        runner.send_message(DRAINED_MESSAGE, {"name": self.name})
+
+    def send_final_report(self) -> None:
+        """Called once the run's users are stopped: Locust's stop message handler would send
+        `client_stopped` before the next periodic report; this sends the last one first."""
+        self.environment.runner._send_stats()  # Locust's own (private) report call
+
+
+def worker_output_dir(output_dir: str, run_id: str, scenario: Scenario, name: str) -> Path:
+    """Workers sharing a host with the master (or each other) write to their own folders."""
+    return Path(output_dir) / f"{run_id}-{scenario.name}" / name
