@@ -19,13 +19,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
 
 from harness import __version__
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
 from harness.stats import RunStats
+
+if TYPE_CHECKING:
+    from harness.run import HarnessRun
 
 logger = logging.getLogger("harness.distributed")
 
@@ -64,10 +67,10 @@ class WorkerState:
 class MasterLink:
     """The master's side: ships the run, merges worker reports, drains at the end."""
 
-    def __init__(self, environment: Any, scenario: Scenario, stats: Callable[[], RunStats | None]) -> None:
+    def __init__(self, environment: Any, scenario: Scenario, run: Callable[[], HarnessRun | None]) -> None:
         self.environment = environment
         self.scenario = scenario
-        self.stats = stats  # the current run's merged stats (None between runs)
+        self.run = run  # the master's current run, whose stats the workers' deltas merge into
         self.run_id: str | None = None
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
@@ -104,11 +107,12 @@ class MasterLink:
 
     def _on_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         report = data.get(REPORT_KEY)
-        stats = self.stats()
-        if not report or stats is None or report.get("run_id") != self.run_id:
+        run = self.run()
+        if not report or run is None or report.get("run_id") != self.run_id:
             return
         delta = RunStats.decode(report["stats"])
-        stats.merge(delta)
+        run.stats.merge(delta)
+        run.recent.merge(delta)
         state = self._worker(client_id, report["name"])
         state.requests += delta.requests
         state.records, state.points_written, state.points_dropped = report["records"], report["points_written"], report["points_dropped"]

@@ -92,7 +92,7 @@ class Session:
         self._next_run_id = new_run_id()  # reserved at start-up: the emulator logs into its folder
         self.link: MasterLink | None = None
         if isinstance(environment.runner, MasterRunner):
-            self.link = MasterLink(environment, scenario, lambda: self.run.stats if self.run else None)
+            self.link = MasterLink(environment, scenario, lambda: self.run)
 
     @property
     def role(self) -> str:

@@ -24,7 +24,7 @@ from harness.pricing import Price, PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RecordsFile
 from harness.scenario import Pick, Sampler, Scenario
-from harness.stats import RunStats
+from harness.stats import RecentStats, RunStats
 from harness.timing import TimingRecord
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
 
@@ -75,6 +75,7 @@ class HarnessRun:
         self.environment = environment
         self.scenario = config.scenario
         self.stats = RunStats()
+        self.recent = RecentStats()  # live figures over a sliding window (web UI)
         self.in_flight = 0
         self.started_at = time.time()
         self.ended_at: float | None = None
@@ -164,6 +165,7 @@ class HarnessRun:
         if record.ok and record.first_content == "text":
             self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)
         self.stats.add(record)
+        self.recent.add(record)
         if self.records is not None:
             self.records.write(record)
         if self.points is not None:

@@ -202,3 +202,43 @@ def _merge(items: Iterable[LabelStats]) -> LabelStats:
     for stats in items:
         total.merge(stats)
     return total
+
+
+class RecentStats:
+    """Stats of the last minutes in time buckets, for live figures over a sliding window.
+
+    Requests (or, on a master, workers' report deltas) are added to the bucket of the
+    moment they arrive; `window(seconds)` merges the buckets that cover the last seconds.
+    """
+
+    def __init__(self, bucket_s: float = 5.0, keep_s: float = 300.0, clock: Any = None) -> None:
+        import time
+
+        self.bucket_s = bucket_s
+        self.keep = int(keep_s / bucket_s) + 1
+        self._clock = clock or time.monotonic
+        self._buckets: dict[int, RunStats] = {}
+
+    def _bucket(self) -> RunStats:
+        index = int(self._clock() / self.bucket_s)
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = RunStats()
+            for old in [i for i in self._buckets if i <= index - self.keep]:
+                del self._buckets[old]
+        return bucket
+
+    def add(self, record: TimingRecord) -> None:
+        self._bucket().add(record)
+
+    def merge(self, delta: RunStats) -> None:
+        self._bucket().merge(delta)
+
+    def window(self, seconds: float) -> RunStats:
+        now = int(self._clock() / self.bucket_s)
+        first = max(int((self._clock() - seconds) / self.bucket_s) + 1, now - self.keep + 1)
+        merged = RunStats()
+        for index, bucket in self._buckets.items():
+            if index >= first:
+                merged.merge(bucket)
+        return merged

@@ -4,6 +4,7 @@ the precise stats, and its console rendering, a row per model and per model x pr
 from __future__ import annotations
 
 import platform
+from dataclasses import asdict
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,12 @@ def build_summary(run: HarnessRun, locust_requests: int, options: Any, link: Mas
         "run": {
             "run_id": config.run_id,
             "role": config.role,
-            "scenario": {"name": scenario.name, "digest": scenario.digest(), "source": scenario.source},
+            "scenario": {
+                "name": scenario.name,
+                "digest": scenario.digest(),
+                "source": scenario.source,
+                "content": scenario.model_dump(mode="json"),
+            },
             "host": config.target.base_url,
             "transport": config.transport,
             "anthropic_version": scenario.effective_anthropic_version,
@@ -64,7 +70,8 @@ def build_summary(run: HarnessRun, locust_requests: int, options: Any, link: Mas
         "totals": stats.total().to_summary(),
         "models": {model: s.to_summary() for model, s in stats.by_model().items()},
         "labels": [{"model": m, "prompt": p, **s.to_summary()} for (m, p), s in sorted(stats.labels.items())],
-        "health": {**health, "unreliable": unreliable},
+        "health": {**health, "unreliable": unreliable, "timeline": [asdict(sample) for sample in run.health.samples]},
+        "slos": [],
         "points": {"sink": points.sink.description if points else "off", "written": points_written, "dropped": points_dropped},
         "workers": workers,
         "lost_workers": [w["name"] for w in workers if w["lost"]],

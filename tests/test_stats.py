@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.pricing import Price, PriceTable
-from harness.stats import RunStats
+from harness.stats import RecentStats, RunStats
 from harness.summary import render_table
 from harness.timing import OK, RATE_LIMITED, TimingRecord
 
@@ -78,3 +78,15 @@ def test_encoded_deltas_merge_to_the_same_percentiles() -> None:
         merged.merge(RunStats.decode(worker.take().encode()))
     assert worker_a.requests == 0  # take() hands the delta over
     assert merged.total().to_summary() == whole.total().to_summary()
+
+
+def test_recent_stats_cover_a_sliding_window() -> None:
+    now = [1000.0]
+    recent = RecentStats(bucket_s=5, keep_s=60, clock=lambda: now[0])
+    recent.add(record("a", ttft=100, latency=200))
+    now[0] += 20
+    recent.add(record("a", ttft=300, latency=400))
+    assert recent.window(10).requests == 1 and recent.window(10).total().ttft_ms(50) == pytest.approx(300, rel=1e-3)
+    assert recent.window(30).requests == 2
+    now[0] += 100
+    assert recent.window(300).requests == 0  # older than keep_s: forgotten
