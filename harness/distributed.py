@@ -52,6 +52,7 @@ class WorkerState:
     points_dropped: int = 0
     health: dict[str, Any] = field(default_factory=dict)
     saturated_samples: int = 0
+    unreliable: bool = False
     last_report_at: float = 0.0
     drained: bool = False
 
@@ -59,7 +60,7 @@ class WorkerState:
         return {
             "name": self.name, "requests": self.requests, "records": self.records,
             "points_written": self.points_written, "points_dropped": self.points_dropped,
-            "saturated_samples": self.saturated_samples, "last_health": self.health,
+            "saturated_samples": self.saturated_samples, "unreliable": self.unreliable, "last_health": self.health,
             "lost": not self.drained,
         }  # fmt: skip
 
@@ -116,7 +117,7 @@ class MasterLink:
         state = self._worker(client_id, report["name"])
         state.requests += delta.requests
         state.records, state.points_written, state.points_dropped = report["records"], report["points_written"], report["points_dropped"]
-        state.saturated_samples = report["saturated_samples"]
+        state.saturated_samples, state.unreliable = report["saturated_samples"], report["unreliable"]
         state.last_report_at = time.time()
         if report["health"]:
             if report["health"].get("saturated") and not state.health.get("saturated"):

@@ -17,15 +17,18 @@ from typing import Any
 import gevent
 from locust.runners import MasterRunner
 
-from harness import exitcodes, pauses
+from harness import exitcodes, pauses, slo, webui
 from harness.distributed import MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
+from harness.guards import Guard, max_cost_per_request
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS, Thresholds
 from harness.payload import build_headers
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, InfluxConfig
 from harness.run import EMULATOR_API_KEY, HarnessRun, RunConfig, is_loopback, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
-from harness.summary import build_summary, render_text
+from harness.pricing import Price, PriceTable
+from harness.records import read_records
+from harness.summary import SCHEMA, build_summary, render_text
 from harness.transport import TRANSPORTS, Target, preload_sdk
 
 logger = logging.getLogger("harness")
@@ -36,12 +39,22 @@ API_KEY_ENV = "ANTHROPIC_API_KEY"
 
 def add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("Claude harness")
-    group.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario file (YAML)")
+    webui.add_scenario_argument(group, DEFAULT_SCENARIO)  # a select of scenarios/ in the web UI
     group.add_argument("--transport", choices=TRANSPORTS, default="fast", help="HTTP transport (default: fast)")
     group.add_argument("--output-dir", default="runs", help="folder for run outputs (default: runs/)")
     group.add_argument("--emulator-profile", default=None, help="latency profile for the built-in emulator")
     group.add_argument("--emulator-seed", type=int, default=None, help="seed for the built-in emulator")
     group.add_argument("--summary-json", default=None, help="write the run's summary as JSON to this path")
+    group.add_argument("--junit", default=None, help="write one JUnit test case per SLO to this path")
+    group.add_argument("--markdown", default=None, help="write a Markdown summary (for a CI job summary) to this path")
+    group.add_argument("--report", default=None, help="write a self-contained HTML report to this path")
+    group.add_argument("--baseline", default=None, help="a previous run's --summary-json: fail on percentile regressions")
+    group.add_argument(
+        "--regression-threshold", type=float, default=None,
+        help="percent a percentile may grow over the baseline (default: the scenario's regression.threshold_pct, 10)",
+    )  # fmt: skip
+    group.add_argument("--max-cost-usd", type=float, default=None, help="stop the run when it has spent this much")
+    group.add_argument("--max-requests", type=int, default=None, help="stop the run after this many requests")
     # Locust's own add_argument (not argparse groups) knows is_secret and include_in_web_ui
     points = health = parser
     points.add_argument(
@@ -65,10 +78,37 @@ def add_arguments(parser: Any) -> None:
     )  # fmt: skip
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def _write(path: Path, text: str, what: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    logger.info("summary written to %s", path)
+    path.write_text(text, encoding="utf-8")
+    logger.info("%s written to %s", what, path)
+
+
+def write_outputs(summary: dict[str, Any], options: Any, run: HarnessRun) -> None:
+    """The files a CI job asked for: JSON summary, JUnit, Markdown, HTML report."""
+    if options.summary_json:
+        _write(Path(options.summary_json), json.dumps(summary, indent=2), "summary")
+    if options.junit:
+        _write(Path(options.junit), slo.junit_xml(summary), "JUnit report")
+    if options.markdown:
+        _write(Path(options.markdown), slo.markdown(summary), "Markdown summary")
+    if options.report:
+        from harness.report import render_report
+
+        records = read_records(run.records.path) if run.records is not None else None
+        render_report(summary, records, Path(options.report))
+        logger.info("HTML report written to %s", options.report)
+
+
+def load_baseline(path: str) -> dict[str, Any]:
+    """A previous run's JSON summary; a bad file is a usage error."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail_usage(f"--baseline {path}: cannot read a JSON summary ({exc})")
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        fail_usage(f"--baseline {path}: not a harness summary (schema {SCHEMA!r} expected)")
+    return data
 
 
 def fail_usage(message: str) -> None:
@@ -93,6 +133,11 @@ class Session:
         self.link: MasterLink | None = None
         if isinstance(environment.runner, MasterRunner):
             self.link = MasterLink(environment, scenario, lambda: self.run)
+        self.guard = Guard(
+            environment, lambda: self.run, self.options.max_cost_usd or scenario.budget_usd,
+            self.options.max_requests, scenario.abort,
+        )  # fmt: skip
+        self.baseline = load_baseline(self.options.baseline) if self.options.baseline else None
 
     @property
     def role(self) -> str:
@@ -115,13 +160,24 @@ class Session:
         logger.info("built-in emulator listening on %s", url)
         return url
 
+    def reload_scenario(self) -> None:
+        """The web UI's start form may name another scenario file than the one loaded."""
+        path = self.options.scenario
+        if path and path != self.scenario.source:
+            self.scenario = load_scenario(path)  # validated again by the web UI before it starts
+            if self.link is not None:
+                self.link.scenario = self.scenario
+
     def on_test_start(self) -> None:
+        self.reload_scenario()
         run_id, output_dir = self.next_run_dir()
         self.run = HarnessRun(run_config(self.environment, self.scenario, run_id, output_dir, self.role), self.environment)
         if self.link is not None:
             self.link.start_run(run_id)
+        self.run.on_limit = self.guard.trip
         pauses.settle()
         self.run.start()
+        self.guard.start()
         logger.info("run %s: output in %s", run_id, output_dir)
 
     def on_test_stopping(self) -> None:
@@ -132,14 +188,22 @@ class Session:
         run = self.run
         if run is None:
             return
+        self.guard.stop()
         run.close()
-        self.summary = build_summary(run, self.environment.stats.total.num_requests, self.options, self.link)
-        if self.options.summary_json:
-            write_json(Path(self.options.summary_json), self.summary)
+        summary = build_summary(run, self.environment.stats.total.num_requests, self.options, self.link)
+        summary["slos"] = slo.as_dicts(slo.evaluate(self.scenario.slos, summary))
+        if self.baseline is not None:
+            rule = self.scenario.regression
+            if self.options.regression_threshold:
+                rule = rule.model_copy(update={"threshold_pct": self.options.regression_threshold})
+            summary["regressions"] = slo.as_dicts(slo.compare(summary, self.baseline, rule))
+        summary["verdict"] = slo.verdict(summary, self.guard.stopped_by, self.guard.aborted, self.options.fail_on_unreliable)
+        self.summary = summary
+        write_outputs(summary, self.options, run)
         if not self.options.headless:
-            print(render_text(self.summary), flush=True)
-        if self.summary["health"]["unreliable"] and self.options.fail_on_unreliable:
-            self.environment.process_exit_code = exitcodes.UNRELIABLE
+            print(render_text(summary), flush=True)
+        if summary["verdict"]["exit_code"] is not None:
+            self.environment.process_exit_code = summary["verdict"]["exit_code"]
 
     def on_quit(self) -> None:
         if self.summary and self.options.headless:
@@ -198,6 +262,7 @@ def run_config(environment: Any, scenario: Scenario, run_id: str, output_dir: Pa
         points_buffer=options.influx_buffer,
         points_flush_timeout_s=options.points_flush_timeout,
         thresholds=Thresholds(options.max_cpu_percent, options.max_loop_lag_ms),
+        max_requests=options.max_requests if role == "local" else None,
     )  # fmt: skip
 
 
@@ -221,16 +286,38 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     session = Session(environment, scenario)
     environment.claude = session
     environment.events.quit.add_listener(lambda **_: session.on_quit())
+    if environment.web_ui is not None:
+        webui.install(environment, session)
     if not environment.host:
         try:
             environment.host = session.start_emulator()
         except EmulatorError as exc:
             fail_usage(str(exc))
-    elif not is_loopback(environment.host) and not os.environ.get(API_KEY_ENV):
-        fail_usage(f"--host {environment.host} is not the emulator: set {API_KEY_ENV}")
+    elif not is_loopback(environment.host):
+        if not os.environ.get(API_KEY_ENV):
+            fail_usage(f"--host {environment.host} is not the emulator: set {API_KEY_ENV}")
+        if not (options.max_cost_usd or scenario.budget_usd):
+            fail_usage(
+                f"--host {environment.host} is a real API: a run needs a budget "
+                "(--max-cost-usd USD or budget_usd in the scenario)"
+            )
+    announce_cost(scenario, options)
     # start-up blocked the event loop (the SDK import alone takes seconds); refresh the
     # loop's cached clock, or Locust's --run-time timer, armed next, fires that much early
     gevent.get_hub().loop.update_now()
+
+
+def announce_cost(scenario: Scenario, options: Any) -> None:
+    prices = PriceTable({m: Price(p.input, p.output) for m, p in scenario.prices.items()})
+    per_request = max_cost_per_request(scenario, prices)
+    if per_request is None:
+        logger.info("cost: some models of the scenario have no price; the cost guard counts them as free")
+        return
+    users = options.num_users or 1
+    logger.info(
+        "cost: at most $%.5f per request (output at max_tokens); at one request per user per second, "
+        "%d users spend at most $%.2f per minute", per_request, users, per_request * users * 60,
+    )  # fmt: skip
 
 
 def _apply_load_defaults(options: Any, scenario: Scenario) -> None:

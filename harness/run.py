@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from harness import payload
@@ -67,6 +67,7 @@ class RunConfig:
     points_buffer: int = DEFAULT_BUFFER
     points_flush_timeout_s: float = CLOSE_TIMEOUT_S
     thresholds: Thresholds = field(default_factory=Thresholds)
+    max_requests: int | None = None  # admitted exactly, in a single process only
 
 
 class HarnessRun:
@@ -77,6 +78,8 @@ class HarnessRun:
         self.stats = RunStats()
         self.recent = RecentStats()  # live figures over a sliding window (web UI)
         self.in_flight = 0
+        self.admitted = 0
+        self.on_limit: Callable[[str], None] | None = None  # told once the request limit refuses
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.labels = {"run_id": config.run_id, "scenario": config.scenario.name, "worker": config.worker}
@@ -137,6 +140,16 @@ class HarnessRun:
             data = payload.build_body_bytes(pick, self.scenario)
             request = self._prepared[key] = PreparedRequest(body, data, pick.stream, timeout_s)
         return request
+
+    def admit(self) -> bool:
+        """May one more request be sent? (--max-requests in a single process)"""
+        limit = self.config.max_requests
+        if limit is not None and self.admitted >= limit:
+            if self.on_limit is not None:
+                self.on_limit(f"--max-requests {limit} reached")
+            return False
+        self.admitted += 1
+        return True
 
     def new_record(self, pick: Pick) -> TimingRecord:
         """A record for a request about to be sent; it is in flight until `emit`."""
@@ -209,6 +222,7 @@ class HarnessRun:
             "stats": self.stats.take().encode(),
             "health": self.health.samples[-1].fields() if self.health.samples else {},
             "saturated_samples": self.health.saturated_samples,
+            "unreliable": self.health.unreliable,
             "records": self.records.written if self.records is not None else 0,
             "points_written": points.written if points else 0,
             "points_dropped": points.dropped if points else 0,

@@ -309,6 +309,53 @@ class Prompt(_Model):
         return None if self.stream is None else float(self.stream)
 
 
+class SloLimits(_Model):
+    """Service-level objectives, checked at the end on the precise (HDR) statistics."""
+
+    ttft_p50_ms: Optional[float] = Field(default=None, gt=0)
+    ttft_p90_ms: Optional[float] = Field(default=None, gt=0)
+    ttft_p95_ms: Optional[float] = Field(default=None, gt=0)
+    ttft_p99_ms: Optional[float] = Field(default=None, gt=0)
+    latency_p50_ms: Optional[float] = Field(default=None, gt=0)
+    latency_p90_ms: Optional[float] = Field(default=None, gt=0)
+    latency_p95_ms: Optional[float] = Field(default=None, gt=0)
+    latency_p99_ms: Optional[float] = Field(default=None, gt=0)
+    error_rate: Optional[float] = Field(default=None, ge=0, le=1)
+    rate_limited_share: Optional[float] = Field(default=None, ge=0, le=1)
+    overloaded_share: Optional[float] = Field(default=None, ge=0, le=1)
+    min_output_tps: Optional[float] = Field(default=None, gt=0)
+    min_requests: Optional[int] = Field(default=None, ge=1)
+
+
+class Slos(SloLimits):
+    """Global objectives, plus per-model ones under `models`."""
+
+    models: dict[str, SloLimits] = Field(default_factory=dict)
+
+
+class AbortRule(_Model):
+    """Stop early when a breach cannot recover, as k6's abortOnFail does."""
+
+    error_rate: float = Field(gt=0, le=1)
+    window_s: float = Field(default=30.0, gt=0)
+    min_requests: int = Field(default=20, ge=1)
+
+
+RegressionMetric = Literal[
+    "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
+    "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+]  # fmt: skip
+
+
+class Regression(_Model):
+    """How much worse than a baseline run (`--baseline`) a percentile may get."""
+
+    threshold_pct: float = Field(default=10.0, gt=0)
+    metrics: list[RegressionMetric] = Field(
+        default_factory=lambda: ["ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms"]
+    )
+
+
 class Scenario(_Model):
     """A validated scenario. Build one with :func:`load_scenario` or :func:`scenario_from_dict`."""
 
@@ -323,7 +370,10 @@ class Scenario(_Model):
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     load: Optional[Load] = None
-    slos: dict[str, float] = Field(default_factory=dict)
+    slos: Slos = Field(default_factory=Slos)
+    abort: Optional[AbortRule] = None
+    regression: Regression = Field(default_factory=Regression)
+    budget_usd: Optional[float] = Field(default=None, gt=0)
 
     _source: str = PrivateAttr(default="<scenario>")
     _cache: dict = PrivateAttr(default_factory=dict)  # used by harness.payload

@@ -99,8 +99,10 @@ class LabelStats:
         )
         return values
 
-    def to_summary(self) -> dict[str, Any]:
-        """The figures of the JSON summary (schema in docs/summary-schema.json)."""
+    def to_summary(self, with_histograms: bool = False) -> dict[str, Any]:
+        """The figures of the JSON summary (docs/summary.md); optionally the HDR histograms
+        themselves (encoded), which a later run's `--baseline` comparison needs."""
+        hdr = {"hdr": {"ttft": self.ttft.encode().decode(), "latency": self.latency.encode().decode()}} if with_histograms else {}
         return {
             "requests": self.requests,
             "failures": self.failures,
@@ -111,6 +113,7 @@ class LabelStats:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 6),
+            **hdr,
         }
 
     def encode(self) -> dict[str, Any]:

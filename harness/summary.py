@@ -40,7 +40,7 @@ def build_summary(run: HarnessRun, locust_requests: int, options: Any, link: Mas
     health = run.health.summary()
     # a master times no requests: only the processes that do can make timings unreliable
     own = health["unreliable"] and config.role != "master"
-    unreliable = own or any(w["saturated_samples"] for w in workers)
+    unreliable = own or any(w["unreliable"] for w in workers)
     ended = run.ended_at or run.started_at
     return {
         "schema": SCHEMA,
@@ -67,8 +67,8 @@ def build_summary(run: HarnessRun, locust_requests: int, options: Any, link: Mas
             "versions": _versions(),
         },
         "accounting": {"requests": stats.requests, "locust_requests": locust_requests, "records": records},
-        "totals": stats.total().to_summary(),
-        "models": {model: s.to_summary() for model, s in stats.by_model().items()},
+        "totals": stats.total().to_summary(with_histograms=True),
+        "models": {model: s.to_summary(with_histograms=True) for model, s in stats.by_model().items()},
         "labels": [{"model": m, "prompt": p, **s.to_summary()} for (m, p), s in sorted(stats.labels.items())],
         "health": {**health, "unreliable": unreliable, "timeline": [asdict(sample) for sample in run.health.samples]},
         "slos": [],
@@ -155,4 +155,15 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(f"points: {points['written']} written to {points['sink']}{dropped}")
     if summary["records_path"]:
         lines.append(f"records: {summary['records_path']}")
+    for result in summary["slos"]:
+        op = ">=" if result["name"].startswith("min_") else "<="
+        value = "no data" if result["value"] is None else f"{result['value']:.4g}"
+        lines.append(f"SLO {'PASS' if result['passed'] else 'FAIL'}  {result['scope']}: {result['name']} = {value} ({op} {result['limit']:g})")
+    for item in summary.get("regressions", []):
+        lines.append(f"baseline {'REGRESSED' if item['regressed'] else 'ok'}: {item['scope']} {item['metric']} "
+                     f"{item['baseline_ms']:.1f} -> {item['current_ms']:.1f} ms ({item['change_pct']:+.1f} %, "
+                     f"95 % CI {item['ci_low_pct']:+.1f} .. {item['ci_high_pct']:+.1f} %)")  # fmt: skip
+    verdict = summary.get("verdict")
+    if verdict:
+        lines.append(f"verdict: {verdict['status']}" + "".join(f"\n  - {reason}" for reason in verdict["reasons"]))
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gevent
 from locust import User, constant, task
 
 from harness.run import HarnessRun
@@ -22,6 +23,9 @@ class ClaudeUser(User):
 
     @task
     def call_claude(self) -> None:
+        if not self.run.admit():
+            gevent.sleep(1.0)  # the request limit is reached: idle until the guard ends the run
+            return
         pick = self.sampler.next()
         request = self.run.prepare(pick)
         record = self.run.new_record(pick)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from harness.scenario import (
+    Slos,
     DEFAULT_ANTHROPIC_VERSION,
     Pick,
     Prompt,
@@ -112,7 +113,7 @@ def test_levers_uses_old_version_for_temperature():
 
 def test_minimal_defaults(tmp_path):
     s = load_scenario(write(tmp_path, MINIMAL))
-    assert s.timeout_s == 600 and s.seed == 0 and s.beta == [] and s.slos == {} and s.load is None
+    assert s.timeout_s == 600 and s.seed == 0 and s.beta == [] and s.slos == Slos() and s.load is None and s.budget_usd is None
     assert s.prompts[1].weight == 1
     assert s.prompt("summarize").system == "You are terse."
 

@@ -1,0 +1,572 @@
+"""The Locust web UI speaks Claude: a live Claude tab, the scenario in the start form, downloads.
+
+- A "Claude" tab (Locust's `extended_tabs` / `extended_tables`, rows sent as `extended_stats`
+  in the `/stats/requests` response): per model and per model x prompt, the run's totals and,
+  right below each, the same figures over the last 30 s; the load generator's health on top,
+  with a warning when it is saturated. All figures come from the harness's HDR stats, the
+  same numbers as the final summary.
+- `GET /claude/stats`: the harness's own live figures as JSON. Each snapshot has a number;
+  the tab shows it, and `GET /claude/stats?snapshot=N` returns that very snapshot again.
+- `GET /claude/summary.json`, `GET /claude/report.html`: the JSON summary and the HTML report
+  of the current run (built on demand) or of the last one; linked in "Download Data".
+- The start form offers the scenario as a select (the files of scenarios/ and those next to
+  the `--scenario` given); the command line still accepts any path. Starting from the form
+  validates the chosen file first and refuses a bad one with the scenario's own message.
+- Secret options (`is_secret`, e.g. the InfluxDB token) are never sent to the browser; an
+  empty secret field in the form keeps the value the process was started with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections import OrderedDict
+from itertools import compress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import gevent
+
+from harness.scenario import ScenarioError, load_scenario
+from harness.stats import _TPS_SCALE, PERCENTILES, LabelStats
+from harness.summary import build_summary
+from harness.timing import OK, OUTCOMES
+
+if TYPE_CHECKING:
+    from harness.run import HarnessRun
+    from hdrh.histogram import HdrHistogram
+
+    from harness.stats import RunStats
+
+logger = logging.getLogger("harness.webui")
+
+TAB_KEY = "claude"
+TAB_TITLE = "Claude"
+WINDOW_S = 30
+SCENARIO_DIR = "scenarios"
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+KEEP_SNAPSHOTS = 30
+RATE_LIMITED = "rate_limited"  # HTTP 429
+OVERLOADED = "overloaded"  # HTTP 529 (or a mid-stream overloaded_error)
+DASH = "–"
+
+# Column keys: snake_case here, camel-cased by Locust's UI on both sides (structure and rows).
+# No digit may follow an underscore (camel-casing of `x_429` is not the same on both sides).
+COLUMNS = (
+    ("label", "Model / prompt"),
+    ("window", "Window"),
+    ("requests", "Requests"),
+    ("failures", "Failures"),
+    ("failures_by_class", "Failures by class"),
+    ("rate_limited_share", "429 share"),
+    ("overloaded_share", "529 share"),
+    ("ttft_p50", "TTFT p50 ms"),
+    ("ttft_p95", "TTFT p95 ms"),
+    ("ttft_p99", "TTFT p99 ms"),
+    ("latency_p50", "Latency p50 ms"),
+    ("latency_p95", "Latency p95 ms"),
+    ("output_tps", "Output tok/s p50"),
+    ("input_tokens", "Input tokens"),
+    ("output_tokens", "Output tokens"),
+    ("cost", "Cost $"),
+)
+DOWNLOADS = (
+    {"href": "./claude/summary.json", "title": "Download Claude summary (JSON)"},
+    {"href": "./claude/report.html", "title": "Download Claude HTML report"},
+)
+
+
+# --- the scenario in the start form -------------------------------------------------------
+class ScenarioChoices(list):  # type: ignore[type-arg]
+    """Choices shown in the web UI's select; on the command line any path is accepted."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def scenario_files(*directories: str | Path) -> list[str]:
+    """The YAML files of the given folders, as paths the process can open (sorted, unique)."""
+    found: list[str] = []
+    for directory in directories:
+        folder = Path(directory)
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.suffix in SCENARIO_SUFFIXES and path.is_file():
+                name = str(path)
+                if name not in found:
+                    found.append(name)
+    return found
+
+
+def add_scenario_argument(group: Any, default: str) -> Any:
+    """`--scenario`: any path on the command line, a select of scenario files in the web UI."""
+    action = group.add_argument(
+        "--scenario",
+        default=default,
+        metavar="FILE",
+        choices=ScenarioChoices(scenario_files(SCENARIO_DIR)),
+        help=f"scenario file (YAML); the web UI offers the files of {SCENARIO_DIR}/",
+    )
+    # an argument group bypasses LocustArgumentParser.add_argument: mark it for the web UI here
+    action.include_in_web_ui = True
+    action.is_secret = action.is_required = action.is_multiple = False
+    return action
+
+
+# --- formatting (the tab shows strings; tests format /claude/stats the same way) ----------
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def fmt_int(value: int | None) -> str:
+    return DASH if value is None else f"{value:,}"
+
+
+def fmt_share(value: float | None) -> str:
+    return DASH if value is None else f"{100 * value:.1f} %"
+
+
+def fmt_tps(value: float | None) -> str:
+    return DASH if value is None else f"{value:,.1f}"
+
+
+def fmt_cost(value: float | None) -> str:
+    return DASH if value is None else f"{value:.4f}"
+
+
+def fmt_failures(outcomes: dict[str, int]) -> str:
+    return ", ".join(f"{name} {outcomes[name]}" for name in OUTCOMES if name != OK and outcomes.get(name)) or DASH
+
+
+def _pick(values: dict[str, float] | None, key: str) -> float | None:
+    return values[key] if values else None
+
+
+# --- fast percentiles -----------------------------------------------------------------------
+# hdrh computes each percentile and the mean in a Python loop over all ~23,000 counters of a
+# histogram: about 0.2 s per group, seconds per refresh of the tab, during which the event loop
+# (and every request's timing) waits. Here the same values come from one pass over the
+# non-zero counters only, exactly as hdrh defines them (tests compare both on random data).
+def _nonzero(histogram: HdrHistogram) -> tuple[list[int], list[int]]:
+    """The indices of the non-zero counters and all counters (as a list: fast to index)."""
+    length = min(histogram.counts_len, histogram.encoder.payload.counts_len)
+    counts = histogram.counts[:length]
+    return list(compress(range(length), counts)), counts
+
+
+def histogram_values(histogram: HdrHistogram, quantiles: Iterable[float]) -> tuple[dict[float, int], float]:
+    """hdrh's get_value_at_percentile for each quantile, and get_mean_value, in one pass."""
+    indices, counts = _nonzero(histogram)
+    targets = sorted((histogram.get_target_count_at_percentile(q), q) for q in quantiles)
+    half_magnitude, half, unit = histogram.sub_bucket_half_count_magnitude, histogram.sub_bucket_half_count, histogram.unit_magnitude
+    values: dict[float, int] = {}
+    running = weighted = pending = 0
+    for index in indices:
+        count = counts[index]
+        running += count
+        # get_value_from_index, then the median of its range of equivalent values
+        bucket = (index >> half_magnitude) - 1
+        sub_bucket = (index & (half - 1)) + half
+        if bucket < 0:
+            sub_bucket -= half
+            bucket = 0
+        lowest = sub_bucket << (bucket + unit)
+        weighted += count * (lowest + ((1 << (unit + bucket)) >> 1))
+        while pending < len(targets) and running >= targets[pending][0]:
+            q = targets[pending][1]
+            values[q] = histogram.get_highest_equivalent_value(lowest) if q else histogram.get_lowest_equivalent_value(lowest)
+            pending += 1
+    total = histogram.get_total_count()
+    return values, (float(weighted) / total if total else 0.0)
+
+
+class _FastPercentiles:
+    """A LabelStats whose `percentiles` is fast and equal; everything else is the real one's."""
+
+    def __init__(self, stats: LabelStats) -> None:
+        self._stats = stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stats, name)
+
+    def percentiles(self, name: str, quantiles: Iterable[float] = PERCENTILES) -> dict[str, float] | None:
+        histogram: HdrHistogram = getattr(self._stats, name)
+        count = histogram.get_total_count()
+        if not count:
+            return None
+        scale = _TPS_SCALE if name == "output_tps" else 1000
+        quantiles = list(quantiles)
+        at, mean = histogram_values(histogram, quantiles)
+        values: dict[str, float] = {f"p{q:g}": at[q] / scale for q in quantiles}
+        values.update(count=count, min=histogram.get_min_value() / scale, max=histogram.get_max_value() / scale, mean=mean / scale)
+        return values
+
+
+def fast_summary(stats: LabelStats) -> dict[str, Any]:
+    """`stats.to_summary()`, with the percentiles computed fast (the same values)."""
+    return LabelStats.to_summary(_FastPercentiles(stats))  # type: ignore[arg-type]
+
+
+def group_figures(stats: LabelStats) -> dict[str, Any]:
+    """One group's figures (a model, a label, everything): the summary's, plus 429/529 shares."""
+    figures = fast_summary(stats)
+    requests = figures["requests"]
+    outcomes = figures["outcomes"]
+    figures["rate_limited_share"] = outcomes.get(RATE_LIMITED, 0) / requests if requests else None
+    figures["overloaded_share"] = outcomes.get(OVERLOADED, 0) / requests if requests else None
+    return figures
+
+
+def figures_row(name: str, label: str, window: str, figures: dict[str, Any]) -> dict[str, str]:
+    """A table row of the Claude tab, from one group of `/claude/stats`."""
+    ttft, latency, tps = figures["ttft_ms"], figures["latency_ms"], figures["output_tps"]
+    return {
+        "name": name,
+        "label": label,
+        "window": window,
+        "requests": fmt_int(figures["requests"]),
+        "failures": fmt_int(figures["failures"]),
+        "failures_by_class": fmt_failures(figures["outcomes"]),
+        "rate_limited_share": fmt_share(figures["rate_limited_share"]),
+        "overloaded_share": fmt_share(figures["overloaded_share"]),
+        "ttft_p50": fmt_ms(_pick(ttft, "p50")),
+        "ttft_p95": fmt_ms(_pick(ttft, "p95")),
+        "ttft_p99": fmt_ms(_pick(ttft, "p99")),
+        "latency_p50": fmt_ms(_pick(latency, "p50")),
+        "latency_p95": fmt_ms(_pick(latency, "p95")),
+        "output_tps": fmt_tps(_pick(tps, "p50")),
+        "input_tokens": fmt_int(figures["input_tokens"]),
+        "output_tokens": fmt_int(figures["output_tokens"]),
+        "cost": fmt_cost(figures["cost_usd"]),
+    }
+
+
+def health_text(health: dict[str, Any]) -> str:
+    """The load generator's state in one line, a warning first when it is saturated."""
+    sources = health["sources"]
+    if not sources:
+        return "load generator: no health sample yet"
+    parts = []
+    for source in sources:
+        parts.append(
+            f"{source['name']}: CPU {source['cpu_percent']:.0f} %, loop lag p99 {source['loop_lag_p99_ms']:.1f} ms"
+            + (" SATURATED" if source["saturated"] else "")
+        )
+    detail = "; ".join(parts)
+    if health["saturated"]:
+        return f"⚠ LOAD GENERATOR SATURATED, timings are late: {detail}"
+    verdict = "ok, but saturated earlier in the run" if health["unreliable"] else "ok"
+    return f"load generator {verdict}: {detail}"
+
+
+def snapshot_label(stats: dict[str, Any]) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(stats["at"]))
+    return f"snapshot #{stats['snapshot']} at {clock}"
+
+
+def tab_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
+    """The Claude tab's rows for one `/claude/stats` snapshot."""
+    empty = {key: "" for key, _ in COLUMNS}
+    rows = [{**empty, "name": "health", "label": health_text(stats["health"]), "window": snapshot_label(stats)}]
+    if stats["run_id"] is None:
+        rows.append({**empty, "name": "idle", "label": "no run yet: start a test"})
+        return rows
+    window = f"last {stats['window_s']} s"
+    recent = stats["window"]
+
+    def pair(name: str, label: str, total: dict[str, Any], live: dict[str, Any] | None) -> None:
+        rows.append(figures_row(f"{name}:run", label, "run", total))
+        if live is not None:
+            rows.append(figures_row(f"{name}:window", label, window, live))
+
+    pair("all", "ALL", stats["totals"], recent["totals"])
+    for model, figures in stats["models"].items():
+        pair(f"model:{model}", model, figures, recent["models"].get(model))
+    live_labels = {(g["model"], g["prompt"]): g for g in recent["labels"]}
+    for group in stats["labels"]:
+        key = (group["model"], group["prompt"])
+        pair(f"label:{key[0]}:{key[1]}", f"{key[0]} · {key[1]}", group, live_labels.get(key))
+    return rows
+
+
+# --- snapshots of the harness's stats ---------------------------------------------------------
+def _copy(stats: RunStats) -> RunStats:
+    """A copy of the stats at this instant (C-level histogram adds: fast, no yield)."""
+    from harness.stats import RunStats
+
+    copy = RunStats()
+    copy.merge(stats)
+    return copy
+
+
+def stats_figures(stats: RunStats, pause: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Totals, per model and per model x prompt; `pause` runs between groups (a gevent yield)."""
+
+    def figures(group: LabelStats) -> dict[str, Any]:
+        result = group_figures(group)
+        pause()
+        return result
+
+    return {
+        "totals": figures(stats.total()),
+        "models": {model: figures(s) for model, s in sorted(stats.by_model().items())},
+        "labels": [{"model": m, "prompt": p, **figures(s)} for (m, p), s in sorted(stats.labels.items())],
+    }
+
+
+def _sample_fields(name: str, sample: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "at": sample.get("at"),
+        "cpu_percent": sample.get("cpu_percent", 0.0),
+        "loop_lag_p99_ms": sample.get("loop_lag_p99_ms", 0.0),
+        "loop_lag_max_ms": sample.get("loop_lag_max_ms", 0.0),
+        "users": sample.get("users", 0),
+        "in_flight": sample.get("in_flight", 0),
+        "saturated": bool(sample.get("saturated", False)),
+    }
+
+
+def health_figures(run: HarnessRun, session: Any) -> dict[str, Any]:
+    """The latest health sample of each process that times requests (workers on a master)."""
+    thresholds = run.config.thresholds
+    sources: list[dict[str, Any]] = []
+    unreliable = False
+    link = getattr(session, "link", None)
+    if link is not None:
+        for state in link.workers.values():
+            if state.health:
+                sources.append(_sample_fields(state.name, state.health))
+            unreliable = unreliable or state.saturated_samples > 0
+    else:
+        samples = run.health.samples
+        if samples:
+            latest = samples[-1]
+            sources.append(_sample_fields("local", {**latest.fields(), "at": latest.at}))
+        unreliable = run.health.unreliable
+    return {
+        "saturated": any(source["saturated"] for source in sources),
+        "unreliable": unreliable,
+        "max_cpu_percent": thresholds.max_cpu_percent,
+        "max_loop_lag_ms": thresholds.max_loop_lag_ms,
+        "sources": sources,
+    }
+
+
+class Snapshots:
+    """Builds `/claude/stats` snapshots, numbered, and keeps the last ones the UI was sent."""
+
+    def __init__(self, session: Any, keep: int = KEEP_SNAPSHOTS, pause: Callable[[], None] | None = None) -> None:
+        self.session = session
+        self.keep = keep
+        self.pause = pause or (lambda: gevent.sleep(0))
+        self._seq = 0
+        self._kept: OrderedDict[int, dict[str, Any]] = OrderedDict()
+
+    def build(self) -> dict[str, Any]:
+        self._seq += 1
+        seq = self._seq
+        run: HarnessRun | None = self.session.run
+        snapshot: dict[str, Any] = {"snapshot": seq, "at": time.time(), "window_s": WINDOW_S}
+        if run is None:
+            empty = {"requests": 0}
+            snapshot.update(
+                run_id=None, scenario=self.session.scenario.name, running=False, totals=empty, models={}, labels=[],
+                window={"totals": empty, "models": {}, "labels": []},
+                health={"saturated": False, "unreliable": False, "sources": []},
+            )  # fmt: skip
+        else:
+            # one instant for every figure: copy first, then compute, yielding between groups so
+            # that the requests in flight are not held up (their timings would be late)
+            totals, window = _copy(run.stats), run.recent.window(WINDOW_S)
+            health = health_figures(run, self.session)
+            running = run.ended_at is None
+            snapshot.update(
+                run_id=run.config.run_id,
+                scenario=run.scenario.name,
+                running=running,
+                **stats_figures(totals, self.pause),
+                window=stats_figures(window, self.pause),
+                health=health,
+            )
+        self._kept[seq] = snapshot
+        while len(self._kept) > self.keep:
+            self._kept.popitem(last=False)
+        return snapshot
+
+    def get(self, seq: int) -> dict[str, Any] | None:
+        return self._kept.get(seq)
+
+
+# --- summary and report downloads -----------------------------------------------------------
+def current_summary(session: Any) -> dict[str, Any] | None:
+    """The summary of the last finished run, or one built now from the run in progress."""
+    run: HarnessRun | None = session.run
+    summary = session.summary
+    if run is None:
+        return summary
+    if summary is not None and summary["run"]["run_id"] == run.config.run_id:
+        return summary
+    environment = session.environment
+    summary = build_summary(run, environment.stats.total.num_requests, session.options, session.link)
+    if run.ended_at is None:
+        now = time.time()
+        summary["run"]["ended_at"] = now
+        summary["run"]["duration_s"] = round(now - run.started_at, 3)
+        summary["run"]["in_progress"] = True
+    return summary
+
+
+def run_records(session: Any) -> list[dict[str, Any]]:
+    """Every request record of the current or last run written so far (workers' too on a master)."""
+    from harness.records import read_records
+
+    run: HarnessRun | None = session.run
+    if run is None:
+        return []
+    if run.records is not None:
+        if run.ended_at is None:
+            run.records.flush()
+        paths: Iterable[Path] = [run.records.path]
+    else:  # a master: workers sharing its file system write below the run's folder
+        paths = sorted(Path(run.config.output_dir).glob("*/requests.jsonl"))
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        if path.is_file():
+            records.extend(read_records(path))
+    return records
+
+
+# --- the Flask side -----------------------------------------------------------------------
+def _secret_options(extra_options: dict[str, dict[str, Any]]) -> list[str]:
+    return [name for name, option in extra_options.items() if option.get("is_secret")]
+
+
+def install(environment: Any, session: Any) -> None:
+    """Add the harness's tab, routes and form field to Locust's web UI (Flask app)."""
+    from flask import Response, jsonify, request
+    from werkzeug.datastructures import ImmutableMultiDict
+
+    web_ui = environment.web_ui
+    app = web_ui.app
+    snapshots = Snapshots(session)
+    web_ui.claude_snapshots = snapshots
+    web_ui.template_args["extended_tabs"] = [{"key": TAB_KEY, "title": TAB_TITLE}]
+    web_ui.template_args["extended_tables"] = [
+        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}
+    ]
+    web_ui.template_args["extended_csv_files"] = [dict(link) for link in DOWNLOADS]
+    secrets: set[str] = set()
+    started_with = Path(session.scenario.source).parent  # the --scenario given: its folder is offered too
+
+    def offered_scenarios() -> list[str]:
+        current = session.scenario.source
+        files = scenario_files(SCENARIO_DIR, started_with)
+        return [current] + [path for path in files if path != current]
+
+    original_update = web_ui.update_template_args
+
+    def update_template_args() -> None:
+        original_update()
+        extra = web_ui.template_args.get("extra_options") or {}
+        for name in _secret_options(extra):
+            secrets.add(name)
+            extra[name] = {**extra[name], "default_value": ""}  # never send a secret to the browser
+        if "scenario" in extra:
+            extra["scenario"] = {
+                **extra["scenario"],
+                "choices": offered_scenarios(),
+                "default_value": session.scenario.source,
+            }
+
+    web_ui.update_template_args = update_template_args
+    update_template_args()
+
+    def refuse(message: str) -> Response:
+        logger.error("web UI start refused: %s", message)
+        return jsonify({"success": False, "message": message, "host": environment.host})
+
+    @app.before_request
+    def check_swarm() -> Response | None:
+        if request.endpoint != "locust.swarm" or request.method != "POST":
+            return None
+        form = request.form
+        blank = [name for name in secrets if name in form and not form.get(name)]
+        if blank:  # an empty secret field keeps the value the process was started with
+            request.form = ImmutableMultiDict([(k, v) for k, v in form.items(multi=True) if k not in blank])
+        path = request.form.get("scenario")
+        if not path:
+            return None
+        runner = environment.runner
+        state = getattr(runner, "state", None)
+        if state in ("running", "spawning") and path != session.scenario.source:
+            return refuse(f"stop the test before changing the scenario (running: {session.scenario.source})")
+        offered = offered_scenarios()
+        if path not in offered:
+            return refuse(f"scenario {path!r} is not one of the offered files: {', '.join(offered)}")
+        try:
+            load_scenario(path)
+        except ScenarioError as exc:
+            return refuse(f"bad scenario, the test was not started: {exc}")
+        return None
+
+    @app.after_request
+    def add_extended_stats(response: Response) -> Response:
+        if request.endpoint != "locust.request_stats" or response.status_code != 200:
+            return response
+        try:
+            data = json.loads(response.get_data())
+            rows = tab_rows(snapshots.build())
+        except Exception:  # the UI must keep working even if the tab cannot be filled
+            logger.exception("Claude tab: cannot build the figures")
+            return response
+        data.setdefault("extended_stats", []).append({"key": TAB_KEY, "data": rows})
+        response.set_data(json.dumps(data))
+        return response
+
+    @app.route("/claude/stats")
+    @web_ui.auth_required_if_enabled
+    def claude_stats() -> Any:
+        wanted = request.args.get("snapshot")
+        if wanted is None:
+            return jsonify(snapshots.build())
+        snapshot = snapshots.get(int(wanted)) if wanted.isdigit() else None
+        if snapshot is None:
+            return jsonify({"error": f"snapshot {wanted} is not kept (only the last {snapshots.keep})"}), 404
+        return jsonify(snapshot)
+
+    @app.route("/claude/summary.json")
+    @web_ui.auth_required_if_enabled
+    def claude_summary() -> Any:
+        summary = current_summary(session)
+        if summary is None:
+            return jsonify({"error": "no run yet: start a test first"}), 404
+        response = app.response_class(json.dumps(summary, indent=2), mimetype="application/json")
+        response.headers["Content-Disposition"] = f"attachment; filename=claude-summary-{summary['run']['run_id']}.json"
+        return response
+
+    @app.route("/claude/report.html")
+    @web_ui.auth_required_if_enabled
+    def claude_report() -> Any:
+        try:
+            from harness.report import render_report  # type: ignore[attr-defined]
+        except ImportError:
+            return Response(
+                "The HTML report is not available: this harness has no report module (harness/report.py).\n",
+                status=404, mimetype="text/plain",
+            )  # fmt: skip
+        summary = current_summary(session)
+        if summary is None:
+            return Response("No run yet: start a test first.\n", status=404, mimetype="text/plain")
+        with tempfile.TemporaryDirectory(prefix="claude-report-") as folder:
+            path = Path(folder) / "report.html"
+            render_report(summary, run_records(session), path)
+            html = path.read_bytes()
+        response = app.response_class(html, mimetype="text/html")
+        response.headers["Content-Disposition"] = f"attachment; filename=claude-report-{summary['run']['run_id']}.html"
+        return response

@@ -1,0 +1,212 @@
+"""Headless CI runs: every exit code through a real `locust --headless` subprocess against the
+emulator, the JSON summary against its schema, JUnit and Markdown outputs, the regression
+check against a baseline, the abort rule and the cost guard."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from harness import exitcodes
+from harness.scenario import Regression, Slos
+from harness.slo import compare, evaluate, junit_xml, markdown, verdict
+from harness.stats import RunStats
+from tests.processes import ROOT, run_locust, write_yaml
+from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
+from tests.test_stats import record
+
+SCHEMA = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
+
+
+def summary_of(stats: RunStats, slos: list | None = None) -> dict:
+    return {
+        "run": {"run_id": "r", "host": "h", "transport": "fast", "duration_s": 1.0, "scenario": {"name": "s"}},
+        "accounting": {"requests": stats.requests},
+        "totals": stats.total().to_summary(with_histograms=True),
+        "models": {m: s.to_summary(with_histograms=True) for m, s in stats.by_model().items()},
+        "health": {"unreliable": False},
+        "slos": slos or [],
+    }
+
+
+def stats_with(ttft_ms: float, n: int = 400, failures: int = 0, spread: float = 20) -> RunStats:
+    stats = RunStats()
+    for i in range(n):
+        jitter = spread * (i % 20) / min(n, 20)
+        stats.add(record("m", ttft=ttft_ms + jitter, latency=2 * ttft_ms + jitter))
+    for _ in range(failures):
+        stats.add(record("m", ttft=None, latency=5, outcome="rate_limited"))
+    return stats
+
+
+# --- units: evaluation, regression, renderings ----------------------------------------------
+def test_slos_are_judged_globally_and_per_model_on_the_precise_figures() -> None:
+    summary = summary_of(stats_with(100, failures=10))
+    slos = Slos(ttft_p50_ms=150, error_rate=0.01, rate_limited_share=0.05, models={"m": {"ttft_p99_ms": 100}, "absent": {"ttft_p50_ms": 1}})
+    results = {(r.scope, r.name): r for r in evaluate(slos, summary)}
+    assert results[("all", "ttft_p50_ms")].passed and results[("all", "ttft_p50_ms")].value == pytest.approx(110, abs=1)
+    assert not results[("all", "error_rate")].passed and results[("all", "error_rate")].value == pytest.approx(10 / 410)
+    assert results[("all", "rate_limited_share")].passed
+    assert not results[("m", "ttft_p99_ms")].passed
+    assert results[("absent", "ttft_p50_ms")].value is None and not results[("absent", "ttft_p50_ms")].passed
+
+
+def test_a_real_regression_is_flagged_and_noise_is_not() -> None:
+    baseline = summary_of(stats_with(100))
+    slower = compare(summary_of(stats_with(130)), baseline, Regression(threshold_pct=10))
+    assert any(r.regressed and r.metric == "ttft_p50_ms" and r.change_pct > 25 for r in slower)
+    assert all(r.ci_low_pct <= r.change_pct <= r.ci_high_pct for r in slower)
+    same = compare(summary_of(stats_with(101)), baseline, Regression(threshold_pct=10))
+    assert same and not any(r.regressed for r in same)
+    # a 15 % change on a handful of widely spread samples is not significant: its interval spans zero
+    tiny = compare(summary_of(stats_with(115, n=5, spread=400)), summary_of(stats_with(100, n=5, spread=400)), Regression(threshold_pct=10))
+    assert not any(r.regressed for r in tiny)
+
+
+def test_junit_has_one_case_per_slo_and_markdown_tells_the_verdict() -> None:
+    summary = summary_of(stats_with(100))
+    summary["slos"] = [
+        {"name": "ttft_p50_ms", "scope": "all", "limit": 150.0, "value": 110.0, "passed": True},
+        {"name": "error_rate", "scope": "m", "limit": 0.0, "value": 0.5, "passed": False},
+    ]
+    summary["verdict"] = verdict(summary, None, None, False)
+    suite = ET.fromstring(junit_xml(summary)).find("testsuite")
+    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert [case.get("classname") for case in suite.iter("testcase")] == ["slo.all", "slo.m"]
+    text = markdown(summary)
+    assert "FAIL" in text and "| error_rate | m | 0.5 | 0 | ❌ fail |" in text
+
+
+# --- real runs: exit codes and outputs --------------------------------------------------------
+def scenario_with(tmp_path: Path, **extra: object) -> Path:
+    return write_yaml(tmp_path / "scenario.yaml", {**SCENARIO, **extra})
+
+
+@pytest.mark.slow
+def test_exit_0_when_slos_hold_with_schema_valid_json_junit_and_markdown(tmp_path: Path) -> None:
+    scenario = scenario_with(tmp_path, slos={"ttft_p95_ms": 5000, "error_rate": 0.01, "models": {"model-fast": {"ttft_p50_ms": 5000}}})
+    result, truth = run_against_emulator(
+        tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", "--summary-json", str(tmp_path / "s.json"),
+        "--junit", str(tmp_path / "junit.xml"), "--markdown", str(tmp_path / "summary.md"), users=4, run_time="3s",
+    )  # fmt: skip
+    assert result.returncode == exitcodes.OK, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    assert summary["verdict"]["status"] == "PASS" and len(summary["slos"]) == 3
+    assert summary["accounting"]["requests"] == len(truth)
+    assert summary["run"]["scenario"]["digest"] and summary["run"]["versions"]["locust"]
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert "PASS" in (tmp_path / "summary.md").read_text()
+    assert "SLO PASS" in result.stdout
+
+
+@pytest.mark.slow
+def test_exit_1_when_an_slo_is_breached_and_the_report_says_why(tmp_path: Path) -> None:
+    scenario = scenario_with(tmp_path, slos={"models": {"model-slow": {"ttft_p50_ms": 10}}})
+    result, _ = run_against_emulator(
+        tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", "--summary-json", str(tmp_path / "s.json"),
+        "--junit", str(tmp_path / "junit.xml"), users=4, run_time="3s",
+    )  # fmt: skip
+    assert result.returncode == exitcodes.FAILED
+    summary = json.loads((tmp_path / "s.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    assert summary["verdict"]["status"] == "FAIL"
+    assert any("model-slow: ttft_p50_ms <= 10" in reason for reason in summary["verdict"]["reasons"])
+    failure = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite/testcase/failure")
+    assert failure is not None and "limit 10" in (failure.get("message") or "")
+    assert "SLO FAIL  model-slow: ttft_p50_ms" in result.stdout
+
+
+@pytest.mark.slow
+def test_exit_1_on_a_regression_against_a_baseline(tmp_path: Path) -> None:
+    scenario = scenario_with(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    result, _ = run_against_emulator(first, scenario, FAST_PROFILE, "--stop-timeout", "10", "--summary-json", str(tmp_path / "base.json"), users=4, run_time="3s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    slower = {"models": {"default": {**FAST_PROFILE["models"]["default"], "ttft_ms": 160}, "model-slow": {"ttft_ms": 300, "output_tps": 200}}}
+    result, _ = run_against_emulator(
+        second, scenario, slower, "--stop-timeout", "10", "--baseline", str(tmp_path / "base.json"),
+        "--summary-json", str(tmp_path / "new.json"), users=4, run_time="3s",
+    )  # fmt: skip
+    assert result.returncode == exitcodes.FAILED, result.stdout[-3000:]
+    summary = json.loads((tmp_path / "new.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    regressed = [r for r in summary["regressions"] if r["regressed"]]
+    assert any(r["scope"] == "all" and r["metric"] == "ttft_p50_ms" and r["ci_low_pct"] > 10 for r in regressed)
+    assert "baseline REGRESSED: all ttft_p50_ms" in result.stdout
+
+
+@pytest.mark.slow
+def test_exit_2_for_a_bad_baseline_file(tmp_path: Path) -> None:
+    bad = tmp_path / "baseline.json"
+    bad.write_text('{"not": "a summary"}')
+    result = run_locust(tmp_path, scenario_with(tmp_path), "--baseline", str(bad), users=1, run_time="1s", timeout_s=60)
+    assert result.returncode == exitcodes.USAGE
+    assert f"--baseline {bad}: not a harness summary" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_exit_2_without_a_budget_against_a_real_api(tmp_path: Path) -> None:
+    result = run_locust(
+        tmp_path, scenario_with(tmp_path), "--host", "https://api.example.invalid", timeout_s=60,
+        env={"ANTHROPIC_API_KEY": "sk-ant-test-not-real"},
+    )  # fmt: skip
+    assert result.returncode == exitcodes.USAGE
+    assert "needs a budget" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_exit_3_when_the_cost_guard_stops_the_run_at_the_budget(tmp_path: Path) -> None:
+    priced = scenario_with(tmp_path, prices={"model-fast": {"input": 1000.0, "output": 5000.0}, "model-slow": {"input": 1000.0, "output": 5000.0}})
+    result, truth = run_against_emulator(
+        tmp_path, priced, FAST_PROFILE, "--stop-timeout", "10", "--max-cost-usd", "2",
+        "--summary-json", str(tmp_path / "s.json"), users=4, run_time="30s", timeout_s=90,
+    )  # fmt: skip
+    assert result.returncode == exitcodes.COST_GUARD, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["verdict"]["status"] == "STOPPED" and "budget $2" in summary["verdict"]["reasons"][0]
+    assert summary["run"]["duration_s"] < 20  # stopped long before the 30 s run time
+    assert summary["totals"]["cost_usd"] >= 2
+    assert summary["accounting"]["requests"] == len(truth)  # what was in flight was still counted
+
+
+@pytest.mark.slow
+def test_exit_3_with_max_requests_sends_exactly_that_many(tmp_path: Path) -> None:
+    result, truth = run_against_emulator(
+        tmp_path, scenario_with(tmp_path), FAST_PROFILE, "--stop-timeout", "10", "--max-requests", "17",
+        users=5, run_time="30s", timeout_s=90,
+    )  # fmt: skip
+    assert result.returncode == exitcodes.COST_GUARD
+    assert len(truth) == len(result.records()) == 17
+
+
+@pytest.mark.slow
+def test_exit_4_when_asked_to_fail_on_an_unreliable_load_generator(tmp_path: Path) -> None:
+    # a CPU limit of 0.001 % makes every health sample "saturated": the mechanism, end to end
+    result, _ = run_against_emulator(
+        tmp_path, scenario_with(tmp_path), FAST_PROFILE, "--stop-timeout", "10", "--max-cpu-percent", "0.001",
+        "--fail-on-unreliable", users=2, run_time="5s",
+    )  # fmt: skip
+    assert result.returncode == exitcodes.UNRELIABLE
+    assert "UNRELIABLE" in result.stdout and "load generator saturated" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_abort_rule_stops_a_failing_run_early(tmp_path: Path) -> None:
+    failing = {"models": {"default": {**FAST_PROFILE["models"]["default"], "faults": {"rate_limited": 0.9}}}}
+    scenario = scenario_with(tmp_path, abort={"error_rate": 0.5, "window_s": 5, "min_requests": 10})
+    result, truth = run_against_emulator(
+        tmp_path, scenario, failing, "--stop-timeout", "10", "--summary-json", str(tmp_path / "s.json"),
+        users=4, run_time="30s", timeout_s=90,
+    )  # fmt: skip
+    assert result.returncode == exitcodes.FAILED
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["verdict"]["status"] == "ABORTED"
+    assert summary["verdict"]["reasons"][0].startswith("aborted early: error rate")
+    assert summary["run"]["duration_s"] < 15 and summary["accounting"]["requests"] == len(truth)
