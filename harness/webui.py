@@ -18,8 +18,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import os
+import shutil
+import sys
 import tempfile
 import time
 from collections import OrderedDict
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import gevent
+from gevent import subprocess as gevent_subprocess
 
 from harness.scenario import ScenarioError, load_scenario
 from harness.stats import _TPS_SCALE, PERCENTILES, LabelStats
@@ -404,7 +409,56 @@ class Snapshots:
 
 
 # --- summary and report downloads -----------------------------------------------------------
-def current_summary(session: Any) -> dict[str, Any] | None:
+class _Summarized:
+    """A LabelStats whose to_summary() was computed beforehand; everything else is the real one's."""
+
+    def __init__(self, stats: LabelStats, summary: dict[str, Any]) -> None:
+        self._stats, self._summary = stats, summary
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stats, name)
+
+    def to_summary(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._summary))
+
+
+class _SummarizedRunStats:
+    """A frozen copy of a run's stats with every group's summary computed beforehand, yielding
+    between groups: `build_summary` over it takes no time, so requests in flight never wait."""
+
+    def __init__(self, stats: RunStats, pause: Callable[[], None]) -> None:
+        self._stats = stats
+
+        def summarized(group: LabelStats) -> _Summarized:
+            result = _Summarized(group, fast_summary(group))
+            pause()
+            return result
+
+        self._total = summarized(stats.total())
+        self._models = {model: summarized(group) for model, group in stats.by_model().items()}
+        self.labels = {key: summarized(group) for key, group in stats.labels.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stats, name)
+
+    def total(self) -> _Summarized:
+        return self._total
+
+    def by_model(self) -> dict[str, _Summarized]:
+        return dict(self._models)
+
+
+class _RunView:
+    """A run as `build_summary` sees it, with other stats."""
+
+    def __init__(self, run: HarnessRun, stats: Any) -> None:
+        self._run, self.stats = run, stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+
+def current_summary(session: Any, pause: Callable[[], None] = lambda: gevent.sleep(0)) -> dict[str, Any] | None:
     """The summary of the last finished run, or one built now from the run in progress."""
     run: HarnessRun | None = session.run
     summary = session.summary
@@ -412,8 +466,10 @@ def current_summary(session: Any) -> dict[str, Any] | None:
         return summary
     if summary is not None and summary["run"]["run_id"] == run.config.run_id:
         return summary
-    environment = session.environment
-    summary = build_summary(run, environment.stats.total.num_requests, session.options, session.link)
+    locust_requests = session.environment.stats.total.num_requests
+    frozen = _copy(run.stats)  # one instant, before any yield
+    view = _RunView(run, _SummarizedRunStats(frozen, pause))
+    summary = build_summary(view, locust_requests, session.options, session.link)  # type: ignore[arg-type]
     if run.ended_at is None:
         now = time.time()
         summary["run"]["ended_at"] = now
@@ -422,24 +478,45 @@ def current_summary(session: Any) -> dict[str, Any] | None:
     return summary
 
 
-def run_records(session: Any) -> list[dict[str, Any]]:
-    """Every request record of the current or last run written so far (workers' too on a master)."""
-    from harness.records import read_records
-
+def records_files(session: Any) -> list[Path]:
+    """The request records of the current or last run (the workers' too, on a master)."""
     run: HarnessRun | None = session.run
     if run is None:
         return []
     if run.records is not None:
         if run.ended_at is None:
-            run.records.flush()
-        paths: Iterable[Path] = [run.records.path]
-    else:  # a master: workers sharing its file system write below the run's folder
-        paths = sorted(Path(run.config.output_dir).glob("*/requests.jsonl"))
-    records: list[dict[str, Any]] = []
-    for path in paths:
-        if path.is_file():
-            records.extend(read_records(path))
-    return records
+            run.records.flush()  # whole lines on disk
+        return [run.records.path]
+    # a master: workers sharing its file system write below the run's folder
+    return sorted(Path(run.config.output_dir).glob("*/requests.jsonl"))
+
+
+def report_available() -> bool:
+    return importlib.util.find_spec("harness.report") is not None
+
+
+def render_report_file(summary: dict[str, Any], records: list[Path], folder: Path, timeout_s: float = 120) -> Path:
+    """`python -m harness.report` in a child process (matplotlib would stall this process's
+    event loop for seconds, and every request in flight with it)."""
+    summary_path = folder / "summary.json"
+    summary_path.write_text(json.dumps(summary), encoding="utf-8")
+    output = folder / "report.html"
+    command = [sys.executable, "-m", "harness.report", str(summary_path), "-o", str(output)]
+    if len(records) == 1:
+        command += ["--records", str(records[0])]
+    elif records:
+        combined = folder / "requests.jsonl"
+        with combined.open("wb") as out:
+            for path in records:
+                with path.open("rb") as part:
+                    shutil.copyfileobj(part, out)
+        command += ["--records", str(combined)]
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    done = gevent_subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if done.returncode != 0 or not output.is_file():
+        raise RuntimeError((done.stderr or done.stdout or f"exit code {done.returncode}").strip())
+    return output
 
 
 # --- the Flask side -----------------------------------------------------------------------
@@ -553,9 +630,7 @@ def install(environment: Any, session: Any) -> None:
     @app.route("/claude/report.html")
     @web_ui.auth_required_if_enabled
     def claude_report() -> Any:
-        try:
-            from harness.report import render_report  # type: ignore[attr-defined]
-        except ImportError:
+        if not report_available():
             return Response(
                 "The HTML report is not available: this harness has no report module (harness/report.py).\n",
                 status=404, mimetype="text/plain",
@@ -564,9 +639,11 @@ def install(environment: Any, session: Any) -> None:
         if summary is None:
             return Response("No run yet: start a test first.\n", status=404, mimetype="text/plain")
         with tempfile.TemporaryDirectory(prefix="claude-report-") as folder:
-            path = Path(folder) / "report.html"
-            render_report(summary, run_records(session), path)
-            html = path.read_bytes()
+            try:
+                html = render_report_file(summary, records_files(session), Path(folder)).read_bytes()
+            except (RuntimeError, OSError, gevent_subprocess.TimeoutExpired) as exc:
+                logger.error("HTML report failed: %s", exc)
+                return Response(f"The HTML report could not be built: {exc}\n", status=500, mimetype="text/plain")
         response = app.response_class(html, mimetype="text/html")
         response.headers["Content-Disposition"] = f"attachment; filename=claude-report-{summary['run']['run_id']}.html"
         return response
