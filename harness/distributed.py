@@ -2,6 +2,9 @@
 a drain that counts every request in flight at the end, and lost workers named.
 
 Messages (over Locust's own master/worker channel):
+- worker -> master `claude_hello`: sent once the worker's handlers exist (a worker joining
+  mid-run gets Locust's spawn message before its plugin is initialised); the master answers
+  with the current run.
 - master -> worker `claude_run`: harness version, run id, the validated scenario (a dict:
   workers need no file access). Sent at test start, and to a worker that joins later.
 - worker -> master `claude_refused`: the worker runs another harness version; it quits.
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("harness.distributed")
 
+HELLO_MESSAGE = "claude_hello"
 RUN_MESSAGE = "claude_run"
 REFUSED_MESSAGE = "claude_refused"
 DRAIN_MESSAGE = "claude_drain"
@@ -76,6 +80,7 @@ class MasterLink:
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
         runner = environment.runner
+        runner.register_message(HELLO_MESSAGE, self._on_hello)
         runner.register_message(REFUSED_MESSAGE, self._on_refused)
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
         environment.events.worker_report.add_listener(self._on_report)
@@ -86,12 +91,22 @@ class MasterLink:
 
     def start_run(self, run_id: str) -> None:
         self.run_id = run_id
-        self.workers.clear()
-        self.environment.runner.send_message(RUN_MESSAGE, self._payload())
+        runner = self.environment.runner
+        # every worker of the run is known from the start: one that dies before its first
+        # report is still named as lost
+        self.workers = {client.id: WorkerState(client.id, self._name(client.id)) for client in runner.clients.all}
+        runner.send_message(RUN_MESSAGE, self._payload())
+
+    def _name(self, client_id: str) -> str:
+        return f"worker-{self.environment.runner.get_worker_index(client_id)}"
 
     def _on_connect(self, client_id: str, **_: Any) -> None:
-        if self.run_id is not None:  # a worker joining mid-run gets the run before its users
-            self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=client_id)
+        if self.run_id is not None:  # a worker joining mid-run: its users wait for the run
+            self._worker(client_id, self._name(client_id))
+
+    def _on_hello(self, msg: Any, **_: Any) -> None:
+        if self.run_id is not None:
+            self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=msg.node_id)
 
     def _on_refused(self, msg: Any, **_: Any) -> None:
         self.refused[msg.node_id] = msg.data["reason"]
@@ -134,7 +149,8 @@ class MasterLink:
             runner.send_message(DRAIN_MESSAGE, None, client_id=client_id)
         deadline = time.monotonic() + stop_timeout_s + DRAIN_MARGIN_S
         while time.monotonic() < deadline:
-            if all(self._drained(client_id) for client_id in active if client_id in runner.clients):
+            alive = [cid for cid in active if cid in runner.clients and runner.clients[cid].state != "missing"]
+            if all(self._drained(client_id) for client_id in alive):
                 return
             gevent.sleep(0.05)
         missing = [cid for cid in active if not self._drained(cid)]
@@ -164,6 +180,7 @@ class WorkerLink:
         runner.register_message(RUN_MESSAGE, self._on_run)
         runner.register_message(DRAIN_MESSAGE, self._on_drain, concurrent=True)
         environment.events.report_to_master.add_listener(self._on_report_to_master)
+        runner.send_message(HELLO_MESSAGE, None)
 
     @property
     def name(self) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 from locust.runners import MasterRunner
 
 from harness import exitcodes, pauses, slo, webui
@@ -205,6 +206,10 @@ class Session:
         if summary["verdict"]["exit_code"] is not None:
             self.environment.process_exit_code = summary["verdict"]["exit_code"]
 
+    def current_run(self) -> HarnessRun:
+        assert self.run is not None, "users start after test_start created the run"
+        return self.run
+
     def on_quit(self) -> None:
         if self.summary and self.options.headless:
             print(render_text(self.summary), flush=True)
@@ -213,24 +218,40 @@ class Session:
 
 
 class WorkerSession:
-    """A worker: gets the scenario and run id from the master, runs users, reports deltas."""
+    """A worker: gets the scenario and run id from the master, runs users, reports deltas.
+
+    Locust may start a worker's test (its spawn message) before the run from the master has
+    arrived (a worker joining mid-run); the run starts when both have happened, and users
+    wait for it."""
+
+    RUN_WAIT_S = 30.0
 
     def __init__(self, environment: Any) -> None:
         self.environment = environment
         self.scenario: Scenario | None = None
         self.run_id: str | None = None
         self.run: HarnessRun | None = None
+        self._testing = False
+        self._ready = gevent.event.Event()
         self.link = WorkerLink(environment, self._on_run, self._report)
 
     def _on_run(self, scenario: Scenario, run_id: str) -> None:
         self.scenario, self.run_id = scenario, run_id
+        self._start_run()
 
     def _report(self) -> dict[str, Any] | None:
         return self.run.report() if self.run is not None else None
 
-    def on_test_start(self) -> None:
-        if self.scenario is None or self.run_id is None:
-            logger.error("no scenario from the master (is it running the same locustfile?): users cannot start")
+    def current_run(self) -> HarnessRun:
+        """For a user starting: the run, once it exists (bounded wait)."""
+        if not self._ready.wait(self.RUN_WAIT_S) or self.run is None:
+            raise RuntimeError("no run from the master: is it running the same harness and locustfile?")
+        return self.run
+
+    def _start_run(self) -> None:
+        if not self._testing or self.scenario is None or self.run_id is None:
+            return
+        if self.run is not None and self.run.config.run_id == self.run_id:
             return
         options = self.environment.parsed_options
         output_dir = worker_output_dir(options.output_dir, self.run_id, self.scenario, self.link.name)
@@ -238,8 +259,15 @@ class WorkerSession:
         self.run = HarnessRun(config, self.environment)
         pauses.settle()
         self.run.start()
+        self._ready.set()
+
+    def on_test_start(self) -> None:
+        self._testing = True
+        self._start_run()
 
     def on_test_stop(self) -> None:
+        self._testing = False
+        self._ready.clear()
         if self.run is not None:
             self.run.close()
             self.link.send_final_report()

@@ -328,6 +328,7 @@ def plot_health(summary: dict[str, Any]) -> plt.Figure:
         _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     cpu.set_title("Load generator health (red bands: saturated 2 s samples)")
     lag.set_xlabel("seconds since start")
+    lag.set_xlim(left=0)
     return fig
 
 
@@ -345,6 +346,7 @@ header.top .meta b{color:#fff;font-weight:600}
 .badge{display:inline-block;padding:3px 10px;border-radius:12px;font-weight:700;font-size:13px;letter-spacing:.03em}
 .pass{background:#2e9d5b;color:#fff}.fail{background:#d9482b;color:#fff}.warn{background:#f0a020;color:#1d2329}
 .neutral{background:#5d6d7e;color:#fff}
+ul.reasons{margin:8px 0 0;padding-left:18px;color:#dfe5eb;font-size:13px}
 section{background:#fff;border:1px solid #dde2e7;border-radius:8px;padding:16px 20px;margin:16px 0}
 h2{font-size:17px;margin:0 0 10px}
 h3{font-size:14px;margin:4px 0 6px}
@@ -361,7 +363,7 @@ td.ok{color:#1e7a44;font-weight:700}td.bad{color:#c0392b;font-weight:700}
 .chip{display:inline-block;padding:0 6px;margin:1px 3px 1px 0;border-radius:9px;font-size:11.5px;color:#fff}
 .scroll{overflow-x:auto}
 .plots{display:grid;grid-template-columns:1fr;gap:8px}
-figure.plot{margin:0 0 10px}
+figure{margin:0 0 10px}
 figure.plot figcaption{color:#5d6873;font-size:12.5px;margin:0 0 4px}
 .note{color:#5d6873;background:#f7f9fb;border:1px dashed #cbd3da;border-radius:6px;padding:10px 14px}
 .bad-text{color:#c0392b;font-weight:600}
@@ -391,13 +393,19 @@ def section_header(summary: dict[str, Any]) -> str:
         badges.append('<span class="badge pass">load generator OK</span>')
     if summary.get("lost_workers"):
         badges.append(f'<span class="badge fail">{len(summary["lost_workers"])} worker(s) LOST</span>')
+    run_verdict = summary.get("verdict") or {}
+    if run_verdict.get("status"):
+        cls = {"PASS": "pass", "DONE": "neutral", "UNRELIABLE": "warn"}.get(run_verdict["status"], "fail")
+        badges.append(f'<span class="badge {cls}">run: {esc(run_verdict["status"])}</span>')
+    reasons = "".join(f"<li>{esc(reason)}</li>" for reason in run_verdict.get("reasons") or [])
     meta = [("run", run.get("run_id")), ("host", run.get("host")), ("transport", run.get("transport")),
             ("duration", f"{run.get('duration_s') or 0:g} s"), ("users", run.get("users")),
             ("started", fmt_time(run.get("started_at")))]  # fmt: skip
     meta_html = " &middot; ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in meta)
     return (
         f'<header class="top"><div class="inner"><h1>Claude load test: {esc(run["scenario"]["name"])}</h1>'
-        f'<div class="meta">{meta_html}</div><div class="badges">{"".join(badges)}</div></div></header>'
+        f'<div class="meta">{meta_html}</div><div class="badges">{"".join(badges)}</div>'
+        f'{f"<ul class=reasons>{reasons}</ul>" if reasons else ""}</div></header>'
     )
 
 
@@ -561,7 +569,8 @@ def section_health_workers(summary: dict[str, Any]) -> str:
         f"of {fmt_num(health.get('samples'))} samples saturated ({esc(limits)}): {state}.</p>",
     ]
     dropped = f'<span class="bad-text">{points["dropped"]:,} dropped</span>' if points.get("dropped") else "none dropped"
-    lines.append(f"<p id='points'>Points: {points.get('written', 0):,} written to {esc(points.get('sink'))}, {dropped}.</p>")
+    written = f"{points.get('written', 0):,} written to {esc(points.get('sink'))}"
+    lines.append(f'<p id="points">Points: {written}, {dropped}.</p>')
     if summary.get("records_path"):
         lines.append(f"<p>Records: <code>{esc(summary['records_path'])}</code></p>")
     workers = summary.get("workers") or []

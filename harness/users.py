@@ -17,22 +17,23 @@ class ClaudeUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.run: HarnessRun = self.environment.claude.run
-        self.sampler = self.run.new_sampler()
-        self.transport = self.run.new_transport()
+        self.claude: HarnessRun = self.environment.claude.current_run()
+        self.sampler = self.claude.new_sampler()
+        self.transport = self.claude.new_transport()
 
     @task
     def call_claude(self) -> None:
-        if not self.run.admit():
+        if not self.claude.admit():
             gevent.sleep(1.0)  # the request limit is reached: idle until the guard ends the run
             return
         pick = self.sampler.next()
-        request = self.run.prepare(pick)
-        record = self.run.new_record(pick)
+        request = self.claude.prepare(pick)
+        record = self.claude.new_record(pick)
         try:
             self.transport.send(record, request)
         finally:  # also when the run stops mid-request: the record says "cancelled"
-            self.run.emit(record)
+            self.claude.emit(record)
 
     def on_stop(self) -> None:
-        self.run.release_transport(self.transport)
+        if hasattr(self, "transport"):  # on_start may have been cut short
+            self.claude.release_transport(self.transport)

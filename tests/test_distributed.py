@@ -37,6 +37,7 @@ class Cluster:
         shutil.copy(ROOT / "locustfile.py", self.worker_dir)
         self.summary_path = tmp_path / "summary.json"
         self.workers: list[subprocess.Popen[str]] = []
+        self.worker_logs: list[str] = []  # stderr of each worker, once finished
         self.emulator.start()
         scenario = write_yaml(tmp_path / "scenario.yaml", SCENARIO)
         self.master = subprocess.Popen(
@@ -64,9 +65,10 @@ class Cluster:
             out, err = self.master.communicate(timeout=timeout_s)
             for worker in self.workers:
                 try:
-                    worker.wait(15)
+                    self.worker_logs.append(worker.communicate(timeout=15)[1])
                 except subprocess.TimeoutExpired:
                     worker.kill()
+                    self.worker_logs.append(worker.communicate()[1])
             return self.master.returncode, out, err
         finally:
             for process in [self.master, *self.workers]:
@@ -116,8 +118,8 @@ def test_two_workers_without_the_scenario_count_exactly_what_the_server_saw(tmp_
 
 
 def test_a_worker_killed_mid_run_is_named_and_its_reported_requests_kept(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path, workers=2, run_time="9s")
-    time.sleep(5)  # start-up, then a few reports from both workers
+    cluster = Cluster(tmp_path, workers=2, run_time="12s")
+    time.sleep(8)  # start-up, then a few reports from both workers
     victim = cluster.workers[0]
     victim.send_signal(signal.SIGKILL)
     killed_at = time.time()
@@ -143,10 +145,13 @@ def test_a_worker_joining_mid_run_gets_the_scenario_and_users(tmp_path: Path) ->
     time.sleep(4)
     cluster.add_worker()
     code, out, err = cluster.finish()
-    assert code == 0, err[-3000:]
     summary, records, truth = cluster.summary(), cluster.records(), cluster.truth()
+    # rebalancing moves users to the new worker: a moved user's request in flight may be
+    # cut off, and is then counted as cancelled (Locust's exit code 1 for a failure)
+    failures = Counter(r["outcome"] for r in records if r["outcome"] != "ok")
+    assert set(failures) <= {"cancelled"} and code == (1 if failures else 0), (failures, err[-3000:])
     assert {w["name"] for w in summary["workers"]} == {"worker-0", "worker-1"}
-    assert Counter(r["worker"] for r in records)["worker-1"] > 0
+    assert Counter(r["worker"] for r in records)["worker-1"] > 0, cluster.worker_logs[-1][-3000:]
     assert len(records) == len(truth) == summary["accounting"]["requests"]
 
 
@@ -159,7 +164,7 @@ def test_a_worker_with_another_harness_version_is_refused(tmp_path: Path) -> Non
     time.sleep(1)
     stranger = cluster.add_worker(env={"PYTHONPATH": str(other)})
     code, out, err = cluster.finish()
-    stranger_err = stranger.stderr.read() if stranger.stderr else ""
+    stranger_err = cluster.worker_logs[cluster.workers.index(stranger)]
     assert "refusing to run" in stranger_err and "9.9.9-" in stranger_err
     assert "REFUSED" in out and "9.9.9-" in out
     records, truth = cluster.records(), cluster.truth()

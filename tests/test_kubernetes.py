@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -147,9 +146,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def kv() -> Any:
-    return pytest.importorskip(
-        "kubernetes_validate.utils", reason="install the test extra: pip install kubernetes-validate==1.37.0"
-    )
+    import kubernetes_validate.utils  # the test extra installs it; a missing one fails, never skips
+
+    return kubernetes_validate.utils
 
 
 def test_validator_bundles_the_schemas(kv: Any) -> None:
@@ -234,25 +233,6 @@ def test_variant_has_one_master_and_one_worker_set(variant: str) -> None:
     assert worker["kind"] == "Deployment"
     assert not by_kind(docs, "Secret"), "Secrets are created in the cluster, never by a kustomization"
     assert len(by_kind(docs, "Namespace")) == 1
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: kustomize build not checked")
-@variants
-def test_kubectl_kustomize_builds_the_variant(variant: str) -> None:
-    result = subprocess.run(
-        ["kubectl", "kustomize", str(VARIANTS[variant])], capture_output=True, text=True, timeout=60
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    expected = render(VARIANTS[variant])
-
-    def key(doc: dict[str, Any]) -> tuple[str, str]:
-        return doc["kind"], doc["metadata"]["name"]
-
-    assert sorted(map(key, built)) == sorted(map(key, expected))
-    for doc in built:
-        for container in containers(doc) if doc["kind"] in WORKLOAD_KINDS else []:
-            assert container["image"] == f"claude-loadtest-harness:{project_version()}"
 
 
 # --------------------------------------------------------------------------- roles

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.payload import (
     BYTES_PER_TOKEN,

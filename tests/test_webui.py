@@ -1,0 +1,408 @@
+"""The Claude tab of Locust's web UI, in a real headless browser (Debian's chromium, Playwright).
+
+`locust` runs as a subprocess with its web UI on loopback and the built-in emulator (fast
+profile). The browser chooses the scenario in the start form, starts the test, reads the Claude
+tab and compares it with the harness's own `/claude/stats` (the very snapshot the tab shows),
+downloads the JSON summary and the HTML report through the UI's links, and stops the test.
+Screenshots are kept in test-artifacts/webui-*.png.
+
+The pure parts (fast HDR percentiles, the sliding-window buckets) are checked in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import webui
+from harness.stats import LabelStats, RecentStats, RunStats
+from harness.timing import OUTCOMES, TimingRecord
+from tests.processes import LOCUST, ROOT, free_port, write_yaml
+
+ARTIFACTS = ROOT / "test-artifacts"
+PROFILE = {
+    "seed": 3,
+    "models": {
+        "default": {
+            "ttft_ms": 50, "ttft_ms_per_1k_input": 5, "output_tps": 300, "jitter": 0.2,
+            "output_tokens": {"mean": 30, "sd": 8, "min": 5},
+        },
+    },
+}
+SMALL_SCENARIO = {
+    "name": "small",
+    "models": [{"model": "claude-haiku-4-5", "weight": 1}],
+    "prompts": [{"name": "hi", "weight": 1, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32}],
+    "stream": 1.0,
+}
+API_KEY = "sk-ant-api03-WEBUI-TEST-KEY-never-shown-0123456789"
+INFLUX_TOKEN = "influx-token-WEBUI-never-shown-9876543210"
+BROWSER_ARGS = [
+    "--no-sandbox", "--headless=new", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+# --- the Locust process --------------------------------------------------------------------
+class LocustUI:
+    """`locust` with its web UI on a free loopback port; killed (with the emulator) at the end."""
+
+    def __init__(self, tmp_path: Path, scenario: str | Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "locust.log"
+        profile = write_yaml(tmp_path / "profile.yaml", PROFILE)
+        command = [
+            LOCUST, "-f", "locustfile.py", "--web-host", "127.0.0.1", "--web-port", str(self.port),
+            "--scenario", str(scenario), "--emulator-profile", str(profile),
+            "--output-dir", str(tmp_path / "runs"), "--points", "off", *args,
+        ]  # fmt: skip
+        env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
+        with self.log.open("wb") as log:
+            # its own session: the emulator it starts is in the same process group
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 60) -> LocustUI:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"locust exited early:\n{self.output()}"
+            try:
+                with urllib.request.urlopen(self.url + "/claude/stats", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"the web UI did not come up:\n{self.output()}")
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=20) as response:
+            return json.loads(response.read())
+
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return response.read().decode("utf-8", "replace")
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # locust quits and stops its emulator
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of its group
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    assert executable, "chromium is not installed: `apt-get install -y chromium` (make test does it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS, timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser: Any) -> Any:
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    return page
+
+
+def screenshot(page: Any, name: str, full_page: bool = True) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"webui-{name}.png"), full_page=full_page)
+
+
+# --- the start form ----------------------------------------------------------------------------
+def open_custom_parameters(page: Any) -> Any:
+    page.get_by_text("Custom parameters").click()
+    select = page.locator('select[name="scenario"]')
+    select.wait_for(state="visible")
+    return select
+
+
+def start_from_form(page: Any, users: int, scenario: str | None = None) -> None:
+    page.locator('input[name="userCount"]').fill(str(users))
+    page.locator('input[name="spawnRate"]').fill(str(users))
+    if scenario is not None:
+        open_custom_parameters(page).select_option(scenario)
+    page.locator('form button[type="submit"]').click()
+
+
+# --- the Claude tab ----------------------------------------------------------------------------
+READ_TABLE = """() => {
+  const table = document.querySelector('table');
+  if (!table) return null;
+  const header = [...table.querySelectorAll('thead th')].map(th => th.innerText.trim());
+  const rows = [...table.querySelectorAll('tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()));
+  return {header, rows};
+}"""
+
+
+def read_tab(page: Any) -> dict[str, Any]:
+    """The Claude table, read in one go (one JavaScript task: one rendered snapshot)."""
+    table = page.evaluate(READ_TABLE)
+    assert table and table["rows"], "the Claude tab shows no table"
+    return table
+
+
+def snapshot_number(table: dict[str, Any]) -> int:
+    match = re.search(r"snapshot #(\d+)", table["rows"][0][1])
+    assert match, f"no snapshot number in the tab's first row: {table['rows'][0]}"
+    return int(match.group(1))
+
+
+def expected_cells(snapshot: dict[str, Any]) -> list[list[str]]:
+    return [[row[key] for key, _ in webui.COLUMNS] for row in webui.tab_rows(snapshot)]
+
+
+def wait_for_requests(page: Any, minimum: int, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        table = page.evaluate(READ_TABLE)
+        ready = table and len(table["rows"]) > 2 and table["rows"][1][0] == "ALL" and "CPU" in table["rows"][0][0]
+        if ready and int(table["rows"][1][2].replace(",", "")) >= minimum:
+            return table
+        time.sleep(0.5)
+    raise AssertionError(f"the Claude tab never showed {minimum} requests and a health sample")
+
+
+def download(page: Any, link_text: str, target: Path) -> Path:
+    with page.expect_download(timeout=90_000) as info:
+        page.get_by_text(link_text).click()
+    info.value.save_as(str(target))
+    return target
+
+
+# --- tests -------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path, browser: Any) -> None:
+    ui = LocustUI(tmp_path, "scenarios/demo.yaml", "--influx-token", INFLUX_TOKEN).wait_ready()
+    try:
+        page = new_page(browser)
+        page.goto(ui.url)
+        index_html = page.content()
+        select = open_custom_parameters(page)
+        options = select.locator("option").all_inner_texts()
+        assert options == webui.scenario_files(ROOT / "scenarios") or sorted(options) == sorted(
+            f"scenarios/{p.name}" for p in (ROOT / "scenarios").iterdir() if p.suffix in (".yaml", ".yml")
+        ), options
+        assert select.input_value() == "scenarios/demo.yaml"
+        select.scroll_into_view_if_needed()
+        screenshot(page, "form", full_page=False)
+        select.locator("xpath=..").screenshot(path=str(ARTIFACTS / "webui-form-scenario.png"))
+        start_from_form(page, users=5, scenario="scenarios/demo.yaml")
+
+        page.get_by_role("tab", name="Claude").click()
+        page.wait_for_url(re.compile(r"tab=claude"))
+        wait_for_requests(page, minimum=30)
+
+        # the tab equals the harness's own figures: the same snapshot, every cell
+        table = read_tab(page)
+        snapshot = ui.get_json(f"/claude/stats?snapshot={snapshot_number(table)}")
+        assert table["header"] == [title for _, title in webui.COLUMNS]
+        assert table["rows"] == expected_cells(snapshot)
+        assert snapshot["running"] and snapshot["scenario"] == "demo"
+        totals, all_row = snapshot["totals"], table["rows"][1]
+        assert all_row[:3] == ["ALL", "run", f"{totals['requests']:,}"]
+        assert all_row[7] == webui.fmt_ms(totals["ttft_ms"]["p50"]) and totals["ttft_ms"]["p50"] > 40
+        assert table["rows"][2][:2] == ["ALL", f"last {webui.WINDOW_S} s"]
+        models = [row[0] for row in table["rows"] if row[1] == "run"][1:3]
+        assert models == ["claude-haiku-4-5", "claude-sonnet-4-5"]
+        assert any(" · long-context" in row[0] for row in table["rows"])
+        assert table["rows"][0][0].startswith(("load generator", "⚠ LOAD GENERATOR SATURATED"))
+        assert "CPU" in table["rows"][0][0] and "loop lag p99" in table["rows"][0][0]
+        screenshot(page, "claude-tab")
+
+        # downloads, through the links of Locust's "Download Data" tab, while the test runs
+        page.get_by_role("tab", name="Download Data").click()
+        screenshot(page, "downloads")
+        live = json.loads(download(page, "Download Claude summary (JSON)", tmp_path / "live.json").read_text())
+        assert live["schema"] == "claude-harness-summary" and live["run"]["in_progress"] is True
+        assert live["run"]["run_id"] == snapshot["run_id"]
+        assert live["accounting"]["requests"] >= totals["requests"]
+        report = download(page, "Download Claude HTML report", tmp_path / "live.html").read_text(encoding="utf-8")
+        assert report.lstrip().lower().startswith("<!doctype html") and snapshot["run_id"] in report
+
+        # stop from the UI: the tab then shows the final figures, equal to the final summary
+        page.locator("button", has_text=re.compile("^stop$", re.IGNORECASE)).click()
+        deadline = time.monotonic() + 60
+        while ui.get_json("/claude/stats")["running"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        final_stats = ui.get_json("/claude/stats")
+        assert not final_stats["running"]
+        page.get_by_role("tab", name="Download Data").click()
+        final = json.loads(download(page, "Download Claude summary (JSON)", tmp_path / "final.json").read_text())
+        assert "in_progress" not in final["run"] and final["run"]["run_id"] == snapshot["run_id"]
+        for group, figures in [(final["totals"], final_stats["totals"]), *[
+            (final["models"][model], final_stats["models"][model]) for model in final["models"]
+        ]]:  # fmt: skip
+            for key in ("requests", "failures", "outcomes", "ttft_ms", "latency_ms", "output_tps", "input_tokens", "output_tokens", "cost_usd"):
+                assert group[key] == figures[key], key
+        assert final["labels"] == [
+            {k: v for k, v in label.items() if k not in ("rate_limited_share", "overloaded_share")}
+            for label in final_stats["labels"]
+        ]
+        final_report = download(page, "Download Claude HTML report", tmp_path / "final.html").read_text(encoding="utf-8")
+        assert snapshot["run_id"] in final_report
+
+        page.get_by_role("tab", name="Claude").click()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the UI polls /stats/requests every 2 s
+            table = read_tab(page)
+            if ui.get_json(f"/claude/stats?snapshot={snapshot_number(table)}")["running"] is False:
+                break
+            time.sleep(0.5)
+        stopped = ui.get_json(f"/claude/stats?snapshot={snapshot_number(table)}")
+        assert table["rows"] == expected_cells(stopped)
+        assert table["rows"][1][2] == f"{final['totals']['requests']:,}"
+        screenshot(page, "claude-tab-stopped")
+
+        # no secret anywhere: the page, the tab, the JSON, the downloads
+        everything = [index_html, page.content(), json.dumps(final_stats), json.dumps(live), json.dumps(final),
+                      report, final_report, ui.get_text("/stats/requests")]  # fmt: skip
+        for text in everything:
+            assert API_KEY not in text and INFLUX_TOKEN not in text
+    finally:
+        ui.stop()
+    log = ui.log.read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in log, log[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_bad_scenario_chosen_in_the_form_is_refused_with_a_clear_message(tmp_path: Path, browser: Any) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    good = write_yaml(folder / "good.yaml", SMALL_SCENARIO)
+    bad = write_yaml(folder / "bad.yaml", {**SMALL_SCENARIO, "name": "bad", "stream": 2.5, "colour": "red"})
+    ui = LocustUI(tmp_path, good).wait_ready()
+    try:
+        page = new_page(browser)
+        page.goto(ui.url)
+        select = open_custom_parameters(page)
+        offered = select.locator("option").all_inner_texts()
+        assert offered[0] == str(good) and str(bad) in offered and "scenarios/demo.yaml" in offered
+        start_from_form(page, users=2, scenario=str(bad))
+        alert = page.get_by_role("alert")
+        alert.wait_for(state="visible")
+        message = alert.inner_text()
+        assert "Bad scenario, the test was not started" in message
+        assert str(bad) in message and "stream" in message and "colour" in message
+        screenshot(page, "bad-scenario")
+        assert page.locator('form button[type="submit"]').is_visible()  # still the start form
+        stats = ui.get_json("/claude/stats")
+        assert stats["run_id"] is None and ui.get_json("/stats/requests")["state"] == "ready"
+
+        # a path that is not offered is refused too, whatever the form posts
+        body = urllib.parse.urlencode({"user_count": 1, "spawn_rate": 1, "scenario": "/etc/passwd"}).encode()
+        with urllib.request.urlopen(urllib.request.Request(ui.url + "/swarm", data=body), timeout=20) as response:
+            answer = json.loads(response.read())
+        assert answer["success"] is False and "not one of the offered files" in answer["message"]
+
+        # the good one starts; the report and summary exist only once a run does
+        try:
+            urllib.request.urlopen(ui.url + "/claude/summary.json", timeout=20)
+            raise AssertionError("a summary before any run")
+        except urllib.error.HTTPError as error:
+            assert error.code == 404
+        page.goto(ui.url)
+        start_from_form(page, users=2, scenario=str(good))
+        page.get_by_role("tab", name="Claude").click()
+        wait_for_requests(page, minimum=3)
+        assert ui.get_json("/claude/stats")["scenario"] == "small"
+    finally:
+        ui.stop()
+
+
+# --- in-process checks of the pure parts -------------------------------------------------------
+def _random_stats(seed: int, n: int = 3000) -> RunStats:
+    rng = random.Random(seed)
+    stats = RunStats()
+    for _ in range(n):
+        record = TimingRecord(model=rng.choice(["a", "b"]), prompt=rng.choice(["x", "y", "z"]), mode="stream")
+        record.outcome = rng.choice(["ok"] * 8 + ["rate_limited", "overloaded"])
+        record.latency_ms = rng.lognormvariate(5, 1.2)
+        record.ttft_ms = rng.lognormvariate(3.5, 0.8)
+        record.first_content = "text"
+        record.input_tokens, record.output_tokens = rng.randint(1, 5000), rng.randint(1, 800)
+        record.cost_usd = rng.random() / 100
+        stats.add(record)
+    return stats
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fast_percentiles_equal_hdrh_exactly(seed: int) -> None:
+    stats = _random_stats(seed)
+    groups = [stats.total(), *stats.by_model().values(), *stats.labels.values(), LabelStats()]
+    for group in groups:
+        assert webui.fast_summary(group) == group.to_summary()
+        assert webui.fast_summary(group, with_histograms=True) == group.to_summary(with_histograms=True)
+    figures = webui.stats_figures(webui.collect([stats], lambda: None))
+    assert {k: v for k, v in figures["totals"].items() if not k.endswith("_share")} == stats.total().to_summary()
+    overloaded = stats.total().outcomes["overloaded"]
+    assert figures["totals"]["overloaded_share"] == overloaded / stats.requests
+
+
+def test_window_parts_sum_to_the_recent_window() -> None:
+    now = [1000.0]
+    recent = RecentStats(clock=lambda: now[0])
+    source = _random_stats(4, n=600)
+    records = [(key, group) for key, group in source.labels.items()]
+    for step in range(40):  # deltas arriving over 80 s
+        now[0] += 2.0
+        delta = RunStats()
+        key, group = records[step % len(records)]
+        delta.labels[key] = group
+        recent.merge(delta)
+    for seconds in (10, 30, 60):
+        ours = webui.collect(webui.window_parts(recent, seconds), lambda: None)
+        theirs = recent.window(seconds)
+        assert {k: v.to_summary() for k, v in ours.labels.items()} == {k: v.to_summary() for k, v in theirs.labels.items()}
+
+
+def test_tab_rows_show_every_outcome_class_and_warn_when_saturated() -> None:
+    stats = _random_stats(5, n=500)
+    snapshot = {
+        "snapshot": 7, "at": time.time(), "window_s": 30, "run_id": "r1", "running": True,
+        **webui.stats_figures(stats), "window": webui.stats_figures(RunStats()),
+        "health": {"saturated": True, "unreliable": True, "sources": [
+            {"name": "local", "cpu_percent": 97.0, "loop_lag_p99_ms": 31.5, "saturated": True}]},
+    }  # fmt: skip
+    rows = webui.tab_rows(snapshot)
+    assert rows[0]["label"].startswith("⚠ LOAD GENERATOR SATURATED") and "CPU 97 %" in rows[0]["label"]
+    assert "snapshot #7" in rows[0]["window"]
+    assert [(r["label"], r["window"]) for r in rows[1:5]] == [("ALL", "run"), ("ALL", "last 30 s"), ("a", "run"), ("a", "last 30 s")]
+    assert rows[4]["requests"] == "0" and rows[4]["ttft_p50"] == webui.DASH  # nothing in the last 30 s
+    failures = rows[1]["failures_by_class"]
+    for outcome in ("rate_limited", "overloaded"):
+        assert outcome in OUTCOMES and outcome in failures
+    assert rows[1]["rate_limited_share"].endswith(" %")
+    assert set(rows[1]) == {key for key, _ in webui.COLUMNS} | {"name"}
