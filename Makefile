@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 SCENARIO ?= scenarios/demo.yaml
 RUN_ARGS ?= --headless --only-summary --stop-timeout 30s
 
-# System packages the tests need (Debian): a real metrics server for the InfluxDB tests.
-SYSTEM_PACKAGES := victoria-metrics
-SYSTEM_BINARIES := victoria-metrics
+# System packages the tests need (Debian): a real metrics server for the InfluxDB tests and
+# a real browser for the web UI and report tests (Playwright drives the system chromium).
+SYSTEM_PACKAGES := victoria-metrics chromium
+SYSTEM_BINARIES := victoria-metrics chromium
 
 .PHONY: install system-deps run test bench clean
 

@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from itertools import compress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +35,11 @@ import gevent
 from gevent import subprocess as gevent_subprocess
 
 from harness.scenario import ScenarioError, load_scenario
-from harness.stats import _TPS_SCALE, PERCENTILES, LabelStats
+from harness.stats import LabelStats
 from harness.summary import build_summary
 from harness.timing import OK, OUTCOMES
 
 if TYPE_CHECKING:
-    from hdrh.histogram import HdrHistogram
 
     from harness.run import HarnessRun
     from harness.stats import RecentStats, RunStats
@@ -153,84 +151,9 @@ def _pick(values: dict[str, float] | None, key: str) -> float | None:
     return values[key] if values else None
 
 
-# --- fast percentiles -----------------------------------------------------------------------
-# hdrh computes each percentile and the mean in a Python loop over all ~23,000 counters of a
-# histogram: about 0.2 s per group, seconds per refresh of the tab, during which the event loop
-# (and every request's timing) waits. Here the same values come from one pass over the
-# non-zero counters only, exactly as hdrh defines them (tests compare both on random data).
-def _nonzero(histogram: HdrHistogram) -> tuple[list[int], list[int]]:
-    """The indices of the non-zero counters and all counters (as a list: fast to index)."""
-    length = min(histogram.counts_len, histogram.encoder.payload.counts_len)
-    counts = histogram.counts[:length]
-    return list(compress(range(length), counts)), counts
-
-
-def histogram_values(histogram: HdrHistogram, quantiles: Iterable[float]) -> tuple[dict[float, int], float]:
-    """hdrh's get_value_at_percentile for each quantile, and get_mean_value, in one pass."""
-    indices, counts = _nonzero(histogram)
-    targets = sorted((histogram.get_target_count_at_percentile(q), q) for q in quantiles)
-    half_magnitude, half, unit = histogram.sub_bucket_half_count_magnitude, histogram.sub_bucket_half_count, histogram.unit_magnitude
-    values: dict[float, int] = {}
-    running = weighted = pending = 0
-    for index in indices:
-        count = counts[index]
-        running += count
-        # get_value_from_index, then the median of its range of equivalent values
-        bucket = (index >> half_magnitude) - 1
-        sub_bucket = (index & (half - 1)) + half
-        if bucket < 0:
-            sub_bucket -= half
-            bucket = 0
-        lowest = sub_bucket << (bucket + unit)
-        weighted += count * (lowest + ((1 << (unit + bucket)) >> 1))
-        while pending < len(targets) and running >= targets[pending][0]:
-            q = targets[pending][1]
-            values[q] = histogram.get_highest_equivalent_value(lowest) if q else histogram.get_lowest_equivalent_value(lowest)
-            pending += 1
-    total = histogram.get_total_count()
-    return values, (float(weighted) / total if total else 0.0)
-
-
-class _FastPercentiles:
-    """A LabelStats whose `percentiles` is fast (same values) and remembered; all else is the real one's."""
-
-    def __init__(self, stats: LabelStats) -> None:
-        self._stats = stats
-        self._cache: dict[tuple[str, tuple[float, ...]], dict[str, float] | None] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stats, name)
-
-    def percentiles(self, name: str, quantiles: Iterable[float] = PERCENTILES) -> dict[str, float] | None:
-        key = (name, tuple(quantiles))
-        if key not in self._cache:
-            self._cache[key] = _percentiles(getattr(self._stats, name), name, key[1])
-        return self._cache[key]
-
-    def to_summary(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return LabelStats.to_summary(self, *args, **kwargs)  # type: ignore[arg-type]
-
-
-def _percentiles(histogram: HdrHistogram, name: str, quantiles: tuple[float, ...]) -> dict[str, float] | None:
-    """LabelStats.percentiles, fast."""
-    count = histogram.get_total_count()
-    if not count:
-        return None
-    scale = _TPS_SCALE if name == "output_tps" else 1000
-    at, mean = histogram_values(histogram, quantiles)
-    values: dict[str, float] = {f"p{q:g}": at[q] / scale for q in quantiles}
-    values.update(count=count, min=histogram.get_min_value() / scale, max=histogram.get_max_value() / scale, mean=mean / scale)
-    return values
-
-
-def fast_summary(stats: LabelStats, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """`stats.to_summary(...)`, with the percentiles computed fast (the same values)."""
-    return _FastPercentiles(stats).to_summary(*args, **kwargs)
-
-
 def group_figures(stats: LabelStats) -> dict[str, Any]:
     """One group's figures (a model, a label, everything): the summary's, plus 429/529 shares."""
-    figures = fast_summary(stats)
+    figures = stats.to_summary()
     requests = figures["requests"]
     outcomes = figures["outcomes"]
     figures["rate_limited_share"] = outcomes.get(RATE_LIMITED, 0) / requests if requests else None
@@ -475,12 +398,9 @@ class _SummarizedRunStats:
     def __init__(self, stats: RunStats, pause: Callable[[], None]) -> None:
         self._stats = stats
 
-        def warmed(group: LabelStats) -> _FastPercentiles:
-            fast = _FastPercentiles(group)
-            for name in ("ttft", "latency", "output_tps"):
-                fast.percentiles(name)
+        def warmed(group: LabelStats) -> LabelStats:
             pause()
-            return fast
+            return group
 
         total, models = merged_groups(stats, pause)
         self._total = warmed(total)
@@ -490,10 +410,10 @@ class _SummarizedRunStats:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stats, name)
 
-    def total(self) -> _FastPercentiles:
+    def total(self) -> LabelStats:
         return self._total
 
-    def by_model(self) -> dict[str, _FastPercentiles]:
+    def by_model(self) -> dict[str, LabelStats]:
         return dict(self._models)
 
 
