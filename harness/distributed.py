@@ -106,6 +106,7 @@ class MasterLink:
 
     def _on_hello(self, msg: Any, **_: Any) -> None:
         if self.run_id is not None:
+            logger.info("worker %s joined the running test: sending it run %s", msg.node_id, self.run_id)
             self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=msg.node_id)
 
     def _on_refused(self, msg: Any, **_: Any) -> None:
@@ -199,6 +200,7 @@ class WorkerLink:
         except ScenarioError as exc:  # cannot happen with the same version; refuse cleanly
             runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
             return
+        logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
         self.on_run(scenario, data["run_id"])
 
     def _on_report_to_master(self, data: dict[str, Any], **_: Any) -> None:

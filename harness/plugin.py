@@ -16,7 +16,7 @@ from typing import Any
 
 import gevent
 import gevent.event
-from locust.runners import MasterRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
 from harness import exitcodes, pauses, slo, webui
 from harness.distributed import MasterLink, WorkerLink, worker_output_dir
@@ -231,7 +231,9 @@ class WorkerSession:
         self.scenario: Scenario | None = None
         self.run_id: str | None = None
         self.run: HarnessRun | None = None
-        self._testing = False
+        # Locust can process the master's spawn message (test_start) before this plugin is
+        # initialised: a test may already be under way
+        self._testing = environment.runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
         self._ready = gevent.event.Event()
         self.link = WorkerLink(environment, self._on_run, self._report)
 
