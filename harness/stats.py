@@ -135,7 +135,7 @@ class LabelStats:
         return values
 
     def to_summary(self, with_histograms: bool = False) -> dict[str, Any]:
-        """The figures of the JSON summary (docs/summary.md); optionally the HDR histograms
+        """The figures of the JSON summary (docs/summary.schema.json); optionally the HDR histograms
         themselves (encoded), which a later run's `--baseline` comparison needs."""
         hdr = {"hdr": {"ttft": self.ttft.encode().decode(), "latency": self.latency.encode().decode()}} if with_histograms else {}
         return {

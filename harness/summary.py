@@ -1,4 +1,4 @@
-"""The end-of-run summary: one dict (the JSON summary, schema in docs/summary.md) built from
+"""The end-of-run summary: one dict (the JSON summary, schema in docs/summary.schema.json) built from
 the precise stats, and its console rendering, a row per model and per model x prompt."""
 
 from __future__ import annotations

@@ -79,6 +79,18 @@ def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
 
 
+def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]]) -> None:
+    """Feed a stream's timed lines to a StreamTimer; settle the record however it ends (when
+    the stream breaks, the caller's handler then overrides the outcome)."""
+    timer = StreamTimer(record)
+    feed = timer.feed
+    try:
+        for t_ns, line in timed_lines:
+            feed(t_ns, line)
+    finally:
+        timer.finish(perf_ns())
+
+
 @contextmanager
 def _request_scope(record: TimingRecord, timeout_s: float) -> Iterator[None]:
     """What both transports do around one request: start the clock, bound the whole request
@@ -138,16 +150,16 @@ class FastTransport:
             record.apply_error_body(status, response.read())
             record.latency_ms = _elapsed_ms(record)
         elif stream:
-            timer = StreamTimer(record)
-            feed, readline = timer.feed, response.readline
-            try:
-                while line := readline(b"\n"):
-                    feed(perf_ns(), line)
-            finally:  # also when the stream breaks: the caller then overrides the outcome
-                timer.finish(perf_ns())
+            _time_stream(record, self._timed_lines(response))
         else:
-            body = response.read()
-            record.apply_message(body, perf_ns())
+            record.apply_message(response.read(), perf_ns())
+
+    @staticmethod
+    def _timed_lines(response: Any) -> Iterator[tuple[int, bytes]]:
+        """Each SSE line with the time it came off the socket (SSE lines end in \\n alone)."""
+        readline = response.readline
+        while line := readline(b"\n"):
+            yield perf_ns(), line
 
     def _reset(self) -> None:
         """Drop the connection after an incomplete response; the next request opens a new one."""
@@ -228,23 +240,23 @@ class SdkTransport:
         record.http_status = response.status_code
         record.request_id = response.headers.get("request-id")
         if stream:
-            timer = StreamTimer(record)
-            feed, pending = timer.feed, b""
-            try:
-                # split on b"\n" only, like the SSE framing (iter_lines() also splits on
-                # U+2028, U+0085, ... inside JSON strings and holds back a trailing \r)
-                for data in response.iter_bytes():
-                    now = perf_ns()
-                    *lines, pending = (pending + data).split(b"\n")
-                    for line in lines:
-                        feed(now, line)
-                if pending:
-                    feed(perf_ns(), pending)
-            finally:  # also when the stream breaks: the caller then overrides the outcome
-                timer.finish(perf_ns())
+            _time_stream(record, SdkTransport._timed_lines(response))
         else:
-            body = response.read()
-            record.apply_message(body, perf_ns())
+            record.apply_message(response.read(), perf_ns())
+
+    @staticmethod
+    def _timed_lines(response: Any) -> Iterator[tuple[int, bytes]]:
+        """Each SSE line with the time its bytes arrived. Split on b"\\n" only, like the SSE
+        framing: httpx's iter_lines() also splits on U+2028, U+0085, ... inside JSON strings
+        and holds back a trailing \\r."""
+        pending = b""
+        for data in response.iter_bytes():
+            now = perf_ns()
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                yield now, line
+        if pending:
+            yield perf_ns(), pending
 
     def close(self) -> None:
         self._client.close()

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from harness.emulator_process import EmulatorProcess
-from tests.processes import LOCUST, ROOT, free_port, percentile, read_jsonl, write_yaml
+from tests.processes import LOCUST, ROOT, VictoriaMetrics, free_port, percentile, read_jsonl, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, messages_truth
+from tests.test_recording import INFLUX_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +29,12 @@ pytestmark = pytest.mark.slow
 class Cluster:
     """An emulator, a headless master and workers; everything bounded in time and killed at the end."""
 
-    def __init__(self, tmp_path: Path, workers: int, run_time: str, users: int = 12, expect: int | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, workers: int, run_time: str, users: int = 12, expect: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.tmp = tmp_path
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.emulator = EmulatorProcess(profile=write_yaml(tmp_path / "profile.yaml", FAST_PROFILE), ground_truth=tmp_path / "truth.jsonl")
         self.worker_dir = tmp_path / "worker-host"  # no scenarios/ here: workers get it from the master
@@ -46,7 +51,7 @@ class Cluster:
              "--expect-workers", str(expect or workers), "-u", str(users), "-r", str(users), "-t", run_time,
              "--host", self.emulator.url or "", "--scenario", str(scenario), "--output-dir", str(tmp_path / "runs"),
              "--stop-timeout", "10", "--summary-json", str(self.summary_path)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
         )  # fmt: skip
         for _ in range(workers):
             self.add_worker()
@@ -55,7 +60,7 @@ class Cluster:
         worker = subprocess.Popen(
             [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", "127.0.0.1", "--master-port", str(self.port)],
             cwd=self.worker_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
+            env={**self.env, **(env or {})},
         )  # fmt: skip
         self.workers.append(worker)
         return worker
@@ -170,3 +175,20 @@ def test_a_worker_with_another_harness_version_is_refused(tmp_path: Path) -> Non
     records, truth = cluster.records(), cluster.truth()
     assert len(records) == len(truth) == cluster.summary()["accounting"]["requests"]
     assert {r["worker"] for r in records} == {"worker-0"}
+
+
+def test_workers_write_every_request_to_influxdb_under_the_masters_run_id(tmp_path: Path) -> None:
+    vm = VictoriaMetrics(tmp_path / "vm").start()
+    try:
+        cluster = Cluster(tmp_path, workers=2, run_time="5s", env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url})
+        code, out, err = cluster.finish()
+        assert code == 0, err[-3000:]
+        truth, summary = cluster.truth(), cluster.summary()
+        series = vm.export("claude_request_latency_ms")
+        assert sum(len(s["values"]) for s in series) == len(truth) == summary["accounting"]["requests"]
+        assert {s["metric"]["run_id"] for s in series} == {summary["run"]["run_id"]}
+        assert {s["metric"]["worker"] for s in series} == {"worker-0", "worker-1"}
+        assert {s["metric"]["worker"] for s in vm.export("harness_health_cpu_percent")} >= {"worker-0", "worker-1"}
+        assert summary["points"]["dropped"] == 0
+    finally:
+        vm.stop()
