@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import gevent
 import gevent.event
@@ -29,7 +29,7 @@ from harness.run import EMULATOR_API_KEY, HarnessRun, RunConfig, is_loopback, ne
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.pricing import Price, PriceTable
 from harness.records import read_records
-from harness.summary import SCHEMA, build_summary, render_text
+from harness.summary import InputError, build_summary, load_summary, render_text
 from harness.transport import TRANSPORTS, Target, preload_sdk
 
 logger = logging.getLogger("harness")
@@ -104,15 +104,12 @@ def write_outputs(summary: dict[str, Any], options: Any, run: HarnessRun) -> Non
 def load_baseline(path: str) -> dict[str, Any]:
     """A previous run's JSON summary; a bad file is a usage error."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail_usage(f"--baseline {path}: cannot read a JSON summary ({exc})")
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        fail_usage(f"--baseline {path}: not a harness summary (schema {SCHEMA!r} expected)")
-    return data
+        return load_summary(Path(path))
+    except InputError as exc:
+        fail_usage(f"--baseline {exc}")
 
 
-def fail_usage(message: str) -> None:
+def fail_usage(message: str) -> NoReturn:
     """Stop the process with a clear message and the usage/config exit code."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
@@ -166,6 +163,8 @@ class Session:
         path = self.options.scenario
         if path and path != self.scenario.source:
             self.scenario = load_scenario(path)  # validated again by the web UI before it starts
+            self.guard.abort = self.scenario.abort
+            self.guard.budget_usd = self.options.max_cost_usd or self.scenario.budget_usd
             if self.link is not None:
                 self.link.scenario = self.scenario
 

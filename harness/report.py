@@ -33,9 +33,9 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from harness.summary import InputError, load_summary  # noqa: E402
 from harness.timing import OK, OUTCOMES  # noqa: E402
 
-SCHEMA = "claude-harness-summary"
 
 OUTCOME_COLOURS = {
     "ok": "#2e9d5b", "rate_limited": "#f0a020", "overloaded": "#d9482b", "api_error": "#8e44ad",
@@ -642,25 +642,6 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]] | None,
 
 
 # --- CLI ---------------------------------------------------------------------------------
-class InputError(Exception):
-    """A bad input file: one line for the user."""
-
-
-def load_summary(path: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read: {error}") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(summary, dict) or summary.get("schema") != SCHEMA:
-        found = summary.get("schema") if isinstance(summary, dict) else type(summary).__name__
-        raise InputError(f"{path}: not a harness summary (schema {found!r}, expected {SCHEMA!r})")
-    return summary
-
-
 def load_records(path: Path) -> list[dict[str, Any]]:
     records = []
     try:

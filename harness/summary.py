@@ -3,9 +3,11 @@ the precise stats, and its console rendering, a row per model and per model x pr
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import asdict
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import __version__
@@ -17,6 +19,25 @@ if TYPE_CHECKING:
 
 SCHEMA = "claude-harness-summary"
 SCHEMA_VERSION = 1
+
+
+class InputError(Exception):
+    """A bad input file: one line for the user."""
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(summary, dict) or summary.get("schema") != SCHEMA:
+        found = summary.get("schema") if isinstance(summary, dict) else type(summary).__name__
+        raise InputError(f"{path}: not a harness summary (schema {found!r}, expected {SCHEMA!r})")
+    return summary
 
 
 def _versions() -> dict[str, str]:
