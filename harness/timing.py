@@ -23,7 +23,7 @@ counting chunks.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 NS_PER_MS = 1_000_000
@@ -110,7 +110,7 @@ class TimingRecord:
         return 1000.0 / tpot if tpot else None
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}  # flat: cheaper than asdict
         data["tpot_ms"] = self.tpot_ms
         data["output_tps"] = self.output_tps
         return data
@@ -152,6 +152,9 @@ class TimingRecord:
         self.outcome = outcome
         self.error_type = error_type
         self.error_message = message
+
+
+_FIELD_NAMES = tuple(field.name for field in fields(TimingRecord))
 
 
 def _error_of(body: bytes) -> dict[str, Any]:
