@@ -11,8 +11,7 @@ with a bench profile that keeps the emulator far from saturation:
   (`harness.bench_baseline`, its own process, uvloop when installed);
 - `sdk`: the harness in Locust with `--transport sdk`;
 - `fast`: the harness in Locust with the default fast transport;
-- `fast-norecord`: as `fast` plus `NO_RECORD_ARGS` (recording off), reported as
-  "n/a (option not available)" while Locust does not know the option.
+- `fast-norecord`: as `fast` with points off (`NO_RECORD_ARGS`): the recording overhead.
 
 Measured over a window that starts `warmup` seconds after all users/tasks run: CPU
 seconds of the load-generating process (psutil user+system), requests completed in the
@@ -54,10 +53,11 @@ from typing import Any, Callable, Optional
 import psutil
 import yaml
 
+from harness.emulator_process import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ("baseline", "sdk", "fast", "fast-norecord")
-NO_RECORD_ARGS = ["--points", "off"]  # recording off; the option is being added to the harness
-NA_OPTION = "n/a (option not available)"
+NO_RECORD_ARGS = ["--points", "off"]  # recording (points) off
 
 MODEL = "claude-haiku-4-5"
 PROMPT = "Write a haiku about load tests."
@@ -126,19 +126,7 @@ class Children:
                 pass
         return proc
 
-    @staticmethod
-    def stop(proc: subprocess.Popen[Any], timeout_s: float = 10.0) -> Optional[int]:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    pass
-        return proc.returncode
+    stop = staticmethod(stop_process)
 
     def kill_all(self) -> None:
         for proc in self._procs:
@@ -475,8 +463,6 @@ def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
             Children.stop(proc)
             watcher.join()
             output = watcher.text()
-            if config == "fast-norecord" and proc.returncode == 2 and "unrecognized arguments" in output:
-                return {**base, "status": "n/a", "reason": NA_OPTION}
             return {**base, "status": "error", "reason": f"no '{ready}' (exit code {proc.returncode})",
                     "output_tail": output[-2000:]}  # fmt: skip
         window = measure_window(proc.pid, emulator.pid, setup.warmup_s, setup.duration_s, lambda: proc.poll() is None)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 READY_PREFIX = "emulator listening on "
 PR_SET_PDEATHSIG = 1
@@ -16,6 +17,21 @@ PR_SET_PDEATHSIG = 1
 
 class EmulatorError(RuntimeError):
     pass
+
+
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL after timeout_s; the exit code (None if it would not die)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+    return process.returncode
 
 
 def _die_with_parent() -> None:
@@ -67,16 +83,10 @@ class EmulatorProcess:
         process = self._process
         if process is None:
             return None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout_s)
+        code = stop_process(process, timeout_s)
         if process.stdout is not None:
             process.stdout.close()
-        return process.returncode
+        return code
 
     def __enter__(self) -> EmulatorProcess:
         self.start()

@@ -36,5 +36,17 @@ class RecordsFile:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of a records file; ValueError names the first bad line."""
+    records = []
     with path.open(encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"line {number} is not JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"line {number} is not a JSON object")
+            records.append(record)
+    return records

@@ -33,6 +33,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from harness.records import read_records  # noqa: E402
 from harness.summary import InputError, load_summary  # noqa: E402
 from harness.timing import OK, OUTCOMES  # noqa: E402
 
@@ -643,22 +644,15 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]] | None,
 
 # --- CLI ---------------------------------------------------------------------------------
 def load_records(path: Path) -> list[dict[str, Any]]:
-    records = []
+    """A records file for the report; a bad one is one line for the user."""
     try:
-        with path.open(encoding="utf-8") as file:
-            for number, line in enumerate(file, 1):
-                if line.strip():
-                    record = json.loads(line)
-                    if not isinstance(record, dict):
-                        raise InputError(f"{path}: line {number} is not a JSON object")
-                    records.append(record)
+        return read_records(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such records file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read: {error}") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: line {number} is not JSON ({error.msg})") from None
-    return records
+    except ValueError as error:
+        raise InputError(f"{path}: {error}") from None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import CONFIGS, NA_OPTION
+from harness.bench import CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,9 +49,6 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
     results = {(r["config"], r["level"]): r for r in report["results"]}
     assert set(results) == {(config, 10) for config in CONFIGS}
     for (config, _level), result in results.items():
-        if config == "fast-norecord" and result["status"] == "n/a":
-            assert result["reason"] == NA_OPTION  # the recording-off option is not there yet
-            continue
         assert result["status"] == "ok", result
         for key in NUMERIC:
             assert _is_number(result[key]), (config, key, result[key])

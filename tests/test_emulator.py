@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pytest
 import yaml
 
-anthropic = pytest.importorskip("anthropic")
+import anthropic  # noqa: E402  (a project dependency: missing means failing, never skipping)
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-do-not-log-123"
