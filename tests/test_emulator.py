@@ -152,6 +152,21 @@ def test_count_input_tokens_formula() -> None:
     assert count_input_tokens(body) == 4 + 3 + 1 + 6
 
 
+def test_event_templates_are_json_and_records_have_every_field() -> None:
+    from harness.emulator import server
+
+    model = 'we"ird \u00fc\\model'
+    start = json.loads(server._MESSAGE_START % ("msg_1", server._json_str(model), 12))
+    assert start["type"] == "message_start" and start["message"]["model"] == model
+    assert start["message"]["usage"]["input_tokens"] == 12 and start["message"]["content"] == []
+    delta = json.loads(server._MESSAGE_DELTA % ("max_tokens", 12, 34))
+    assert delta["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
+    assert delta["usage"]["input_tokens"] == 12 and delta["usage"]["output_tokens"] == 34
+    rec = server._Req("req_1", "/v1/messages", 5, True).record()
+    assert set(rec) == set(server._Req.__slots__) - {"keep_alive"}
+    assert rec["status"] is None  # nothing was sent
+
+
 # ----------------------------------------------------------------------------- SDK behaviour
 
 

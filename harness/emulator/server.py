@@ -23,6 +23,7 @@ A blocking response is written in one piece at the time the stream would have en
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -100,8 +101,29 @@ def _sse(event: str, data: str) -> bytes:
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder, reused
 
 
-def _rfc3339(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+@functools.lru_cache(maxsize=256)
+def _json_str(value: str) -> str:
+    """A JSON string literal (model names repeat: cached)."""
+    return _dumps(value)
+
+
+# The two per-response events whose values change, as templates (json.dumps of a nested
+# dict per response was a tenth of the emulator's CPU at 1000 streams).
+_MESSAGE_START = (
+    '{"type":"message_start","message":{"id":"%s","type":"message","role":"assistant","model":%s,'
+    '"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":%d,'
+    '"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1,"service_tier":"standard"}}}'
+)
+_MESSAGE_DELTA = (
+    '{"type":"message_delta","delta":{"stop_reason":"%s","stop_sequence":null},"usage":{"input_tokens":%d,'
+    '"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":%d}}'
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339(unix_s: int) -> str:
+    """RFC 3339 UTC time of a whole second (cached: the reset headers repeat the same few)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s))
 
 
 def _targets(base: float, gap: float, j: float, rnd: Any, p0: int, n: int, k: int) -> list[int]:
@@ -226,15 +248,22 @@ class RateLimiter:
 
     def headers(self) -> list[tuple[str, str]]:
         wall = time.time()
+        inp, out = self.inp, self.out
         h: list[tuple[str, str]] = []
-        for name, b in (("requests", self.req), ("input-tokens", self.inp), ("output-tokens", self.out)):
-            h.append((f"anthropic-ratelimit-{name}-limit", str(int(b.cap))))
-            h.append((f"anthropic-ratelimit-{name}-remaining", str(int(b.level))))
-            h.append((f"anthropic-ratelimit-{name}-reset", _rfc3339(wall + b.reset_s())))
-        h.append(("anthropic-ratelimit-tokens-limit", str(int(self.inp.cap + self.out.cap))))
-        h.append(("anthropic-ratelimit-tokens-remaining", str(int(self.inp.level + self.out.level))))
-        h.append(("anthropic-ratelimit-tokens-reset", _rfc3339(wall + max(self.inp.reset_s(), self.out.reset_s()))))
+        for (limit, remaining, reset), b in zip(_RL_HEADER_NAMES, (self.req, inp, out)):
+            h.append((limit, str(int(b.cap))))
+            h.append((remaining, str(int(b.level))))
+            h.append((reset, _rfc3339(int(wall + b.reset_s()))))
+        h.append(("anthropic-ratelimit-tokens-limit", str(int(inp.cap + out.cap))))
+        h.append(("anthropic-ratelimit-tokens-remaining", str(int(inp.level + out.level))))
+        h.append(("anthropic-ratelimit-tokens-reset", _rfc3339(int(wall + max(inp.reset_s(), out.reset_s())))))
         return h
+
+
+_RL_HEADER_NAMES = tuple(
+    (f"anthropic-ratelimit-{name}-limit", f"anthropic-ratelimit-{name}-remaining", f"anthropic-ratelimit-{name}-reset")
+    for name in ("requests", "input-tokens", "output-tokens")
+)
 
 
 # ----------------------------------------------------------------------------- timer wheel
@@ -341,6 +370,17 @@ class State:
         return b
 
 
+@functools.lru_cache(maxsize=64)
+def _head_prefix(status: int, ctype: str, chunked: bool, keep_alive: bool) -> str:
+    """The fixed lines of a response head (the same few combinations repeat: cached)."""
+    lines = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Unknown')}", f"content-type: {ctype}"]
+    if chunked:
+        lines.append("transfer-encoding: chunked")
+        lines.append("cache-control: no-cache")
+    lines.append("connection: keep-alive" if keep_alive else "connection: close")
+    return "\r\n".join(lines) + "\r\n"
+
+
 def _head(
     status: int,
     rid: str,
@@ -350,16 +390,12 @@ def _head(
     extra: Optional[list[tuple[str, str]]] = None,
     keep_alive: bool = True,
 ) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_STATUS.get(status, 'Unknown')}", f"content-type: {ctype}", f"request-id: {rid}"]
-    if length is None:
-        lines.append("transfer-encoding: chunked")
-        lines.append("cache-control: no-cache")
-    else:
-        lines.append(f"content-length: {length}")
-    lines.append("connection: keep-alive" if keep_alive else "connection: close")
+    head = _head_prefix(status, ctype, length is None, keep_alive) + f"request-id: {rid}\r\n"
+    if length is not None:
+        head += f"content-length: {length}\r\n"
     if extra:
-        lines.extend(f"{k}: {v}" for k, v in extra)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head += "".join([f"{k}: {v}\r\n" for k, v in extra])
+    return (head + "\r\n").encode("latin-1")
 
 
 def _json_response(status: int, rid: str, obj: Any, extra=None, keep_alive: bool = True) -> bytes:
@@ -404,10 +440,16 @@ class _Req:
         self.keep_alive = keep_alive
 
     def record(self) -> dict[str, Any]:
-        rec = {k: getattr(self, k) for k in self.__slots__ if k != "keep_alive"}
-        if not rec["status"]:
-            rec["status"] = None  # no response was sent
-        return rec
+        return {
+            "request_id": self.request_id, "path": self.path, "model": self.model, "stream": self.stream,
+            "status": self.status or None,  # None: no response was sent
+            "outcome": self.outcome, "error_type": self.error_type, "seq": self.seq,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "stop_reason": self.stop_reason,
+            "t_received_ns": self.t_received_ns, "t_headers_ns": self.t_headers_ns,
+            "t_first_thinking_ns": self.t_first_thinking_ns, "t_first_text_ns": self.t_first_text_ns,
+            "t_last_token_ns": self.t_last_token_ns, "t_end_ns": self.t_end_ns,
+            "scheduled_first_text_ns": self.scheduled_first_text_ns, "scheduled_end_ns": self.scheduled_end_ns,
+        }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- connection
@@ -756,12 +798,6 @@ class _Conn(asyncio.Protocol):
         msg_id = f"msg_emu{st.id_prefix}{seq:08d}"
         text_index = 1 if thinking else 0
         signature = f"EmuSig{st.seed}x{seq}" + "A" * 24
-        usage_end = {
-            "input_tokens": in_tok,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "output_tokens": total_out,
-        }
 
         if not stream:
             end_t = tx_t[-1]
@@ -783,7 +819,8 @@ class _Conn(asyncio.Protocol):
                 msg = {
                     "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": content,
                     "stop_reason": stop_reason, "stop_sequence": None,
-                    "usage": dict(usage_end, service_tier="standard"),
+                    "usage": {"input_tokens": in_tok, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                              "output_tokens": total_out, "service_tier": "standard"},
                 }
                 data = _json_response(200, rid, msg, extra=rl_headers, keep_alive=req.keep_alive)
                 self.items = [(end_t, _BLOCK, data, total_out)]
@@ -830,25 +867,15 @@ class _Conn(asyncio.Protocol):
         else:
             tail = (
                 _sse("content_block_stop", '{"type":"content_block_stop","index":%d}' % text_index)
-                + _sse("message_delta", _dumps({"type": "message_delta",
-                       "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage_end}))
+                + _sse("message_delta", _MESSAGE_DELTA % (stop_reason, in_tok, total_out))
                 + _sse("message_stop", '{"type":"message_stop"}')
                 + b"0\r\n\r\n"
             )
             items.append((tx_t[-1], _TAIL, tail, 0))
             req.scheduled_end_ns = tx_t[-1]
 
-        start_msg = {
-            "type": "message_start",
-            "message": {
-                "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": in_tok, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                          "output_tokens": 1, "service_tier": "standard"},
-            },
-        }
         first = _head(200, rid, "text/event-stream; charset=utf-8", extra=rl_headers, keep_alive=req.keep_alive)
-        first += _sse("message_start", _dumps(start_msg))
+        first += _sse("message_start", _MESSAGE_START % (msg_id, _json_str(model), in_tok))
         if st.profile.ping:
             first += _sse("ping", '{"type":"ping"}')
         self.items = items
