@@ -59,11 +59,21 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
         assert _is_number(result["cpu_per_req_vs_baseline"])
     assert results[("baseline", 10)]["cpu_per_req_vs_baseline"] == 1.0
 
-    capacity = report["emulator_capacity"]
-    assert capacity["status"] == "ok", capacity
-    for key in ("streams", "connected", "emulator_cpu_pct", "events_per_s", "responses_per_s"):
-        assert _is_number(capacity[key]), key
-    assert _is_number(capacity["lateness_ms"]["p99"])
+    capacity = {(c["server"], c["streams"]): c for c in report["capacity"]}
+    assert set(capacity) == {("reference", 100), ("emulator", 100)}  # the machine's floor beside the emulator
+    for c in capacity.values():
+        assert c["status"] == "ok", c
+        assert c["connected"] == 100 and c["http_errors"] == 0
+        for key in ("server_cpu_pct", "events_per_s", "responses_per_s", "client_cpu_pct"):
+            assert _is_number(c[key]) and c[key] > 0, key
+        assert c["lateness_ms"]["n"] > 0 and _is_number(c["lateness_ms"]["p99"])
+        assert c["lateness_ms"]["p50"] >= 0  # never early
+    # the same schedule: responses and events per response within 10 % of each other
+    ref, emu = capacity[("reference", 100)], capacity[("emulator", 100)]
+    assert abs(ref["responses_per_s"] - emu["responses_per_s"]) <= 0.1 * emu["responses_per_s"]
+    per_ref, per_emu = ref["events_per_s"] / ref["responses_per_s"], emu["events_per_s"] / emu["responses_per_s"]
+    assert abs(per_ref - per_emu) <= 0.1 * per_emu
+    assert "reference" in completed.stdout and "steal%" in completed.stdout
 
     assert {t["status"] for t in report["targets"]} <= {"PASS", "MISS", "n/a"}
     assert len(report["targets"]) == 4

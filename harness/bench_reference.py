@@ -1,0 +1,196 @@
+"""The benchmark's capacity floor: the least a Python server can do for the same streams.
+
+    python -m harness.bench_reference --profile PROFILE --ground-truth FILE [--port 0]
+
+`harness.bench` measures the emulator's capacity (streams on one core, first-text
+lateness) with a raw client. On a shared or nested-virtualised machine part of that
+lateness belongs to the machine (the host taking the core away, costly wake-ups), not to
+the emulator. This server is the same-run reference that separates the two: it answers
+every request on the same asyncio/uvloop transport, with the same timing mechanism (one
+loop timer per millisecond of due writes, writes never early) and the same schedule as
+the emulator under the profile's `default` model (TTFT, tokens per second, jitter, tokens
+per chunk, output length), but does nothing else: no parsing beyond Content-Length, no
+validation, faults, rate limits or usage, one prebuilt delta event repeated. Whatever
+lateness it shows in the same run is the floor of the machine.
+
+Ground truth: one JSON line per response with `path`, `scheduled_first_text_ns` and
+`t_first_text_ns` (the emulator's names and clock), written when the server stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import sys
+import time
+from typing import Optional, Sequence
+
+import uvloop
+
+from harness.emulator.profile import ProfileError, load_profile
+from harness.emulator.server import _targets
+
+READY = "reference server listening on "
+perf_ns = time.perf_counter_ns
+
+
+def _chunk(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+# the emulator's writes and events per response: head + message_start + ping, first text
+# (block start + delta), one delta per chunk, tail (block stop + message_delta + stop)
+HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
+    b"connection: keep-alive\r\n\r\n"
+) + _chunk(
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_ref","content":[]}}\n\n'
+    b'event: ping\ndata: {"type":"ping"}\n\n'
+)
+FIRST = _chunk(
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the quick"}}\n\n'
+)
+DELTA = _chunk(
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" brown fox"}}\n\n'
+)
+TAIL = _chunk(
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+) + b"0\r\n\r\n"
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+class Schedule:
+    """Chunk target times of one response under a model profile (the emulator's formula)."""
+
+    def __init__(self, profile_path: str, seed: int) -> None:
+        mp = load_profile(profile_path).model_for("default")
+        self.mp = mp
+        self.rng = random.Random(seed)
+
+    def targets(self, arrival_ns: int) -> list[int]:
+        mp, rnd = self.mp, self.rng.random
+        ot = mp.output_tokens
+        n = max(ot.min, int(round(self.rng.gauss(ot.mean, ot.sd))) if ot.sd > 0 else int(round(ot.mean)))
+        n = min(ot.max, n) if ot.max is not None else n
+        ttft = mp.ttft_ms * 1e6 * (1.0 + mp.jitter * (2.0 * rnd() - 1.0))
+        out = _targets(arrival_ns + ttft, 1e9 / mp.output_tps, mp.jitter, rnd, 0, n, mp.tokens_per_chunk)
+        out.append(out[-1])  # the tail goes with the last chunk
+        return out
+
+
+class Server:
+    def __init__(self, loop: asyncio.AbstractEventLoop, schedule: Schedule) -> None:
+        self.loop = loop
+        self.schedule = schedule
+        self.buckets: dict[int, list[Conn]] = {}
+        self.rows: list[str] = []
+
+    def add(self, conn: Conn, target_ns: int) -> None:
+        due = -(-target_ns // 1_000_000)  # the emulator's wheel: whole ms, never early
+        bucket = self.buckets.get(due)
+        if bucket is not None:
+            bucket.append(conn)
+            return
+        self.buckets[due] = [conn]
+        delay_ms = due - int(self.loop.time() * 1000.0 + 0.5)
+        if delay_ms <= 0:
+            self.loop.call_soon(self.fire, due)
+        else:
+            self.loop.call_later(delay_ms / 1000.0, self.fire, due)
+
+    def fire(self, due: int) -> None:
+        for conn in self.buckets.pop(due, ()):
+            conn.run()
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.tr: Optional[asyncio.Transport] = None
+        self.buf = b""
+        self.targets: list[int] = []
+        self.i = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tr = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self.buf = buf
+            return
+        length = _content_length(buf[:end])
+        if len(buf) < end + 4 + length:
+            self.buf = buf
+            return
+        self.buf = buf[end + 4 + length :]
+        self.targets = self.server.schedule.targets(perf_ns())
+        self.i = 0
+        self.tr.write(HEAD)  # type: ignore[union-attr]
+        self.server.add(self, self.targets[0])
+
+    def run(self) -> None:
+        if self.tr is None or self.tr.is_closing():
+            return
+        i, targets = self.i, self.targets
+        t = perf_ns()
+        if i == 0:
+            self.tr.write(FIRST)
+            self.server.rows.append(
+                '{"path":"/v1/messages","scheduled_first_text_ns":%d,"t_first_text_ns":%d}' % (targets[0], t)
+            )
+        elif i == len(targets) - 1:
+            self.tr.write(TAIL)
+            return
+        else:
+            self.tr.write(DELTA)
+        self.i = i + 1
+        self.server.add(self, targets[i + 1])
+
+
+async def serve(host: str, port: int, schedule: Schedule, ground_truth: str) -> int:
+    loop = asyncio.get_running_loop()
+    server = Server(loop, schedule)
+    listener = await loop.create_server(lambda: Conn(server), host, port, backlog=4096)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"{READY}http://{host}:{listener.sockets[0].getsockname()[1]}", flush=True)
+    await stop.wait()
+    listener.close()
+    with open(ground_truth, "w", encoding="utf-8") as f:
+        f.write("".join(row + "\n" for row in server.rows))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.bench_reference", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--profile", required=True, help="emulator profile YAML; its `default` model gives the schedule")
+    p.add_argument("--ground-truth", required=True, metavar="FILE", help="JSON lines written at stop")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    try:
+        schedule = Schedule(args.profile, args.seed)
+    except ProfileError as err:
+        print(f"bench_reference: {err}", file=sys.stderr)
+        return 2
+    return uvloop.run(serve(args.host, args.port, schedule, args.ground_truth))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
