@@ -20,7 +20,7 @@ baseline at the same level, and the client's TTFT error against the emulator's g
 (client first-text receive time minus the emulator's first-text write time, both
 perf_counter_ns = CLOCK_MONOTONIC) plus the emulator's own lateness (first text written
 minus scheduled), so that a late server is visible. Then the capacity: a raw asyncio
-client (bytes only, no parsing) holding 500 and 1000 streams against the emulator on one
+client (bytes only, no parsing) holding 500, 750 and 1000 streams against the emulator on one
 core, and the same against `harness.bench_reference`, the least a Python server can do
 for the same schedule: its lateness in the same run is the machine's floor (steal time of
 the server's core is reported too). Everything goes to a JSON file with the machine,
@@ -823,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=None, help="seconds after all users run before measuring (default 3)")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
     p.add_argument("--capacity-streams", default=None,
-                   help="stream counts of the capacity test, comma-separated (default 500,1000)")
+                   help="stream counts of the capacity test, comma-separated (default 500,750,1000)")
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity test (emulator and reference server)")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity test")
     p.add_argument("--json", default=None, help="result file (default runs/bench-<timestamp>.json)")
@@ -847,7 +847,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.levels = _int_list(parser, "--levels", args.levels or ("10" if quick else "50,100,200,500"))
-    args.capacity_streams = _int_list(parser, "--capacity-streams", args.capacity_streams or ("100" if quick else "500,1000"))
+    args.capacity_streams = _int_list(parser, "--capacity-streams", args.capacity_streams or ("100" if quick else "500,750,1000"))
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown or not args.configs:

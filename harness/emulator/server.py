@@ -906,6 +906,20 @@ class _Conn(asyncio.Protocol):
         n = len(items)
         i = self.i
         now = perf_ns()
+        # fast path, most writes of a long stream: one text chunk after the first is due
+        # and the next item is not
+        target, kind, data, ntok = items[i]
+        if kind == _TEXT and i + 1 < n and req.t_first_text_ns is not None:
+            following = items[i + 1][0]
+            if following > now >= target:
+                self.i = i + 1
+                t = perf_ns()
+                tr.write(data)  # type: ignore[union-attr]
+                self.sent_tokens += ntok
+                req.t_last_token_ns = t
+                self.gen += 1
+                self.st.wheel.add(self, self.gen, following)
+                return
         parts: list[bytes] = []
         text = thinking = done = False
         ntok_sent = 0
