@@ -30,14 +30,10 @@ from typing import Optional, Sequence
 import uvloop
 
 from harness.emulator.profile import ProfileError, load_profile
-from harness.emulator.server import _targets
+from harness.emulator.server import _chunk, _targets
 
 READY = "reference server listening on "
 perf_ns = time.perf_counter_ns
-
-
-def _chunk(payload: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
 # the emulator's writes and events per response: head + message_start + ping, first text
