@@ -697,34 +697,61 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
         r["cpu_per_req_vs_baseline"] = round(mine / b, 3) if r.get("status") == "ok" and b and mine is not None else None
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    head = (
-        f"{'streams':>7} {'config':<14}{'req/s':>8}{'CPU%':>7}{'CPU ms/req':>11}{'CPU us/ev':>10}"
-        f"{'vs base':>8}{'TTFT err p50':>13}{'p99':>8}{'max':>8}{'emu late p99':>13}{'noise%':>7}"
-    )
+# a column: (heading, width, value of a row, format spec)
+Column = tuple[str, int, Callable[[dict[str, Any]], Any], str]
+
+
+def render(rows: list[dict[str, Any]], key_head: str, key: Callable[[dict[str, Any]], str], columns: list[Column],
+           note: Callable[[dict[str, Any]], str] = lambda r: "") -> str:  # fmt: skip
+    """A fixed-width table: key columns, then one right-aligned cell per column (a row that
+    could not be measured shows its reason instead)."""
+    head = key_head + "".join(f"{name:>{width}}" for name, width, _, _ in columns)
     lines = [head, "-" * len(head)]
-    for r in results:
-        prefix = f"{r['level']:>7} {r['config']:<14}"
+    for r in rows:
         if r.get("status") != "ok":
-            lines.append(prefix + (r.get("reason") or r.get("status") or "?"))
+            lines.append(key(r) + str(r.get("reason") or r.get("status") or "?"))
             continue
-        ttft, late = r["ttft_err_ms"], r["emulator_lateness_ms"]
-        ratio = r.get("cpu_per_req_vs_baseline")
-        lines.append(
-            prefix
-            + _fmt(r["req_per_s"], ".1f", 8)
-            + _fmt(r["cpu_pct"], ".0f", 7)
-            + _fmt(r["cpu_ms_per_req"], ".3f", 11)
-            + _fmt(r["cpu_us_per_event"], ".1f", 10)
-            + (_fmt(ratio, ".2f", 7) + "x" if ratio is not None else _fmt(None, "", 8))
-            + _fmt(ttft["p50"], ".2f", 13)
-            + _fmt(ttft["p99"], ".2f", 8)
-            + _fmt(ttft["max"], ".2f", 8)
-            + _fmt(late["p99"], ".2f", 13)
-            + _fmt(r.get("loadgen_core_other_pct"), ".0f", 7)
-            + ("  (window truncated)" if r.get("window_truncated") else "")
-        )
+        lines.append(key(r) + "".join(_fmt(get(r), spec, width) for _, width, get, spec in columns) + note(r))
     return "\n".join(lines)
+
+
+def _ratio(value: Optional[float]) -> Optional[str]:
+    return None if value is None else f"{value:.2f}x"
+
+
+RESULT_COLUMNS: list[Column] = [
+    ("req/s", 8, lambda r: r["req_per_s"], ".1f"),
+    ("CPU%", 7, lambda r: r["cpu_pct"], ".0f"),
+    ("CPU ms/req", 11, lambda r: r["cpu_ms_per_req"], ".3f"),
+    ("CPU us/ev", 10, lambda r: r["cpu_us_per_event"], ".1f"),
+    ("vs base", 8, lambda r: _ratio(r.get("cpu_per_req_vs_baseline")), ""),
+    ("TTFT err p50", 13, lambda r: r["ttft_err_ms"]["p50"], ".2f"),
+    ("p99", 8, lambda r: r["ttft_err_ms"]["p99"], ".2f"),
+    ("max", 8, lambda r: r["ttft_err_ms"]["max"], ".2f"),
+    ("emu late p99", 13, lambda r: r["emulator_lateness_ms"]["p99"], ".2f"),
+    ("noise%", 7, lambda r: r.get("loadgen_core_other_pct"), ".0f"),
+]
+CAPACITY_COLUMNS: list[Column] = [
+    ("conn", 6, lambda c: c["connected"], "d"),
+    ("CPU%", 6, lambda c: c["server_cpu_pct"], ".0f"),
+    ("events/s", 10, lambda c: c["events_per_s"], ".0f"),
+    ("resp/s", 8, lambda c: c["responses_per_s"], ".0f"),
+    ("late p50", 9, lambda c: c["lateness_ms"]["p50"], ".2f"),
+    ("p99", 8, lambda c: c["lateness_ms"]["p99"], ".2f"),
+    ("max", 8, lambda c: c["lateness_ms"]["max"], ".2f"),
+    ("steal%", 7, lambda c: c.get("server_core_steal_pct"), ".1f"),
+    ("noise%", 7, lambda c: c.get("server_core_other_pct"), ".1f"),
+    ("client CPU%", 12, lambda c: c["client_cpu_pct"], ".0f"),
+]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    return render(results, f"{'streams':>7} {'config':<14}", lambda r: f"{r['level']:>7} {r['config']:<14}", RESULT_COLUMNS,
+                  note=lambda r: "  (window truncated)" if r.get("window_truncated") else "")  # fmt: skip
+
+
+def capacity_table(caps: list[dict[str, Any]]) -> str:
+    return render(caps, f"{'streams':>7} {'server':<10}", lambda c: f"{c['streams']:>7} {c['server']:<10}", CAPACITY_COLUMNS)
 
 
 def capacity_summary(cap: dict[str, Any]) -> str:
@@ -732,34 +759,6 @@ def capacity_summary(cap: dict[str, Any]) -> str:
         return str(cap.get("reason"))
     return (f"CPU {cap['server_cpu_pct']}%, {cap['events_per_s']:.0f} events/s, "
             f"first-text lateness p99 {cap['lateness_ms']['p99']} ms")  # fmt: skip
-
-
-def capacity_table(caps: list[dict[str, Any]]) -> str:
-    head = (
-        f"{'streams':>7} {'server':<10}{'conn':>6}{'CPU%':>6}{'events/s':>10}{'resp/s':>8}"
-        f"{'late p50':>9}{'p99':>8}{'max':>8}{'steal%':>7}{'noise%':>7}{'client CPU%':>12}"
-    )
-    lines = [head, "-" * len(head)]
-    for c in caps:
-        prefix = f"{c['streams']:>7} {c['server']:<10}"
-        if c.get("status") != "ok":
-            lines.append(prefix + str(c.get("reason")))
-            continue
-        late = c["lateness_ms"]
-        lines.append(
-            prefix
-            + _fmt(c["connected"], "d", 6)
-            + _fmt(c["server_cpu_pct"], ".0f", 6)
-            + _fmt(c["events_per_s"], ".0f", 10)
-            + _fmt(c["responses_per_s"], ".0f", 8)
-            + _fmt(late["p50"], ".2f", 9)
-            + _fmt(late["p99"], ".2f", 8)
-            + _fmt(late["max"], ".2f", 8)
-            + _fmt(c.get("server_core_steal_pct"), ".1f", 7)
-            + _fmt(c.get("server_core_other_pct"), ".1f", 7)
-            + _fmt(c["client_cpu_pct"], ".0f", 12)
-        )
-    return "\n".join(lines)
 
 
 def targets(results: list[dict[str, Any]], caps: list[dict[str, Any]]) -> list[dict[str, Any]]:
