@@ -305,6 +305,11 @@ def test_bad_bodies_are_400(emu: Emu, body: bytes, word: str) -> None:
 @pytest.mark.slow
 def test_temperature_depends_on_version(emu: Emu) -> None:
     c = emu.client()
+    # the same body first accepted under the old version (validated bodies are cached)...
+    old = c.messages.create(model="m", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5},
+                            extra_headers={"anthropic-version": "2023-06-01"})
+    assert old.stop_reason == "max_tokens"
+    # ...is still refused under the new one
     with pytest.raises(anthropic.BadRequestError) as ei:
         c.messages.create(model="m", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5})
     assert ei.value.status_code == 400
