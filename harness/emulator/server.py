@@ -278,22 +278,23 @@ class Wheel:
     the bucket's timer fires when the loop clock (CLOCK_MONOTONIC, the perf_counter clock)
     reaches that millisecond, so no write is early and none is more than ~1-2 ms late when
     the loop is idle.  Far fewer timer handles than one per event at high stream counts.
-    Entries carry a generation number so stale entries (connection rescheduled or gone)
-    are skipped.
+    A connection remembers the bucket it waits in (`due`, 0 when none), so stale entries
+    (connection rescheduled or done) are skipped.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, uvloop: bool) -> None:
         self.loop = loop
         self.uvloop = uvloop
-        self.buckets: dict[int, list[tuple[_Conn, int]]] = {}
+        self.buckets: dict[int, list[_Conn]] = {}
 
-    def add(self, conn: _Conn, gen: int, target_ns: int) -> None:
+    def add(self, conn: _Conn, target_ns: int) -> None:
         due = -(-target_ns // 1_000_000)
+        conn.due = due
         b = self.buckets.get(due)
         if b is not None:
-            b.append((conn, gen))
+            b.append(conn)
             return
-        self.buckets[due] = [(conn, gen)]
+        self.buckets[due] = [conn]
         loop = self.loop
         if self.uvloop:
             # uvloop: timers are whole ms, due at (loop ms now, floored) + round(delay)
@@ -309,8 +310,9 @@ class Wheel:
         lst = self.buckets.pop(due, None)
         if not lst:
             return
-        for conn, gen in lst:
-            if conn.gen == gen:
+        for conn in lst:
+            if conn.due == due:
+                conn.due = 0
                 conn._run()
 
 
@@ -473,8 +475,7 @@ class _Conn(asyncio.Protocol):
         self.req: Optional[_Req] = None
         self.items: list[tuple[int, int, bytes, int]] = []
         self.i = 0
-        self.gen = 0  # bumped whenever the pending wheel entry becomes stale
-        self.sent_tokens = 0
+        self.due = 0  # the wheel bucket (ms) this connection waits in; 0: none
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -576,7 +577,7 @@ class _Conn(asyncio.Protocol):
     # -- response helpers
     def _finish(self, req: _Req) -> None:
         """The active response is complete (or abandoned): record it, go on with the next."""
-        self.gen += 1
+        self.due = 0
         self.items = []
         self.req = None
         gt = self.st.gt
@@ -615,7 +616,7 @@ class _Conn(asyncio.Protocol):
         if req is None:
             return
         req.outcome = outcome
-        req.output_tokens = self.sent_tokens if req.stream else None
+        req.output_tokens = self._sent_tokens() if req.stream else None
         req.stop_reason = None
         req.t_end_ns = perf_ns()
         req.keep_alive = False
@@ -893,7 +894,6 @@ class _Conn(asyncio.Protocol):
             first += _sse("ping", '{"type":"ping"}')
         self.items = items
         self.i = 0
-        self.sent_tokens = 0
         req.status = 200
         t = perf_ns()
         req.t_headers_ns = t
@@ -902,12 +902,14 @@ class _Conn(asyncio.Protocol):
 
     # -- timed writes
     def _schedule(self, target: int) -> None:
-        self.gen += 1
-        self.st.wheel.add(self, self.gen, target)
+        self.st.wheel.add(self, target)
+
+    def _sent_tokens(self) -> int:
+        """Tokens in the items written so far."""
+        return sum(item[3] for item in self.items[: self.i])
 
     def _run(self) -> None:
         """Write every item that is due, as one transport.write, and reschedule."""
-        self.gen += 1
         req = self.req
         if req is None or self.closed:
             return
@@ -921,24 +923,21 @@ class _Conn(asyncio.Protocol):
         now = perf_ns()
         # fast path, most writes of a long stream: one text chunk after the first is due
         # and the next item is not
-        target, kind, data, ntok = items[i]
+        target, kind, data, _ = items[i]
         if kind == _TEXT and i + 1 < n and req.t_first_text_ns is not None:
             following = items[i + 1][0]
             if following > now >= target:
                 self.i = i + 1
                 t = perf_ns()
                 tr.write(data)  # type: ignore[union-attr]
-                self.sent_tokens += ntok
                 req.t_last_token_ns = t
-                self.gen += 1
-                self.st.wheel.add(self, self.gen, following)
+                self.st.wheel.add(self, following)
                 return
         parts: list[bytes] = []
         text = thinking = done = False
-        ntok_sent = 0
         special = -1
         while i < n:
-            target, kind, data, ntok = items[i]
+            target, kind, data, _ = items[i]
             if target > now:
                 break
             i += 1
@@ -954,12 +953,10 @@ class _Conn(asyncio.Protocol):
                     parts.append(data)
                 break
             parts.append(data)
-            ntok_sent += ntok
         self.i = i
         if parts:
             t = perf_ns()
             tr.write(parts[0] if len(parts) == 1 else b"".join(parts))  # type: ignore[union-attr]
-            self.sent_tokens += ntok_sent
             if text:
                 if req.t_first_text_ns is None:
                     req.t_first_text_ns = t
@@ -984,7 +981,7 @@ class _Conn(asyncio.Protocol):
                 req.t_end_ns = t
                 req.outcome = "stream_error"
                 req.error_type = "overloaded_error"
-                req.output_tokens = self.sent_tokens
+                req.output_tokens = self._sent_tokens()
                 self._finish(req)
             else:
                 req.output_tokens = None
@@ -992,7 +989,7 @@ class _Conn(asyncio.Protocol):
         else:  # _DROP
             req.outcome = "disconnect"
             req.status = 200 if req.stream else 0
-            req.output_tokens = self.sent_tokens if req.stream else None
+            req.output_tokens = self._sent_tokens() if req.stream else None
             req.stop_reason = None
             req.keep_alive = False
             req.t_end_ns = perf_ns()
