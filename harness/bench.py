@@ -675,7 +675,16 @@ def run_capacities(setup: Setup, streams: list[int], warmup_s: float, duration_s
             out.append(result)
             print(f"  {n:>5} streams capacity/{server:<9} {capacity_summary(result)}  "
                   f"[{time.monotonic() - began:.1f} s]", flush=True)  # fmt: skip
+    add_capacity_ratios(out)
     return out
+
+
+def add_capacity_ratios(caps: list[dict[str, Any]]) -> None:
+    """Server CPU / the reference's at the same stream count (what the emulator costs above the floor)."""
+    floor = {c["streams"]: c.get("server_cpu_pct") for c in caps if c["server"] == "reference" and c.get("status") == "ok"}
+    for c in caps:
+        ref, mine = floor.get(c["streams"]), c.get("server_cpu_pct")
+        c["cpu_vs_reference"] = round(mine / ref, 3) if c.get("status") == "ok" and ref and mine is not None else None
 
 
 # ----------------------------------------------------------------------------- report
@@ -734,6 +743,7 @@ RESULT_COLUMNS: list[Column] = [
 CAPACITY_COLUMNS: list[Column] = [
     ("conn", 6, lambda c: c["connected"], "d"),
     ("CPU%", 6, lambda c: c["server_cpu_pct"], ".0f"),
+    ("vs ref", 7, lambda c: _ratio(c.get("cpu_vs_reference")), ""),
     ("events/s", 10, lambda c: c["events_per_s"], ".0f"),
     ("resp/s", 8, lambda c: c["responses_per_s"], ".0f"),
     ("late p50", 9, lambda c: c["lateness_ms"]["p50"], ".2f"),

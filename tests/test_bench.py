@@ -73,6 +73,7 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
     assert abs(ref["responses_per_s"] - emu["responses_per_s"]) <= 0.1 * emu["responses_per_s"]
     per_ref, per_emu = ref["events_per_s"] / ref["responses_per_s"], emu["events_per_s"] / emu["responses_per_s"]
     assert abs(per_ref - per_emu) <= 0.1 * per_emu
+    assert ref["cpu_vs_reference"] == 1.0 and _is_number(emu["cpu_vs_reference"])
     assert "reference" in completed.stdout and "steal%" in completed.stdout
 
     assert {t["status"] for t in report["targets"]} <= {"PASS", "MISS", "n/a"}
