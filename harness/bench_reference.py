@@ -7,11 +7,13 @@ lateness) with a raw client. On a shared or nested-virtualised machine part of t
 lateness belongs to the machine (the host taking the core away, costly wake-ups), not to
 the emulator. This server is the same-run reference that separates the two: it answers
 every request on the same asyncio/uvloop transport, with the same timing mechanism (one
-loop timer per millisecond of due writes, writes never early) and the same schedule as
-the emulator under the profile's `default` model (TTFT, tokens per second, jitter, tokens
-per chunk, output length), but does nothing else: no parsing beyond Content-Length, no
-validation, faults, rate limits or usage, one prebuilt delta event repeated. Whatever
-lateness it shows in the same run is the floor of the machine.
+loop timer per millisecond of due writes, writes never early, the tail in the last
+chunk's write) and the same schedule as the emulator under the profile's `default` model
+(TTFT, tokens per second, jitter, tokens per chunk, output length), but does nothing else:
+no parsing beyond Content-Length, no validation, rate limits or usage, one prebuilt delta
+event repeated. It follows profiles like the benchmark's only: input-dependent TTFT,
+max_tokens, thinking, empty first deltas and faults are ignored. Whatever lateness it
+shows in the same run is the floor of the machine.
 
 Ground truth: one JSON line per response with `path`, `scheduled_first_text_ns` and
 `t_first_text_ns` (the emulator's names and clock), written when the server stops.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import signal
 import sys
@@ -112,10 +115,13 @@ class Server:
 
 
 class Conn(asyncio.Protocol):
+    """One keep-alive connection; requests are answered one after the other."""
+
     def __init__(self, server: Server) -> None:
         self.server = server
         self.tr: Optional[asyncio.Transport] = None
         self.buf = b""
+        self.active = False
         self.targets: list[int] = []
         self.i = 0
 
@@ -123,36 +129,42 @@ class Conn(asyncio.Protocol):
         self.tr = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
+        self.buf += data
+        if not self.active:
+            self.next_request()
+
+    def next_request(self) -> None:
+        buf = self.buf
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            self.buf = buf
             return
         length = _content_length(buf[:end])
         if len(buf) < end + 4 + length:
-            self.buf = buf
             return
         self.buf = buf[end + 4 + length :]
+        self.active = True
         self.targets = self.server.schedule.targets(perf_ns())
         self.i = 0
         self.tr.write(HEAD)  # type: ignore[union-attr]
         self.server.add(self, self.targets[0])
 
     def run(self) -> None:
-        if self.tr is None or self.tr.is_closing():
+        tr = self.tr
+        if tr is None or tr.is_closing():
             return
         i, targets = self.i, self.targets
-        t = perf_ns()
+        data = DELTA
         if i == 0:
-            self.tr.write(FIRST)
+            data = FIRST
             self.server.rows.append(
-                '{"path":"/v1/messages","scheduled_first_text_ns":%d,"t_first_text_ns":%d}' % (targets[0], t)
+                '{"path":"/v1/messages","scheduled_first_text_ns":%d,"t_first_text_ns":%d}' % (targets[0], perf_ns())
             )
-        elif i == len(targets) - 1:
-            self.tr.write(TAIL)
+        if i + 2 == len(targets):  # the tail shares the last chunk's time: one write, as in the emulator
+            tr.write(data + TAIL)
+            self.active = False
+            self.next_request()
             return
-        else:
-            self.tr.write(DELTA)
+        tr.write(data)
         self.i = i + 1
         self.server.add(self, targets[i + 1])
 
@@ -161,6 +173,9 @@ async def serve(host: str, port: int, schedule: Schedule, ground_truth: str) -> 
     loop = asyncio.get_running_loop()
     server = Server(loop, schedule)
     listener = await loop.create_server(lambda: Conn(server), host, port, backlog=4096)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)  # as the emulator: no full collection in the measured window
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
