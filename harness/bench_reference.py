@@ -6,9 +6,9 @@
 lateness) with a raw client. On a shared or nested-virtualised machine part of that
 lateness belongs to the machine (the host taking the core away, costly wake-ups), not to
 the emulator. This server is the same-run reference that separates the two: it answers
-every request on the same asyncio/uvloop transport, with the same timing mechanism (one
-loop timer per millisecond of due writes, writes never early, the tail in the last
-chunk's write) and the same schedule as the emulator under the profile's `default` model
+every request on the same asyncio/uvloop transport, with the same timing mechanism (the
+emulator's `Wheel`: one loop timer per millisecond of due writes, writes never early; the
+tail in the last chunk's write) and the same schedule as the emulator under the profile's `default` model
 (TTFT, tokens per second, jitter, tokens per chunk, output length), but does nothing else:
 no parsing beyond Content-Length, no validation, rate limits or usage, one prebuilt delta
 event repeated. It follows profiles like the benchmark's only: input-dependent TTFT,
@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import uvloop
 
 from harness.emulator.profile import ProfileError, load_profile
-from harness.emulator.server import _chunk, _targets
+from harness.emulator.server import Wheel, _chunk, _targets
 
 READY = "reference server listening on "
 perf_ns = time.perf_counter_ns
@@ -91,27 +91,9 @@ class Schedule:
 
 class Server:
     def __init__(self, loop: asyncio.AbstractEventLoop, schedule: Schedule) -> None:
-        self.loop = loop
+        self.wheel = Wheel(loop, uvloop=True)  # the emulator's own timer wheel
         self.schedule = schedule
-        self.buckets: dict[int, list[Conn]] = {}
         self.rows: list[str] = []
-
-    def add(self, conn: Conn, target_ns: int) -> None:
-        due = -(-target_ns // 1_000_000)  # the emulator's wheel: whole ms, never early
-        bucket = self.buckets.get(due)
-        if bucket is not None:
-            bucket.append(conn)
-            return
-        self.buckets[due] = [conn]
-        delay_ms = due - int(self.loop.time() * 1000.0 + 0.5)
-        if delay_ms <= 0:
-            self.loop.call_soon(self.fire, due)
-        else:
-            self.loop.call_later(delay_ms / 1000.0, self.fire, due)
-
-    def fire(self, due: int) -> None:
-        for conn in self.buckets.pop(due, ()):
-            conn.run()
 
 
 class Conn(asyncio.Protocol):
@@ -124,6 +106,7 @@ class Conn(asyncio.Protocol):
         self.active = False
         self.targets: list[int] = []
         self.i = 0
+        self.due = 0  # the wheel bucket this connection waits in (the Wheel's protocol, as _Conn)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tr = transport  # type: ignore[assignment]
@@ -146,9 +129,9 @@ class Conn(asyncio.Protocol):
         self.targets = self.server.schedule.targets(perf_ns())
         self.i = 0
         self.tr.write(HEAD)  # type: ignore[union-attr]
-        self.server.add(self, self.targets[0])
+        self.server.wheel.add(self, self.targets[0])  # type: ignore[arg-type]
 
-    def run(self) -> None:
+    def _run(self) -> None:
         tr = self.tr
         if tr is None or tr.is_closing():
             return
@@ -166,7 +149,7 @@ class Conn(asyncio.Protocol):
             return
         tr.write(data)
         self.i = i + 1
-        self.server.add(self, targets[i + 1])
+        self.server.wheel.add(self, targets[i + 1])  # type: ignore[arg-type]
 
 
 async def serve(host: str, port: int, schedule: Schedule, ground_truth: str) -> int:

@@ -13,9 +13,8 @@ import pytest
 from harness.points import line, request_line
 from harness.recording import FileSink, InfluxConfig, PointWriter
 from harness.timing import TimingRecord
-from tests.processes import VictoriaMetrics, free_port, read_jsonl
+from tests.processes import LocustResult, VictoriaMetrics, free_port, read_jsonl, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
-from tests.processes import write_yaml
 
 INFLUX_ENV = {"INFLUXDB_V2_TOKEN": "test-token", "INFLUXDB_V2_ORG": "test-org", "INFLUXDB_V2_BUCKET": "test"}
 
@@ -117,6 +116,16 @@ def record_values(records: list[dict], field: str) -> dict[tuple[str, str, str, 
     return values
 
 
+def request_points(vm: VictoriaMetrics) -> int:
+    return sum(len(v) for v in series_values(vm, "latency_ms").values())
+
+
+def run_writing_to(url: str, tmp_path: Path, scenario: Path, *args: str, users: int, run_time: str) -> tuple[LocustResult, list[dict]]:
+    """A headless run against the emulator whose points go to the InfluxDB API at `url`."""
+    return run_against_emulator(tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", *args, users=users,
+                                run_time=run_time, env={**INFLUX_ENV, "INFLUXDB_V2_URL": url})  # fmt: skip
+
+
 @pytest.fixture
 def scenario(tmp_path: Path) -> Path:
     return write_yaml(tmp_path / "scenario.yaml", SCENARIO)
@@ -126,10 +135,7 @@ def scenario(tmp_path: Path) -> Path:
 def test_every_request_is_one_point_with_the_record_values(tmp_path: Path, scenario: Path) -> None:
     vm = VictoriaMetrics(tmp_path / "vm").start()
     try:
-        result, truth = run_against_emulator(
-            tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=8, run_time="4s",
-            env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url},
-        )  # fmt: skip
+        result, truth = run_writing_to(vm.url, tmp_path, scenario, users=8, run_time="4s")
         assert result.returncode == 0, result.stderr[-3000:]
         records = result.records()
         assert len(records) == len(truth) > 20
@@ -139,7 +145,7 @@ def test_every_request_is_one_point_with_the_record_values(tmp_path: Path, scena
             assert stored.keys() == expected.keys(), field
             for key in expected:
                 assert stored[key] == pytest.approx(expected[key], rel=1e-9), (field, key)
-        assert sum(len(v) for v in series_values(vm, "latency_ms").values()) == len(records)
+        assert request_points(vm) == len(records)
         health = vm.export("harness_health_cpu_percent")
         assert health and {s["metric"]["run_id"] for s in health} == {records[0]["run_id"]}
         assert f"points: {len(records) + 2 + sum(len(s['values']) for s in health)} written to InfluxDB" in result.stdout
@@ -154,14 +160,11 @@ def test_influxdb_unreachable_at_start_then_up_gets_everything_and_warns_once(tm
     starter = threading.Timer(3.0, vm.start)
     starter.start()
     try:
-        result, truth = run_against_emulator(
-            tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=6, run_time="6s",
-            env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url},
-        )  # fmt: skip
+        result, truth = run_writing_to(vm.url, tmp_path, scenario, users=6, run_time="6s")
         starter.join()
         assert result.returncode == 0, result.stderr[-3000:]
         records = result.records()
-        assert sum(len(v) for v in series_values(vm, "latency_ms").values()) == len(records) == len(truth)
+        assert request_points(vm) == len(records) == len(truth)
     finally:
         starter.cancel()
         vm.stop()
@@ -183,13 +186,10 @@ def test_influxdb_going_away_mid_run_loses_nothing(tmp_path: Path, scenario: Pat
     bouncer = threading.Thread(target=bounce)
     bouncer.start()
     try:
-        result, truth = run_against_emulator(
-            tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=6, run_time="7s",
-            env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url},
-        )  # fmt: skip
+        result, truth = run_writing_to(vm.url, tmp_path, scenario, users=6, run_time="7s")
         bouncer.join()
         records = result.records()
-        assert sum(len(v) for v in series_values(vm, "latency_ms").values()) == len(records) == len(truth)
+        assert request_points(vm) == len(records) == len(truth)
     finally:
         bouncer.join()
         vm.stop()
@@ -200,11 +200,8 @@ def test_influxdb_going_away_mid_run_loses_nothing(tmp_path: Path, scenario: Pat
 
 @pytest.mark.slow
 def test_influxdb_never_reachable_the_run_goes_on_and_drops_are_reported(tmp_path: Path, scenario: Path) -> None:
-    result, truth = run_against_emulator(
-        tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", "--influx-buffer", "20",
-        "--points-flush-timeout", "1", users=6, run_time="3s",
-        env={**INFLUX_ENV, "INFLUXDB_V2_URL": f"http://127.0.0.1:{free_port()}"},
-    )  # fmt: skip
+    result, truth = run_writing_to(f"http://127.0.0.1:{free_port()}", tmp_path, scenario, "--influx-buffer", "20",
+                                   "--points-flush-timeout", "1", users=6, run_time="3s")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     records = result.records()
     assert len(records) == len(truth) > 20
