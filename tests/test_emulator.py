@@ -630,10 +630,15 @@ def test_builtin_profile_and_stdlib_loop(tmp_path: Path) -> None:
         c = e.client()
         ids = [m.id for m in c.models.list().data]
         assert {"claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-5-5"} <= set(ids)
-        ttft_ms, t_recv, rid = _raw_stream_ttft(e.port, "claude-haiku-4-5", max_tokens=10)
-        assert ttft_ms >= 250 * 0.9  # built-in: 250 ms, jitter 0.1
-        g = e.gt_by_id(rid)
-        assert 0 <= t_recv - g["t_first_text_ns"] < 5_000_000
-        assert g["t_first_text_ns"] >= g["scheduled_first_text_ns"]
+        delays = []
+        for _ in range(5):
+            ttft_ms, t_recv, rid = _raw_stream_ttft(e.port, "claude-haiku-4-5", max_tokens=10)
+            assert ttft_ms >= 250 * 0.9  # built-in: 250 ms, jitter 0.1
+            g = e.gt_by_id(rid)
+            assert t_recv >= g["t_first_text_ns"] >= g["scheduled_first_text_ns"]
+            delays.append(t_recv - g["t_first_text_ns"])
+        # delivery from the write to the client's read: the median, as the other timing tests
+        # (a single sample can catch the VM's host taking the core away)
+        assert sorted(delays)[2] < 5_000_000
     finally:
         assert e.stop(signal.SIGINT) == 0
