@@ -12,7 +12,7 @@ RUN_ARGS ?= --headless --only-summary --stop-timeout 30s
 SYSTEM_PACKAGES := victoria-metrics chromium
 SYSTEM_BINARIES := victoria-metrics chromium
 
-.PHONY: install system-deps run test bench clean
+.PHONY: install system-deps run test test-repeat bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/pytest
+
+# Flake hunter (not in CI): the suite N times, each on a fresh clone; lists every test that failed once.
+N ?= 5
+test-repeat:
+	$(PYTHON) .ci/test-repeat $(N)
 
 bench: install
 	$(BIN)/python -m harness.bench
