@@ -7,8 +7,10 @@ clear message and exit code 2, never from inside a running listener.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS, Thresholds
 from harness.payload import build_headers
-from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, InfluxConfig
+from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, WRITE_TIMEOUT_S, InfluxConfig
 from harness.run import EMULATOR_API_KEY, HarnessRun, RunConfig, is_loopback, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.pricing import Price, PriceTable
@@ -36,6 +38,17 @@ logger = logging.getLogger("harness")
 
 DEFAULT_SCENARIO = "scenarios/demo.yaml"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (argparse turns the error into exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds above 0")
+    return value
 
 
 def add_arguments(parser: Any) -> None:
@@ -66,6 +79,10 @@ def add_arguments(parser: Any) -> None:
     points.add_argument("--influx-token", default=None, is_secret=True, help="InfluxDB token (default: $INFLUXDB_V2_TOKEN)")
     points.add_argument("--influx-org", default=None, help="InfluxDB org (default: $INFLUXDB_V2_ORG)")
     points.add_argument("--influx-bucket", default=None, help="InfluxDB bucket (default: $INFLUXDB_V2_BUCKET or loadtest)")
+    points.add_argument(
+        "--influx-timeout", type=positive_seconds, default=WRITE_TIMEOUT_S,
+        help=f"seconds one write to InfluxDB may take before it is retried (default {WRITE_TIMEOUT_S:g})",
+    )  # fmt: skip
     points.add_argument("--influx-buffer", type=int, default=DEFAULT_BUFFER, help="points buffered at most before dropping")
     points.add_argument(
         "--points-flush-timeout", type=float, default=CLOSE_TIMEOUT_S,
@@ -286,7 +303,7 @@ def run_config(environment: Any, scenario: Scenario, run_id: str, output_dir: Pa
         role=role,
         points=options.points,
         influx=InfluxConfig.resolve(
-            url=options.influx_url, token=options.influx_token, org=options.influx_org, bucket=options.influx_bucket
+            timeout_s=options.influx_timeout, url=options.influx_url, token=options.influx_token, org=options.influx_org, bucket=options.influx_bucket
         ),
         points_buffer=options.influx_buffer,
         points_flush_timeout_s=options.points_flush_timeout,

@@ -30,6 +30,7 @@ MAX_BATCH = 5_000
 DEFAULT_BUFFER = 200_000
 MAX_BACKOFF_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,18 @@ class InfluxConfig:
     token: str
     org: str
     bucket: str
+    timeout_s: float = WRITE_TIMEOUT_S  # one write's time limit; a write that times out is retried
 
     def __repr__(self) -> str:  # the token is a secret
         return f"InfluxConfig(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r}, token=<hidden>)"
 
     @classmethod
-    def resolve(cls, **options: str | None) -> InfluxConfig | None:
+    def resolve(cls, timeout_s: float = WRITE_TIMEOUT_S, **options: str | None) -> InfluxConfig | None:
         """Command-line values win over the standard influxdb-client environment variables."""
         values = {key: options.get(key) or os.environ.get(env, "") for key, env in ENV.items()}
         if not values["url"]:
             return None
-        return cls(values["url"], values["token"], values["org"], values["bucket"] or "loadtest")
+        return cls(values["url"], values["token"], values["org"], values["bucket"] or "loadtest", timeout_s)
 
 
 class Sink(Protocol):
@@ -87,7 +89,7 @@ class InfluxSink:
         logging.getLogger("influxdb_client").setLevel(logging.ERROR)
         self.config = config
         self.description = f"InfluxDB {config.url} bucket {config.bucket}"
-        self._client = InfluxDBClient(url=config.url, token=config.token, org=config.org, timeout=10_000)
+        self._client = InfluxDBClient(url=config.url, token=config.token, org=config.org, timeout=round(config.timeout_s * 1000))
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, lines: list[str]) -> None:

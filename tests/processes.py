@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from harness.emulator_process import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
 
@@ -119,9 +121,9 @@ class VictoriaMetrics:
         raise RuntimeError("victoria-metrics did not start")
 
     def stop(self) -> None:
+        """A graceful stop (SIGTERM): the database keeps every point it acknowledged."""
         if self._process is not None:
-            self._process.kill()
-            self._process.wait(10)
+            stop_process(self._process, timeout_s=20)
             self._process = None
 
     def export(self, metric_regex: str) -> list[dict[str, Any]]:
@@ -130,3 +132,35 @@ class VictoriaMetrics:
         query = urllib.parse.urlencode({"match[]": f'{{__name__=~"{metric_regex}"}}', "end": int(time.time()) + 60})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as response:
             return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
+
+class FaultProxy:
+    """tests/fault_proxy.py in its own process, in front of a server on `upstream_port`:
+    `set("refuse")`, `set("stall")` and `set("pass")` simulate an outage while the server stays up."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fault_proxy", str(self.port), str(upstream_port)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._expect("ready")
+
+    def _expect(self, answer: str) -> None:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().strip()
+        assert line == answer, f"fault proxy said {line!r}, expected {answer!r}"
+
+    def set(self, mode: str) -> None:
+        """Switch the mode and return once it is in effect."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(mode + "\n")
+        self._process.stdin.flush()
+        self._expect(f"ok {mode}")
+
+    def stop(self) -> None:
+        stop_process(self._process)
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None:
+                pipe.close()

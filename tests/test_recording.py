@@ -13,7 +13,7 @@ import pytest
 from harness.points import line, request_line
 from harness.recording import FileSink, InfluxConfig, PointWriter
 from harness.timing import TimingRecord
-from tests.processes import LocustResult, VictoriaMetrics, free_port, read_jsonl, write_yaml
+from tests.processes import FaultProxy, LocustResult, VictoriaMetrics, free_port, read_jsonl, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
 
 INFLUX_ENV = {"INFLUXDB_V2_TOKEN": "test-token", "INFLUXDB_V2_ORG": "test-org", "INFLUXDB_V2_BUCKET": "test"}
@@ -173,28 +173,75 @@ def test_influxdb_unreachable_at_start_then_up_gets_everything_and_warns_once(tm
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
-def test_influxdb_going_away_mid_run_loses_nothing(tmp_path: Path, scenario: Path) -> None:
+def wait_for_points(vm: VictoriaMetrics, timeout_s: float = 60) -> None:
+    """Until the run has written its first request points (the outage must hit a running writer)."""
+    deadline = time.monotonic() + timeout_s
+    while request_points(vm) == 0:
+        assert time.monotonic() < deadline, "no points arrived"
+        time.sleep(0.2)
+
+
+def distinct_request_points(vm: VictoriaMetrics) -> tuple[int, int]:
+    """(points stored, distinct points): a batch the client resent after a timeout may be stored twice,
+    which is legitimate; a point is identified by its series, timestamp and latency value."""
+    samples = [
+        (tuple(sorted(series["metric"].items())), stamp, value)
+        for series in vm.export("claude_request_latency_ms")
+        for stamp, value in zip(series["timestamps"], series["values"])
+    ]
+    return len(samples), len(set(samples))
+
+
+def run_through_outage(tmp_path: Path, scenario: Path, mode: str, outage_s: float, *args: str) -> tuple[LocustResult, list[dict], VictoriaMetrics]:
+    """A run writing through a fault proxy that switches to `mode` for outage_s once points flow.
+    The database stays up throughout and keeps everything it acknowledged."""
     vm = VictoriaMetrics(tmp_path / "vm").start()
+    proxy = FaultProxy(vm.port)
 
-    def bounce() -> None:
-        time.sleep(2.0)
-        vm.stop()
-        time.sleep(2.5)
-        vm.start()
+    def outage() -> None:
+        wait_for_points(vm)
+        proxy.set(mode)
+        time.sleep(outage_s)
+        proxy.set("pass")
 
-    bouncer = threading.Thread(target=bounce)
-    bouncer.start()
+    fault = threading.Thread(target=outage)
+    fault.start()
     try:
-        result, truth = run_writing_to(vm.url, tmp_path, scenario, users=6, run_time="7s")
-        bouncer.join()
-        records = result.records()
-        assert request_points(vm) == len(records) == len(truth)
+        result, truth = run_writing_to(proxy.url, tmp_path, scenario, *args, users=6, run_time="8s")
     finally:
-        bouncer.join()
+        fault.join()
+        proxy.stop()
+    return result, truth, vm
+
+
+@pytest.mark.slow
+def test_influxdb_refusing_connections_mid_run_loses_nothing(tmp_path: Path, scenario: Path) -> None:
+    result, truth, vm = run_through_outage(tmp_path, scenario, "refuse", 2.5)
+    try:
+        records = result.records()
+        assert request_points(vm) == len(records) == len(truth)  # refused writes are never stored: exact
+    finally:
         vm.stop()
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("cannot write to InfluxDB") == 1
+    assert result.stderr.count("is writable again") == 1
+    assert "none dropped" in result.stdout
+
+
+@pytest.mark.slow
+def test_influxdb_stalling_mid_run_loses_nothing(tmp_path: Path, scenario: Path) -> None:
+    # writes time out after 1 s and are retried; the stalled ones still reach the database afterwards
+    result, truth, vm = run_through_outage(tmp_path, scenario, "stall", 3.0, "--influx-timeout", "1")
+    try:
+        records = result.records()
+        stored, distinct = distinct_request_points(vm)
+        assert distinct == len(records) == len(truth)
+        assert stored >= distinct
+    finally:
+        vm.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    (warning,) = [line for line in result.stderr.splitlines() if "cannot write to InfluxDB" in line]
+    assert "(ReadTimeoutError)" in warning
     assert "none dropped" in result.stdout
 
 
