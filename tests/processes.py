@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import select
 import shutil
 import socket
 import subprocess
@@ -87,10 +89,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port for a server a test starts, safe from the race between this check and the
+    server's bind: it lies below the kernel's ephemeral range (which bind(0) and every outgoing
+    connection draw from), and it is handed out once per test session."""
+    rng = random.SystemRandom()
+    high = _ephemeral_low() - 1
+    for _ in range(1000):
+        port = rng.randint(high - 12_000, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class VictoriaMetrics:
@@ -147,9 +173,11 @@ class FaultProxy:
         )  # fmt: skip
         self._expect("ready")
 
-    def _expect(self, answer: str) -> None:
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline().strip()
+    def _expect(self, answer: str, timeout_s: float = 20) -> None:
+        stdout = self._process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout_s)
+        line = stdout.readline().strip() if ready else f"nothing within {timeout_s} s"
         assert line == answer, f"fault proxy said {line!r}, expected {answer!r}"
 
     def set(self, mode: str) -> None:
