@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import uvloop
 
 from harness.emulator.profile import ProfileError, load_profile
-from harness.emulator.server import Wheel, _chunk, _targets
+from harness.emulator.server import _TEXT_TOK, _THINK_TOK, Wheel, _chunk, _targets
 
 READY = "reference server listening on "
 perf_ns = time.perf_counter_ns
@@ -71,20 +71,31 @@ def _content_length(head: bytes) -> int:
 
 
 class Schedule:
-    """Chunk target times of one response under a model profile (the emulator's formula)."""
+    """Chunk target times of one response under a model profile: the emulator's formula and its
+    draws (one generator per request, seeded from the request's sequence number, in the same
+    order), so both servers serve the same schedule to the same sequence of requests."""
+
+    FAULT_DRAWS = 6  # the emulator draws its fault decisions first
 
     def __init__(self, profile_path: str, seed: int) -> None:
         mp = load_profile(profile_path).model_for("default")
         self.mp = mp
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.seq = 0
 
     def targets(self, arrival_ns: int) -> list[int]:
-        mp, rnd = self.mp, self.rng.random
+        self.seq += 1
+        mp, rng = self.mp, random.Random(self.seed * 1_000_003 + self.seq)
+        for _ in range(self.FAULT_DRAWS):
+            rng.random()
         ot = mp.output_tokens
-        n = max(ot.min, int(round(self.rng.gauss(ot.mean, ot.sd))) if ot.sd > 0 else int(round(ot.mean)))
+        n = max(ot.min, int(round(rng.gauss(ot.mean, ot.sd))) if ot.sd > 0 else int(round(ot.mean)))
         n = min(ot.max, n) if ot.max is not None else n
-        ttft = mp.ttft_ms * 1e6 * (1.0 + mp.jitter * (2.0 * rnd() - 1.0))
-        out = _targets(arrival_ns + ttft, 1e9 / mp.output_tps, mp.jitter, rnd, 0, n, mp.tokens_per_chunk)
+        ttft = mp.ttft_ms * 1e6
+        if mp.jitter:
+            ttft *= 1.0 + mp.jitter * (2.0 * rng.random() - 1.0)
+        rng.randrange(len(_TEXT_TOK)), rng.randrange(len(_THINK_TOK))  # the emulator's words' offsets
+        out = _targets(arrival_ns + ttft, 1e9 / mp.output_tps, mp.jitter, rng.random, 0, n, mp.tokens_per_chunk)
         out.append(out[-1])  # the tail goes with the last chunk
         return out
 

@@ -10,12 +10,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import yaml
 
@@ -59,23 +60,65 @@ def run_locust(
     run_time: str = "4s",
     timeout_s: float = 120,
     env: dict[str, str] | None = None,
+    on_stderr_line: Callable[[str], None] | None = None,
 ) -> LocustResult:
-    """`locust --headless` as a subprocess from the repo root; bounded in time."""
+    """`locust --headless` as a subprocess from the repo root; bounded in time. `on_stderr_line`
+    sees each line the run logs as it comes, so a test can act on what the run reports."""
     output_dir = tmp_path / "runs"
     command = [
         LOCUST, "-f", "locustfile.py", "--headless", "--only-summary",
         "--scenario", str(scenario), "--output-dir", str(output_dir),
         "-u", str(users), "-r", str(users), "-t", run_time, *args,
     ]  # fmt: skip
-    completed = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
-    )
-    return LocustResult(completed.returncode, completed.stdout, completed.stderr, output_dir)
+    )  # fmt: skip
+    stdout: list[str] = []
+    stderr: list[str] = []
+
+    def collect(pipe: IO[str], lines: list[str], callback: Callable[[str], None] | None) -> None:
+        for text in pipe:
+            lines.append(text)
+            if callback is not None:
+                callback(text)
+
+    readers = [
+        threading.Thread(target=collect, args=(process.stdout, stdout, None)),
+        threading.Thread(target=collect, args=(process.stderr, stderr, on_stderr_line)),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    finally:
+        for reader in readers:
+            reader.join(30)
+    return LocustResult(process.returncode, "".join(stdout), "".join(stderr), output_dir)
+
+
+class Background(threading.Thread):
+    """A test's side action (an outage, a late start) beside a run; `finish` re-raises its failure."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self.action = action
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.action()
+        except BaseException as error:  # handed to the test's own thread
+            self.error = error
+
+    def finish(self, timeout_s: float = 120) -> None:
+        self.join(timeout_s)
+        assert not self.is_alive(), "the background action did not end"
+        if self.error is not None:
+            raise self.error
 
 
 def by_request_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -35,7 +35,7 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=150,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "ratio" in completed.stdout.lower()  # the header says what to read

@@ -124,14 +124,19 @@ def test_exit_1_when_an_slo_is_breached_and_the_report_says_why(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_exit_1_on_a_regression_against_a_baseline(tmp_path: Path) -> None:
-    scenario = scenario_with(tmp_path)
+    # one model and one prompt: each run's TTFTs come from one narrow range (60 +-10 % ms, then
+    # 160 +-10 % ms), so the change's whole interval lies far above the threshold whatever the sample
+    scenario = scenario_with(tmp_path, models=[{"model": "model-fast"}], prompts=SCENARIO["prompts"][:1], stream=1.0)
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir(), second.mkdir()
-    result, _ = run_against_emulator(first, scenario, FAST_PROFILE, "--stop-timeout", "10", "--summary-json", str(tmp_path / "base.json"), users=4, run_time="3s")
+
+    def profile(ttft_ms: int) -> dict:
+        return {"seed": 7, "models": {"default": {**FAST_PROFILE["models"]["default"], "ttft_ms": ttft_ms, "jitter": 0.1}}}
+
+    result, _ = run_against_emulator(first, scenario, profile(60), "--stop-timeout", "10", "--summary-json", str(tmp_path / "base.json"), users=4, run_time="3s")
     assert result.returncode == 0, result.stderr[-3000:]
-    slower = {"models": {"default": {**FAST_PROFILE["models"]["default"], "ttft_ms": 160}, "model-slow": {"ttft_ms": 300, "output_tps": 200}}}
     result, _ = run_against_emulator(
-        second, scenario, slower, "--stop-timeout", "10", "--baseline", str(tmp_path / "base.json"),
+        second, scenario, profile(160), "--stop-timeout", "10", "--baseline", str(tmp_path / "base.json"),
         "--summary-json", str(tmp_path / "new.json"), users=4, run_time="3s",
     )  # fmt: skip
     assert result.returncode == exitcodes.FAILED, result.stdout[-3000:]
@@ -166,12 +171,12 @@ def test_exit_3_when_the_cost_guard_stops_the_run_at_the_budget(tmp_path: Path) 
     priced = scenario_with(tmp_path, prices={"model-fast": {"input": 1000.0, "output": 5000.0}, "model-slow": {"input": 1000.0, "output": 5000.0}})
     result, truth = run_against_emulator(
         tmp_path, priced, FAST_PROFILE, "--stop-timeout", "10", "--max-cost-usd", "2",
-        "--summary-json", str(tmp_path / "s.json"), users=4, run_time="30s", timeout_s=90,
+        "--summary-json", str(tmp_path / "s.json"), users=4, run_time="120s", timeout_s=240,
     )  # fmt: skip
     assert result.returncode == exitcodes.COST_GUARD, result.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["verdict"]["status"] == "STOPPED" and "budget $2" in summary["verdict"]["reasons"][0]
-    assert summary["run"]["duration_s"] < 20  # stopped long before the 30 s run time
+    assert summary["run"]["duration_s"] < 60  # stopped long before the 120 s run time
     assert summary["totals"]["cost_usd"] >= 2
     assert summary["accounting"]["requests"] == len(truth)  # what was in flight was still counted
 
@@ -203,10 +208,10 @@ def test_the_abort_rule_stops_a_failing_run_early(tmp_path: Path) -> None:
     scenario = scenario_with(tmp_path, abort={"error_rate": 0.5, "window_s": 5, "min_requests": 10})
     result, truth = run_against_emulator(
         tmp_path, scenario, failing, "--stop-timeout", "10", "--summary-json", str(tmp_path / "s.json"),
-        users=4, run_time="30s", timeout_s=90,
+        users=4, run_time="120s", timeout_s=240,
     )  # fmt: skip
     assert result.returncode == exitcodes.FAILED
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["verdict"]["status"] == "ABORTED"
     assert summary["verdict"]["reasons"][0].startswith("aborted early: error rate")
-    assert summary["run"]["duration_s"] < 15 and summary["accounting"]["requests"] == len(truth)
+    assert summary["run"]["duration_s"] < 60 and summary["accounting"]["requests"] == len(truth)  # run time 120 s

@@ -8,12 +8,14 @@ facts that do not come from the emulator.
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from harness.emulator_process import stop_process
 from tests import fixed_server
 from tests.processes import ROOT, by_request_id, percentile, read_jsonl, run_locust, write_yaml
 
@@ -26,12 +28,16 @@ def server(tmp_path: Path):
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "fixed_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True
     )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("listening on "), line
-    yield line.split()[-1], log
-    process.terminate()
-    process.wait(10)
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        assert line.startswith("listening on "), line
+        yield line.split()[-1], log
+    finally:
+        stop_process(process)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @pytest.mark.parametrize("transport", ["fast", "sdk"])
@@ -52,7 +58,7 @@ def test_timings_against_a_server_with_known_timings(tmp_path: Path, server: tup
     served = by_request_id(read_jsonl(log))
     assert sorted(r["request_id"] for r in records) == sorted(served)
 
-    errors, header_errors, last_errors, gaps = [], [], [], []
+    errors, header_errors, last_errors, span_errors = [], [], [], []
     for record in records:
         truth = served[record["request_id"]]
         assert record["output_tokens"] == fixed_server.TEXT_DELTAS
@@ -66,12 +72,15 @@ def test_timings_against_a_server_with_known_timings(tmp_path: Path, server: tup
         header_errors.append((record["start_ns"] + record["ttfb_ms"] * 1e6 - truth["t_headers_ns"]) / 1e6)
         errors.append((record["start_ns"] + record["ttft_ms"] * 1e6 - truth["t_first_text_ns"]) / 1e6)
         last_errors.append((record["start_ns"] + record["last_token_ms"] * 1e6 - truth["t_last_token_ns"]) / 1e6)
-        gaps.append(record["tpot_ms"])
-    assert len(errors) >= 10
-    # nothing is seen before the server wrote it; the median error is a fraction of a ms.
-    # Single outliers of tens of ms come from this shared VM (CPU steal), hence p90, not max.
+        span = record["last_token_ms"] - record["ttft_ms"]
+        span_errors.append(abs(span - (truth["t_last_token_ns"] - truth["t_first_text_ns"]) / 1e6))
+        # nine gaps between ten text deltas: the time per output token is the span over nine
+        assert record["tpot_ms"] == pytest.approx(span / (fixed_server.TEXT_DELTAS - 1), rel=1e-6)
+    assert errors
+    # nothing is seen before the server wrote it, and what is seen is that write, not the next
+    # one 20 ms later (the size of the error is measured by `make bench`, not asserted here)
+    half_gap_ms = fixed_server.DELTA_GAP_S * 1000 / 2
     for measured in (errors, header_errors, last_errors):
         assert min(measured) >= 0
-        assert percentile(measured, 50) < 3 and percentile(measured, 90) < 10, measured
-    # nine 20 ms gaps between ten text deltas: the time per output token is 20 ms
-    assert percentile(gaps, 50) == pytest.approx(fixed_server.DELTA_GAP_S * 1000, abs=1.5)
+        assert percentile(measured, 50) < half_gap_ms, measured
+    assert percentile(span_errors, 50) < half_gap_ms, span_errors

@@ -71,12 +71,21 @@ def scenario_file(tmp_path: Path) -> Path:
     return write_yaml(tmp_path / "scenario.yaml", SCENARIO)
 
 
+# Text arrives one token per 50 ms: a harness that times the wrong event, or whose reads wait for
+# more bytes, is late by at least one such gap on most requests; scheduling noise is not.
+GAP_MS = 50
+GAPPED_PROFILE = {
+    "seed": 7,
+    "models": {"default": {"ttft_ms": 60, "output_tps": 1000 / GAP_MS, "jitter": 0.2, "output_tokens": {"mean": 12, "sd": 3, "min": 3}}},
+}
+
+
 @pytest.mark.parametrize("transport", ["fast", "sdk"])
 def test_ttft_matches_ground_truth_and_every_request_is_counted_once(
     tmp_path: Path, scenario_file: Path, transport: str
 ) -> None:
     result, served = run_against_emulator(
-        tmp_path, scenario_file, FAST_PROFILE, "--transport", transport,
+        tmp_path, scenario_file, GAPPED_PROFILE, "--transport", transport,
         "--stop-timeout", "10", "--json-file", str(tmp_path / "locust"), users=10, run_time="5s",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,7 +93,7 @@ def test_ttft_matches_ground_truth_and_every_request_is_counted_once(
 
     truth = by_request_id(served)
     records = result.records()
-    assert len(records) > 50
+    assert records
     # exactly once: the same set of requests on both sides of the wire
     assert sorted(r["request_id"] for r in records) == sorted(truth)
     assert all(r["outcome"] == "ok" for r in records)
@@ -100,9 +109,8 @@ def test_ttft_matches_ground_truth_and_every_request_is_counted_once(
         received_ns = record["start_ns"] + record["ttft_ms"] * 1_000_000
         errors.append((received_ns - server["t_first_text_ns"]) / 1_000_000)
     assert min(errors) >= 0, "the harness cannot see the first text before the server wrote it"
-    # p95, not max: this shared VM loses the CPU for tens of ms now and then (steal time)
-    bound_p50, bound_p95 = (2, 10) if transport == "fast" else (5, 30)
-    assert percentile(errors, 50) < bound_p50 and percentile(errors, 95) < bound_p95, errors
+    # the size of the error is measured by `make bench`; here: the first text, not a later event
+    assert percentile(errors, 50) < GAP_MS / 2, errors
 
     entries = locust_entries(tmp_path / "locust")
     requests = [e for e in entries if e["method"] in ("STREAM", "BLOCK")]

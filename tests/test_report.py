@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -178,17 +177,14 @@ def test_text_is_escaped_and_keys_never_shown(run: Run, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_twenty_thousand_records_render_in_seconds(run: Run, tmp_path: Path) -> None:
+def test_twenty_thousand_records_render_into_a_small_file(run: Run, tmp_path: Path) -> None:
+    # how long it takes is a benchmark's business; here: every plot, and a file that stays small
     copies = -(-20_000 // len(run.records))
     span_ns = int(run.summary["run"]["duration_s"] * 1e9)
     records = [{**r, "wall_start_ns": r["wall_start_ns"] + i * span_ns} for i in range(copies) for r in run.records]
     assert len(records) >= 20_000
-    render_report(run.summary, run.records, tmp_path / "warm.html")  # imports and font caches
-    start = time.perf_counter()
     html = render_report(run.summary, records, tmp_path / "big.html").read_text(encoding="utf-8")
-    elapsed = time.perf_counter() - start
     assert graphics(html) == len(PLOTS)
-    assert elapsed < 12, f"{elapsed:.1f} s for {len(records)} records"  # ~3 s here; generous for a shared VM
     assert len(html) < 3_000_000, "scatter points are rasterized: the file stays small"
 
 
