@@ -35,7 +35,12 @@ from typing import Any
 Step = tuple[Any, ...]
 
 LOGGED_HEADER_VALUES = ("anthropic-version", "anthropic-beta")
-DELTA_GAP_MS = 10
+# Every pause between two writes that the tests tell apart is at least DELTA_GAP_MS, large
+# next to the delays of a loaded machine: a client that times the wrong write is off by a
+# whole gap. The pause after an empty delta is twice that, so it is the largest pause
+# between two content deltas (what `max_delta_gap_ms` reports).
+DELTA_GAP_MS = 50
+FIRST_GAP_MS = 2 * DELTA_GAP_MS
 STALL_LIMIT_S = 60.0  # a stalled response gives up by itself after this, whatever the client does
 
 
@@ -136,11 +141,11 @@ def sleep(ms: float) -> Step:
 
 
 def text_block(index: int, count: int = 5, newline: str = "\n", first_mark: str = "first_text") -> list[Step]:
-    """A text block: start, an EMPTY text delta, a 20 ms pause, then `count` deltas 10 ms apart."""
+    """A text block: start, an EMPTY text delta, FIRST_GAP_MS, then `count` deltas DELTA_GAP_MS apart."""
     steps: list[Step] = [
         w(sse("content_block_start", block_start(index, {"type": "text", "text": ""}), newline)),
         w(sse("content_block_delta", text_delta(index, ""), newline), "empty_text"),
-        sleep(20),
+        sleep(FIRST_GAP_MS),
     ]
     for i in range(count):
         if i:
@@ -151,17 +156,17 @@ def text_block(index: int, count: int = 5, newline: str = "\n", first_mark: str 
 
 
 def opening(script: str, newline: str = "\n") -> list[Step]:
-    """Headers, then message_start and a ping after 5 ms."""
+    """Headers, then message_start and a ping DELTA_GAP_MS later."""
     return [
         w(stream_head(script)),
-        sleep(5),
+        sleep(DELTA_GAP_MS),
         w(sse("message_start", message_start(script), newline) + sse("ping", PING, newline), "message_start"),
     ]
 
 
 def ending(stop_reason: str = "end_turn", output_tokens: int = 5, newline: str = "\n") -> list[Step]:
     return [
-        sleep(5),
+        sleep(DELTA_GAP_MS),
         w(sse("message_delta", message_delta(stop_reason, output_tokens), newline)),
         w(sse("message_stop", MESSAGE_STOP, newline) + LAST_CHUNK),
     ]
@@ -185,7 +190,7 @@ def midstream_error(script: str, error_type: str, message: str) -> list[Step]:
     return [
         *opening(script),
         *text_block(0, count=3)[:-1],  # no content_block_stop: the error cuts the block
-        sleep(5),
+        sleep(DELTA_GAP_MS),
         w(sse("error", {"type": "error", "error": {"type": error_type, "message": message}}) + LAST_CHUNK),
     ]
 
@@ -203,7 +208,7 @@ def _scripts() -> dict[str, list[Step]]:
         *opening("tool-use"),
         w(sse("content_block_start", block_start(0, tool))),
         w(sse("content_block_delta", delta(0, {"type": "input_json_delta", "partial_json": ""}))),
-        sleep(20),
+        sleep(FIRST_GAP_MS),
         *[step for i, part in enumerate(parts) for step in (
             *([sleep(DELTA_GAP_MS)] if i else []),
             w(sse("content_block_delta", delta(0, {"type": "input_json_delta", "partial_json": part})), "first_tool" if i == 0 else None),
@@ -213,8 +218,8 @@ def _scripts() -> dict[str, list[Step]]:
     ]  # fmt: skip
     s["midstream-overloaded"] = midstream_error("midstream-overloaded", "overloaded_error", "Overloaded")
     s["midstream-api-error"] = midstream_error("midstream-api-error", "api_error", "Internal server error")
-    s["missing-stop"] = [*opening("missing-stop"), *text_block(0), sleep(5), w(LAST_CHUNK)]
-    s["disconnect"] = [*opening("disconnect"), *text_block(0, count=3)[:-1], sleep(5), ("close",)]
+    s["missing-stop"] = [*opening("missing-stop"), *text_block(0), sleep(DELTA_GAP_MS), w(LAST_CHUNK)]
+    s["disconnect"] = [*opening("disconnect"), *text_block(0, count=3)[:-1], sleep(DELTA_GAP_MS), ("close",)]
     s["http-429"] = [
         sleep(5),
         w(json_response("http-429", 429, "Too Many Requests",
@@ -256,7 +261,7 @@ def _scripts() -> dict[str, list[Step]]:
     s["unicode-separator"] = [
         *opening("unicode-separator"),
         w(sse("content_block_start", block_start(0, {"type": "text", "text": ""}))),
-        sleep(20),
+        sleep(FIRST_GAP_MS),
         w(sse("content_block_delta", json.dumps(text_delta(0, "line\u2028separator"), ensure_ascii=False)), "first_text"),
         sleep(DELTA_GAP_MS),
         w(sse("content_block_delta", text_delta(0, " end"))),

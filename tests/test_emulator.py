@@ -6,8 +6,10 @@ import asyncio
 import http.client
 import json
 import math
+import select
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +23,11 @@ import anthropic  # noqa: E402  (a project dependency: missing means failing, ne
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-do-not-log-123"
+# hang guards only: a working emulator answers in a small fraction of these
+START_TIMEOUT_S = 60.0
+SOCKET_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0  # the emulator's own watchdog ends it 5 s after a signal
+STALL_MS = 300  # the pause of "fault-stall"
 
 FAST = {
     "seed": 7,
@@ -39,19 +46,22 @@ FAST = {
         "fault-500": {"faults": {"server_error": 1.0}},
         "fault-stream": {"faults": {"stream_error": 1.0}},
         "fault-drop": {"faults": {"disconnect": 1.0}},
-        "fault-stall": {"faults": {"stall": 1.0, "stall_ms": 150}, "output_tokens": {"mean": 10, "sd": 0, "min": 10}},
+        "fault-stall": {"faults": {"stall": 1.0, "stall_ms": STALL_MS}, "output_tokens": {"mean": 10, "sd": 0, "min": 10}},
         "long": {"output_tokens": {"mean": 400, "sd": 0, "min": 400}},
+        "slow": {"output_tps": 20, "output_tokens": {"mean": 400, "sd": 0, "min": 400}},  # 20 s: surely in flight
+        "gapped": {"ttft_ms": 100, "output_tps": 5, "output_tokens": {"mean": 2, "sd": 0, "min": 2}},  # 200 ms apart
         "empty-first": {"empty_first_delta": True},
     },
 }
 
 
 class Emu:
-    """An emulator subprocess on 127.0.0.1, port 0."""
+    """An emulator subprocess on 127.0.0.1, port 0; its stderr goes to a file (never a full pipe)."""
 
     def __init__(self, tmp: Path, profile: Optional[dict[str, Any]], seed: Optional[int] = None, name: str = "emu",
                  extra: tuple[str, ...] = ()) -> None:
         self.gt_path = tmp / f"{name}-gt.jsonl"
+        self.err_path = tmp / f"{name}-stderr.log"
         args = [sys.executable, "-m", "harness.emulator", "--host", "127.0.0.1", "--port", "0",
                 "--ground-truth", str(self.gt_path)]
         if profile is not None:
@@ -61,39 +71,48 @@ class Emu:
         if seed is not None:
             args += ["--seed", str(seed)]
         args += list(extra)
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        with self.err_path.open("w") as err:
+            self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
         if not line.startswith("emulator listening on http://127.0.0.1:"):
             self.proc.kill()
-            raise RuntimeError(f"bad start line {line!r}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            self.proc.wait()
+            self.proc.stdout.close()  # type: ignore[union-attr]
+            raise RuntimeError(f"bad start line {line!r}: {self.stderr()}")
         self.url = line.split()[-1]
         self.port = int(self.url.rsplit(":", 1)[1])
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
 
     def client(self, **kw: Any) -> Any:
         return anthropic.Anthropic(base_url=self.url, api_key=KEY, max_retries=0, timeout=10, **kw)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """The exit code after `sig`; an emulator that has to be killed fails the test."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            rc = self.proc.wait(timeout=5)
+            return self.proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(timeout=5)
-            raise AssertionError("emulator did not exit within 5 s of SIGTERM")
-        return rc
+            self.proc.wait()
+            raise AssertionError(f"emulator did not exit within {STOP_TIMEOUT_S:g} s of signal {sig}") from None
+        finally:
+            self.proc.stdout.close()  # type: ignore[union-attr]
 
-    def gt(self, at_least: int = 0, timeout: float = 3.0) -> list[dict[str, Any]]:
+    def gt(self, at_least: int = 0, timeout: float = 10.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             rows = []
-            if self.gt_path.exists():
-                rows = [json.loads(x) for x in self.gt_path.read_text().splitlines() if x.strip()]
+            if self.gt_path.exists():  # whole lines only: the emulator may be writing the last one
+                rows = [json.loads(x) for x in self.gt_path.read_bytes().split(b"\n")[:-1] if x.strip()]
             if len(rows) >= at_least or time.monotonic() > deadline:
                 return rows
             time.sleep(0.05)
 
-    def gt_by_id(self, rid: str, timeout: float = 3.0) -> dict[str, Any]:
+    def gt_by_id(self, rid: str, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             for r in self.gt():
@@ -109,20 +128,32 @@ def emu(tmp_path_factory: pytest.TempPathFactory):
     e = Emu(tmp_path_factory.mktemp("emu"), FAST)
     yield e
     assert e.stop() == 0
-    err = e.proc.stderr.read()  # type: ignore[union-attr]
-    assert KEY not in err
+    assert KEY not in e.stderr()
 
 
 def raw(emu: Emu, method: str, path: str, body: Optional[bytes] = None, headers: Optional[dict[str, str]] = None):
     h = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
     if headers is not None:
         h = headers
-    c = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
+    c = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=SOCKET_TIMEOUT_S)
     c.request(method, path, body=body, headers=h)
     r = c.getresponse()
     data = r.read()
     c.close()
     return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+
+
+def _recv(s: socket.socket) -> bytes:
+    """The next bytes from `s` (which has a timeout); fails if the server closed the connection."""
+    chunk = s.recv(65536)
+    assert chunk, "the emulator closed the connection early"
+    return chunk
+
+
+def _recv_until(s: socket.socket, marker: bytes, buf: bytes = b"") -> bytes:
+    while marker not in buf:
+        buf += _recv(s)
+    return buf
 
 
 MSG = [{"role": "user", "content": "Hello, emulator!"}]
@@ -304,18 +335,18 @@ def test_bad_bodies_are_400(emu: Emu, body: bytes, word: str) -> None:
 
 @pytest.mark.slow
 def test_temperature_depends_on_version(emu: Emu) -> None:
-    c = emu.client()
+    c = emu.client()  # "long" always has more than max_tokens to say: stop_reason is max_tokens
     # the same body first accepted under the old version (validated bodies are cached)...
-    old = c.messages.create(model="m", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5},
+    old = c.messages.create(model="long", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5},
                             extra_headers={"anthropic-version": "2023-06-01"})
     assert old.stop_reason == "max_tokens"
     # ...is still refused under the new one
     with pytest.raises(anthropic.BadRequestError) as ei:
-        c.messages.create(model="m", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5})
+        c.messages.create(model="long", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5})
     assert ei.value.status_code == 400
     assert ei.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "temperature" in ei.value.body["error"]["message"]  # type: ignore[index]
-    m = c.messages.create(model="m", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5, "top_k": 5},
+    m = c.messages.create(model="long", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5, "top_k": 5},
                           extra_headers={"anthropic-version": "2023-06-01"})
     assert m.stop_reason == "max_tokens"
 
@@ -386,12 +417,22 @@ def test_disconnect(emu: Emu) -> None:
 @pytest.mark.slow
 def test_stall_and_empty_first_delta(emu: Emu) -> None:
     c = emu.client()
-    stamps = []
-    for ev in c.messages.create(model="fault-stall", max_tokens=500, messages=MSG, stream=True):
-        if ev.type in ("content_block_delta", "message_stop"):
-            stamps.append(time.perf_counter())
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    assert max(gaps) >= 0.14
+    t_send = time.perf_counter_ns()
+    with c.messages.create(model="fault-stall", max_tokens=500, messages=MSG, stream=True) as stream:
+        types = [ev.type for ev in stream]
+        t_stop = time.perf_counter_ns()
+        rid = stream.response.headers["request-id"]
+    assert types.count("content_block_delta") == 10 and types[-1] == "message_stop"
+    g = emu.gt_by_id(rid)
+    assert g["outcome"] == "ok"
+    # the plan holds the ttft (30 ms), 9 gaps of 2 ms and the stall; the server writes the end
+    # no earlier and the client reads it later still: delays only lengthen what is compared
+    planned_ns = g["scheduled_end_ns"] - g["t_received_ns"]
+    assert planned_ns >= (30 + 9 * 2 + STALL_MS - 0.001) * 1_000_000  # 1 us: the plan is float ns
+    assert t_stop - t_send >= g["t_end_ns"] - g["t_received_ns"] >= planned_ns
+    # the stall is mid-stream, after the first text: a stall before it leaves 18 ms here, while
+    # only a first write late by some 170 ms could take a correct server below half the stall
+    assert g["t_end_ns"] - g["t_first_text_ns"] >= STALL_MS * 1_000_000 / 2
     events = list(c.messages.create(model="empty-first", max_tokens=500, messages=MSG, stream=True))
     d = [e.delta.text for e in events if e.type == "content_block_delta"]
     assert d[0] == "" and all(d[1:])
@@ -401,39 +442,45 @@ def _raw_stream_ttft(port: int, model: str, max_tokens: int = 200) -> tuple[floa
     body = json.dumps({"model": model, "max_tokens": max_tokens, "stream": True, "messages": MSG}).encode()
     head = (f"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode()
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = b""
-    t_send = time.perf_counter_ns()
-    s.sendall(head + body)
-    t_recv = 0
-    while b'"text_delta","text":"' not in buf.replace(b'"text_delta","text":""', b""):
-        chunk = s.recv(65536)
-        t_recv = time.perf_counter_ns()
-        assert chunk, "closed early"
-        buf += chunk
-    while b"event: message_stop" not in buf:
-        chunk = s.recv(65536)
-        assert chunk
-        buf += chunk
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_S) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        t_send = time.perf_counter_ns()
+        s.sendall(head + body)
+        t_recv = 0
+        while b'"text_delta","text":"' not in buf.replace(b'"text_delta","text":""', b""):
+            buf += _recv(s)
+            t_recv = time.perf_counter_ns()
+        buf = _recv_until(s, b"event: message_stop", buf)
     rid = buf.split(b"request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
-    s.close()
     return (t_recv - t_send) / 1e6, t_recv, rid
 
 
-@pytest.mark.slow
-def test_ttft_against_ground_truth(emu: Emu) -> None:
-    runs = [_raw_stream_ttft(emu.port, "claude-x") for _ in range(5)]
-    delays, late = [], []
-    for ttft_ms, t_recv, rid in runs:
-        assert ttft_ms >= 30.0
-        g = emu.gt_by_id(rid)
+def _first_text_medians(e: Emu, model: str, max_tokens: int, min_ttft_ms: float) -> tuple[float, float, int]:
+    """Five raw streams, each checked for causality. The medians (ns) of the delivery delay (the
+    server's write of the first text to the client's read) and of the lateness of that write
+    (its scheduled time to the write), and the shortest time scheduled from a first text to its end."""
+    delays, late, spans = [], [], []
+    for _ in range(5):
+        ttft_ms, t_recv, rid = _raw_stream_ttft(e.port, model, max_tokens)
+        assert ttft_ms >= min_ttft_ms  # the model's ttft: delays only lengthen it
+        g = e.gt_by_id(rid)
         # the server stamps just before the write (never early); the client sees it after
         assert t_recv >= g["t_first_text_ns"] >= g["scheduled_first_text_ns"]
         delays.append(t_recv - g["t_first_text_ns"])
         late.append(g["t_first_text_ns"] - g["scheduled_first_text_ns"])
-    # the median, not every sample: this shared VM loses the CPU for tens of ms at times
-    assert sorted(delays)[2] < 5_000_000 and sorted(late)[2] < 5_000_000
+        spans.append(g["scheduled_end_ns"] - g["scheduled_first_text_ns"])
+    return statistics.median(delays), statistics.median(late), min(spans)
+
+
+@pytest.mark.slow
+def test_ttft_against_ground_truth(emu: Emu) -> None:
+    delay, late, span = _first_text_medians(emu, "gapped", 200, 100.0)
+    assert span == pytest.approx(200_000_000, abs=1_000)  # the second and last chunk, 1 / output_tps later
+    # the medians, not every sample: this shared VM loses the CPU for tens of ms at times. A
+    # server that writes or stamps the wrong chunk, or holds the first text back until the
+    # end, is off by the whole span in every sample.
+    assert delay < span / 2 and late < span / 2
 
 
 @pytest.mark.slow
@@ -441,27 +488,21 @@ def test_pipelined_requests_and_client_close(emu: Emu) -> None:
     body = json.dumps({"model": "claude-x", "max_tokens": 3, "messages": MSG}).encode()
     one = (f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
            f"content-length: {len(body)}\r\n\r\n").encode() + body
-    s = socket.create_connection(("127.0.0.1", emu.port))
-    data = one + one[:10]
-    s.sendall(data)
-    time.sleep(0.01)
-    s.sendall(one[10:])  # the second request arrives in two pieces
-    buf = b""
-    deadline = time.monotonic() + 3
-    while buf.count(b'"type":"message"') < 2 and time.monotonic() < deadline:
-        buf += s.recv(65536)
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=SOCKET_TIMEOUT_S) as s:
+        s.sendall(one + one[:10])
+        time.sleep(0.01)
+        s.sendall(one[10:])  # the second request arrives in two pieces
+        buf = b""
+        while buf.count(b'"type":"message"') < 2:
+            buf += _recv(s)
     assert buf.count(b"HTTP/1.1 200 OK") == 2
-    s.close()
-    # a client that goes away mid-stream still gets a ground-truth line
-    sbody = json.dumps({"model": "long", "max_tokens": 400, "stream": True, "messages": MSG}).encode()
-    s = socket.create_connection(("127.0.0.1", emu.port))
-    s.sendall((f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
-               f"content-length: {len(sbody)}\r\n\r\n").encode() + sbody)
-    got = b""
-    while b"text_delta" not in got:
-        got += s.recv(65536)
+    # a client that goes away mid-stream (of 20 s) still gets a ground-truth line
+    sbody = json.dumps({"model": "slow", "max_tokens": 400, "stream": True, "messages": MSG}).encode()
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=SOCKET_TIMEOUT_S) as s:
+        s.sendall((f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
+                   f"content-length: {len(sbody)}\r\n\r\n").encode() + sbody)
+        got = _recv_until(s, b"text_delta")
     rid = got.split(b"request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
-    s.close()
     g = emu.gt_by_id(rid)
     assert g["outcome"] == "client_closed" and g["status"] == 200 and g["output_tokens"] < 400
 
@@ -488,22 +529,21 @@ def test_ground_truth_count_and_clean_exit(tmp_path: Path) -> None:
         with pytest.raises(anthropic.BadRequestError):
             c.messages.create(model="m", max_tokens=5, messages=[])
         n += 1
-        # an in-flight stream at shutdown is recorded too
-        s = socket.create_connection(("127.0.0.1", e.port))
-        b = json.dumps({"model": "long", "max_tokens": 400, "stream": True, "messages": MSG}).encode()
-        s.sendall((f"POST /v1/messages HTTP/1.1\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n"
-                   f"content-length: {len(b)}\r\n\r\n").encode() + b)
-        s.recv(100)
+        # a stream in flight at shutdown (it would last 20 s) is cut and recorded too
+        sock = socket.create_connection(("127.0.0.1", e.port), timeout=SOCKET_TIMEOUT_S)
+        b = json.dumps({"model": "slow", "max_tokens": 400, "stream": True, "messages": MSG}).encode()
+        sock.sendall((f"POST /v1/messages HTTP/1.1\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n"
+                      f"content-length: {len(b)}\r\n\r\n").encode() + b)
+        _recv(sock)  # the headers: the stream has begun
         n += 1
     finally:
-        t = time.monotonic()
-        assert e.stop() == 0
-        assert time.monotonic() - t < 3
+        assert e.stop() == 0  # exited by itself on SIGTERM (Emu.stop fails if it has to kill)
+    sock.close()
     rows = e.gt()
     assert len(rows) == n
     assert len({r["request_id"] for r in rows}) == n
-    assert rows[-1]["outcome"] in ("shutdown", "client_closed")
-    text = e.gt_path.read_text() + e.proc.stderr.read()  # type: ignore[union-attr]
+    assert rows[-1]["outcome"] == "shutdown" and rows[-1]["output_tokens"] < 400
+    text = e.gt_path.read_text() + e.stderr()
     assert KEY not in text and "test-key" not in text
 
 
@@ -625,20 +665,14 @@ def test_300_concurrent_streams_all_complete_and_are_never_early(tmp_path: Path)
 
 @pytest.mark.slow
 def test_builtin_profile_and_stdlib_loop(tmp_path: Path) -> None:
-    e = Emu(tmp_path, None, extra=("--no-uvloop",))
+    e = Emu(tmp_path, None, seed=1, extra=("--no-uvloop",))
     try:
         c = e.client()
         ids = [m.id for m in c.models.list().data]
         assert {"claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-5-5"} <= set(ids)
-        delays = []
-        for _ in range(5):
-            ttft_ms, t_recv, rid = _raw_stream_ttft(e.port, "claude-haiku-4-5", max_tokens=10)
-            assert ttft_ms >= 250 * 0.9  # built-in: 250 ms, jitter 0.1
-            g = e.gt_by_id(rid)
-            assert t_recv >= g["t_first_text_ns"] >= g["scheduled_first_text_ns"]
-            delays.append(t_recv - g["t_first_text_ns"])
-        # delivery from the write to the client's read: the median, as the other timing tests
-        # (a single sample can catch the VM's host taking the core away)
-        assert sorted(delays)[2] < 5_000_000
+        delay, late, span = _first_text_medians(e, "claude-haiku-4-5", 40, 250 * 0.9)  # built-in: 250 ms, jitter 0.1
+        # the stdlib loop's timers and delivery, as test_ttft_against_ground_truth: within half
+        # of the ~260 ms scheduled from the first text to the end (39 gaps at 150 tokens/s)
+        assert delay < span / 2 and late < span / 2
     finally:
         assert e.stop(signal.SIGINT) == 0
