@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SCENARIO ?= scenarios/demo.yaml
-RUN_ARGS ?= --headless --only-summary --stop-timeout 30s
+RUN_ARGS ?= --headless --only-summary
 
 # System packages the tests need (Debian): a real metrics server for the InfluxDB tests and
 # a real browser for the web UI and report tests (Playwright drives the system chromium).

@@ -52,6 +52,9 @@ class WorkerState:
     name: str
     requests: int = 0
     records: int = 0
+    recorded: int = 0
+    before_window: int = 0
+    spent_usd: float = 0.0
     points_written: int = 0
     points_dropped: int = 0
     health: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +66,7 @@ class WorkerState:
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "requests": self.requests, "records": self.records,
+            "recorded": self.recorded, "before_window": self.before_window, "spent_usd": self.spent_usd,
             "points_written": self.points_written, "points_dropped": self.points_dropped,
             "saturated_samples": self.saturated_samples, "unreliable": self.unreliable, "last_health": self.health,
             "lost": not self.drained,
@@ -133,6 +137,7 @@ class MasterLink:
         state = self._worker(client_id, report["name"])
         state.requests += delta.requests
         state.records, state.points_written, state.points_dropped = report["records"], report["points_written"], report["points_dropped"]
+        state.recorded, state.before_window, state.spent_usd = report["recorded"], report["before_window"], report["spent_usd"]
         state.saturated_samples, state.unreliable = report["saturated_samples"], report["unreliable"]
         state.last_report_at = time.time()
         if report["health"]:

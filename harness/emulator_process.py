@@ -51,8 +51,9 @@ class EmulatorProcess:
         seed: int | None = None,
         ground_truth: Path | None = None,
         port: int = 0,
+        host: str = "127.0.0.1",
     ) -> None:
-        self.args = [sys.executable, "-m", "harness.emulator", "--host", "127.0.0.1", "--port", str(port)]
+        self.args = [sys.executable, "-m", "harness.emulator", "--host", host, "--port", str(port)]
         if profile is not None:
             self.args += ["--profile", str(profile)]
         if seed is not None:

@@ -14,15 +14,15 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import gevent
 
 from harness.pricing import PriceTable
 from harness.scenario import AbortRule, Scenario
-from harness.slo import metric_value
 
 if TYPE_CHECKING:
+    from harness.distributed import WorkerState
     from harness.run import HarnessRun
 
 logger = logging.getLogger("harness.guards")
@@ -57,12 +57,14 @@ class Guard:
         budget_usd: float | None,
         max_requests: int | None,
         abort: AbortRule | None,
+        workers: Callable[[], Iterable[WorkerState]] | None = None,
     ) -> None:
         self.environment = environment
         self.run = run
         self.budget_usd = budget_usd
         self.max_requests = max_requests
         self.abort = abort
+        self.workers = workers  # on a master: what each worker reported
         self.stopped_by: str | None = None  # the budget or request limit ended the run
         self.aborted: str | None = None  # the abort rule ended the run
         self._greenlet: gevent.Greenlet | None = None
@@ -89,22 +91,30 @@ class Guard:
                 self.check(run)
 
     def check(self, run: HarnessRun) -> None:
-        spent = sum(stats.cost_usd for stats in run.stats.labels.values())
+        spent, sent = self.spent(run)
         if self.budget_usd is not None and spent >= self.budget_usd:
             self.trip(f"budget ${self.budget_usd:g} reached (${spent:.4f} spent)")
-        elif self.max_requests is not None and run.stats.requests >= self.max_requests:
+        elif self.max_requests is not None and sent >= self.max_requests:
             self.trip(f"--max-requests {self.max_requests} reached")
         elif self.abort is not None:
             self._check_abort(run)
 
+    def spent(self, run: HarnessRun) -> tuple[float, int]:
+        """Dollars spent and requests sent by every request recorded (figures or not), the
+        workers' included on a master."""
+        spent, sent = run.ledger.spent_usd, run.ledger.recorded
+        if self.workers is not None:
+            for worker in self.workers():
+                spent, sent = spent + worker.spent_usd, sent + worker.recorded
+        return spent, sent
+
     def _check_abort(self, run: HarnessRun) -> None:
         rule = self.abort
         assert rule is not None
-        window = run.recent.window(rule.window_s).total().to_summary()
-        judged = window["requests"] - window["outcomes"].get("cancelled", 0)
-        rate = metric_value(window, "error_rate")
-        if judged >= rule.min_requests and rate is not None and rate > rule.error_rate:
-            self.aborted = f"error rate {rate:.2f} > {rule.error_rate:g} over the last {rule.window_s:g} s ({judged} requests)"
+        window = run.recent.window(rule.window_s).total().figures()
+        rate = window.error_rate
+        if window.judged >= rule.min_requests and rate is not None and rate > rule.error_rate:
+            self.aborted = f"error rate {rate:.2f} > {rule.error_rate:g} over the last {rule.window_s:g} s ({window.judged} requests)"
             self._end(self.aborted)
 
     def trip(self, reason: str) -> None:

@@ -29,9 +29,10 @@ from harness.payload import build_headers
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, WRITE_TIMEOUT_S, InfluxConfig
 from harness.run import EMULATOR_API_KEY, HarnessRun, RunConfig, is_loopback, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
-from harness.pricing import Price, PriceTable
-from harness.records import read_records
-from harness.summary import InputError, build_summary, load_summary, render_text
+from harness.pricing import PriceTable
+from harness.outputs import write_outputs
+from harness.results import InputError, Summary, load_summary
+from harness.summary import build_summary, render_text
 from harness.transport import TRANSPORTS, Target, preload_sdk
 
 logger = logging.getLogger("harness")
@@ -51,7 +52,16 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+DEFAULT_STOP_TIMEOUT = "30s"
+
+
 def add_arguments(parser: Any) -> None:
+    # requests in flight at the stop finish within this (then they are cancelled), instead of
+    # Locust's default of cutting them all: a cut request measures nothing
+    parser.set_defaults(stop_timeout=DEFAULT_STOP_TIMEOUT)
+    for action in parser._actions:  # argparse keeps no public handle on an action's help
+        if action.dest == "stop_timeout":
+            action.help = f"seconds requests in flight may take to finish at the stop; then they are cancelled (harness default {DEFAULT_STOP_TIMEOUT})"
     group = parser.add_argument_group("Claude harness")
     webui.add_scenario_argument(group, DEFAULT_SCENARIO)  # a select of scenarios/ in the web UI
     group.add_argument("--transport", choices=TRANSPORTS, default="fast", help="HTTP transport (default: fast)")
@@ -68,6 +78,10 @@ def add_arguments(parser: Any) -> None:
         help="percent a percentile may grow over the baseline (default: the scenario's regression.threshold_pct, 10)",
     )  # fmt: skip
     group.add_argument("--max-cost-usd", type=float, default=None, help="stop the run when it has spent this much")
+    group.add_argument(
+        "--allow-unpriced", action="store_true", default=False,
+        help="run models without a price against a real API (their cost is unknown and not in the budget)",
+    )  # fmt: skip
     group.add_argument("--max-requests", type=int, default=None, help="stop the run after this many requests")
     # Locust's own add_argument (not argparse groups) knows is_secret and include_in_web_ui
     points = health = parser
@@ -96,29 +110,7 @@ def add_arguments(parser: Any) -> None:
     )  # fmt: skip
 
 
-def _write(path: Path, text: str, what: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    logger.info("%s written to %s", what, path)
-
-
-def write_outputs(summary: dict[str, Any], options: Any, run: HarnessRun) -> None:
-    """The files a CI job asked for: JSON summary, JUnit, Markdown, HTML report."""
-    if options.summary_json:
-        _write(Path(options.summary_json), json.dumps(summary, indent=2), "summary")
-    if options.junit:
-        _write(Path(options.junit), slo.junit_xml(summary), "JUnit report")
-    if options.markdown:
-        _write(Path(options.markdown), slo.markdown(summary), "Markdown summary")
-    if options.report:
-        from harness.report import render_report
-
-        records = read_records(run.records.path) if run.records is not None else None
-        render_report(summary, records, Path(options.report))
-        logger.info("HTML report written to %s", options.report)
-
-
-def load_baseline(path: str) -> dict[str, Any]:
+def load_baseline(path: str) -> Summary:
     """A previous run's JSON summary; a bad file is a usage error."""
     try:
         return load_summary(Path(path))
@@ -143,7 +135,7 @@ class Session:
         self.scenario = scenario
         self.emulator: EmulatorProcess | None = None
         self.run: HarnessRun | None = None
-        self.summary: dict[str, Any] | None = None
+        self.summary: Summary | None = None
         self._next_run_id = new_run_id()  # reserved at start-up: the emulator logs into its folder
         self.link: MasterLink | None = None
         if isinstance(environment.runner, MasterRunner):
@@ -151,6 +143,7 @@ class Session:
         self.guard = Guard(
             environment, lambda: self.run, self.options.max_cost_usd or scenario.budget_usd,
             self.options.max_requests, scenario.abort,
+            workers=(lambda: self.link.workers.values()) if self.link is not None else None,
         )  # fmt: skip
         self.baseline = load_baseline(self.options.baseline) if self.options.baseline else None
 
@@ -207,28 +200,32 @@ class Session:
             return
         self.guard.stop()
         run.close()
-        summary = build_summary(run, self.environment.stats.total.num_requests, self.options, self.link)
-        summary["slos"] = slo.as_dicts(slo.evaluate(self.scenario.slos, summary))
-        if self.baseline is not None:
-            rule = self.scenario.regression
-            if self.options.regression_threshold:
-                rule = rule.model_copy(update={"threshold_pct": self.options.regression_threshold})
-            summary["regressions"] = slo.as_dicts(slo.compare(summary, self.baseline, rule))
-        summary["verdict"] = slo.verdict(summary, self.guard.stopped_by, self.guard.aborted, self.options.fail_on_unreliable)
+        built = build_summary(run, self.environment.stats.total.num_requests, self.options, self.link)
+        rule = self.scenario.regression
+        if self.options.regression_threshold:
+            rule = rule.model_copy(update={"threshold_pct": self.options.regression_threshold})
+        summary = slo.judge_run(
+            built, self.scenario.slos, self.baseline, rule, stopped_by=self.guard.stopped_by, aborted=self.guard.aborted,
+            fail_on_unreliable=self.options.fail_on_unreliable, exit_code_on_error=self.options.exit_code_on_error,
+        )  # fmt: skip
         self.summary = summary
-        write_outputs(summary, self.options, run)
+        write_outputs(summary, self.options, run.records.path if run.records is not None else None)
         if not self.options.headless:
-            print(render_text(summary), flush=True)
-        if summary["verdict"]["exit_code"] is not None:
-            self.environment.process_exit_code = summary["verdict"]["exit_code"]
+            self.show(render_text(summary))
+        # the verdict decides the exit code, not Locust's "any failure" rule
+        self.environment.process_exit_code = summary.verdict.exit_code
 
     def current_run(self) -> HarnessRun:
         assert self.run is not None, "users start after test_start created the run"
         return self.run
 
+    def show(self, text: str) -> None:
+        """The summary for people: on stdout, unless Locust's --json owns stdout."""
+        print(text, file=sys.stderr if getattr(self.options, "json", False) else sys.stdout, flush=True)
+
     def on_quit(self) -> None:
         if self.summary and self.options.headless:
-            print(render_text(self.summary), flush=True)
+            self.show(render_text(self.summary))
         if self.emulator is not None:
             self.emulator.stop()
 
@@ -347,6 +344,13 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
                 f"--host {environment.host} is a real API: a run needs a budget "
                 "(--max-cost-usd USD or budget_usd in the scenario)"
             )
+        unpriced = PriceTable(scenario.prices).unpriced([choice.model for choice in scenario.models])
+        if unpriced and not options.allow_unpriced:
+            fail_usage(
+                f"{scenario.source}: no price for {', '.join(unpriced)}: the budget cannot count their cost. "
+                f"Add them to the scenario's `prices:` (USD per million tokens, e.g. "
+                f"`prices: {{{unpriced[0]}: {{input: 3.0, output: 15.0}}}}`) or pass --allow-unpriced"
+            )
     announce_cost(scenario, options)
     # start-up blocked the event loop (the SDK import alone takes seconds); refresh the
     # loop's cached clock, or Locust's --run-time timer, armed next, fires that much early
@@ -354,10 +358,11 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
 
 
 def announce_cost(scenario: Scenario, options: Any) -> None:
-    prices = PriceTable({m: Price(p.input, p.output) for m, p in scenario.prices.items()})
+    prices = PriceTable(scenario.prices)
     per_request = max_cost_per_request(scenario, prices)
     if per_request is None:
-        logger.info("cost: some models of the scenario have no price; the cost guard counts them as free")
+        unpriced = ", ".join(prices.unpriced([choice.model for choice in scenario.models]))
+        logger.info("cost: no price for %s: their cost is unknown (the summary says so)", unpriced)
         return
     users = options.num_users or 1
     logger.info(

@@ -1,42 +1,65 @@
 """Prices per million tokens and the cost of one request, from the server's usage.
 
-The table is DESIGN.md's; a scenario's `prices` mapping overrides or extends it. Cache
-reads are billed at 0.1x and 5-minute cache writes at 1.25x the input price.
+One `Price` type serves the built-in table and a scenario's `prices:` (which overrides or
+extends the table). Cache reads are billed at `cache_read` per million tokens and 5-minute
+cache writes at `cache_write`; left unset, they are 0.1x and 1.25x the input price (the
+API's published multipliers). A model without a price has no cost (None), never $0: the
+summary counts such requests apart and the cost guard refuses to run them against a real API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 CACHE_READ_FACTOR = 0.1
 CACHE_WRITE_FACTOR = 1.25
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    input: float  # USD per million input tokens
-    output: float  # USD per million output tokens
+class Price(BaseModel):
+    """Dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: Optional[float] = Field(default=None, ge=0)
+    cache_write: Optional[float] = Field(default=None, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_creation_tokens: int = 0) -> float:
+        cache_read = self.input * CACHE_READ_FACTOR if self.cache_read is None else self.cache_read
+        cache_write = self.input * CACHE_WRITE_FACTOR if self.cache_write is None else self.cache_write
+        dollars_per_million = (
+            self.input * input_tokens
+            + self.output * output_tokens
+            + cache_read * cache_read_tokens
+            + cache_write * cache_creation_tokens
+        )
+        return dollars_per_million / 1_000_000
 
 
 DEFAULT_PRICES: dict[str, Price] = {
-    "claude-haiku-4-5": Price(1.0, 5.0),
-    "claude-sonnet-4-5": Price(3.0, 15.0),
-    "claude-haiku-5-5": Price(0.10, 0.50),
-    "claude-sonnet-5-5": Price(2.0, 10.0),
-    "claude-opus-5-5": Price(4.0, 20.0),
-    "claude-fable-5-1": Price(10.0, 50.0),
+    "claude-haiku-4-5": Price(input=1.0, output=5.0),
+    "claude-sonnet-4-5": Price(input=3.0, output=15.0),
+    "claude-haiku-5-5": Price(input=0.10, output=0.50),
+    "claude-sonnet-5-5": Price(input=2.0, output=10.0),
+    "claude-opus-5-5": Price(input=4.0, output=20.0),
+    "claude-fable-5-1": Price(input=10.0, output=50.0),
 }
 
 
 class PriceTable:
-    """Looks up a model's price; unknown models cost nothing and are reported as unpriced."""
+    """Looks up a model's price: the scenario's first, then the built-in table."""
 
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self._prices = {**DEFAULT_PRICES, **(overrides or {})}
 
     def price(self, model: str) -> Price | None:
         return self._prices.get(model)
+
+    def unpriced(self, models: list[str]) -> list[str]:
+        return [model for model in models if model not in self._prices]
 
     def cost(
         self,
@@ -49,9 +72,4 @@ class PriceTable:
         price = self._prices.get(model)
         if price is None:
             return None
-        input_cost = price.input * (
-            (input_tokens or 0)
-            + CACHE_READ_FACTOR * (cache_read_tokens or 0)
-            + CACHE_WRITE_FACTOR * (cache_creation_tokens or 0)
-        )
-        return (input_cost + price.output * (output_tokens or 0)) / 1_000_000
+        return price.cost(input_tokens or 0, output_tokens or 0, cache_read_tokens or 0, cache_creation_tokens or 0)

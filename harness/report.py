@@ -19,7 +19,6 @@ import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
@@ -33,8 +32,10 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from harness.formatting import DASH, fmt_cost, fmt_ms, fmt_num, fmt_time  # noqa: E402
 from harness.records import read_records  # noqa: E402
-from harness.summary import InputError, load_summary  # noqa: E402
+from harness.results import Group, InputError, Summary, WorkerInfo, load_summary  # noqa: E402
+from harness.summary import accounting_text  # noqa: E402
 from harness.timing import OK, OUTCOMES  # noqa: E402
 
 
@@ -57,33 +58,9 @@ def esc(value: Any) -> str:
     return html.escape(redact("" if value is None else str(value)))
 
 
-def fmt_ms(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
-
-
-def fmt_num(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return str(value)
-
-
-def fmt_time(epoch_s: float | None) -> str:
-    if not epoch_s:
-        return "–"
-    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def pct(metrics: dict[str, Any], metric: str, key: str) -> float | None:
-    values = metrics.get(metric)
-    return values.get(key) if values else None
+def pct(group: Group, metric: str, key: str) -> float | None:
+    values = getattr(group, metric)
+    return getattr(values, key) if values else None
 
 
 # --- records as columns ------------------------------------------------------------------
@@ -115,8 +92,8 @@ class Columns:
         )  # fmt: skip
 
 
-def model_colours(summary: dict[str, Any], columns: Columns | None) -> dict[str, str]:
-    names = list(summary.get("models", {}))
+def model_colours(summary: Summary, columns: Columns | None) -> dict[str, str]:
+    names = list(summary.models)
     if columns is not None:
         names += sorted(set(columns.model) - set(names))
     return {name: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, name in enumerate(names)}
@@ -179,11 +156,11 @@ def plot_distribution(columns: Columns, colours: dict[str, str], metric: str, la
     return fig
 
 
-def plot_percentiles(summary: dict[str, Any], colours: dict[str, str], metric: str, label: str) -> plt.Figure:
+def plot_percentiles(summary: Summary, colours: dict[str, str], metric: str, label: str) -> plt.Figure:
     """Without records: the summary's percentiles per model."""
     fig, ax = plt.subplots(figsize=(9, 3.0), layout="constrained")
     keys = ("p50", "p90", "p95", "p99")
-    for model, group in summary["models"].items():
+    for model, group in summary.models.items():
         values = [pct(group, metric, key) for key in keys]
         if all(v is not None for v in values):
             ax.plot(keys, values, marker="o", color=colours.get(model), label=model)
@@ -250,9 +227,9 @@ def plot_throughput(columns: Columns) -> plt.Figure:
     return fig
 
 
-def _failure_kinds(summary: dict[str, Any], columns: Columns | None) -> Counter[str]:
+def _failure_kinds(summary: Summary, columns: Columns | None) -> Counter[str]:
     if columns is None:
-        return Counter({o: n for o, n in summary["totals"]["outcomes"].items() if o != OK and n})
+        return Counter({o: n for o, n in summary.totals.outcomes.items() if o != OK and n})
     kinds: Counter[str] = Counter()
     for outcome, error_type, status in zip(columns.outcome, columns.error_type, columns.http_status):
         if outcome != OK:
@@ -261,7 +238,7 @@ def _failure_kinds(summary: dict[str, Any], columns: Columns | None) -> Counter[
     return kinds
 
 
-def plot_errors(summary: dict[str, Any], columns: Columns | None) -> plt.Figure:
+def plot_errors(summary: Summary, columns: Columns | None) -> plt.Figure:
     """Failed requests by class and error type, and the failure share of each model."""
     kinds = _failure_kinds(summary, columns)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, max(2.6, 0.32 * len(kinds) + 1.2)), layout="constrained",
@@ -272,12 +249,12 @@ def plot_errors(summary: dict[str, Any], columns: Columns | None) -> plt.Figure:
     left.bar_label(bars, padding=2, fontsize=8)
     left.set(title="Failed requests by class: error type", xlabel="requests")
     left.grid(axis="y", visible=False)
-    models = list(summary["models"])
+    models = list(summary.models)
     lefts = np.zeros(len(models))
     for outcome in OUTCOMES:
         if outcome == OK:
             continue
-        shares = np.array([100 * g["outcomes"].get(outcome, 0) / max(g["requests"], 1) for g in summary["models"].values()])
+        shares = np.array([100 * g.count(outcome) / max(g.requests, 1) for g in summary.models.values()])
         if shares.any():
             right.barh(models, shares, left=lefts, height=0.55, color=OUTCOME_COLOURS[outcome], label=outcome)
             lefts += shares
@@ -289,14 +266,14 @@ def plot_errors(summary: dict[str, Any], columns: Columns | None) -> plt.Figure:
     return fig
 
 
-def plot_tokens_cost(summary: dict[str, Any], colours: dict[str, str]) -> plt.Figure:
+def plot_tokens_cost(summary: Summary, colours: dict[str, str]) -> plt.Figure:
     """Input tokens, output tokens and cost per model (from the summary)."""
-    models = list(summary["models"])
+    models = list(summary.models)
     fig, axes = plt.subplots(1, 3, figsize=(9, max(2.4, 0.45 * len(models) + 1.3)), layout="constrained")
     panels = (("input_tokens", "Input tokens", "{:,.0f}"), ("output_tokens", "Output tokens", "{:,.0f}"),
               ("cost_usd", "Cost (USD)", "${:,.4f}"))  # fmt: skip
     for ax, (key, title, fmt) in zip(axes, panels):
-        values = [summary["models"][m].get(key) or 0 for m in models]
+        values = [getattr(summary.models[m], key) for m in models]
         bars = ax.barh(models, values, height=0.6, color=[colours.get(m, "#999") for m in models])
         ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=8)
         ax.set_xlim(0, max(values, default=0) * 1.45 or 1)
@@ -309,20 +286,19 @@ def plot_tokens_cost(summary: dict[str, Any], colours: dict[str, str]) -> plt.Fi
     return fig
 
 
-def plot_health(summary: dict[str, Any]) -> plt.Figure:
+def plot_health(summary: Summary) -> plt.Figure:
     """The load generator's CPU and event-loop lag over the run, with the saturation limits."""
-    health = summary["health"]
-    timeline = health["timeline"]
-    start = summary["run"].get("started_at") or timeline[0]["at"]
-    t = np.array([s["at"] - start for s in timeline])
+    health = summary.health
+    timeline = health.timeline
+    start = summary.run.started_at or timeline[0].at
+    t = np.array([s.at - start for s in timeline])
     fig, (cpu, lag) = plt.subplots(2, 1, figsize=(9, 3.6), sharex=True, layout="constrained")
     series = ((cpu, "cpu_percent", "CPU %", "max_cpu_percent_limit"), (lag, "loop_lag_p99_ms", "loop lag p99 (ms)", "max_loop_lag_ms_limit"))
     for ax, key, label, limit in series:
-        ax.plot(t, [s.get(key) or 0 for s in timeline], marker="o", markersize=3, color="#1f6fb4", label=label)
-        if health.get(limit) is not None:
-            ax.axhline(health[limit], color="#d9482b", linestyle="--", linewidth=1, label=f"limit {health[limit]:g}")
+        ax.plot(t, [getattr(s, key) for s in timeline], marker="o", markersize=3, color="#1f6fb4", label=label)
+        ax.axhline(getattr(health, limit), color="#d9482b", linestyle="--", linewidth=1, label=f"limit {getattr(health, limit):g}")
         for s, x in zip(timeline, t):
-            if s.get("saturated"):
+            if s.saturated:
                 ax.axvspan(x - 2, x, color="#d9482b", alpha=0.12, linewidth=0)
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
@@ -376,80 +352,76 @@ footer{color:#7b8590;font-size:12px;text-align:center}
 """
 
 
-def verdict(summary: dict[str, Any]) -> tuple[str, str]:
-    slos = summary.get("slos") or []
+def slo_badge(summary: Summary) -> tuple[str, str]:
+    slos = summary.slos
     if not slos:
         return "NO SLOs", "neutral"
-    failed = [s for s in slos if not s.get("passed")]
+    failed = [s for s in slos if not s.passed]
     return (f"FAIL ({len(failed)} of {len(slos)} SLOs)", "fail") if failed else (f"PASS ({len(slos)} SLOs)", "pass")
 
 
-def section_header(summary: dict[str, Any]) -> str:
-    run = summary["run"]
-    text, cls = verdict(summary)
+def section_header(summary: Summary) -> str:
+    run = summary.run
+    text, cls = slo_badge(summary)
     badges = [f'<span class="badge {cls}">{esc(text)}</span>']
-    if summary["health"].get("unreliable"):
+    if summary.health.unreliable:
         badges.append('<span class="badge warn">UNRELIABLE: the load generator was saturated, timings are late</span>')
     else:
         badges.append('<span class="badge pass">load generator OK</span>')
-    if summary.get("lost_workers"):
-        badges.append(f'<span class="badge fail">{len(summary["lost_workers"])} worker(s) LOST</span>')
-    run_verdict = summary.get("verdict") or {}
-    if run_verdict.get("status"):
-        cls = {"PASS": "pass", "DONE": "neutral", "UNRELIABLE": "warn"}.get(run_verdict["status"], "fail")
-        badges.append(f'<span class="badge {cls}">run: {esc(run_verdict["status"])}</span>')
-    reasons = "".join(f"<li>{esc(reason)}</li>" for reason in run_verdict.get("reasons") or [])
-    meta = [("run", run.get("run_id")), ("host", run.get("host")), ("transport", run.get("transport")),
-            ("duration", f"{run.get('duration_s') or 0:g} s"), ("users", run.get("users")),
-            ("started", fmt_time(run.get("started_at")))]  # fmt: skip
+    if summary.lost_workers:
+        badges.append(f'<span class="badge fail">{len(summary.lost_workers)} worker(s) LOST</span>')
+    run_verdict = summary.verdict
+    if run_verdict is not None:
+        cls = {"PASS": "pass", "DONE": "neutral", "UNRELIABLE": "warn"}.get(run_verdict.status, "fail")
+        badges.append(f'<span class="badge {cls}">run: {esc(run_verdict.status)}</span>')
+    reasons = "".join(f"<li>{esc(reason)}</li>" for reason in (run_verdict.reasons if run_verdict else []))
+    meta = [("run", run.run_id), ("host", run.host), ("transport", run.transport),
+            ("duration", f"{run.duration_s:g} s"), ("users", run.users),
+            ("started", fmt_time(run.started_at))]  # fmt: skip
     meta_html = " &middot; ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in meta)
     return (
-        f'<header class="top"><div class="inner"><h1>Claude load test: {esc(run["scenario"]["name"])}</h1>'
+        f'<header class="top"><div class="inner"><h1>Claude load test: {esc(run.scenario.name)}</h1>'
         f'<div class="meta">{meta_html}</div><div class="badges">{"".join(badges)}</div>'
         f'{f"<ul class=reasons>{reasons}</ul>" if reasons else ""}</div></header>'
     )
 
 
-def section_overview(summary: dict[str, Any]) -> str:
-    totals, run = summary["totals"], summary["run"]
-    duration = run.get("duration_s") or 0
-    failures = totals["failures"]
-    share = 100 * failures / totals["requests"] if totals["requests"] else 0
+def section_overview(summary: Summary) -> str:
+    totals, run = summary.totals, summary.run
+    duration = run.duration_s
+    failures = totals.failures
+    share = 100 * failures / totals.requests if totals.requests else 0
     tiles = [
-        ("requests", f"{totals['requests']:,}"),
-        ("requests / s", f"{totals['requests'] / duration:.1f}" if duration else "–"),
+        ("requests", f"{totals.requests:,}"),
+        ("requests / s", f"{totals.requests / duration:.1f}" if duration else DASH),
         ("failures", f"{failures:,} ({share:.1f}%)"),
         ("TTFT p50 / p95 (ms)", f"{fmt_ms(pct(totals, 'ttft_ms', 'p50'))} / {fmt_ms(pct(totals, 'ttft_ms', 'p95'))}"),
         ("latency p50 / p95 (ms)", f"{fmt_ms(pct(totals, 'latency_ms', 'p50'))} / {fmt_ms(pct(totals, 'latency_ms', 'p95'))}"),
         ("output tok/s (p50)", fmt_num(pct(totals, "output_tps", "p50"))),
-        ("tokens in / out", f"{totals.get('input_tokens', 0):,} / {totals.get('output_tokens', 0):,}"),
-        ("cost", f"${totals.get('cost_usd', 0):,.4f}"),
+        ("tokens in / out", f"{totals.input_tokens:,} / {totals.output_tokens:,}"),
+        ("cost", f"${fmt_cost(totals.cost_usd, totals.cost_known)}"),
     ]
     body = "".join(f'<div class="tile"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for k, v in tiles)
     return f'<section id="overview"><h2>Overview</h2><div class="tiles">{body}</div>{accounting_line(summary)}</section>'
 
 
-def accounting_line(summary: dict[str, Any]) -> str:
-    acc = summary["accounting"]
-    counts = (acc.get("requests"), acc.get("locust_requests"), acc.get("records"))
-    consistent = len(set(counts)) == 1
+def accounting_line(summary: Summary) -> str:
+    acc = summary.accounting
+    consistent = acc.recorded == acc.records == acc.requests + acc.before_window and acc.locust_requests == acc.requests
     cls = "" if consistent else ' class="bad-text"'
     tail = "every request counted once in every sink" if consistent else "MISMATCH: some sink missed or double-counted requests"
-    return (
-        f'<p id="accounting"{cls}>Accounting: {fmt_num(counts[0])} requests measured, {fmt_num(counts[1])} in Locust '
-        f"stats, {fmt_num(counts[2])} records: {esc(tail)}.</p>"
-    )
+    return f'<p id="accounting"{cls}>Accounting: {esc(accounting_text(acc))}: {esc(tail)}.</p>'
 
 
-def section_slos(summary: dict[str, Any]) -> str:
-    slos = summary.get("slos") or []
+def section_slos(summary: Summary) -> str:
+    slos = summary.slos
     if not slos:
         return '<section id="slos"><h2>SLOs</h2><p class="note">No SLOs were set for this run.</p></section>'
     rows = "".join(
-        f'<tr><td class="l">{esc(s.get("name"))}</td><td class="l">{esc(s.get("scope"))}</td>'
-        f'<td class="l">{esc(s.get("metric"))}</td><td>{esc(fmt_num(s.get("value")))}</td>'
-        f'<td>{esc(fmt_num(s.get("limit")))}</td>'
-        f'<td class="{"ok" if s.get("passed") else "bad"}">{"PASS" if s.get("passed") else "FAIL"}</td></tr>'
+        f'<tr><td class="l">{esc(s.name)}</td><td class="l">{esc(s.scope)}</td>'
+        f'<td class="l">{esc(s.metric)}</td><td>{esc(fmt_num(s.value))}</td>'
+        f'<td>{esc(s.operator)} {esc(fmt_num(s.limit))}</td>'
+        f'<td class="{"ok" if s.passed else "bad"}">{"PASS" if s.passed else "FAIL"}</td></tr>'
         for s in slos
     )
     head = '<tr><th class="l">SLO</th><th class="l">scope</th><th class="l">metric</th><th>value</th><th>limit</th><th>result</th></tr>'
@@ -462,18 +434,18 @@ def _failure_chips(outcomes: dict[str, int]) -> str:
         for name in OUTCOMES
         if name != OK and (n := outcomes.get(name))
     ]
-    return "".join(chips) or "–"
+    return "".join(chips) or DASH
 
 
-def _stats_cells(group: dict[str, Any]) -> str:
-    requests, failures = group["requests"], group["failures"]
+def _stats_cells(group: Group) -> str:
+    requests, failures = group.requests, group.failures
     share = f" ({100 * failures / requests:.1f}%)" if requests and failures else ""
-    chips = f"<br>{_failure_chips(group.get('outcomes', {}))}" if failures else ""
+    chips = f"<br>{_failure_chips(group.outcomes)}" if failures else ""
     cells = [
         fmt_ms(pct(group, "ttft_ms", "p50")), fmt_ms(pct(group, "ttft_ms", "p95")), fmt_ms(pct(group, "ttft_ms", "p99")),
         fmt_ms(pct(group, "latency_ms", "p50")), fmt_ms(pct(group, "latency_ms", "p95")),
         fmt_num(pct(group, "output_tps", "p50")),
-        f"{group.get('input_tokens', 0):,} / {group.get('output_tokens', 0):,}", f"{group.get('cost_usd', 0):.4f}",
+        f"{group.input_tokens:,} / {group.output_tokens:,}", fmt_cost(group.cost_usd, group.cost_known),
     ]  # fmt: skip
     rest = "".join(f"<td>{esc(c)}</td>" for c in cells)
     return f'<td>{requests:,}</td><td class="chips">{esc(f"{failures:,}{share}")}{chips}</td>{rest}'
@@ -485,19 +457,21 @@ _STATS_HEAD = (
 )
 
 
-def section_tables(summary: dict[str, Any]) -> str:
-    models = "".join(f'<tr><td class="l">{esc(m)}</td>{_stats_cells(g)}</tr>' for m, g in summary["models"].items())
-    models += f'<tr class="all"><td class="l">ALL</td>{_stats_cells(summary["totals"])}</tr>'
+def section_tables(summary: Summary) -> str:
+    models = "".join(f'<tr><td class="l">{esc(m)}</td>{_stats_cells(g)}</tr>' for m, g in summary.models.items())
+    if len(summary.modes) > 1:
+        models += "".join(f'<tr><td class="l">({esc(m)})</td>{_stats_cells(g)}</tr>' for m, g in summary.modes.items())
+    models += f'<tr class="all"><td class="l">ALL</td>{_stats_cells(summary.totals)}</tr>'
     labels = "".join(
-        f'<tr><td class="l">{esc(g["model"])}</td><td class="l">{esc(g["prompt"])}</td>{_stats_cells(g)}</tr>'
-        for g in summary["labels"]
+        f'<tr><td class="l">{esc(g.model)}</td><td class="l">{esc(g.prompt)}</td><td class="l">{esc(g.mode)}</td>{_stats_cells(g)}</tr>'
+        for g in summary.labels
     )
     note = "<p class='note'>Times in ms. TTFT covers successful streamed requests; latency successful requests; percentiles from HDR histograms (3 significant digits); out tok/s is the median.</p>"
     return (
         f'<section id="models"><h2>Per model</h2><div class="scroll"><table class="models"><tr><th class="l">model</th>'
         f"{_STATS_HEAD}</tr>{models}</table></div>{note}</section>"
-        f'<section id="labels"><h2>Per model &times; prompt</h2><div class="scroll"><table class="labels"><tr>'
-        f'<th class="l">model</th><th class="l">prompt</th>{_STATS_HEAD}</tr>{labels}</table></div></section>'
+        f'<section id="labels"><h2>Per model &times; prompt &times; mode</h2><div class="scroll"><table class="labels"><tr>'
+        f'<th class="l">model</th><th class="l">prompt</th><th class="l">mode</th>{_STATS_HEAD}</tr>{labels}</table></div></section>'
     )
 
 
@@ -509,10 +483,10 @@ class Plot:
     draw: Callable[[], plt.Figure] | None  # None: replaced by the caption as a note
 
 
-def plot_list(summary: dict[str, Any], columns: Columns | None) -> list[Plot]:
+def plot_list(summary: Summary, columns: Columns | None) -> list[Plot]:
     colours = model_colours(summary, columns)
     no_records = "No per-request records were given, so this time series is not available (pass --records requests.jsonl)."
-    has_failures = summary["totals"]["failures"] > 0
+    has_failures = summary.totals.failures > 0
     plots = []
     for metric, label in (("ttft_ms", "TTFT"), ("latency_ms", "Latency")):
         key = "ttft-dist" if metric == "ttft_ms" else "latency-dist"
@@ -538,7 +512,7 @@ def plot_list(summary: dict[str, Any], columns: Columns | None) -> list[Plot]:
         plots.append(Plot("errors", "Errors", "No request failed: nothing to break down.", None))
     plots.append(Plot("tokens-cost", "Tokens and cost per model", "Token usage reported by the server and the cost computed from it.",
                       lambda: plot_tokens_cost(summary, colours)))  # fmt: skip
-    if summary["health"].get("timeline"):
+    if summary.health.timeline:
         plots.append(Plot("health", "Load generator health", "CPU use and event-loop lag (p99 over each 2 s sample) of this process; above the limits its timings are late.",
                           lambda: plot_health(summary)))  # fmt: skip
     else:
@@ -546,7 +520,7 @@ def plot_list(summary: dict[str, Any], columns: Columns | None) -> list[Plot]:
     return plots
 
 
-def section_plots(summary: dict[str, Any], columns: Columns | None) -> str:
+def section_plots(summary: Summary, columns: Columns | None) -> str:
     figures = []
     for plot in plot_list(summary, columns):
         if plot.draw is None:
@@ -560,21 +534,21 @@ def section_plots(summary: dict[str, Any], columns: Columns | None) -> str:
     return f'<section id="plots"><h2>Plots</h2><div class="plots">{"".join(figures)}</div></section>'
 
 
-def section_health_workers(summary: dict[str, Any]) -> str:
-    health, points = summary["health"], summary["points"]
-    limits = f"limits {fmt_num(health.get('max_cpu_percent_limit'))}% CPU, {fmt_num(health.get('max_loop_lag_ms_limit'))} ms loop lag"
-    state = '<span class="bad-text">UNRELIABLE</span>' if health.get("unreliable") else "ok"
+def section_health_workers(summary: Summary) -> str:
+    health, points = summary.health, summary.points
+    limits = f"limits {fmt_num(health.max_cpu_percent_limit)}% CPU, {fmt_num(health.max_loop_lag_ms_limit)} ms loop lag"
+    state = '<span class="bad-text">UNRELIABLE</span>' if health.unreliable else "ok"
     lines = [
-        f"<p>Load generator: CPU max {fmt_num(health.get('cpu_percent_max'))}% (mean {fmt_num(health.get('cpu_percent_mean'))}%), "
-        f"event-loop lag p99 max {fmt_num(health.get('loop_lag_p99_max_ms'))} ms, {fmt_num(health.get('saturated_samples'))} "
-        f"of {fmt_num(health.get('samples'))} samples saturated ({esc(limits)}): {state}.</p>",
+        f"<p>Load generator: CPU max {fmt_num(health.cpu_percent_max)}% (mean {fmt_num(health.cpu_percent_mean)}%), "
+        f"event-loop lag p99 max {fmt_num(health.loop_lag_p99_max_ms)} ms, {fmt_num(health.saturated_samples)} "
+        f"of {fmt_num(health.samples)} samples saturated ({esc(limits)}): {state}.</p>",
     ]
-    dropped = f'<span class="bad-text">{points["dropped"]:,} dropped</span>' if points.get("dropped") else "none dropped"
-    written = f"{points.get('written', 0):,} written to {esc(points.get('sink'))}"
+    dropped = f'<span class="bad-text">{points.dropped:,} dropped</span>' if points.dropped else "none dropped"
+    written = f"{points.written:,} written to {esc(points.sink)}"
     lines.append(f'<p id="points">Points: {written}, {dropped}.</p>')
-    if summary.get("records_path"):
-        lines.append(f"<p>Records: <code>{esc(summary['records_path'])}</code></p>")
-    workers = summary.get("workers") or []
+    if summary.records_path:
+        lines.append(f"<p>Records: <code>{esc(summary.records_path)}</code></p>")
+    workers = summary.workers
     if workers:
         rows = "".join(_worker_row(w) for w in workers)
         lines.append(
@@ -584,33 +558,33 @@ def section_health_workers(summary: dict[str, Any]) -> str:
         )
     else:
         lines.append("<p>Workers: none (a single-process run).</p>")
-    if summary.get("lost_workers"):
-        lost = ", ".join(summary["lost_workers"])
+    if summary.lost_workers:
+        lost = ", ".join(summary.lost_workers)
         lines.append(f'<p class="bad-text">Lost workers (counted up to their last report): {esc(lost)}</p>')
-    for client, reason in (summary.get("refused_workers") or {}).items():
+    for client, reason in summary.refused_workers.items():
         lines.append(f'<p class="bad-text">Worker {esc(client)} refused: {esc(reason)}</p>')
     return f'<section id="health"><h2>Load generator, workers and points</h2>{"".join(lines)}</section>'
 
 
-def _worker_row(worker: dict[str, Any]) -> str:
-    last = worker.get("last_health") or {}
-    state = '<td class="l bad">LOST</td>' if worker.get("lost") else '<td class="l ok">ok</td>'
-    cells = (worker.get("requests"), worker.get("records"), worker.get("points_written"), worker.get("points_dropped"),
-             worker.get("saturated_samples"), last.get("cpu_percent"), last.get("loop_lag_p99_ms"))  # fmt: skip
-    return f'<tr><td class="l">{esc(worker.get("name"))}</td>{"".join(f"<td>{esc(fmt_num(c))}</td>" for c in cells)}{state}</tr>'
+def _worker_row(worker: WorkerInfo) -> str:
+    last = worker.last_health
+    state = '<td class="l bad">LOST</td>' if worker.lost else '<td class="l ok">ok</td>'
+    cells = (worker.requests, worker.records, worker.points_written, worker.points_dropped,
+             worker.saturated_samples, last.get("cpu_percent"), last.get("loop_lag_p99_ms"))  # fmt: skip
+    return f'<tr><td class="l">{esc(worker.name)}</td>{"".join(f"<td>{esc(fmt_num(c))}</td>" for c in cells)}{state}</tr>'
 
 
-def section_scenario(summary: dict[str, Any]) -> str:
-    run = summary["run"]
-    scenario = run["scenario"]
-    content = yaml.safe_dump(scenario.get("content"), sort_keys=False, allow_unicode=True, width=100)
-    details = [("name", scenario.get("name")), ("source", scenario.get("source")), ("digest", scenario.get("digest")),
-               ("anthropic-version", run.get("anthropic_version")), ("spawn rate", run.get("spawn_rate")),
-               ("run time (s)", run.get("run_time_s")), ("seeds", json.dumps(run.get("seeds"))),
-               ("started", fmt_time(run.get("started_at"))), ("ended", fmt_time(run.get("ended_at"))),
-               ("role", run.get("role")), ("summary schema", f"{summary.get('schema')} v{summary.get('version')}")]  # fmt: skip
+def section_scenario(summary: Summary) -> str:
+    run = summary.run
+    scenario = run.scenario
+    content = yaml.safe_dump(scenario.content, sort_keys=False, allow_unicode=True, width=100)
+    details = [("name", scenario.name), ("source", scenario.source), ("digest", scenario.digest),
+               ("anthropic-version", run.anthropic_version), ("spawn rate", run.spawn_rate),
+               ("run time (s)", run.run_time_s), ("seeds", json.dumps(run.seeds)),
+               ("started", fmt_time(run.started_at)), ("ended", fmt_time(run.ended_at)),
+               ("role", run.role), ("summary schema", f"{summary.schema_} v{summary.version}")]  # fmt: skip
     kv = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in details)
-    versions = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in (run.get("versions") or {}).items())
+    versions = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in run.versions.items())
     return (
         '<section id="scenario"><h2>Scenario and versions</h2><div class="cols">'
         f'<div><h3>Run</h3><dl class="kv">{kv}</dl></div><div><h3>Versions</h3><dl class="kv">{versions}</dl></div></div>'
@@ -618,14 +592,14 @@ def section_scenario(summary: dict[str, Any]) -> str:
     )
 
 
-def build_html(summary: dict[str, Any], records: list[dict[str, Any]] | None) -> str:
-    columns = Columns.from_records(records, summary["run"].get("started_at")) if records else None
-    title = f"Claude load test: {summary['run']['scenario']['name']} ({summary['run']['run_id']})"
+def build_html(summary: Summary, records: list[dict[str, Any]] | None) -> str:
+    columns = Columns.from_records(records, summary.run.started_at) if records else None
+    title = f"Claude load test: {summary.run.scenario.name} ({summary.run.run_id})"
     body = "".join([
         section_header(summary), "<main>", section_overview(summary), section_slos(summary), section_tables(summary),
         section_plots(summary, columns), section_health_workers(summary), section_scenario(summary),
-        f"<footer>claude-loadtest-harness {esc((summary['run'].get('versions') or {}).get('harness'))} &middot; "
-        f"report of run {esc(summary['run']['run_id'])}</footer></main>",
+        f"<footer>claude-loadtest-harness {esc(summary.run.versions.get('harness'))} &middot; "
+        f"report of run {esc(summary.run.run_id)}</footer></main>",
     ])  # fmt: skip
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -634,7 +608,7 @@ def build_html(summary: dict[str, Any], records: list[dict[str, Any]] | None) ->
     )
 
 
-def render_report(summary: dict[str, Any], records: list[dict[str, Any]] | None, path: Path) -> Path:
+def render_report(summary: Summary, records: list[dict[str, Any]] | None, path: Path) -> Path:
     """Write the self-contained HTML report of a run to `path` and return it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -669,14 +643,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     try:
         summary = load_summary(args.summary)
         records_path = args.records
-        if records_path is None and summary.get("records_path") and Path(summary["records_path"]).is_file():
-            records_path = Path(summary["records_path"])
+        if records_path is None and summary.records_path and Path(summary.records_path).is_file():
+            records_path = Path(summary.records_path)
         records = load_records(records_path) if records_path else None
         output = args.output or args.summary.with_suffix(".html")
-        try:
-            render_report(summary, records, output)
-        except (KeyError, TypeError, AttributeError) as error:
-            raise InputError(f"{args.summary}: malformed summary ({type(error).__name__}: {error})") from None
+        render_report(summary, records, output)
     except InputError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from harness import payload
 from harness.health import Gauges, HealthMonitor, HealthSample, Thresholds
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
-from harness.pricing import Price, PriceTable
+from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RecordsFile
 from harness.scenario import Pick, Sampler, Scenario
@@ -70,22 +70,36 @@ class RunConfig:
     max_requests: int | None = None  # admitted exactly, in a single process only
 
 
+@dataclass
+class Ledger:
+    """Every request the run recorded, whether or not it is in the figures (the measurement
+    window), and what all of them cost: the budget and the request limit count them all."""
+
+    recorded: int = 0
+    before_window: int = 0
+    spent_usd: float = 0.0
+    window_start_ns: int | None = None  # perf_counter_ns; None: the window is open from the start
+    window_opened_at: float | None = None  # epoch seconds
+
+    def in_window(self, record: TimingRecord) -> bool:
+        return self.window_start_ns is None or record.start_ns >= self.window_start_ns
+
+
 class HarnessRun:
     def __init__(self, config: RunConfig, environment: Any) -> None:
         self.config = config
         self.environment = environment
         self.scenario = config.scenario
-        self.stats = RunStats()
-        self.recent = RecentStats()  # live figures over a sliding window (web UI)
+        self.ledger = Ledger()
+        self.stats = RunStats()  # the figures: requests that started inside the measurement window
+        self.recent = RecentStats()  # the same over a sliding window (web UI)
         self.in_flight = 0
         self.admitted = 0
         self.on_limit: Callable[[str], None] | None = None  # told once the request limit refuses
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.labels = {"run_id": config.run_id, "scenario": config.scenario.name, "worker": config.worker}
-        self.prices = PriceTable(
-            {model: Price(p.input, p.output) for model, p in (config.scenario.prices or {}).items()}
-        )
+        self.prices = PriceTable(config.scenario.prices)
         # a master sends no requests: its workers keep the records
         self.records = (
             None
@@ -152,16 +166,38 @@ class HarnessRun:
         return True
 
     def new_record(self, pick: Pick) -> TimingRecord:
-        """A record for a request about to be sent; it is in flight until `emit`."""
+        """A record for a request about to be sent; it is in flight until `emit`. The transport
+        sets the precise start when it sends."""
         self.in_flight += 1
-        return TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode)
+        return TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=time.perf_counter_ns())
+
+    def open_window(self) -> None:
+        """Open the measurement window now (`--reset-stats`): the figures start empty; requests
+        that started before stay recorded (records, points, ledger) but out of the figures."""
+        ledger = self.ledger
+        ledger.before_window = ledger.recorded  # every request so far started before now
+        ledger.window_start_ns = time.perf_counter_ns()
+        ledger.window_opened_at = time.time()
+        self.stats.reset()
+        self.recent = RecentStats()
 
     def emit(self, record: TimingRecord) -> None:
-        """Fan one finished request out to every sink, exactly once."""
+        """Fan one finished request out to every sink, exactly once: the records and points
+        always; Locust's stats and the figures when it started inside the measurement window."""
         self.in_flight -= 1
         record.cost_usd = self.prices.cost(
             record.model, record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_creation_tokens
         )
+        ledger = self.ledger
+        ledger.recorded += 1
+        ledger.spent_usd += record.cost_usd or 0.0
+        if self.records is not None:
+            self.records.write(record)
+        if self.points is not None:
+            self.points.add(request_line(record, self.labels))
+        if not ledger.in_window(record):
+            ledger.before_window += 1
+            return
         name = f"{record.model} {record.prompt}"
         exception = None
         if not record.ok:
@@ -179,10 +215,6 @@ class HarnessRun:
             self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)
         self.stats.add(record)
         self.recent.add(record)
-        if self.records is not None:
-            self.records.write(record)
-        if self.points is not None:
-            self.points.add(request_line(record, self.labels))
 
     # --- lifecycle --------------------------------------------------------------------
     def _on_health(self, sample: HealthSample) -> None:
@@ -224,6 +256,9 @@ class HarnessRun:
             "saturated_samples": self.health.saturated_samples,
             "unreliable": self.health.unreliable,
             "records": self.records.written if self.records is not None else 0,
+            "recorded": self.ledger.recorded,
+            "before_window": self.ledger.before_window,
+            "spent_usd": self.ledger.spent_usd,
             "points_written": points.written if points else 0,
             "points_dropped": points.dropped if points else 0,
         }

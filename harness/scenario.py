@@ -52,6 +52,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from harness.pricing import Price
+
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_TIMEOUT_S",
@@ -184,15 +186,6 @@ class ModelChoice(_Model):
 
     model: str = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0)
-
-
-class Price(_Model):
-    """Dollars per million tokens. Cache prices default to the cost module's rules."""
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_read: Optional[float] = Field(default=None, ge=0)
-    cache_write: Optional[float] = Field(default=None, ge=0)
 
 
 class Thinking(_Model):

@@ -1,7 +1,7 @@
 """Precise per-label statistics (HDR histograms, 3 significant digits).
 
 Locust's own percentiles are coarse (about two significant digits); the summary takes its
-percentiles from HDR histograms kept per (model, prompt) and merged per model on demand.
+percentiles from HDR histograms kept per (model, prompt, mode) and merged per model or mode on demand.
 Counts are kept by outcome class, sums of tokens and cost alongside. Stats serialize to a
 compact dict (histograms HDR-encoded) so that workers can send their deltas to the master,
 which merges them: the merged percentiles are exactly those of all requests together.
@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from hdrh.histogram import HdrHistogram
 
+from harness.results import Group, Histograms, Percentiles
 from harness.timing import OK, OUTCOMES, TimingRecord
 
 # Values are recorded in microseconds: 1 us .. 1 hour at 3 significant digits.
@@ -67,26 +68,35 @@ def _record_ms(histogram: HdrHistogram, value_ms: float | None) -> None:
         histogram.record_value(min(max(int(round(value_ms * 1000)), 1), _US_MAX))
 
 
+HISTOGRAMS = ("ttft", "first_thinking", "latency", "output_tps")
+
+
 @dataclass
 class LabelStats:
     """Everything the summary needs about one label (or a merge of labels)."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     ttft: HdrHistogram = field(default_factory=new_histogram)
+    first_thinking: HdrHistogram = field(default_factory=new_histogram)
     latency: HdrHistogram = field(default_factory=new_histogram)
     output_tps: HdrHistogram = field(default_factory=new_histogram)
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    unpriced: int = 0  # requests whose model has no price
 
     def add(self, record: TimingRecord) -> None:
         self.outcomes[record.outcome] += 1
         self.input_tokens += record.input_tokens or 0
         self.output_tokens += record.output_tokens or 0
-        self.cost_usd += record.cost_usd or 0.0
+        if record.cost_usd is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd += record.cost_usd
         if record.outcome != OK:
             return
         _record_ms(self.latency, record.latency_ms)
+        _record_ms(self.first_thinking, record.first_thinking_ms)
         if record.first_content == "text":
             _record_ms(self.ttft, record.ttft_ms)
         tps = record.output_tps
@@ -95,12 +105,12 @@ class LabelStats:
 
     def merge(self, other: LabelStats) -> None:
         self.outcomes.update(other.outcomes)
-        self.ttft.add(other.ttft)
-        self.latency.add(other.latency)
-        self.output_tps.add(other.output_tps)
+        for name in HISTOGRAMS:
+            getattr(self, name).add(getattr(other, name))
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
+        self.unpriced += other.unpriced
 
     @property
     def requests(self) -> int:
@@ -110,89 +120,72 @@ class LabelStats:
     def failures(self) -> int:
         return self.requests - self.outcomes[OK]
 
-    def ttft_ms(self, percentile: float) -> float | None:
-        return _percentile_ms(self.ttft, percentile)
-
-    def latency_ms(self, percentile: float) -> float | None:
-        return _percentile_ms(self.latency, percentile)
-
-    def percentiles(self, name: str, quantiles: Iterable[float] = PERCENTILES) -> dict[str, float] | None:
-        """p50.. of one histogram ("ttft", "latency" in ms; "output_tps" in tokens/s)."""
+    def percentiles(self, name: str) -> Percentiles | None:
+        """p50.. of one histogram (times in ms; "output_tps" in tokens/s)."""
         histogram: HdrHistogram = getattr(self, name)
         count = histogram.get_total_count()
         if not count:
             return None
-        quantiles = tuple(quantiles)
         scale = _TPS_SCALE if name == "output_tps" else 1000
-        at, mean = histogram_values(histogram, quantiles)
-        values = {f"p{q:g}": at[q] / scale for q in quantiles}
-        values.update(
+        at, mean = histogram_values(histogram, PERCENTILES)
+        return Percentiles(
             count=count,
             min=histogram.get_min_value() / scale,
             max=histogram.get_max_value() / scale,
             mean=mean / scale,
+            **{f"p{q:g}": at[q] / scale for q in PERCENTILES},
         )
-        return values
 
-    def to_summary(self, with_histograms: bool = False) -> dict[str, Any]:
-        """The figures of the JSON summary (docs/summary.schema.json); optionally the HDR histograms
-        themselves (encoded), which a later run's `--baseline` comparison needs."""
-        hdr = {"hdr": {"ttft": self.ttft.encode().decode(), "latency": self.latency.encode().decode()}} if with_histograms else {}
-        return {
-            "requests": self.requests,
-            "failures": self.failures,
-            "outcomes": {name: self.outcomes[name] for name in OUTCOMES if self.outcomes[name]},
-            "ttft_ms": self.percentiles("ttft"),
-            "latency_ms": self.percentiles("latency"),
-            "output_tps": self.percentiles("output_tps"),
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            **hdr,
-        }
+    def figures(self, with_histograms: bool = False) -> Group:
+        """The summary's figures of this group; optionally the HDR histograms themselves
+        (encoded), which a later run's `--baseline` comparison needs."""
+        hdr = Histograms(ttft=self.ttft.encode().decode(), latency=self.latency.encode().decode()) if with_histograms else None
+        return Group(
+            requests=self.requests,
+            failures=self.failures,
+            outcomes={name: self.outcomes[name] for name in OUTCOMES if self.outcomes[name]},
+            ttft_ms=self.percentiles("ttft"),
+            first_thinking_ms=self.percentiles("first_thinking"),
+            latency_ms=self.percentiles("latency"),
+            output_tps=self.percentiles("output_tps"),
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=round(self.cost_usd, 6),
+            unpriced_requests=self.unpriced,
+            hdr=hdr,
+        )
 
     def encode(self) -> dict[str, Any]:
         return {
             "outcomes": dict(self.outcomes),
-            "ttft": self.ttft.encode().decode(),
-            "latency": self.latency.encode().decode(),
-            "output_tps": self.output_tps.encode().decode(),
+            **{name: getattr(self, name).encode().decode() for name in HISTOGRAMS},
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
+            "unpriced": self.unpriced,
         }
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> LabelStats:
         stats = cls(outcomes=Counter(data["outcomes"]))
-        for name in ("ttft", "latency", "output_tps"):
+        for name in HISTOGRAMS:
             getattr(stats, name).decode_and_add(data[name].encode())
-        stats.input_tokens, stats.output_tokens, stats.cost_usd = data["input_tokens"], data["output_tokens"], data["cost_usd"]
+        stats.input_tokens, stats.output_tokens = data["input_tokens"], data["output_tokens"]
+        stats.cost_usd, stats.unpriced = data["cost_usd"], data["unpriced"]
         return stats
 
-    def median_output_tps(self) -> float | None:
-        if not self.output_tps.get_total_count():
-            return None
-        return self.output_tps.get_value_at_percentile(50) / _TPS_SCALE
 
-
-def _percentile_ms(histogram: HdrHistogram, percentile: float) -> float | None:
-    if not histogram.get_total_count():
-        return None
-    return histogram.get_value_at_percentile(percentile) / 1000
-
-
-Label = tuple[str, str]  # (model, prompt)
+Label = tuple[str, str, str]  # (model, prompt, mode)
 
 
 class RunStats:
-    """Per-(model, prompt) statistics of one run."""
+    """Per-(model, prompt, mode) statistics of one run."""
 
     def __init__(self) -> None:
         self.labels: dict[Label, LabelStats] = {}
 
     def add(self, record: TimingRecord) -> None:
-        key = (record.model, record.prompt)
+        key = (record.model, record.prompt, record.mode)
         stats = self.labels.get(key)
         if stats is None:
             stats = self.labels[key] = LabelStats()
@@ -206,13 +199,13 @@ class RunStats:
             self.labels.setdefault(key, LabelStats()).merge(stats)
 
     def encode(self) -> list[dict[str, Any]]:
-        return [{"model": model, "prompt": prompt, **stats.encode()} for (model, prompt), stats in self.labels.items()]
+        return [{"model": model, "prompt": prompt, "mode": mode, **stats.encode()} for (model, prompt, mode), stats in self.labels.items()]
 
     @classmethod
     def decode(cls, items: list[dict[str, Any]]) -> RunStats:
         run_stats = cls()
         for item in items:
-            run_stats.labels[(item["model"], item["prompt"])] = LabelStats.decode(item)
+            run_stats.labels[(item["model"], item["prompt"], item["mode"])] = LabelStats.decode(item)
         return run_stats
 
     def take(self) -> RunStats:
@@ -225,10 +218,20 @@ class RunStats:
     def requests(self) -> int:
         return sum(stats.requests for stats in self.labels.values())
 
+    @property
+    def cost_usd(self) -> float:
+        return sum(stats.cost_usd for stats in self.labels.values())
+
     def by_model(self) -> dict[str, LabelStats]:
+        return self._grouped(lambda label: label[0])
+
+    def by_mode(self) -> dict[str, LabelStats]:
+        return self._grouped(lambda label: label[2])
+
+    def _grouped(self, key: Callable[[Label], str]) -> dict[str, LabelStats]:
         merged: dict[str, LabelStats] = {}
-        for (model, _prompt), stats in sorted(self.labels.items()):
-            merged.setdefault(model, LabelStats()).merge(stats)
+        for label, stats in sorted(self.labels.items()):
+            merged.setdefault(key(label), LabelStats()).merge(stats)
         return merged
 
     def total(self) -> LabelStats:

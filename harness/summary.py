@@ -1,43 +1,23 @@
-"""The end-of-run summary: one dict (the JSON summary, schema in docs/summary.schema.json) built from
-the precise stats, and its console rendering, a row per model and per model x prompt."""
+"""The end-of-run summary: a `harness.results.Summary` built from a run's precise stats and
+accounting, and its console rendering (a row per model, per mode and per model x prompt x mode)."""
 
 from __future__ import annotations
 
-import json
 import platform
+import time
 from dataclasses import asdict
 from importlib import metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from harness import __version__
-from harness.timing import OK, OUTCOMES
+from harness.formatting import fmt_cost, fmt_ms, fmt_tps, failures_by_class
+from harness.results import Accounting, Group, Health, LabelGroup, Points, RunInfo, ScenarioInfo, Summary, WorkerInfo
+from harness.stats import LabelStats, RunStats
+from harness.timing import CANCELLED
 
 if TYPE_CHECKING:
     from harness.distributed import MasterLink
     from harness.run import HarnessRun
-
-SCHEMA = "claude-harness-summary"
-SCHEMA_VERSION = 1
-
-
-class InputError(Exception):
-    """A bad input file: one line for the user."""
-
-
-def load_summary(path: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read: {error}") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(summary, dict) or summary.get("schema") != SCHEMA:
-        found = summary.get("schema") if isinstance(summary, dict) else type(summary).__name__
-        raise InputError(f"{path}: not a harness summary (schema {found!r}, expected {SCHEMA!r})")
-    return summary
 
 
 def _versions() -> dict[str, str]:
@@ -50,55 +30,81 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def build_summary(run: HarnessRun, locust_requests: int, options: Any, link: MasterLink | None = None) -> dict[str, Any]:
-    """Everything a person or a CI job needs to judge and reproduce the run; no secrets."""
-    stats, scenario, config = run.stats, run.scenario, run.config
-    workers = [state.as_dict() for state in link.workers.values()] if link else []
+def _run_info(run: HarnessRun, options: Any, ended: float) -> RunInfo:
+    scenario, config = run.scenario, run.config
+    return RunInfo(
+        run_id=config.run_id,
+        role=config.role,
+        scenario=ScenarioInfo(name=scenario.name, digest=scenario.digest(), source=scenario.source, content=scenario.model_dump(mode="json")),
+        host=config.target.base_url,
+        transport=config.transport,
+        anthropic_version=scenario.effective_anthropic_version,
+        started_at=run.started_at,
+        ended_at=ended,
+        duration_s=round(ended - run.started_at, 3),
+        in_progress=run.ended_at is None,
+        users=getattr(options, "num_users", None),
+        spawn_rate=getattr(options, "spawn_rate", None),
+        run_time_s=getattr(options, "run_time", None),
+        seeds={"scenario": scenario.seed, "emulator": getattr(options, "emulator_seed", None)},
+        versions=_versions(),
+    )
+
+
+def build_summary(
+    run: HarnessRun,
+    locust_requests: int,
+    options: Any,
+    link: MasterLink | None = None,
+    stats: RunStats | None = None,
+    pause: Callable[[], None] = lambda: None,
+) -> Summary:
+    """Everything a person or a CI job needs to judge and reproduce the run; no secrets.
+    A run still in progress gets a summary of what it has so far (of `stats`, a copy of the
+    run's); `pause` runs between groups (the web UI yields to the event loop there)."""
+    stats, config = stats or run.stats, run.config
+
+    def figures(group: LabelStats, with_histograms: bool = False) -> Group:
+        result = group.figures(with_histograms)
+        pause()
+        return result
+
+    workers = [WorkerInfo(**state.as_dict()) for state in link.workers.values()] if link else []
     points = run.points
-    points_written = (points.written if points else 0) + sum(w["points_written"] for w in workers)
-    points_dropped = (points.dropped if points else 0) + sum(w["points_dropped"] for w in workers)
-    records = run.records.written if run.records is not None else sum(w["records"] for w in workers)
+    totals = figures(stats.total(), with_histograms=True)
+    ledger = run.ledger
+    recorded = ledger.recorded + sum(w.recorded for w in workers)
+    before_window = ledger.before_window + sum(w.before_window for w in workers)
     health = run.health.summary()
     # a master times no requests: only the processes that do can make timings unreliable
     own = health["unreliable"] and config.role != "master"
-    unreliable = own or any(w["unreliable"] for w in workers)
-    ended = run.ended_at or run.started_at
-    return {
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
-        "run": {
-            "run_id": config.run_id,
-            "role": config.role,
-            "scenario": {
-                "name": scenario.name,
-                "digest": scenario.digest(),
-                "source": scenario.source,
-                "content": scenario.model_dump(mode="json"),
-            },
-            "host": config.target.base_url,
-            "transport": config.transport,
-            "anthropic_version": scenario.effective_anthropic_version,
-            "started_at": run.started_at,
-            "ended_at": ended,
-            "duration_s": round(ended - run.started_at, 3),
-            "users": getattr(options, "num_users", None),
-            "spawn_rate": getattr(options, "spawn_rate", None),
-            "run_time_s": getattr(options, "run_time", None),
-            "seeds": {"scenario": scenario.seed, "emulator": getattr(options, "emulator_seed", None)},
-            "versions": _versions(),
-        },
-        "accounting": {"requests": stats.requests, "locust_requests": locust_requests, "records": records},
-        "totals": stats.total().to_summary(with_histograms=True),
-        "models": {model: s.to_summary(with_histograms=True) for model, s in stats.by_model().items()},
-        "labels": [{"model": m, "prompt": p, **s.to_summary()} for (m, p), s in sorted(stats.labels.items())],
-        "health": {**health, "unreliable": unreliable, "timeline": [asdict(sample) for sample in run.health.samples]},
-        "slos": [],
-        "points": {"sink": points.sink.description if points else "off", "written": points_written, "dropped": points_dropped},
-        "workers": workers,
-        "lost_workers": [w["name"] for w in workers if w["lost"]],
-        "refused_workers": dict(link.refused) if link else {},
-        "records_path": str(run.records.path) if run.records is not None else None,
-    }
+    health["unreliable"] = own or any(w.unreliable for w in workers)
+    return Summary(
+        run=_run_info(run, options, run.ended_at or time.time()),
+        accounting=Accounting(
+            recorded=recorded,
+            requests=totals.requests,
+            before_window=before_window,
+            cancelled=totals.count(CANCELLED),
+            locust_requests=locust_requests,
+            records=run.records.written if run.records is not None else sum(w.records for w in workers),
+            window_opened_at=ledger.window_opened_at,
+        ),
+        totals=totals,
+        models={model: figures(s, with_histograms=True) for model, s in stats.by_model().items()},
+        modes={mode: figures(s) for mode, s in stats.by_mode().items()},
+        labels=[LabelGroup(model=m, prompt=p, mode=mode, **dict(figures(s))) for (m, p, mode), s in sorted(stats.labels.items())],
+        health=Health(**health, timeline=[asdict(sample) for sample in run.health.samples]),
+        points=Points(
+            sink=points.sink.description if points else "off",
+            written=(points.written if points else 0) + sum(w.points_written for w in workers),
+            dropped=(points.dropped if points else 0) + sum(w.points_dropped for w in workers),
+        ),
+        workers=workers,
+        lost_workers=[w.name for w in workers if w.lost],
+        refused_workers=dict(link.refused) if link else {},
+        records_path=str(run.records.path) if run.records is not None else None,
+    )
 
 
 # --- console -----------------------------------------------------------------------------
@@ -109,31 +115,26 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+def _pick(values: Any, key: str) -> float | None:
+    return getattr(values, key) if values is not None else None
 
 
-def _get(group: dict[str, Any], metric: str, key: str) -> float | None:
-    values = group.get(metric)
-    return values[key] if values else None
-
-
-def _row(label: str, group: dict[str, Any]) -> list[str]:
-    outcomes = group["outcomes"]
-    failures = " ".join(f"{name}={outcomes[name]}" for name in OUTCOMES if name != OK and outcomes.get(name)) or "-"
-    tps = _get(group, "output_tps", "p50")
+def _row(label: str, group: Group) -> list[str]:
+    ttft, latency = group.ttft_ms, group.latency_ms
     return [
-        label, str(group["requests"]), str(group["failures"]), failures,
-        _ms(_get(group, "ttft_ms", "p50")), _ms(_get(group, "ttft_ms", "p95")), _ms(_get(group, "ttft_ms", "p99")),
-        _ms(_get(group, "latency_ms", "p50")), _ms(_get(group, "latency_ms", "p95")),
-        "-" if tps is None else f"{tps:.1f}", f"{group['cost_usd']:.4f}",
+        label, str(group.requests), str(group.failures), failures_by_class(group.outcomes),
+        fmt_ms(_pick(ttft, "p50")), fmt_ms(_pick(ttft, "p95")), fmt_ms(_pick(ttft, "p99")),
+        fmt_ms(_pick(latency, "p50")), fmt_ms(_pick(latency, "p95")),
+        fmt_tps(_pick(group.output_tps, "p50")), fmt_cost(group.cost_usd, group.cost_known),
     ]  # fmt: skip
 
 
-def render_table(summary: dict[str, Any]) -> str:
-    rows = [_row(model, group) for model, group in summary["models"].items()]
-    rows.append(_row("ALL", summary["totals"]))
-    detail = [_row(f"{g['model']} / {g['prompt']}", g) for g in summary["labels"]]
+def render_table(summary: Summary) -> str:
+    rows = [_row(model, group) for model, group in summary.models.items()]
+    if len(summary.modes) > 1:
+        rows += [_row(f"({mode})", group) for mode, group in summary.modes.items()]
+    rows.append(_row("ALL", summary.totals))
+    detail = [_row(f"{g.model} / {g.prompt} / {g.mode}", g) for g in summary.labels]
     header = [name for name, _ in _COLUMNS]
     widths = [max(len(r[i]) for r in [header, *rows, *detail]) for i in range(len(header))]
 
@@ -149,42 +150,50 @@ def render_table(summary: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def render_text(summary: dict[str, Any]) -> str:
-    run, accounting, health, points = summary["run"], summary["accounting"], summary["health"], summary["points"]
+def accounting_text(accounting: Accounting) -> str:
+    """Where every request went, checkable: recorded = in the figures + before the window."""
+    parts = [f"{accounting.requests} in the figures"]
+    if accounting.cancelled:
+        parts[0] += f" ({accounting.cancelled} of them cancelled by the stop)"
+    if accounting.before_window:
+        parts.append(f"{accounting.before_window} before the measurement window")
+    return (
+        f"{accounting.recorded} requests recorded = {' + '.join(parts)}; "
+        f"{accounting.locust_requests} in Locust's stats, {accounting.records} records"
+    )
+
+
+def render_text(summary: Summary) -> str:
+    run, health, points = summary.run, summary.health, summary.points
     lines = [
-        f"Claude summary: scenario {run['scenario']['name']}, run {run['run_id']}, {accounting['requests']} requests "
-        f"({accounting['locust_requests']} in Locust stats, {accounting['records']} records)",
+        f"Claude summary: scenario {run.scenario.name}, run {run.run_id}: {accounting_text(summary.accounting)}",
         render_table(summary),
     ]
-    verdict = "UNRELIABLE: the load generator was saturated, timings are late" if health["unreliable"] else "ok"
+    state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"
     lines.append(
-        f"load generator: CPU max {health['cpu_percent_max']:.0f}% (mean {health['cpu_percent_mean']:.0f}%), "
-        f"event-loop lag p99 max {health['loop_lag_p99_max_ms']:.1f} ms: {verdict}"
+        f"load generator: CPU max {health.cpu_percent_max:.0f}% (mean {health.cpu_percent_mean:.0f}%), "
+        f"event-loop lag p99 max {health.loop_lag_p99_max_ms:.1f} ms: {state}"
     )
-    for worker in summary["workers"]:
-        last = worker["last_health"]
-        state = "LOST (counted up to its last report)" if worker["lost"] else "ok"
-        saturated = f", SATURATED in {worker['saturated_samples']} samples" if worker["saturated_samples"] else ""
+    for worker in summary.workers:
+        last = worker.last_health
+        worker_state = "LOST (counted up to its last report)" if worker.lost else "ok"
+        saturated = f", SATURATED in {worker.saturated_samples} samples" if worker.saturated_samples else ""
         lines.append(
-            f"  {worker['name']}: {worker['requests']} requests, CPU {last.get('cpu_percent', 0):.0f}%, "
-            f"loop lag p99 {last.get('loop_lag_p99_ms', 0):.1f} ms{saturated}: {state}"
+            f"  {worker.name}: {worker.requests} requests, CPU {last.get('cpu_percent', 0):.0f}%, "
+            f"loop lag p99 {last.get('loop_lag_p99_ms', 0):.1f} ms{saturated}: {worker_state}"
         )
-    for client_id, reason in summary["refused_workers"].items():
+    for client_id, reason in summary.refused_workers.items():
         lines.append(f"  worker {client_id} REFUSED: {reason}")
-    if points["sink"] != "off":
-        dropped = f", {points['dropped']} DROPPED" if points["dropped"] else ", none dropped"
-        lines.append(f"points: {points['written']} written to {points['sink']}{dropped}")
-    if summary["records_path"]:
-        lines.append(f"records: {summary['records_path']}")
-    for result in summary["slos"]:
-        op = ">=" if result["name"].startswith("min_") else "<="
-        value = "no data" if result["value"] is None else f"{result['value']:.4g}"
-        lines.append(f"SLO {'PASS' if result['passed'] else 'FAIL'}  {result['scope']}: {result['name']} = {value} ({op} {result['limit']:g})")
-    for item in summary.get("regressions", []):
-        lines.append(f"baseline {'REGRESSED' if item['regressed'] else 'ok'}: {item['scope']} {item['metric']} "
-                     f"{item['baseline_ms']:.1f} -> {item['current_ms']:.1f} ms ({item['change_pct']:+.1f} %, "
-                     f"95 % CI {item['ci_low_pct']:+.1f} .. {item['ci_high_pct']:+.1f} %)")  # fmt: skip
-    verdict = summary.get("verdict")
-    if verdict:
-        lines.append(f"verdict: {verdict['status']}" + "".join(f"\n  - {reason}" for reason in verdict["reasons"]))
+    if points.sink != "off":
+        dropped = f", {points.dropped} DROPPED" if points.dropped else ", none dropped"
+        lines.append(f"points: {points.written} written to {points.sink}{dropped}")
+    if summary.records_path:
+        lines.append(f"records: {summary.records_path}")
+    for result in summary.slos:
+        value = "no data" if result.value is None else f"{result.value:.4g}"
+        lines.append(f"SLO {'PASS' if result.passed else 'FAIL'}  {result.scope}: {result.name} = {value} ({result.operator} {result.limit:g})")
+    for item in summary.regressions:
+        lines.append(f"baseline {item.describe()}")
+    if summary.verdict is not None:
+        lines.append(f"verdict: {summary.verdict.status}" + "".join(f"\n  - {reason}" for reason in summary.verdict.reasons))
     return "\n".join(lines)

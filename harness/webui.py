@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent import subprocess as gevent_subprocess
 
+from harness.formatting import DASH, failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
+from harness.results import Group, Summary
 from harness.scenario import ScenarioError, load_scenario
 from harness.stats import LabelStats
 from harness.summary import build_summary
-from harness.timing import OK, OUTCOMES
+from harness.timing import OVERLOADED, RATE_LIMITED
 
 if TYPE_CHECKING:
 
@@ -52,9 +54,6 @@ WINDOW_S = 30
 SCENARIO_DIR = "scenarios"
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 KEEP_SNAPSHOTS = 30
-RATE_LIMITED = "rate_limited"  # HTTP 429
-OVERLOADED = "overloaded"  # HTTP 529 (or a mid-stream overloaded_error)
-DASH = "–"
 
 # Column keys: snake_case here, camel-cased by Locust's UI on both sides (structure and rows).
 # No digit may follow an underscore (camel-casing of `x_429` is not the same on both sides).
@@ -120,45 +119,17 @@ def add_scenario_argument(group: Any, default: str) -> Any:
     return action
 
 
-# --- formatting (the tab shows strings; tests format /claude/stats the same way) ----------
-def fmt_ms(value: float | None) -> str:
-    if value is None:
-        return DASH
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
-
-
-def fmt_int(value: int | None) -> str:
-    return DASH if value is None else f"{value:,}"
-
-
-def fmt_share(value: float | None) -> str:
-    return DASH if value is None else f"{100 * value:.1f} %"
-
-
-def fmt_tps(value: float | None) -> str:
-    return DASH if value is None else f"{value:,.1f}"
-
-
-def fmt_cost(value: float | None) -> str:
-    return DASH if value is None else f"{value:.4f}"
-
-
-def fmt_failures(outcomes: dict[str, int]) -> str:
-    return ", ".join(f"{name} {outcomes[name]}" for name in OUTCOMES if name != OK and outcomes.get(name)) or DASH
+# --- figures (the tab shows strings; tests format /claude/stats the same way) -------------
+def group_figures(group: Group) -> dict[str, Any]:
+    """One group's figures as `/claude/stats` sends them: the summary's, plus 429/529 shares."""
+    figures = group.model_dump(exclude={"hdr"})
+    figures["rate_limited_share"] = group.share(RATE_LIMITED)
+    figures["overloaded_share"] = group.share(OVERLOADED)
+    return figures
 
 
 def _pick(values: dict[str, float] | None, key: str) -> float | None:
     return values[key] if values else None
-
-
-def group_figures(stats: LabelStats) -> dict[str, Any]:
-    """One group's figures (a model, a label, everything): the summary's, plus 429/529 shares."""
-    figures = stats.to_summary()
-    requests = figures["requests"]
-    outcomes = figures["outcomes"]
-    figures["rate_limited_share"] = outcomes.get(RATE_LIMITED, 0) / requests if requests else None
-    figures["overloaded_share"] = outcomes.get(OVERLOADED, 0) / requests if requests else None
-    return figures
 
 
 def figures_row(name: str, label: str, window: str, figures: dict[str, Any]) -> dict[str, str]:
@@ -170,7 +141,7 @@ def figures_row(name: str, label: str, window: str, figures: dict[str, Any]) -> 
         "window": window,
         "requests": fmt_int(figures["requests"]),
         "failures": fmt_int(figures["failures"]),
-        "failures_by_class": fmt_failures(figures["outcomes"]),
+        "failures_by_class": failures_by_class(figures["outcomes"], ", "),
         "rate_limited_share": fmt_share(figures["rate_limited_share"]),
         "overloaded_share": fmt_share(figures["overloaded_share"]),
         "ttft_p50": fmt_ms(_pick(ttft, "p50")),
@@ -181,7 +152,7 @@ def figures_row(name: str, label: str, window: str, figures: dict[str, Any]) -> 
         "output_tps": fmt_tps(_pick(tps, "p50")),
         "input_tokens": fmt_int(figures["input_tokens"]),
         "output_tokens": fmt_int(figures["output_tokens"]),
-        "cost": fmt_cost(figures["cost_usd"]),
+        "cost": fmt_cost(figures["cost_usd"], not figures["unpriced_requests"]),
     }
 
 
@@ -218,7 +189,7 @@ def tab_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
     window = f"last {stats['window_s']} s"
     recent = stats["window"]
 
-    nothing = group_figures(LabelStats())  # no request in the window
+    nothing = group_figures(LabelStats().figures())  # no request in the window
 
     def pair(name: str, label: str, total: dict[str, Any], live: dict[str, Any] | None) -> None:
         rows.append(figures_row(f"{name}:run", label, "run", total))
@@ -227,10 +198,10 @@ def tab_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
     pair("all", "ALL", stats["totals"], recent["totals"])
     for model, figures in stats["models"].items():
         pair(f"model:{model}", model, figures, recent["models"].get(model))
-    live_labels = {(g["model"], g["prompt"]): g for g in recent["labels"]}
+    live_labels = {(g["model"], g["prompt"], g["mode"]): g for g in recent["labels"]}
     for group in stats["labels"]:
-        key = (group["model"], group["prompt"])
-        pair(f"label:{key[0]}:{key[1]}", f"{key[0]} · {key[1]}", group, live_labels.get(key))
+        key = (group["model"], group["prompt"], group["mode"])
+        pair(f"label:{':'.join(key)}", " · ".join(key), group, live_labels.get(key))
     return _in_order(rows)
 
 
@@ -280,7 +251,7 @@ def merged_groups(stats: RunStats, pause: Callable[[], None]) -> tuple[LabelStat
         total.merge(group)
         pause()
     models: dict[str, LabelStats] = {}
-    for (model, _prompt), group in sorted(stats.labels.items()):
+    for (model, _prompt, _mode), group in sorted(stats.labels.items()):
         models.setdefault(model, LabelStats()).merge(group)
         pause()
     return total, models
@@ -290,7 +261,7 @@ def stats_figures(stats: RunStats, pause: Callable[[], None] = lambda: None) -> 
     """Totals, per model and per model x prompt; `pause` runs between groups (a gevent yield)."""
 
     def figures(group: LabelStats) -> dict[str, Any]:
-        result = group_figures(group)
+        result = group_figures(group.figures())
         pause()
         return result
 
@@ -298,7 +269,7 @@ def stats_figures(stats: RunStats, pause: Callable[[], None] = lambda: None) -> 
     return {
         "totals": figures(total),
         "models": {model: figures(group) for model, group in sorted(models.items())},
-        "labels": [{"model": m, "prompt": p, **figures(group)} for (m, p), group in sorted(stats.labels.items())],
+        "labels": [{"model": m, "prompt": p, "mode": mode, **figures(group)} for (m, p, mode), group in sorted(stats.labels.items())],
     }
 
 
@@ -390,62 +361,18 @@ class Snapshots:
 
 
 # --- summary and report downloads -----------------------------------------------------------
-class _SummarizedRunStats:
-    """A frozen copy of a run's stats whose groups have their percentiles computed beforehand,
-    yielding between groups: `build_summary` over it takes little time, so requests in flight
-    do not wait for it."""
-
-    def __init__(self, stats: RunStats, pause: Callable[[], None]) -> None:
-        self._stats = stats
-
-        def warmed(group: LabelStats) -> LabelStats:
-            pause()
-            return group
-
-        total, models = merged_groups(stats, pause)
-        self._total = warmed(total)
-        self._models = {model: warmed(group) for model, group in models.items()}
-        self.labels = {key: warmed(group) for key, group in stats.labels.items()}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stats, name)
-
-    def total(self) -> LabelStats:
-        return self._total
-
-    def by_model(self) -> dict[str, LabelStats]:
-        return dict(self._models)
-
-
-class _RunView:
-    """A run as `build_summary` sees it, with other stats."""
-
-    def __init__(self, run: HarnessRun, stats: Any) -> None:
-        self._run, self.stats = run, stats
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._run, name)
-
-
-def current_summary(session: Any, pause: Callable[[], None] | None = None) -> dict[str, Any] | None:
-    """The summary of the last finished run, or one built now from the run in progress."""
+def current_summary(session: Any, pause: Callable[[], None] | None = None) -> Summary | None:
+    """The summary of the last finished run, or one built now from the run in progress (from a
+    copy of its stats, yielding between groups so that requests in flight are not held up)."""
     run: HarnessRun | None = session.run
-    summary = session.summary
+    summary: Summary | None = session.summary
     if run is None:
         return summary
-    if summary is not None and summary["run"]["run_id"] == run.config.run_id:
+    if summary is not None and summary.run.run_id == run.config.run_id:
         return summary
     pause = pause or yield_to_loop
-    locust_requests = session.environment.stats.total.num_requests
     frozen = collect([run.stats], pause)
-    view = _RunView(run, _SummarizedRunStats(frozen, pause))
-    summary = build_summary(view, locust_requests, session.options, session.link)  # type: ignore[arg-type]
-    if run.ended_at is None:
-        now = time.time()
-        summary["run"]["ended_at"] = now
-        summary["run"]["duration_s"] = round(now - run.started_at, 3)
-        summary["run"]["in_progress"] = True
-    return summary
+    return build_summary(run, session.environment.stats.total.num_requests, session.options, session.link, stats=frozen, pause=pause)
 
 
 def records_files(session: Any) -> list[Path]:
@@ -465,11 +392,11 @@ def report_available() -> bool:
     return importlib.util.find_spec("harness.report") is not None
 
 
-def render_report_file(summary: dict[str, Any], records: list[Path], folder: Path, timeout_s: float = 120) -> Path:
+def render_report_file(summary: Summary, records: list[Path], folder: Path, timeout_s: float = 120) -> Path:
     """`python -m harness.report` in a child process (matplotlib would stall this process's
     event loop for seconds, and every request in flight with it)."""
     summary_path = folder / "summary.json"
-    summary_path.write_text(json.dumps(summary), encoding="utf-8")
+    summary_path.write_text(summary.to_json(), encoding="utf-8")
     output = folder / "report.html"
     command = [sys.executable, "-m", "harness.report", str(summary_path), "-o", str(output)]
     if len(records) == 1:
@@ -593,8 +520,8 @@ def install(environment: Any, session: Any) -> None:
         summary = current_summary(session)
         if summary is None:
             return jsonify({"error": "no run yet: start a test first"}), 404
-        response = app.response_class(json.dumps(summary, indent=2), mimetype="application/json")
-        response.headers["Content-Disposition"] = f"attachment; filename=claude-summary-{summary['run']['run_id']}.json"
+        response = app.response_class(summary.to_json(), mimetype="application/json")
+        response.headers["Content-Disposition"] = f"attachment; filename=claude-summary-{summary.run.run_id}.json"
         return response
 
     @app.route("/claude/report.html")
@@ -615,5 +542,5 @@ def install(environment: Any, session: Any) -> None:
                 logger.error("HTML report failed: %s", exc)
                 return Response(f"The HTML report could not be built: {exc}\n", status=500, mimetype="text/plain")
         response = app.response_class(html, mimetype="text/html")
-        response.headers["Content-Disposition"] = f"attachment; filename=claude-report-{summary['run']['run_id']}.html"
+        response.headers["Content-Disposition"] = f"attachment; filename=claude-report-{summary.run.run_id}.html"
         return response

@@ -132,6 +132,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
+def own_address() -> str:
+    """This machine's own non-loopback IPv4 address (what another host on its network would reach)."""
+    import psutil
+
+    up = {name for name, stats in psutil.net_if_stats().items() if stats.isup}
+    for name, addresses in sorted(psutil.net_if_addrs().items()):
+        for address in addresses:
+            if name in up and address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    raise AssertionError("this machine has no non-loopback IPv4 address")
+
+
 _handed_out: set[int] = set()
 
 

@@ -13,24 +13,18 @@ import pytest
 
 from harness import exitcodes
 from harness.scenario import Regression, Slos
-from harness.slo import compare, evaluate, junit_xml, markdown, verdict
+from harness.outputs import junit_xml, markdown
+from harness.results import SloResult, json_schema, load_summary
+from harness.slo import compare, evaluate, verdict
 from harness.stats import RunStats
-from tests.processes import ROOT, run_locust, write_yaml
+from harness.timing import CANCELLED, RATE_LIMITED
+from harness.emulator_process import EmulatorProcess
+from tests.processes import ROOT, own_address, run_locust, write_yaml
+from tests.summaries import summary_of
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
 from tests.test_stats import record
 
 SCHEMA = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
-
-
-def summary_of(stats: RunStats, slos: list | None = None) -> dict:
-    return {
-        "run": {"run_id": "r", "host": "h", "transport": "fast", "duration_s": 1.0, "scenario": {"name": "s"}},
-        "accounting": {"requests": stats.requests},
-        "totals": stats.total().to_summary(with_histograms=True),
-        "models": {m: s.to_summary(with_histograms=True) for m, s in stats.by_model().items()},
-        "health": {"unreliable": False},
-        "slos": slos or [],
-    }
 
 
 def stats_with(ttft_ms: float, n: int = 400, failures: int = 0, spread: float = 20) -> RunStats:
@@ -69,16 +63,51 @@ def test_a_real_regression_is_flagged_and_noise_is_not() -> None:
 
 def test_junit_has_one_case_per_slo_and_markdown_tells_the_verdict() -> None:
     summary = summary_of(stats_with(100))
-    summary["slos"] = [
-        {"name": "ttft_p50_ms", "scope": "all", "limit": 150.0, "value": 110.0, "passed": True},
-        {"name": "error_rate", "scope": "m", "limit": 0.0, "value": 0.5, "passed": False},
-    ]
-    summary["verdict"] = verdict(summary, None, None, False)
+    summary = summary.model_copy(update={"slos": [
+        SloResult(name="ttft_p50_ms", metric="TTFT p50 (ms)", scope="all", limit=150.0, value=110.0, passed=True),
+        SloResult(name="error_rate", metric="errors", scope="m", limit=0.0, value=0.5, passed=False),
+    ]})  # fmt: skip
+    summary = summary.model_copy(update={"verdict": verdict(summary, None, None, False)})
     suite = ET.fromstring(junit_xml(summary)).find("testsuite")
     assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
     assert [case.get("classname") for case in suite.iter("testcase")] == ["slo.all", "slo.m"]
     text = markdown(summary)
-    assert "FAIL" in text and "| error_rate | m | 0.5 | 0 | ❌ fail |" in text
+    assert "FAIL" in text and "| error_rate | m | 0.5 | <= 0 | ❌ fail |" in text
+
+
+def test_each_slo_says_what_it_measures_and_which_way_its_limit_points() -> None:
+    results = {r.name: r for r in evaluate(Slos(ttft_p95_ms=500, min_output_tps=5, min_requests=1), summary_of(stats_with(100)))}
+    assert results["ttft_p95_ms"].metric == "TTFT p95 (ms)" and results["ttft_p95_ms"].operator == "<="
+    assert results["min_output_tps"].bound == "min" and results["min_output_tps"].operator == ">="
+    assert all(r.passed for r in results.values())
+
+
+def test_cancelled_requests_are_not_judged_and_alone_are_no_error() -> None:
+    stats = stats_with(100, n=50)
+    for _ in range(10):
+        stats.add(record("m", ttft=None, latency=5, outcome=CANCELLED))
+    summary = summary_of(stats)
+    assert summary.totals.judged == 50 and summary.totals.error_rate == 0 and summary.totals.share(RATE_LIMITED) == 0
+    assert verdict(summary, None, None, False).model_dump() == {"status": "DONE", "exit_code": 0, "reasons": []}
+    stats.add(record("m", ttft=None, latency=5, outcome=RATE_LIMITED))
+    errors = verdict(summary_of(stats), None, None, False, exit_code_on_error=7)
+    assert (errors.status, errors.exit_code) == ("ERRORS", 7) and "1 of 51 judged requests failed" in errors.reasons[0]
+
+
+def test_the_committed_schema_is_the_one_the_model_generates() -> None:
+    assert SCHEMA == json_schema(), "run `python -m harness.results > docs/summary.schema.json`"
+
+
+def test_a_version_1_summary_still_loads_as_a_baseline(tmp_path: Path) -> None:
+    current = summary_of(stats_with(100)).model_dump(mode="json", by_alias=True)
+    old = {**current, "version": 1, "accounting": {"requests": 400, "locust_requests": 400, "records": 400}}
+    for group in [old["totals"], *old["models"].values()]:
+        del group["first_thinking_ms"], group["unpriced_requests"]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(old))
+    loaded = load_summary(path)
+    assert loaded.version == 2 and loaded.accounting.recorded == 400
+    assert compare(summary_of(stats_with(100)), loaded, Regression(threshold_pct=10))
 
 
 # --- real runs: exit codes and outputs --------------------------------------------------------
@@ -215,3 +244,36 @@ def test_the_abort_rule_stops_a_failing_run_early(tmp_path: Path) -> None:
     assert summary["verdict"]["status"] == "ABORTED"
     assert summary["verdict"]["reasons"][0].startswith("aborted early: error rate")
     assert summary["run"]["duration_s"] < 60 and summary["accounting"]["requests"] == len(truth)  # run time 120 s
+
+
+@pytest.mark.slow
+def test_with_json_stdout_is_exactly_locusts_json_and_the_summary_goes_to_stderr(tmp_path: Path) -> None:
+    result, truth = run_against_emulator(tmp_path, scenario_with(tmp_path), FAST_PROFILE, "--json", users=2, run_time="2s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = json.loads(result.stdout)  # nothing but Locust's JSON
+    assert sum(e["num_requests"] for e in entries if e["method"] in ("STREAM", "BLOCK")) == len(truth)
+    assert "Claude summary" in result.stderr and "verdict: DONE" in result.stderr
+
+
+@pytest.mark.slow
+def test_models_without_a_price_are_refused_against_a_real_api_unless_allowed(tmp_path: Path) -> None:
+    # a real (non-loopback) target: the emulator on this machine's own network address
+    emulator = EmulatorProcess(host=own_address(), ground_truth=tmp_path / "truth.jsonl")
+    url = emulator.start()
+    try:
+        args = ("--host", url, "--max-cost-usd", "5", "--summary-json", str(tmp_path / "s.json"))
+        env = {"ANTHROPIC_API_KEY": "test-key-not-real"}
+        refused = run_locust(tmp_path, scenario_with(tmp_path), *args, users=1, run_time="2s", timeout_s=60, env=env)
+        assert refused.returncode == exitcodes.USAGE
+        assert "no price for model-fast, model-slow" in refused.stderr and "--allow-unpriced" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        allowed = run_locust(tmp_path, scenario_with(tmp_path), *args, "--allow-unpriced", users=1, run_time="2s", timeout_s=60, env=env)
+    finally:
+        emulator.stop()
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["totals"]["unpriced_requests"] == summary["accounting"]["requests"] > 0
+    served = (tmp_path / "truth.jsonl").read_text().splitlines()
+    assert len(served) == summary["accounting"]["recorded"]  # the refused run sent nothing
+    assert any(reason.startswith("cost unknown") for reason in summary["verdict"]["reasons"])
+    assert "(unknown part)" in allowed.stdout

@@ -119,7 +119,8 @@ def test_ttft_matches_ground_truth_and_every_request_is_counted_once(
     assert sum(e["num_requests"] for e in requests) == len(records)
     assert sum(e["num_requests"] for e in ttft_rows) == len(errors)
     assert {e["name"] for e in ttft_rows} <= {e["name"] for e in requests if e["method"] == "STREAM"}
-    assert f"{len(records)} requests ({len(records)} in Locust stats, {len(records)} records)" in result.stdout
+    n = len(records)
+    assert f"{n} requests recorded = {n} in the figures; {n} in Locust's stats, {n} records" in result.stdout
 
 
 def test_requests_in_flight_at_the_end_are_counted_as_cancelled(tmp_path: Path, scenario_file: Path) -> None:
@@ -130,8 +131,9 @@ def test_requests_in_flight_at_the_end_are_counted_as_cancelled(tmp_path: Path, 
     assert outcomes["cancelled"] == 8, outcomes  # every user had one request in flight
     assert len(records) == len(truth)
     assert Counter(row["outcome"] for row in truth)["client_closed"] >= 1
-    assert f"{len(records)} requests ({len(records)} in Locust stats" in result.stdout
-    assert result.returncode == 1  # cancelled requests are failures: Locust's exit code on error
+    n = len(records)
+    assert f"{n} requests recorded = {n} in the figures (8 of them cancelled by the stop); {n} in Locust's stats" in result.stdout
+    assert result.returncode == 0  # cut by the stop: failures in Locust's tables, but no error of the service
 
 
 def test_stop_timeout_lets_requests_in_flight_finish(tmp_path: Path, scenario_file: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from harness.report import load_records, main, render_report
+from harness.results import parse_summary
 from tests.processes import ROOT, run_locust, write_yaml
 
 PLOTS = ("ttft-dist", "latency-dist", "ttft-time", "throughput", "errors", "tokens-cost", "health")
@@ -47,19 +48,21 @@ SCENARIO = {
     "stream": 0.8,
 }
 SLOS = [
-    {"name": "TTFT p95 haiku", "scope": "claude-haiku-4-5", "metric": "ttft_ms.p95", "limit": 2000, "value": 61.2, "passed": True},
-    {"name": "error rate", "scope": "all", "metric": "failure_share", "limit": 0.01, "value": 0.12, "passed": False},
+    {"name": "ttft_p95_ms", "metric": "TTFT p95 (ms)", "scope": "claude-haiku-4-5", "bound": "max", "limit": 2000, "value": 61.2, "passed": True},
+    {"name": "error_rate", "metric": "share of judged requests that failed", "scope": "all", "bound": "max", "limit": 0.01, "value": 0.12, "passed": False},
 ]  # fmt: skip
 
 
 class Run:
     def __init__(self, summary_path: Path) -> None:
         self.summary_path = summary_path
-        self.summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
-        self.records = load_records(Path(self.summary["records_path"]))
+        self.data: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+        self.summary = parse_summary(self.data)
+        self.records = load_records(Path(self.data["records_path"]))
 
     def summary_copy(self) -> dict[str, Any]:
-        return copy.deepcopy(self.summary)
+        """The summary's JSON form, to change and read back with `parse_summary`."""
+        return copy.deepcopy(self.data)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     assert result.returncode in (0, 1), result.stderr[-3000:]
     assert summary_path.is_file(), result.stderr[-3000:]
     loaded = Run(summary_path)
-    assert loaded.summary["totals"]["failures"] > 0, "the profile injects faults: the error plot needs data"
+    assert loaded.summary.totals.failures > 0, "the profile injects faults: the error plot needs data"
     return loaded
 
 
@@ -101,30 +104,32 @@ def test_report_has_every_section_and_one_graphic_per_plot(run: Run, tmp_path: P
     assert graphics(html) == len(PLOTS)
     summary = run.summary
     assert "Claude load test: report-itest" in html
-    assert summary["run"]["run_id"] in html and summary["run"]["scenario"]["digest"] in html
-    for model in summary["models"]:
+    assert summary.run.run_id in html and summary.run.scenario.digest in html
+    for model in summary.models:
         assert f'<td class="l">{model}</td>' in html
     for prompt in ("short", "long"):
         assert f'<td class="l">{prompt}</td>' in html
     assert "rate_limited" in html and "NO SLOs" in html
-    assert f"{summary['accounting']['requests']:,} requests measured" in html
+    n = summary.accounting.recorded
+    assert f"{n} requests recorded = {n} in the figures" in html and "every request counted once in every sink" in html
     assert "max_tokens: 48" in html  # the scenario, as YAML
-    assert f"<dt>locust</dt><dd>{summary['run']['versions']['locust']}</dd>" in html
+    assert f"<dt>locust</dt><dd>{summary.run.versions['locust']}</dd>" in html
 
 
 @pytest.mark.slow
 def test_slo_table_and_verdict(run: Run, tmp_path: Path) -> None:
     summary = run.summary_copy()
     summary["slos"] = copy.deepcopy(SLOS)
-    html = render_report(summary, run.records, tmp_path / "fail.html").read_text(encoding="utf-8")
+    html = render_report(parse_summary(summary), run.records, tmp_path / "fail.html").read_text(encoding="utf-8")
     table = re.search(r'<table class="slos">(.*?)</table>', html, re.S)
     assert table and table.group(1).count("<tr>") == 3  # header + 2 SLOs
-    assert "TTFT p95 haiku" in table.group(1) and "failure_share" in table.group(1)
+    assert '<td class="l">TTFT p95 (ms)</td>' in table.group(1) and "share of judged requests that failed" in table.group(1)
+    assert "&lt;= 0.01" in table.group(1)
     assert '<td class="ok">PASS</td>' in table.group(1) and '<td class="bad">FAIL</td>' in table.group(1)
     assert "FAIL (1 of 2 SLOs)" in html
 
     summary["slos"][1]["passed"] = True
-    html = render_report(summary, run.records, tmp_path / "pass.html").read_text(encoding="utf-8")
+    html = render_report(parse_summary(summary), run.records, tmp_path / "pass.html").read_text(encoding="utf-8")
     assert "PASS (2 SLOs)" in html and '<td class="bad">' not in html
 
 
@@ -133,9 +138,10 @@ def test_unreliable_run_and_lost_workers_are_named(run: Run, tmp_path: Path) -> 
     summary = run.summary_copy()
     summary["health"]["unreliable"] = True
     worker = {"name": "worker-7", "requests": 10, "records": 10, "points_written": 12, "points_dropped": 3,
-              "saturated_samples": 1, "last_health": {"cpu_percent": 97.0, "loop_lag_p99_ms": 30.0}, "lost": True}  # fmt: skip
+              "saturated_samples": 1, "unreliable": True, "last_health": {"cpu_percent": 97.0, "loop_lag_p99_ms": 30.0},
+              "lost": True}  # fmt: skip
     summary["workers"], summary["lost_workers"] = [worker], ["worker-7"]
-    html = render_report(summary, run.records, tmp_path / "report.html").read_text(encoding="utf-8")
+    html = render_report(parse_summary(summary), run.records, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "UNRELIABLE" in html
     assert '<td class="l">worker-7</td>' in html and '<td class="l bad">LOST</td>' in html
     assert "Lost workers (counted up to their last report): worker-7" in html
@@ -158,7 +164,7 @@ def test_no_external_resources(run: Run, tmp_path: Path) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
     assert not re.search(r"""url\(\s*["']?(https?:)?//""", html, re.I)
     # the target host is shown as text; nothing else is a URL
-    without_host = html.replace(run.summary["run"]["host"], "")
+    without_host = html.replace(run.summary.run.host, "")
     assert "http://" not in without_host and "https://" not in without_host
 
 
@@ -169,7 +175,7 @@ def test_text_is_escaped_and_keys_never_shown(run: Run, tmp_path: Path) -> None:
     fake_key = "sk-ant-" + "api03-AbCdEfGhIjKlMnOp_qrstu-vwxyz0123"  # split: no key-like literal in the repo
     summary["run"]["scenario"]["content"]["description"] = f"key {fake_key}"
     summary["run"]["host"] = "https://user:secret-password@gateway.example"
-    html = render_report(summary, run.records, tmp_path / "report.html").read_text(encoding="utf-8")
+    html = render_report(parse_summary(summary), run.records, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "sk-ant-api03" not in html and "AbCdEfGhIjKlMnOp" not in html
@@ -180,7 +186,7 @@ def test_text_is_escaped_and_keys_never_shown(run: Run, tmp_path: Path) -> None:
 def test_twenty_thousand_records_render_into_a_small_file(run: Run, tmp_path: Path) -> None:
     # how long it takes is a benchmark's business; here: every plot, and a file that stays small
     copies = -(-20_000 // len(run.records))
-    span_ns = int(run.summary["run"]["duration_s"] * 1e9)
+    span_ns = int(run.summary.run.duration_s * 1e9)
     records = [{**r, "wall_start_ns": r["wall_start_ns"] + i * span_ns} for i in range(copies) for r in run.records]
     assert len(records) >= 20_000
     html = render_report(run.summary, records, tmp_path / "big.html").read_text(encoding="utf-8")
@@ -264,7 +270,7 @@ def test_report_renders_in_a_real_browser_offline(run: Run, tmp_path: Path) -> N
     assert chromium, "Debian's chromium is not installed: `make test` installs it (apt)"
     summary = run.summary_copy()
     summary["slos"] = copy.deepcopy(SLOS)
-    report = render_report(summary, run.records, tmp_path / "report.html")
+    report = render_report(parse_summary(summary), run.records, tmp_path / "report.html")
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "report.png"
 

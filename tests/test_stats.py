@@ -1,12 +1,10 @@
-"""HDR statistics, the price table and the summary table, on records with known values."""
+"""HDR statistics on records with known values: percentiles, outcomes, modes, merges, windows."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.pricing import Price, PriceTable
 from harness.stats import RecentStats, RunStats
-from harness.summary import render_table
 from harness.timing import OK, RATE_LIMITED, TimingRecord
 
 
@@ -23,12 +21,14 @@ def test_percentiles_are_precise_to_three_digits() -> None:
     stats = RunStats()
     for i in range(1, 1001):  # TTFT 1..1000 ms in 1 ms steps
         stats.add(record("a", ttft=float(i), latency=1000.0 + i))
-    model = stats.by_model()["a"]
-    assert model.ttft_ms(50) == pytest.approx(500, rel=1e-3)
-    assert model.ttft_ms(99) == pytest.approx(990, rel=1e-3)
-    assert model.latency_ms(95) == pytest.approx(1950, rel=1e-3)
+    model = stats.by_model()["a"].figures()
+    assert model.ttft_ms is not None and model.latency_ms is not None and model.output_tps is not None
+    assert model.ttft_ms.p50 == pytest.approx(500, rel=1e-3)
+    assert model.ttft_ms.p99 == pytest.approx(990, rel=1e-3)
+    assert model.latency_ms.p95 == pytest.approx(1950, rel=1e-3)
     # (latency - ttft) / (11 - 1) = 100 ms per token -> 10 tokens/s
-    assert model.median_output_tps() == pytest.approx(10, rel=1e-3)
+    assert model.output_tps.p50 == pytest.approx(10, rel=1e-3)
+    assert model.first_thinking_ms is None  # no thinking in these requests
 
 
 def test_failures_are_counted_by_class_and_kept_out_of_latency() -> None:
@@ -43,28 +43,31 @@ def test_failures_are_counted_by_class_and_kept_out_of_latency() -> None:
     assert total.cost_usd == pytest.approx(1.5) and total.output_tokens == 33
 
 
-def test_summary_has_a_row_per_model_and_per_label() -> None:
+def test_streamed_and_blocking_requests_are_apart_and_first_thinking_has_percentiles() -> None:
     stats = RunStats()
-    stats.add(record("alpha", ttft=123.4, latency=456))
-    stats.add(record("beta", ttft=None, latency=10, outcome=RATE_LIMITED, prompt="q"))
-    summary = {
-        "models": {model: s.to_summary() for model, s in stats.by_model().items()},
-        "totals": stats.total().to_summary(),
-        "labels": [{"model": m, "prompt": p, **s.to_summary()} for (m, p), s in sorted(stats.labels.items())],
-    }
-    lines = render_table(summary).splitlines()
-    assert any(line.startswith("alpha ") and "123" in line for line in lines)
-    assert any(line.startswith("beta ") and "rate_limited=1" in line for line in lines)
-    assert any(line.startswith("alpha / p ") for line in lines)
-    assert any(line.startswith("ALL ") for line in lines)
+    for i in range(1, 101):
+        rec = record("a", ttft=float(100 + i), latency=300.0)
+        rec.first_thinking_ms = float(i)
+        stats.add(rec)
+    for _ in range(7):
+        stats.add(record("a", ttft=None, latency=50.0))
+    modes = {mode: group.figures() for mode, group in stats.by_mode().items()}
+    assert (modes["stream"].requests, modes["blocking"].requests) == (100, 7)
+    assert modes["blocking"].ttft_ms is None and modes["blocking"].latency_ms.p50 == pytest.approx(50, rel=1e-3)
+    assert sorted(stats.labels) == [("a", "p", "blocking"), ("a", "p", "stream")]
+    thinking = stats.total().figures().first_thinking_ms
+    assert thinking is not None and thinking.count == 100 and thinking.p50 == pytest.approx(50, rel=1e-3)
 
 
-def test_cost_from_usage_with_cache_factors_and_overrides() -> None:
-    table = PriceTable({"custom": Price(2.0, 8.0)})
-    assert table.cost("claude-haiku-4-5", 1_000_000, 0) == pytest.approx(1.0)
-    assert table.cost("claude-sonnet-4-5", 0, 1_000_000) == pytest.approx(15.0)
-    assert table.cost("custom", 1_000_000, 1_000_000, 1_000_000, 1_000_000) == pytest.approx(2 + 8 + 0.2 + 2.5)
-    assert table.cost("unknown-model", 10, 10) is None
+def test_requests_of_unpriced_models_are_counted_apart_from_the_cost() -> None:
+    stats = RunStats()
+    stats.add(record("priced", ttft=1, latency=2))
+    unpriced = record("unpriced", ttft=1, latency=2)
+    unpriced.cost_usd = None
+    stats.add(unpriced)
+    total = stats.total().figures()
+    assert total.cost_usd == pytest.approx(0.5) and total.unpriced_requests == 1 and not total.cost_known
+    assert stats.by_model()["priced"].figures().cost_known
 
 
 def test_encoded_deltas_merge_to_the_same_percentiles() -> None:
@@ -77,7 +80,7 @@ def test_encoded_deltas_merge_to_the_same_percentiles() -> None:
     for worker in (worker_a, worker_b):
         merged.merge(RunStats.decode(worker.take().encode()))
     assert worker_a.requests == 0  # take() hands the delta over
-    assert merged.total().to_summary() == whole.total().to_summary()
+    assert merged.total().figures(with_histograms=True) == whole.total().figures(with_histograms=True)
 
 
 def test_recent_stats_cover_a_sliding_window() -> None:
@@ -86,7 +89,8 @@ def test_recent_stats_cover_a_sliding_window() -> None:
     recent.add(record("a", ttft=100, latency=200))
     now[0] += 20
     recent.add(record("a", ttft=300, latency=400))
-    assert recent.window(10).requests == 1 and recent.window(10).total().ttft_ms(50) == pytest.approx(300, rel=1e-3)
+    window = recent.window(10).total().figures()
+    assert window.requests == 1 and window.ttft_ms is not None and window.ttft_ms.p50 == pytest.approx(300, rel=1e-3)
     assert recent.window(30).requests == 2
     now[0] += 100
     assert recent.window(300).requests == 0  # older than keep_s: forgotten

@@ -1,0 +1,88 @@
+"""The files a CI job asks for at the end of a run, all made from the typed summary:
+`--summary-json`, `--junit` (one test case per SLO and per regression check), `--markdown`
+(a job summary) and `--report` (the HTML report, harness.report)."""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from harness.formatting import fmt_cost, fmt_ms, fmt_tps
+from harness.records import read_records
+from harness.results import Group, Summary
+
+logger = logging.getLogger("harness.outputs")
+
+
+def junit_xml(summary: Summary) -> str:
+    """One test case per SLO (and per regression check), so CI systems show them natively."""
+    cases = [(f"slo.{r.scope}", f"{r.name} {r.operator} {r.limit:g}", r.passed, f"value {r.value}, limit {r.limit:g}")
+             for r in summary.slos]  # fmt: skip
+    cases += [(f"regression.{r.scope}", r.metric, not r.regressed, r.describe()) for r in summary.regressions]
+    failures = sum(1 for case in cases if not case[2])
+    root = ET.Element("testsuites", name="claude-harness")
+    suite = ET.SubElement(
+        root, "testsuite", name=f"claude-harness {summary.run.scenario.name}",
+        tests=str(len(cases)), failures=str(failures), errors="0", time=f"{summary.run.duration_s:.3f}",
+    )  # fmt: skip
+    for classname, name, passed, message in cases:
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+        if not passed:
+            ET.SubElement(case, "failure", message=message, type="breach").text = message
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _p(group: Group, field: str, key: str) -> float | None:
+    values = getattr(group, field)
+    return getattr(values, key) if values else None
+
+
+def markdown(summary: Summary) -> str:
+    """A CI job summary: verdict, SLOs, per-model figures."""
+    run, verdict = summary.run, summary.verdict
+    status = verdict.status if verdict else "IN PROGRESS"
+    lines = [
+        f"## Claude load test: {run.scenario.name} — {status}",
+        "",
+        f"Run `{run.run_id}` against `{run.host}`, {run.duration_s:.0f} s, "
+        f"{summary.accounting.requests} requests, transport `{run.transport}`.",
+    ]
+    if verdict and verdict.reasons:
+        lines += ["", *[f"- {reason}" for reason in verdict.reasons]]
+    if summary.slos:
+        lines += ["", "| SLO | scope | value | limit | result |", "|---|---|---:|---:|---|"]
+        for r in summary.slos:
+            value = "no data" if r.value is None else f"{r.value:.4g}"
+            lines.append(f"| {r.name} | {r.scope} | {value} | {r.operator} {r.limit:g} | {'✅ pass' if r.passed else '❌ fail'} |")
+    lines += ["", "| model | requests | failures | TTFT p50 | TTFT p95 | latency p95 | out tok/s | cost $ |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for model, g in [*summary.models.items(), ("all", summary.totals)]:
+        lines.append(
+            f"| {model} | {g.requests} | {g.failures} | {fmt_ms(_p(g, 'ttft_ms', 'p50'))} | {fmt_ms(_p(g, 'ttft_ms', 'p95'))} | "
+            f"{fmt_ms(_p(g, 'latency_ms', 'p95'))} | {fmt_tps(_p(g, 'output_tps', 'p50'))} | {fmt_cost(g.cost_usd, g.cost_known)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str, what: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    logger.info("%s written to %s", what, path)
+
+
+def write_outputs(summary: Summary, options: Any, records_path: Path | None) -> None:
+    """The files the command line asked for."""
+    if options.summary_json:
+        _write(Path(options.summary_json), summary.to_json(), "summary")
+    if options.junit:
+        _write(Path(options.junit), junit_xml(summary), "JUnit report")
+    if options.markdown:
+        _write(Path(options.markdown), markdown(summary), "Markdown summary")
+    if options.report:
+        from harness.report import render_report
+
+        records = read_records(records_path) if records_path is not None else None
+        render_report(summary, records, Path(options.report))
+        logger.info("HTML report written to %s", options.report)

@@ -1,0 +1,331 @@
+"""The typed result of a run: the summary every output reads.
+
+One pydantic model, versioned, from which the console table, the JSON summary
+(`--summary-json`, its JSON Schema in docs/summary.schema.json is generated from this
+module), JUnit, Markdown, the HTML report, the web UI and the `--baseline` comparison are
+all made. Each derived fact (a share, an error rate, whether a cost is known) is defined
+once here, as a property of the figures it derives from.
+
+Version history: 1 had no measurement window (accounting: requests, locust_requests,
+records), no split by mode, no first-thinking percentiles and untyped SLO results; a
+version-1 file still loads (for `--baseline`), upgraded on the way in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.timing import CANCELLED, OK
+
+SCHEMA = "claude-harness-summary"
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+class InputError(Exception):
+    """A bad input file: one line for the user."""
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# --- figures of a group of requests ------------------------------------------------------------
+class Percentiles(_Result):
+    """A distribution's figures from its HDR histogram (3 significant digits)."""
+
+    count: int
+    min: float
+    max: float
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+
+class Histograms(_Result):
+    """The HDR histograms themselves (base64, compressed): what a later `--baseline` compares."""
+
+    ttft: str
+    latency: str
+
+
+class Group(_Result):
+    """The figures of one group of requests: the whole run, a model, a mode or a label.
+
+    Requests count every request of the measurement window, those cut by the stop
+    (`cancelled`) included, as Locust's tables do; percentiles come from successful requests
+    only; shares and the error rate are taken over the *judged* requests (the cancelled ones
+    say nothing about the service)."""
+
+    requests: int = Field(ge=0)
+    failures: int = Field(ge=0)
+    outcomes: dict[str, int] = Field(description="requests by outcome class (non-zero classes only)")
+    ttft_ms: Percentiles | None = Field(description="time to first text token, streamed requests only")
+    first_thinking_ms: Percentiles | None = Field(default=None, description="time to first thinking content")
+    latency_ms: Percentiles | None
+    output_tps: Percentiles | None = Field(description="output tokens per second after the first token")
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cost_usd: float = Field(ge=0, description="cost of the priced requests")
+    unpriced_requests: int = Field(default=0, ge=0, description="requests of models without a price: not in cost_usd")
+    hdr: Histograms | None = None
+
+    def count(self, outcome: str) -> int:
+        return self.outcomes.get(outcome, 0)
+
+    @property
+    def judged(self) -> int:
+        """Requests that tell something about the service: all but those cut by the stop."""
+        return self.requests - self.count(CANCELLED)
+
+    def share(self, outcome: str) -> float | None:
+        """The share of judged requests with this outcome (None without judged requests)."""
+        return self.count(outcome) / self.judged if self.judged else None
+
+    @property
+    def errors(self) -> int:
+        """Judged requests that failed."""
+        return self.judged - self.count(OK)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.judged if self.judged else None
+
+    @property
+    def cost_known(self) -> bool:
+        return self.unpriced_requests == 0
+
+
+class LabelGroup(Group):
+    model: str
+    prompt: str
+    mode: Literal["stream", "blocking"] | None = Field(default=None, description="absent in version 1")
+
+
+# --- the run --------------------------------------------------------------------------------
+class ScenarioInfo(_Result):
+    name: str
+    digest: str = Field(pattern="^[0-9a-f]{64}$")
+    source: str
+    content: dict[str, Any]
+
+
+class RunInfo(_Result):
+    """Everything needed to reproduce the run; never a secret."""
+
+    run_id: str
+    role: Literal["local", "master"]
+    scenario: ScenarioInfo
+    host: str
+    transport: Literal["fast", "sdk"]
+    anthropic_version: str
+    started_at: float = Field(description="epoch seconds")
+    ended_at: float = Field(description="epoch seconds")
+    duration_s: float = Field(ge=0)
+    in_progress: bool = False
+    users: int | None = None
+    spawn_rate: float | None = None
+    run_time_s: int | None = None
+    seeds: dict[str, int | None]
+    versions: dict[str, str]
+
+
+class Accounting(_Result):
+    """Where every request went: recorded = requests (in the window) + before_window."""
+
+    recorded: int = Field(ge=0, description="every request sent and recorded (records file, points)")
+    requests: int = Field(ge=0, description="in the figures: started inside the measurement window")
+    before_window: int = Field(default=0, ge=0, description="recorded before the measurement window opened")
+    cancelled: int = Field(default=0, ge=0, description="of `requests`: cut by the stop")
+    locust_requests: int = Field(ge=0, description="Locust's own total")
+    records: int = Field(ge=0, description="lines written to the records files")
+    window_opened_at: float | None = Field(default=None, description="epoch seconds; None: open from the start")
+
+
+class HealthSample(_Result):
+    at: float
+    cpu_percent: float
+    loop_lag_max_ms: float
+    loop_lag_p99_ms: float
+    users: int
+    in_flight: int
+    points_written: int
+    points_dropped: int
+    buffer_size: int
+    saturated: bool
+
+
+class Health(_Result):
+    samples: int
+    saturated_samples: int
+    unreliable: bool = Field(description="the load generator was saturated: timings are late")
+    cpu_percent_max: float
+    cpu_percent_mean: float
+    loop_lag_max_ms: float
+    loop_lag_p99_max_ms: float
+    max_cpu_percent_limit: float
+    max_loop_lag_ms_limit: float
+    timeline: list[HealthSample]
+
+
+class SloResult(_Result):
+    name: str = Field(description="the scenario's key, e.g. ttft_p95_ms")
+    metric: str = Field(description="what is measured, in words")
+    scope: str = Field(description="'all' or a model")
+    bound: Literal["max", "min"] = "max"
+    limit: float
+    value: float | None = Field(description="None: no data to judge (a breach)")
+    passed: bool
+
+    @property
+    def operator(self) -> str:
+        return "<=" if self.bound == "max" else ">="
+
+    @property
+    def label(self) -> str:
+        return f"{self.scope}: {self.name} {self.operator} {self.limit:g}"
+
+
+class RegressionResult(_Result):
+    scope: str
+    metric: str
+    baseline_ms: float
+    current_ms: float
+    change_pct: float
+    ci_low_pct: float
+    ci_high_pct: float
+    threshold_pct: float
+    regressed: bool
+
+    def describe(self) -> str:
+        verdict = "REGRESSED" if self.regressed else "ok"
+        return (
+            f"{verdict}: {self.scope} {self.metric} {self.baseline_ms:.1f} -> {self.current_ms:.1f} ms "
+            f"({self.change_pct:+.1f} %, 95 % CI {self.ci_low_pct:+.1f} .. {self.ci_high_pct:+.1f} %; "
+            f"limit +{self.threshold_pct:g} %)"
+        )
+
+
+class Points(_Result):
+    sink: str
+    written: int
+    dropped: int
+
+
+class WorkerInfo(_Result):
+    name: str
+    requests: int = Field(description="in the figures")
+    records: int
+    recorded: int = 0
+    before_window: int = 0
+    spent_usd: float = 0.0
+    points_written: int
+    points_dropped: int
+    saturated_samples: int
+    unreliable: bool
+    last_health: dict[str, Any]
+    lost: bool
+
+
+Status = Literal["PASS", "FAIL", "DONE", "ERRORS", "ABORTED", "STOPPED", "UNRELIABLE"]
+
+
+class Verdict(_Result):
+    status: Status
+    exit_code: int | None = Field(description="the process's exit code (README: exit codes)")
+    reasons: list[str]
+
+
+class Summary(_Result):
+    """Written by --summary-json at the end of a run. Times in ms, costs in USD, timestamps in
+    epoch seconds. Never holds the API key."""
+
+    schema_: Literal["claude-harness-summary"] = Field(default=SCHEMA, alias="schema")
+    version: Literal[2] = SCHEMA_VERSION
+    run: RunInfo
+    accounting: Accounting
+    totals: Group
+    models: dict[str, Group]
+    modes: dict[str, Group] = Field(default_factory=dict, description="stream and blocking apart")
+    labels: list[LabelGroup]
+    health: Health
+    slos: list[SloResult] = Field(default_factory=list)
+    regressions: list[RegressionResult] = Field(default_factory=list)
+    points: Points
+    workers: list[WorkerInfo] = Field(default_factory=list)
+    lost_workers: list[str] = Field(default_factory=list)
+    refused_workers: dict[str, str] = Field(default_factory=dict)
+    records_path: str | None = None
+    verdict: Verdict | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+# --- reading summaries back (--baseline, the report CLI) ------------------------------------
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 summary in version-2 shape (the fields 2 added get their neutral values)."""
+    data = {**data, "version": SCHEMA_VERSION}
+    accounting = data.get("accounting", {})
+    cancelled = data.get("totals", {}).get("outcomes", {}).get(CANCELLED, 0)
+    data["accounting"] = {**accounting, "recorded": accounting.get("requests", 0), "cancelled": cancelled}
+    data["slos"] = [
+        {**s, "metric": s["name"], "bound": "min" if s["name"].startswith("min_") else "max"} for s in data.get("slos", [])
+    ]
+    return data
+
+
+def parse_summary(data: Any, origin: str = "summary") -> Summary:
+    """A summary from its JSON form (any readable version); InputError says what is wrong."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"{origin}: not a harness summary (schema {found!r}, expected {SCHEMA!r})")
+    version = data.get("version")
+    if version not in READABLE_VERSIONS:
+        raise InputError(f"{origin}: summary version {version!r} cannot be read (this harness reads {READABLE_VERSIONS})")
+    if version == 1:
+        data = _upgrade_v1(data)
+    try:
+        return Summary.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"{origin}: {where}: {first['msg']}") from None
+
+
+def load_summary(path: Path) -> Summary:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    return parse_summary(data, str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the summary (docs/summary.schema.json is this, committed)."""
+    schema = Summary.model_json_schema(by_alias=True, mode="serialization")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA}/{SCHEMA_VERSION}",
+        **schema,
+        "title": f"Claude load-test harness: run summary, version {SCHEMA_VERSION}",
+    }
+
+
+def main() -> None:
+    """`python -m harness.results`: print the summary's JSON Schema."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
