@@ -20,7 +20,7 @@ import gevent
 import gevent.event
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
-from harness import exitcodes, pauses, slo, webui
+from harness import exitcodes, locust_outputs, pauses, slo, webui
 from harness.distributed import MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
@@ -313,6 +313,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     options = environment.parsed_options
     if options is None:
         return
+    locust_outputs.register(environment)
     if getattr(options, "worker", False):
         environment.claude = WorkerSession(environment)
         if options.transport == "sdk":
