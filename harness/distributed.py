@@ -11,6 +11,11 @@ Messages (over Locust's own master/worker channel):
 - master -> worker `claude_drain`: the run is ending: stop the users (in-flight requests
   finish within --stop-timeout or are cancelled), send the final report, confirm.
 - worker -> master `claude_drained`: that worker's last report has been sent.
+- master -> worker `claude_window`: the measurement window opens now (`--reset-stats` when
+  spawning completes, or the web UI's "Reset stats"), with its number (epoch). The worker
+  drops its unreported stats (harness and Locust) and counts only requests that start from
+  now; its reports carry the epoch, and the master drops what an older epoch's reports hold,
+  from its own stats and from Locust's (a filter that runs before Locust merges a report).
 Each periodic worker report carries the worker's stats delta (HDR-encoded, not a message
 per request), its health and its sink counters. Locust's own headless stop does not wait
 for workers' last reports; the drain, run from the master's `test_stopping`, does.
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
+from locust.stats import StatsEntry
 
 from harness import __version__
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
@@ -40,6 +46,7 @@ RUN_MESSAGE = "claude_run"
 REFUSED_MESSAGE = "claude_refused"
 DRAIN_MESSAGE = "claude_drain"
 DRAINED_MESSAGE = "claude_drained"
+WINDOW_MESSAGE = "claude_window"
 REPORT_KEY = "claude"
 DRAIN_MARGIN_S = 15.0
 
@@ -81,6 +88,7 @@ class MasterLink:
         self.scenario = scenario
         self.run = run  # the master's current run, whose stats the workers' deltas merge into
         self.run_id: str | None = None
+        self.epoch = 0  # the measurement window's number: reports of an older one are stale
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
         runner = environment.runner
@@ -91,10 +99,11 @@ class MasterLink:
         environment.events.worker_connect.add_listener(self._on_connect)
 
     def _payload(self) -> dict[str, Any]:
-        return {"version": __version__, "run_id": self.run_id, "scenario": self.scenario.model_dump(mode="json")}
+        return {"version": __version__, "run_id": self.run_id, "epoch": self.epoch, "scenario": self.scenario.model_dump(mode="json")}
 
     def start_run(self, run_id: str) -> None:
         self.run_id = run_id
+        self.epoch = 0
         runner = self.environment.runner
         # every worker of the run is known from the start: one that dies before its first
         # report is still named as lost
@@ -125,6 +134,26 @@ class MasterLink:
         if state is None:
             state = self.workers[client_id] = WorkerState(client_id, name)
         return state
+
+    def open_window(self) -> None:
+        """The measurement window opens now, on every worker too."""
+        run = self.run()
+        if run is None or self.run_id is None:
+            return
+        self.epoch += 1
+        run.open_window()
+        for state in self.workers.values():
+            state.requests = 0
+        self.environment.runner.send_message(WINDOW_MESSAGE, {"run_id": self.run_id, "epoch": self.epoch})
+        logger.info("measurement window %d opened on the workers", self.epoch)
+
+    def drop_if_stale(self, data: dict[str, Any]) -> None:
+        """A report of an older window keeps its counters but no stats: neither ours nor Locust's."""
+        report = data.get(REPORT_KEY)
+        if report and report.get("run_id") == self.run_id and report.get("window") != self.epoch:
+            report["stats"] = []
+            data["stats"], data["errors"] = [], {}
+            data["stats_total"] = StatsEntry(self.environment.runner.stats, "Aggregated", None).serialize()
 
     def _on_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         report = data.get(REPORT_KEY)
@@ -176,14 +205,20 @@ class WorkerLink:
     def __init__(
         self,
         environment: Any,
-        on_run: Callable[[Scenario, str], None],
+        on_run: Callable[[Scenario, str, int], None],
         report: Callable[[], dict[str, Any] | None],
+        on_window: Callable[[str, int], None],
     ) -> None:
         self.environment = environment
         self.on_run = on_run
         self.report = report
+        self.on_window = on_window
+        # the master opens the measurement window for all: Locust's own reset on a worker
+        # (when its spawning completes) would drop requests of the master's window
+        environment.reset_stats = False
         runner = environment.runner
         runner.register_message(RUN_MESSAGE, self._on_run)
+        runner.register_message(WINDOW_MESSAGE, lambda msg, **_: self.on_window(msg.data["run_id"], msg.data["epoch"]))
         runner.register_message(DRAIN_MESSAGE, self._on_drain, concurrent=True)
         environment.events.report_to_master.add_listener(self._on_report_to_master)
         runner.send_message(HELLO_MESSAGE, None)
@@ -206,7 +241,7 @@ class WorkerLink:
             runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
             return
         logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
-        self.on_run(scenario, data["run_id"])
+        self.on_run(scenario, data["run_id"], data["epoch"])
 
     def _on_report_to_master(self, data: dict[str, Any], **_: Any) -> None:
         report = self.report()
@@ -227,3 +262,19 @@ class WorkerLink:
 def worker_output_dir(output_dir: str, run_id: str, scenario: Scenario, name: str) -> Path:
     """Workers sharing a host with the master (or each other) write to their own folders."""
     return Path(output_dir) / f"{run_id}-{scenario.name}" / name
+
+
+class StaleReportFilter:
+    """A `worker_report` listener registered when the locustfile is imported, so that it runs
+    before Locust's own (which merges the report into Locust's stats): it empties a report of an
+    older measurement window. One per process; the master's link is set at init."""
+
+    def __init__(self) -> None:
+        self.link: MasterLink | None = None
+
+    def __call__(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        if self.link is not None:
+            self.link.drop_if_stale(data)
+
+
+STALE_REPORTS = StaleReportFilter()

@@ -21,7 +21,7 @@ import gevent.event
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
 from harness import exitcodes, locust_outputs, pauses, slo, webui
-from harness.distributed import MasterLink, WorkerLink, worker_output_dir
+from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS, Thresholds
@@ -194,6 +194,14 @@ class Session:
         if self.link is not None:
             self.link.drain(self.environment.stop_timeout or 0.0)
 
+    def open_window(self) -> None:
+        """`--reset-stats` (spawning complete) or the web UI's "Reset stats": the figures start
+        again from now, as Locust's tables do; every request stays recorded."""
+        if self.link is not None:
+            self.link.open_window()
+        elif self.run is not None:
+            self.run.open_window()
+
     def on_test_stop(self) -> None:
         run = self.run
         if run is None:
@@ -248,11 +256,25 @@ class WorkerSession:
         # initialised: a test may already be under way
         self._testing = environment.runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
         self._ready = gevent.event.Event()
-        self.link = WorkerLink(environment, self._on_run, self._report)
+        self.epoch = 0  # the master's measurement window when this worker got the run
+        self.link = WorkerLink(environment, self._on_run, self._report, self._on_window)
 
-    def _on_run(self, scenario: Scenario, run_id: str) -> None:
-        self.scenario, self.run_id = scenario, run_id
+    def _on_run(self, scenario: Scenario, run_id: str, epoch: int) -> None:
+        self.scenario, self.run_id, self.epoch = scenario, run_id, epoch
         self._start_run()
+
+    def _on_window(self, run_id: str, epoch: int) -> None:
+        """The master opened the measurement window: what this worker has not reported yet
+        started before it (dropped from the stats, Locust's too), what starts now is in it."""
+        if run_id != self.run_id:
+            return
+        if self.run is None:
+            self.epoch = epoch
+            return
+        self.run.open_window()
+        self.environment.runner.stats.reset_all()
+        if self.run.ledger.window != epoch:
+            logger.error("measurement window %d on the master, %d here", epoch, self.run.ledger.window)
 
     def _report(self) -> dict[str, Any] | None:
         return self.run.report() if self.run is not None else None
@@ -272,6 +294,7 @@ class WorkerSession:
         output_dir = worker_output_dir(options.output_dir, self.run_id, self.scenario, self.link.name)
         config = run_config(self.environment, self.scenario, self.run_id, output_dir, "worker", worker=self.link.name)
         self.run = HarnessRun(config, self.environment)
+        self.run.ledger.base_window = self.epoch
         pauses.settle()
         self.run.start()
         self._ready.set()
@@ -330,6 +353,9 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     session = Session(environment, scenario)
     environment.claude = session
     environment.events.quit.add_listener(lambda **_: session.on_quit())
+    environment.events.reset_stats.add_listener(session.open_window)
+    environment.events.spawning_complete.add_listener(lambda **_: session.open_window() if environment.reset_stats else None)
+    STALE_REPORTS.link = session.link
     if environment.web_ui is not None:
         webui.install(environment, session)
     if not environment.host:
@@ -387,6 +413,7 @@ def _apply_load_defaults(options: Any, scenario: Scenario) -> None:
 
 def register(events: Any) -> None:
     events.init_command_line_parser.add_listener(add_arguments)
+    events.worker_report.add_listener(STALE_REPORTS)  # before Locust's own: registered at import
     events.init.add_listener(on_init)
     events.test_start.add_listener(lambda environment, **_: _call(environment, "on_test_start"))
     events.test_stopping.add_listener(lambda environment, **_: _call(environment, "on_test_stopping"))

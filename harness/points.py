@@ -19,9 +19,9 @@ REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "out
 REQUEST_FIELDS = (
     "ttft_ms", "latency_ms", "ttfb_ms", "first_thinking_ms", "tpot_ms", "output_tps", "max_gap_ms",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd",
-    "request_id", "error_type", "http_status",
+    "request_id", "error_type", "http_status", "window",
 )  # fmt: skip
-INT_FIELDS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status"})
+INT_FIELDS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window"})
 STRING_FIELDS = frozenset({"request_id", "error_type", "event", "detail"})
 
 HEALTH_TAGS = ("run_id", "scenario", "worker", "role")
@@ -84,5 +84,6 @@ def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
         "request_id": record.request_id,
         "error_type": record.error_type,
         "http_status": record.http_status,
+        "window": record.window,  # the measurement window it started in (the figures: the last one)
     }
     return line(REQUEST_MEASUREMENT, tags, fields, record.wall_start_ns)

@@ -145,6 +145,7 @@ class Accounting(_Result):
     cancelled: int = Field(default=0, ge=0, description="of `requests`: cut by the stop")
     locust_requests: int = Field(ge=0, description="Locust's own total")
     records: int = Field(ge=0, description="lines written to the records files")
+    window: int = Field(default=0, ge=0, description="the measurement window in the figures: 0 from the start, +1 at each reset")
     window_opened_at: float | None = Field(default=None, description="epoch seconds; None: open from the start")
 
 

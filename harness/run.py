@@ -8,6 +8,7 @@ monitor, started and stopped with it.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import itertools
 import time
@@ -72,17 +73,26 @@ class RunConfig:
 
 @dataclass
 class Ledger:
-    """Every request the run recorded, whether or not it is in the figures (the measurement
-    window), and what all of them cost: the budget and the request limit count them all."""
+    """Every request the run recorded, whether or not it is in the figures, and what all of
+    them cost: the budget and the request limit count them all.
+
+    Measurement windows are numbered: 0 from the start, then one more at each opening
+    (`--reset-stats` when spawning completes, the web UI's "Reset stats"). A request belongs to
+    the window it started in; the figures hold the requests of the current window."""
 
     recorded: int = 0
     before_window: int = 0
     spent_usd: float = 0.0
-    window_start_ns: int | None = None  # perf_counter_ns; None: the window is open from the start
-    window_opened_at: float | None = None  # epoch seconds
+    base_window: int = 0  # the window this process started in (a worker that joins late)
+    openings: list[int] = field(default_factory=list)  # perf_counter_ns of each opening
+    window_opened_at: float | None = None  # epoch seconds of the last opening
 
-    def in_window(self, record: TimingRecord) -> bool:
-        return self.window_start_ns is None or record.start_ns >= self.window_start_ns
+    @property
+    def window(self) -> int:
+        return self.base_window + len(self.openings)
+
+    def window_of(self, record: TimingRecord) -> int:
+        return self.base_window + bisect.bisect_right(self.openings, record.start_ns)
 
 
 class HarnessRun:
@@ -176,7 +186,7 @@ class HarnessRun:
         that started before stay recorded (records, points, ledger) but out of the figures."""
         ledger = self.ledger
         ledger.before_window = ledger.recorded  # every request so far started before now
-        ledger.window_start_ns = time.perf_counter_ns()
+        ledger.openings.append(time.perf_counter_ns())
         ledger.window_opened_at = time.time()
         self.stats.reset()
         self.recent = RecentStats()
@@ -191,11 +201,12 @@ class HarnessRun:
         ledger = self.ledger
         ledger.recorded += 1
         ledger.spent_usd += record.cost_usd or 0.0
+        record.window = ledger.window_of(record)
         if self.records is not None:
             self.records.write(record)
         if self.points is not None:
             self.points.add(request_line(record, self.labels))
-        if not ledger.in_window(record):
+        if record.window != ledger.window:
             ledger.before_window += 1
             return
         name = f"{record.model} {record.prompt}"
@@ -258,6 +269,7 @@ class HarnessRun:
             "records": self.records.written if self.records is not None else 0,
             "recorded": self.ledger.recorded,
             "before_window": self.ledger.before_window,
+            "window": self.ledger.window,
             "spent_usd": self.ledger.spent_usd,
             "points_written": points.written if points else 0,
             "points_dropped": points.dropped if points else 0,

@@ -88,6 +88,7 @@ def build_summary(
             cancelled=totals.count(CANCELLED),
             locust_requests=locust_requests,
             records=run.records.written if run.records is not None else sum(w.records for w in workers),
+            window=ledger.window,
             window_opened_at=ledger.window_opened_at,
         ),
         totals=totals,

@@ -86,6 +86,7 @@ class TimingRecord:
     error_type: str | None = None
     error_message: str | None = None
     cost_usd: float | None = None
+    window: int = 0  # the measurement window it started in (--reset-stats opens window 1, ...)
 
     @property
     def ok(self) -> bool:

@@ -59,7 +59,8 @@ class Cluster:
 
     def __init__(
         self, tmp_path: Path, workers: int, run_time: str, users: int = 12, expect: int | None = None,
-        env: dict[str, str] | None = None, profile: dict[str, Any] = FAST_PROFILE,
+        env: dict[str, str] | None = None, profile: dict[str, Any] = FAST_PROFILE, spawn_rate: float | None = None,
+        master_args: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         self.tmp = tmp_path
         self.env = {**os.environ, **(env or {})}
@@ -77,9 +78,10 @@ class Cluster:
             self.master = self._spawn(
                 [LOCUST, "-f", "locustfile.py", "--master", "--master-bind-host", "127.0.0.1",
                  "--master-bind-port", str(self.port), "--headless", "--only-summary",
-                 "--expect-workers", str(expect or workers), "-u", str(users), "-r", str(users), "-t", run_time,
+                 "--expect-workers", str(expect or workers), "-u", str(users), "-r", str(spawn_rate or users), "-t", run_time,
                  "--host", self.emulator.url or "", "--scenario", str(scenario), "--output-dir", str(tmp_path / "runs"),
-                 "--stop-timeout", "10", "--summary-json", str(self.summary_path), "--csv", str(tmp_path / "locust")],
+                 "--stop-timeout", "10", "--summary-json", str(self.summary_path), "--csv", str(tmp_path / "locust"),
+                 *master_args],
                 ROOT, self.env, tmp_path / "master",
             )  # fmt: skip
             for _ in range(workers):
@@ -186,7 +188,8 @@ def test_two_workers_without_the_scenario_count_exactly_what_the_server_saw(tmp_
     assert sorted(r["request_id"] for r in records) == sorted(t["request_id"] for t in truth)
     n = len(truth)
     assert summary["accounting"] == {
-        "recorded": n, "requests": n, "before_window": 0, "cancelled": 0, "locust_requests": n, "records": n, "window_opened_at": None,
+        "recorded": n, "requests": n, "before_window": 0, "cancelled": 0, "locust_requests": n, "records": n, "window": 0,
+        "window_opened_at": None,
     }  # fmt: skip
     assert summary["totals"]["requests"] == len(truth) and summary["lost_workers"] == []
     workers = {w["name"]: w for w in summary["workers"]}
@@ -295,3 +298,70 @@ def test_workers_write_every_request_to_influxdb_under_the_masters_run_id(tmp_pa
         assert summary["points"]["dropped"] == 0
     finally:
         vm.stop()
+
+
+def test_reset_stats_opens_one_window_for_the_whole_cluster_and_locusts_tables_agree(tmp_path: Path) -> None:
+    # a ramp of 3 s (12 users at 4/s) with requests of about a second: many start before the reset
+    with Cluster(tmp_path, workers=2, run_time="8s", profile=GAPPED_PROFILE, spawn_rate=4,
+                 master_args=("--reset-stats", "--json-file", str(tmp_path / "locust-final"))) as cluster:  # fmt: skip
+        code, _out, err = cluster.finish()
+    assert code == 0, err[-3000:]
+    summary, records, truth = cluster.summary(), cluster.records(), cluster.truth()
+    assert sorted(r["request_id"] for r in records) == sorted(t["request_id"] for t in truth)
+    window = summary["accounting"]["window"]
+    inside = [r for r in records if r["window"] == window]
+    before = [r for r in records if r["window"] != window]
+    assert window == 1 and inside and before
+    accounting = summary["accounting"]
+    assert (accounting["recorded"], accounting["requests"], accounting["before_window"]) == (len(records), len(inside), len(before))
+    assert accounting["locust_requests"] == len(inside) and accounting["window_opened_at"] is not None
+    # Locust's own final table: exactly the requests that started inside the window
+    entries = json.loads((tmp_path / "locust-final.json").read_text())
+    assert sum(e["num_requests"] for e in entries if e["method"] in ("STREAM", "BLOCK")) == len(inside)
+    streamed_ok = [r for r in inside if r["mode"] == "stream" and r["outcome"] == "ok"]
+    assert sum(e["num_requests"] for e in entries if e["method"] == "TTFT") == len(streamed_ok)
+    assert summary["totals"]["requests"] == len(inside)
+    # on each worker, every request of the window started after every request before it
+    for worker in {r["worker"] for r in records}:
+        starts_before = [r["start_ns"] for r in before if r["worker"] == worker]
+        starts_inside = [r["start_ns"] for r in inside if r["worker"] == worker]
+        assert not starts_before or not starts_inside or max(starts_before) < min(starts_inside)
+
+
+def test_a_report_of_a_closed_window_reaches_neither_the_harness_nor_locusts_stats(tmp_path: Path) -> None:
+    """The race the window message leaves: a worker's report sent before it opened the window,
+    merged by the master after it did. In process, on a real Locust master runner whose own stats
+    listener is registered after the harness's filter, as in a real run (locustfile first)."""
+    from locust.env import Environment
+    from locust.event import Events
+    from locust.stats import StatsEntry
+
+    from harness.distributed import REPORT_KEY, MasterLink, StaleReportFilter
+    from harness.scenario import scenario_from_dict
+
+    events = Events()
+    stale_reports = StaleReportFilter()
+    events.worker_report.add_listener(stale_reports)
+    environment = Environment(events=events)
+    runner = environment.create_master_runner("127.0.0.1", free_port())
+    try:
+        link = MasterLink(environment, scenario_from_dict(SCENARIO), lambda: None)
+        stale_reports.link = link
+        link.run_id, link.epoch = "run", 1
+
+        def report(window: int) -> dict[str, Any]:
+            entry = StatsEntry(environment.stats, "m p", "STREAM")
+            entry.log(100, 10)
+            total = StatsEntry(environment.stats, "Aggregated", None)
+            total.log(100, 10)
+            ours = {"run_id": "run", "window": window, "stats": [], "name": "worker-0", "records": 1, "recorded": 1,
+                    "before_window": 0, "spent_usd": 0.0, "points_written": 0, "points_dropped": 0, "saturated_samples": 0,
+                    "unreliable": False, "health": {}}  # fmt: skip
+            return {"stats": [entry.serialize()], "stats_total": total.serialize(), "errors": {}, REPORT_KEY: ours}
+
+        events.worker_report.fire(client_id="w0", data=report(window=0))  # sent before the window opened
+        assert environment.stats.total.num_requests == 0 and not environment.stats.entries
+        events.worker_report.fire(client_id="w0", data=report(window=1))
+        assert environment.stats.total.num_requests == 1 and environment.stats.entries[("m p", "STREAM")].num_requests == 1
+    finally:
+        runner.quit()

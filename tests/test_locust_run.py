@@ -214,3 +214,28 @@ def test_the_api_key_is_required_for_a_remote_host_and_never_written(tmp_path: P
         if path.is_file():
             assert secret not in path.read_text(encoding="utf-8", errors="replace"), path
     assert secret not in run.stdout and secret not in run.stderr
+
+
+def test_reset_stats_opens_the_measurement_window_and_locusts_tables_agree(tmp_path: Path, scenario_file: Path) -> None:
+    # a ramp of 2 s (8 users at 4/s) with requests of about a second: many start before the reset
+    result, truth = run_against_emulator(
+        tmp_path, scenario_file, GAPPED_PROFILE, "-r", "4", "--reset-stats", "--json-file", str(tmp_path / "locust"),
+        "--summary-json", str(tmp_path / "summary.json"), users=8, run_time="6s",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = result.records()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert sorted(r["request_id"] for r in records) == sorted(t["request_id"] for t in truth)
+    window = summary["accounting"]["window"]
+    inside = [r for r in records if r["window"] == window]
+    before = [r for r in records if r["window"] != window]
+    assert window == 1 and inside and before
+    assert max(r["start_ns"] for r in before) < min(r["start_ns"] for r in inside)
+    accounting = summary["accounting"]
+    assert (accounting["recorded"], accounting["requests"], accounting["before_window"]) == (len(records), len(inside), len(before))
+    entries = locust_entries(tmp_path / "locust")
+    assert sum(e["num_requests"] for e in entries if e["method"] in ("STREAM", "BLOCK")) == len(inside)
+    streamed_ok = [r for r in inside if r["mode"] == "stream" and r["outcome"] == "ok"]
+    assert sum(e["num_requests"] for e in entries if e["method"] == "TTFT") == len(streamed_ok)
+    n = len(records)
+    assert f"{n} requests recorded = {len(inside)} in the figures + {len(before)} before the measurement window" in result.stdout
