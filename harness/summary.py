@@ -133,7 +133,7 @@ def _row(label: str, group: Group) -> list[str]:
 def render_table(summary: Summary) -> str:
     rows = [_row(model, group) for model, group in summary.models.items()]
     if len(summary.modes) > 1:
-        rows += [_row(f"({mode})", group) for mode, group in summary.modes.items()]
+        rows += [_row(f"ALL / {mode}", group) for mode, group in summary.modes.items()]
     rows.append(_row("ALL", summary.totals))
     detail = [_row(f"{g.model} / {g.prompt} / {g.mode}", g) for g in summary.labels]
     header = [name for name, _ in _COLUMNS]
@@ -148,6 +148,12 @@ def render_table(summary: Summary) -> str:
     if len(detail) > 1:
         out += [rule, *map(line, detail)]
     out.append(rule)
+    thinking = [(name, group.first_thinking_ms) for name, group in [*summary.models.items(), ("ALL", summary.totals)]]
+    out += [
+        f"first thinking {name}: p50 {fmt_ms(values.p50)}, p95 {fmt_ms(values.p95)}, p99 {fmt_ms(values.p99)} ms ({values.count} requests)"
+        for name, values in thinking
+        if values is not None
+    ]
     return "\n".join(out)
 
 

@@ -145,6 +145,40 @@ def test_stop_timeout_lets_requests_in_flight_finish(tmp_path: Path, scenario_fi
     assert len(records) == len(truth)
 
 
+def test_by_default_requests_in_flight_at_the_stop_finish(tmp_path: Path, scenario_file: Path) -> None:
+    # the README's command has no --stop-timeout: the harness's default lets them finish
+    slow = {"models": {"default": {"ttft_ms": 300, "output_tps": 40, "jitter": 0, "output_tokens": {"mean": 40, "sd": 0}}}}
+    result, truth = run_against_emulator(tmp_path, scenario_file, slow, users=8, run_time="3s")
+    records = result.records()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Counter(r["outcome"] for r in records) == {"ok": len(records)} and len(records) == len(truth) >= 8
+    assert "verdict: DONE" in result.stdout
+
+
+def test_first_thinking_has_its_own_percentiles_and_modes_their_own_rows(tmp_path: Path) -> None:
+    scenario = write_yaml(tmp_path / "thinking.yaml", {
+        "name": "thinking",
+        "models": ["model-fast"],
+        "prompts": [
+            {"name": "think", "messages": [{"role": "user", "content": "Why?"}], "max_tokens": 2000,
+             "thinking": {"type": "enabled", "budget_tokens": 1024}},
+            {"name": "plain", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32},
+        ],
+        "stream": 0.5,
+    })  # fmt: skip
+    result, truth = run_against_emulator(
+        tmp_path, scenario, FAST_PROFILE, "--summary-json", str(tmp_path / "s.json"), users=4, run_time="3s"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary, records = json.loads((tmp_path / "s.json").read_text()), result.records()
+    thinking = [r for r in records if r["first_thinking_ms"] is not None and r["outcome"] == "ok"]
+    assert thinking and {r["prompt"] for r in thinking} == {"think"} and {r["mode"] for r in thinking} == {"stream"}
+    assert summary["totals"]["first_thinking_ms"]["count"] == len(thinking)
+    assert summary["modes"]["stream"]["requests"] + summary["modes"]["blocking"]["requests"] == len(truth)
+    assert {(g["prompt"], g["mode"]) for g in summary["labels"]} == {(p, m) for p in ("think", "plain") for m in ("stream", "blocking")}
+    assert "first thinking ALL: p50 " in result.stdout and "ALL / blocking" in result.stdout
+
+
 FAULT_PROFILE = {
     "models": {
         "default": {"ttft_ms": 30, "output_tps": 500, "output_tokens": {"mean": 30, "sd": 0, "min": 30}},
