@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import gevent
 import psutil
+
+from harness.results import HealthSample
 
 logger = logging.getLogger("harness.health")
 
@@ -33,25 +35,6 @@ UNRELIABLE_MIN_SHARE = 0.10
 class Thresholds:
     max_cpu_percent: float = DEFAULT_MAX_CPU_PERCENT
     max_loop_lag_ms: float = DEFAULT_MAX_LOOP_LAG_MS
-
-
-@dataclass
-class HealthSample:
-    at: float  # wall clock, seconds
-    cpu_percent: float
-    loop_lag_max_ms: float
-    loop_lag_p99_ms: float
-    users: int
-    in_flight: int
-    points_written: int
-    points_dropped: int
-    buffer_size: int
-    saturated: bool
-
-    def fields(self) -> dict[str, float | int | bool]:
-        data = asdict(self)
-        del data["at"]
-        return data
 
 
 @dataclass
@@ -128,8 +111,9 @@ class HealthMonitor:
         saturated = cpu_percent >= self.thresholds.max_cpu_percent or lag_p99 >= self.thresholds.max_loop_lag_ms
         g = self.gauges
         sample = HealthSample(
-            time.time(), round(cpu_percent, 1), round(lag_max, 2), round(lag_p99, 2), g.users(), g.in_flight(),
-            g.points_written(), g.points_dropped(), g.buffer_size(), saturated,
+            at=time.time(), cpu_percent=round(cpu_percent, 1), loop_lag_max_ms=round(lag_max, 2),
+            loop_lag_p99_ms=round(lag_p99, 2), users=g.users(), in_flight=g.in_flight(), points_written=g.points_written(),
+            points_dropped=g.points_dropped(), buffer_size=g.buffer_size(), saturated=saturated,
         )  # fmt: skip
         self.samples.append(sample)
         self._report(sample)

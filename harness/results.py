@@ -150,6 +150,8 @@ class Accounting(_Result):
 
 
 class HealthSample(_Result):
+    """One sample of the load generator's health (every 2 s, harness.health)."""
+
     at: float
     cpu_percent: float
     loop_lag_max_ms: float
@@ -160,6 +162,10 @@ class HealthSample(_Result):
     points_dropped: int
     buffer_size: int
     saturated: bool
+
+    def fields(self) -> dict[str, Any]:
+        """The sample's values without its time (the fields of its point)."""
+        return self.model_dump(exclude={"at"})
 
 
 class Health(_Result):

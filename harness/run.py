@@ -19,7 +19,8 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from harness import payload
-from harness.health import Gauges, HealthMonitor, HealthSample, Thresholds
+from harness.health import Gauges, HealthMonitor, Thresholds
+from harness.results import HealthSample
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
 from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, FileSink, InfluxConfig, InfluxSink, PointWriter
