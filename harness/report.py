@@ -460,7 +460,7 @@ _STATS_HEAD = (
 def section_tables(summary: Summary) -> str:
     models = "".join(f'<tr><td class="l">{esc(m)}</td>{_stats_cells(g)}</tr>' for m, g in summary.models.items())
     if len(summary.modes) > 1:
-        models += "".join(f'<tr><td class="l">({esc(m)})</td>{_stats_cells(g)}</tr>' for m, g in summary.modes.items())
+        models += "".join(f'<tr><td class="l">ALL / {esc(m)}</td>{_stats_cells(g)}</tr>' for m, g in summary.modes.items())
     models += f'<tr class="all"><td class="l">ALL</td>{_stats_cells(summary.totals)}</tr>'
     labels = "".join(
         f'<tr><td class="l">{esc(g.model)}</td><td class="l">{esc(g.prompt)}</td><td class="l">{esc(g.mode)}</td>{_stats_cells(g)}</tr>'

@@ -365,6 +365,35 @@ def test_a_bad_scenario_chosen_in_the_form_is_refused_with_a_clear_message(tmp_p
         ui.stop()
 
 
+def post(ui: LocustUI, path: str, form: dict[str, Any] | None = None) -> Any:
+    body = urllib.parse.urlencode(form or {}).encode()
+    with urllib.request.urlopen(urllib.request.Request(ui.url + path, data=body, method="POST"), timeout=30) as response:
+        return response.read()
+
+
+@pytest.mark.slow
+def test_the_reset_button_opens_a_measurement_window_that_locusts_table_agrees_with(tmp_path: Path) -> None:
+    ui = LocustUI(tmp_path, "scenarios/demo.yaml", "--summary-json", str(tmp_path / "s.json"))
+    try:
+        ui.wait_ready()
+        post(ui, "/swarm", {"user_count": 4, "spawn_rate": 4})
+        poll(lambda: ui.get_json("/claude/stats")["totals"]["requests"] >= 4, "requests before the reset")
+        post(ui, "/stats/reset")
+        poll(lambda: ui.get_json("/claude/stats")["totals"]["requests"] >= 4, "requests after the reset")
+        post(ui, "/stop")
+        summary = poll(lambda: (tmp_path / "s.json").is_file() and json.loads((tmp_path / "s.json").read_text()), "the summary")
+        locust_total = [row for row in ui.get_json("/stats/requests")["stats"] if row["name"] == "Aggregated"][0]
+    finally:
+        ui.stop()
+    records = [json.loads(line) for path in (tmp_path / "runs").rglob("requests.jsonl") for line in path.read_text().splitlines()]
+    accounting = summary["accounting"]
+    assert accounting["window"] == 1 and accounting["recorded"] == len(records)
+    inside = [r for r in records if r["window"] == 1]
+    assert inside and len(inside) < len(records)
+    assert accounting["requests"] == len(inside) == locust_total["num_requests"] == accounting["locust_requests"]
+    assert accounting["before_window"] == len(records) - len(inside)
+
+
 # --- in-process checks of the pure parts -------------------------------------------------------
 def _random_stats(seed: int, n: int = 3000) -> RunStats:
     rng = random.Random(seed)
