@@ -5,3 +5,4 @@ FAILED = 1  # an SLO was breached (or, without SLOs, some requests failed)
 USAGE = 2  # usage or configuration error: bad scenario, missing API key, bad option
 COST_GUARD = 3  # stopped by the cost guard (budget or --max-requests reached)
 UNRELIABLE = 4  # --fail-on-unreliable: the load generator was saturated, timings are suspect
+CRASHED = 5  # the harness or Locust raised an unhandled error (a bug: see the log); the figures may be incomplete

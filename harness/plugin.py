@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import gevent
 import gevent.event
+from locust import log as locust_log
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
 from harness import exitcodes, locust_outputs, pauses, slo, webui
@@ -168,6 +169,9 @@ class Session:
         logger.info("built-in emulator listening on %s", url)
         return url
 
+    def real_api_problem(self, host: str, scenario: Scenario) -> str | None:
+        return real_api_problem(host, scenario, self.options)
+
     def reload_scenario(self) -> None:
         """The web UI's start form may name another scenario file than the one loaded."""
         path = self.options.scenario
@@ -215,6 +219,7 @@ class Session:
         summary = slo.judge_run(
             built, self.scenario.slos, self.baseline, rule, stopped_by=self.guard.stopped_by, aborted=self.guard.aborted,
             fail_on_unreliable=self.options.fail_on_unreliable, exit_code_on_error=self.options.exit_code_on_error,
+            crashes=slo.Crashes(len(self.environment.runner.exceptions), locust_log.unhandled_greenlet_exception),
         )  # fmt: skip
         self.summary = summary
         write_outputs(summary, self.options, run.records.path if run.records is not None else None)
@@ -226,6 +231,12 @@ class Session:
     def current_run(self) -> HarnessRun:
         assert self.run is not None, "users start after test_start created the run"
         return self.run
+
+    def on_quitting(self) -> None:
+        """An unhandled error after the verdict (while quitting) still fails the run."""
+        if locust_log.unhandled_greenlet_exception and self.environment.process_exit_code == exitcodes.OK:
+            logger.error("an unhandled error after the run (see the traceback above): exit code %d", exitcodes.CRASHED)
+            self.environment.process_exit_code = exitcodes.CRASHED
 
     def show(self, text: str) -> None:
         """The summary for people: on stdout, unless Locust's --json owns stdout."""
@@ -267,14 +278,15 @@ class WorkerSession:
         """The master opened the measurement window: what this worker has not reported yet
         started before it (dropped from the stats, Locust's too), what starts now is in it."""
         if run_id != self.run_id:
+            return  # a message of another run
+        run = self.run
+        if run is None or run.config.run_id != run_id:
+            self.epoch = epoch  # the run starts in this window
             return
-        if self.run is None:
-            self.epoch = epoch
-            return
-        self.run.open_window()
+        if epoch <= run.ledger.window:
+            return  # this worker joined in that window already
+        run.open_window()
         self.environment.runner.stats.reset_all()
-        if self.run.ledger.window != epoch:
-            logger.error("measurement window %d on the master, %d here", epoch, self.run.ledger.window)
 
     def _report(self) -> dict[str, Any] | None:
         return self.run.report() if self.run is not None else None
@@ -353,6 +365,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     session = Session(environment, scenario)
     environment.claude = session
     environment.events.quit.add_listener(lambda **_: session.on_quit())
+    environment.events.quitting.add_listener(lambda **_: session.on_quitting())
     environment.events.reset_stats.add_listener(session.open_window)
     environment.events.spawning_complete.add_listener(lambda **_: session.open_window() if environment.reset_stats else None)
     STALE_REPORTS.link = session.link
@@ -363,25 +376,33 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
             environment.host = session.start_emulator()
         except EmulatorError as exc:
             fail_usage(str(exc))
-    elif not is_loopback(environment.host):
-        if not os.environ.get(API_KEY_ENV):
-            fail_usage(f"--host {environment.host} is not the emulator: set {API_KEY_ENV}")
-        if not (options.max_cost_usd or scenario.budget_usd):
-            fail_usage(
-                f"--host {environment.host} is a real API: a run needs a budget "
-                "(--max-cost-usd USD or budget_usd in the scenario)"
-            )
-        unpriced = PriceTable(scenario.prices).unpriced([choice.model for choice in scenario.models])
-        if unpriced and not options.allow_unpriced:
-            fail_usage(
-                f"{scenario.source}: no price for {', '.join(unpriced)}: the budget cannot count their cost. "
-                f"Add them to the scenario's `prices:` (USD per million tokens, e.g. "
-                f"`prices: {{{unpriced[0]}: {{input: 3.0, output: 15.0}}}}`) or pass --allow-unpriced"
-            )
+    else:
+        problem = real_api_problem(environment.host, scenario, options)
+        if problem:
+            fail_usage(problem)
     announce_cost(scenario, options)
     # start-up blocked the event loop (the SDK import alone takes seconds); refresh the
     # loop's cached clock, or Locust's --run-time timer, armed next, fires that much early
     gevent.get_hub().loop.update_now()
+
+
+def real_api_problem(host: str, scenario: Scenario, options: Any) -> str | None:
+    """Why a run of `scenario` against `host` may not start, if it may not: a real (non-loopback)
+    API needs the key, a budget and a price for every model the budget must count."""
+    if is_loopback(host):
+        return None
+    if not os.environ.get(API_KEY_ENV):
+        return f"--host {host} is not the emulator: set {API_KEY_ENV}"
+    if not (options.max_cost_usd or scenario.budget_usd):
+        return f"--host {host} is a real API: a run needs a budget (--max-cost-usd USD or budget_usd in the scenario)"
+    unpriced = PriceTable(scenario.prices).unpriced([choice.model for choice in scenario.models])
+    if unpriced and not options.allow_unpriced:
+        return (
+            f"{scenario.source}: no price for {', '.join(unpriced)}: the budget cannot count their cost. "
+            f"Add them to the scenario's `prices:` (USD per million tokens, e.g. "
+            f"`prices: {{{unpriced[0]}: {{input: 3.0, output: 15.0}}}}`) or pass --allow-unpriced"
+        )
+    return None
 
 
 def announce_cost(scenario: Scenario, options: Any) -> None:

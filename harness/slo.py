@@ -137,21 +137,48 @@ def judge_run(
     aborted: str | None = None,
     fail_on_unreliable: bool = False,
     exit_code_on_error: int = exitcodes.FAILED,
+    crashes: Crashes | None = None,
 ) -> Summary:
     """The summary with its judgements: SLO results, the regression check, the verdict."""
     judged = summary.model_copy(
         update={"slos": evaluate(slos, summary), "regressions": compare(summary, baseline, rule) if baseline else []}
     )
-    return judged.model_copy(update={"verdict": verdict(judged, stopped_by, aborted, fail_on_unreliable, exit_code_on_error)})
+    run_verdict = verdict(judged, stopped_by, aborted, fail_on_unreliable, exit_code_on_error, crashes or Crashes())
+    return judged.model_copy(update={"verdict": run_verdict})
+
+
+@dataclass(frozen=True)
+class Crashes:
+    """Errors of the harness or Locust themselves during the run (not of the service)."""
+
+    user_exceptions: int = 0  # exceptions raised in users' tasks (Locust's exceptions table)
+    unhandled: bool = False  # an event listener or greenlet raised (Locust logged a traceback)
 
 
 def verdict(
-    summary: Summary, stopped_by: str | None, aborted: str | None, fail_on_unreliable: bool, exit_code_on_error: int = exitcodes.FAILED
+    summary: Summary,
+    stopped_by: str | None,
+    aborted: str | None,
+    fail_on_unreliable: bool,
+    exit_code_on_error: int = exitcodes.FAILED,
+    crashes: Crashes = Crashes(),
 ) -> Verdict:
     """The run's status, its exit code and the reasons (codes in harness/exitcodes.py).
 
     With SLOs or a baseline, they decide; without, a run whose judged requests failed ends
-    with Locust's `--exit-code-on-error` (ERRORS). Requests cut by the stop are no error."""
+    with Locust's `--exit-code-on-error` (ERRORS). Requests cut by the stop are no error. A run
+    in which the harness or Locust crashed never passes: its figures may be incomplete."""
+    judged = _judge(summary, stopped_by, aborted, fail_on_unreliable, exit_code_on_error)
+    if judged.exit_code != exitcodes.OK or not (crashes.unhandled or crashes.user_exceptions):
+        return judged
+    if crashes.unhandled:
+        reason = "an unhandled error in the harness or Locust (a bug: see the traceback in the log)"
+        return Verdict(status="ERRORS", exit_code=exitcodes.CRASHED, reasons=[reason, *judged.reasons])
+    reason = f"{crashes.user_exceptions} exception(s) raised in users (Locust's exceptions table)"
+    return Verdict(status="ERRORS", exit_code=exit_code_on_error, reasons=[reason, *judged.reasons])
+
+
+def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_on_unreliable: bool, exit_code_on_error: int) -> Verdict:
     reasons = [f"SLO breached: {r.label} (value {r.value})" for r in summary.slos if not r.passed]
     reasons += [r.describe() for r in summary.regressions if r.regressed]
     if aborted:

@@ -484,9 +484,12 @@ def install(environment: Any, session: Any) -> None:
         if path not in offered:
             return refuse(f"Scenario {path!r} is not one of the offered files: {', '.join(offered)}")
         try:
-            load_scenario(path)
+            chosen = load_scenario(path)
         except ScenarioError as exc:
             return refuse(f"Bad scenario, the test was not started: {exc}")
+        problem = session.real_api_problem(environment.host, chosen)
+        if problem:
+            return refuse(f"The test was not started: {problem}")
         return None
 
     @app.after_request

@@ -5,6 +5,7 @@ check against a baseline, the abort rule and the cost guard."""
 from __future__ import annotations
 
 import json
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from harness import exitcodes
 from harness.scenario import Regression, Slos
 from harness.outputs import junit_xml, markdown
 from harness.results import SloResult, json_schema, load_summary
-from harness.slo import compare, evaluate, verdict
+from harness.slo import Crashes, compare, evaluate, verdict
 from harness.stats import RunStats
 from harness.timing import CANCELLED, RATE_LIMITED
 from harness.emulator_process import EmulatorProcess
-from tests.processes import ROOT, own_address, run_locust, write_yaml
+from tests.processes import LOCUST, ROOT, own_address, run_locust, write_yaml
 from tests.summaries import summary_of
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
 from tests.test_stats import record
@@ -92,6 +93,39 @@ def test_cancelled_requests_are_not_judged_and_alone_are_no_error() -> None:
     stats.add(record("m", ttft=None, latency=5, outcome=RATE_LIMITED))
     errors = verdict(summary_of(stats), None, None, False, exit_code_on_error=7)
     assert (errors.status, errors.exit_code) == ("ERRORS", 7) and "1 of 51 judged requests failed" in errors.reasons[0]
+
+
+def test_a_run_in_which_the_harness_or_locust_crashed_never_passes() -> None:
+    summary = summary_of(stats_with(100))
+    assert verdict(summary, None, None, False, crashes=Crashes(unhandled=True)).exit_code == exitcodes.CRASHED
+    users_raised = verdict(summary, None, None, False, exit_code_on_error=9, crashes=Crashes(user_exceptions=3))
+    assert (users_raised.status, users_raised.exit_code) == ("ERRORS", 9) and "3 exception(s)" in users_raised.reasons[0]
+    breached = summary.model_copy(update={"slos": evaluate(Slos(ttft_p50_ms=1), summary)})
+    assert verdict(breached, None, None, False, crashes=Crashes(unhandled=True)).exit_code == exitcodes.FAILED
+
+
+@pytest.mark.slow
+def test_an_exception_in_a_user_fails_a_run_without_slos(tmp_path: Path) -> None:
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(
+        "from locust import events, task\n"
+        "from harness import plugin\n"
+        "from harness.users import ClaudeUser\n"
+        "plugin.register(events)\n"
+        "class BrokenUser(ClaudeUser):\n"
+        "    @task\n"
+        "    def broken(self):\n"
+        "        raise RuntimeError('a bug in a user')\n",
+        encoding="utf-8",
+    )
+    completed = subprocess.run(
+        [LOCUST, "-f", str(locustfile), "--headless", "--scenario", str(scenario_with(tmp_path)), "-u", "1", "-r", "1",
+         "-t", "2s", "--output-dir", str(tmp_path / "runs"), "--summary-json", str(tmp_path / "s.json"), "BrokenUser"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["verdict"]["status"] == "ERRORS" and "exception(s) raised in users" in summary["verdict"]["reasons"][0]
 
 
 def test_the_committed_schema_is_the_one_the_model_generates() -> None:

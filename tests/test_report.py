@@ -183,6 +183,18 @@ def test_text_is_escaped_and_keys_never_shown(run: Run, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_plots_show_the_measurement_window_as_the_tables_do(run: Run, tmp_path: Path) -> None:
+    summary = run.summary_copy()
+    summary["accounting"]["window"] = 1
+    half = len(run.records) // 2
+    records = [{**r, "window": 0 if i < half else 1} for i, r in enumerate(run.records)]
+    html = render_report(parse_summary(summary), records, tmp_path / "report.html").read_text(encoding="utf-8")
+    inside = [r for r in records if r["window"] == 1]
+    ok = sum(1 for r in inside if r["outcome"] == "ok")
+    assert f"ok ({ok:,})" in figure(html, "throughput")  # the legend counts the window's requests only
+
+
+@pytest.mark.slow
 def test_twenty_thousand_records_render_into_a_small_file(run: Run, tmp_path: Path) -> None:
     # how long it takes is a benchmark's business; here: every plot, and a file that stays small
     copies = -(-20_000 // len(run.records))
