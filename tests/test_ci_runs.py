@@ -108,11 +108,11 @@ def test_a_run_in_which_the_harness_or_locust_crashed_never_passes() -> None:
 def test_an_exception_in_a_user_fails_a_run_without_slos(tmp_path: Path) -> None:
     locustfile = tmp_path / "locustfile.py"
     locustfile.write_text(
-        "from locust import events, task\n"
+        "from locust import User, constant, events, task\n"
         "from harness import plugin\n"
-        "from harness.users import ClaudeUser\n"
         "plugin.register(events)\n"
-        "class BrokenUser(ClaudeUser):\n"
+        "class BrokenUser(User):  # its only task raises: deterministic\n"
+        "    wait_time = constant(0.1)\n"
         "    @task\n"
         "    def broken(self):\n"
         "        raise RuntimeError('a bug in a user')\n",
