@@ -6,4 +6,4 @@ Messages API), users (Locust user classes), stats (HDR histograms and the summar
 emulator (a stand-in Claude API server).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

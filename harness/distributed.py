@@ -1,12 +1,12 @@
 """Master/worker runs: the scenario shipped to workers, precise stats merged on the master,
 a drain that counts every request in flight at the end, and lost workers named.
 
-Messages (over Locust's own master/worker channel):
-- worker -> master `claude_hello`: sent once the worker's handlers exist (a worker joining
-  mid-run gets Locust's spawn message before its plugin is initialised); the master answers
-  with the current run.
+Messages (over Locust's own master/worker channel), once a worker has joined with the worker
+secret (harness/workerauth.py: a worker that has not joined gets none of them):
 - master -> worker `claude_run`: harness version, run id, the validated scenario (a dict:
-  workers need no file access). Sent at test start, and to a worker that joins later.
+  workers need no file access) and the host given at start-up (the only one the worker's API
+  key goes to). Sent at test start, and to a worker that joins later (a worker joining
+  mid-run may get Locust's spawn message before its plugin is initialised: its users wait).
 - worker -> master `claude_refused`: the worker runs another harness version; it quits.
 - master -> worker `claude_drain`: the run is ending: stop the users (in-flight requests
   finish within --stop-timeout or are cancelled), send the final report, confirm.
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("harness.distributed")
 
-HELLO_MESSAGE = "claude_hello"
 RUN_MESSAGE = "claude_run"
 REFUSED_MESSAGE = "claude_refused"
 DRAIN_MESSAGE = "claude_drain"
@@ -83,23 +82,28 @@ class WorkerState:
 class MasterLink:
     """The master's side: ships the run, merges worker reports, drains at the end."""
 
-    def __init__(self, environment: Any, scenario: Scenario, run: Callable[[], HarnessRun | None]) -> None:
+    def __init__(
+        self, environment: Any, scenario: Scenario, run: Callable[[], HarnessRun | None], startup_host: str | None
+    ) -> None:
         self.environment = environment
         self.scenario = scenario
+        self.startup_host = startup_host
         self.run = run  # the master's current run, whose stats the workers' deltas merge into
         self.run_id: str | None = None
         self.epoch = 0  # the measurement window's number: reports of an older one are stale
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
         runner = environment.runner
-        runner.register_message(HELLO_MESSAGE, self._on_hello)
         runner.register_message(REFUSED_MESSAGE, self._on_refused)
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
         environment.events.worker_report.add_listener(self._on_report)
         environment.events.worker_connect.add_listener(self._on_connect)
 
     def _payload(self) -> dict[str, Any]:
-        return {"version": __version__, "run_id": self.run_id, "epoch": self.epoch, "scenario": self.scenario.model_dump(mode="json")}
+        return {
+            "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
+            "scenario": self.scenario.model_dump(mode="json"), "startup_host": self.startup_host,
+        }  # fmt: skip
 
     def start_run(self, run_id: str) -> None:
         self.run_id = run_id
@@ -117,10 +121,11 @@ class MasterLink:
         if self.run_id is not None:  # a worker joining mid-run: its users wait for the run
             self._worker(client_id, self._name(client_id))
 
-    def _on_hello(self, msg: Any, **_: Any) -> None:
+    def on_join(self, client_id: str) -> None:
+        """A worker proved the worker secret (and Locust knows it now): it gets the current run."""
         if self.run_id is not None:
-            logger.info("worker %s joined the running test: sending it run %s", msg.node_id, self.run_id)
-            self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=msg.node_id)
+            logger.info("worker %s joined the running test: sending it run %s", client_id, self.run_id)
+            self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=client_id)
 
     def _on_refused(self, msg: Any, **_: Any) -> None:
         self.refused[msg.node_id] = msg.data["reason"]
@@ -205,14 +210,18 @@ class WorkerLink:
     def __init__(
         self,
         environment: Any,
-        on_run: Callable[[Scenario, str, int], None],
+        on_run: Callable[[Scenario, str, int, str | None], None],
         report: Callable[[], dict[str, Any] | None],
         on_window: Callable[[str, int], None],
+        master_proven: Callable[[], bool],
+        give_up: Callable[[str], None],
     ) -> None:
         self.environment = environment
         self.on_run = on_run
         self.report = report
         self.on_window = on_window
+        self.master_proven = master_proven  # a run is taken only from a master that proved the secret
+        self.give_up = give_up
         # the master opens the measurement window for all: Locust's own reset on a worker
         # (when its spawning completes) would drop requests of the master's window
         environment.reset_stats = False
@@ -221,7 +230,6 @@ class WorkerLink:
         runner.register_message(WINDOW_MESSAGE, lambda msg, **_: self.on_window(msg.data["run_id"], msg.data["epoch"]))
         runner.register_message(DRAIN_MESSAGE, self._on_drain, concurrent=True)
         environment.events.report_to_master.add_listener(self._on_report_to_master)
-        runner.send_message(HELLO_MESSAGE, None)
 
     @property
     def name(self) -> str:
@@ -229,11 +237,13 @@ class WorkerLink:
 
     def _on_run(self, msg: Any, **_: Any) -> None:
         data, runner = msg.data, self.environment.runner
+        if not self.master_proven():
+            logger.error("ignoring a run from a master that has not proven the worker secret")
+            return
         if data["version"] != __version__:
             reason = f"harness {__version__} on this worker, {data['version']} on the master: install the same version"
-            logger.error("refusing to run: %s", reason)
             runner.send_message(REFUSED_MESSAGE, {"reason": reason})
-            gevent.spawn_later(0.5, runner.quit)
+            self.give_up(reason)
             return
         try:
             scenario = scenario_from_dict(data["scenario"], source="scenario from the master")
@@ -241,7 +251,7 @@ class WorkerLink:
             runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
             return
         logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
-        self.on_run(scenario, data["run_id"], data["epoch"])
+        self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"))
 
     def _on_report_to_master(self, data: dict[str, Any], **_: Any) -> None:
         report = self.report()

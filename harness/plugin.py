@@ -21,25 +21,26 @@ import gevent.event
 from locust import log as locust_log
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
-from harness import exitcodes, locust_outputs, pauses, slo, webui
+from harness import credentials, exitcodes, locust_outputs, pauses, slo, webaccess, webui
+from harness.credentials import API_KEY_ENV, CredentialsError, api_key_for, is_loopback, take_influx_token
 from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS, Thresholds
 from harness.payload import build_headers
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, WRITE_TIMEOUT_S, InfluxConfig
-from harness.run import EMULATOR_API_KEY, HarnessRun, RunConfig, is_loopback, new_run_id
+from harness.run import HarnessRun, RunConfig, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.pricing import PriceTable
 from harness.outputs import write_outputs
 from harness.results import InputError, Summary, load_summary
 from harness.summary import build_summary, render_text
 from harness.transport import TRANSPORTS, Target, preload_sdk
+from harness.workerauth import MasterGate, WorkerGate
 
 logger = logging.getLogger("harness")
 
 DEFAULT_SCENARIO = "scenarios/demo.yaml"
-API_KEY_ENV = "ANTHROPIC_API_KEY"
 
 
 def positive_seconds(text: str) -> float:
@@ -56,13 +57,32 @@ def positive_seconds(text: str) -> float:
 DEFAULT_STOP_TIMEOUT = "30s"
 
 
-def add_arguments(parser: Any) -> None:
+# Locust's options whose default the harness changes, with the help that says so
+HARNESS_DEFAULTS = {
     # requests in flight at the stop finish within this (then they are cancelled), instead of
     # Locust's default of cutting them all: a cut request measures nothing
-    parser.set_defaults(stop_timeout=DEFAULT_STOP_TIMEOUT)
+    "stop_timeout": (
+        DEFAULT_STOP_TIMEOUT,
+        f"seconds requests in flight may take to finish at the stop; then they are cancelled (harness default {DEFAULT_STOP_TIMEOUT})",
+    ),
+    # nothing is reachable from another machine unless the operator says so
+    "web_host": (
+        webaccess.LOOPBACK,
+        f"interface the web UI listens on (harness default {webaccess.LOOPBACK}); any other needs --web-login",
+    ),
+    "master_bind_host": (
+        webaccess.LOOPBACK,
+        f"interface the master's worker port listens on (harness default {webaccess.LOOPBACK}); "
+        f"workers join with ${credentials.WORKER_SECRET_ENV}",
+    ),
+}
+
+
+def add_arguments(parser: Any) -> None:
+    parser.set_defaults(**{dest: default for dest, (default, _) in HARNESS_DEFAULTS.items()})
     for action in parser._actions:  # argparse keeps no public handle on an action's help
-        if action.dest == "stop_timeout":
-            action.help = f"seconds requests in flight may take to finish at the stop; then they are cancelled (harness default {DEFAULT_STOP_TIMEOUT})"
+        if action.dest in HARNESS_DEFAULTS:
+            action.help = HARNESS_DEFAULTS[action.dest][1]
     group = parser.add_argument_group("Claude harness")
     webui.add_scenario_argument(group, DEFAULT_SCENARIO)  # a select of scenarios/ in the web UI
     group.add_argument("--transport", choices=TRANSPORTS, default="fast", help="HTTP transport (default: fast)")
@@ -130,17 +150,24 @@ class Session:
     """Lives for the whole Locust process (local or master): the scenario, the emulator, the
     current run and, on a master, the link to the workers."""
 
-    def __init__(self, environment: Any, scenario: Scenario) -> None:
+    def __init__(
+        self, environment: Any, scenario: Scenario, startup_host: str | None, influx_token: str | None, worker_secret: bytes | None
+    ) -> None:
         self.environment = environment
         self.options = environment.parsed_options
         self.scenario = scenario
+        self.startup_host = startup_host  # the --host given (None: the built-in emulator): the API key goes only there
+        self.influx_token = influx_token
         self.emulator: EmulatorProcess | None = None
         self.run: HarnessRun | None = None
         self.summary: Summary | None = None
         self._next_run_id = new_run_id()  # reserved at start-up: the emulator logs into its folder
         self.link: MasterLink | None = None
+        self.gate: MasterGate | None = None
         if isinstance(environment.runner, MasterRunner):
-            self.link = MasterLink(environment, scenario, lambda: self.run)
+            assert worker_secret is not None, "a master has the worker secret"
+            self.link = MasterLink(environment, scenario, lambda: self.run, startup_host)
+            self.gate = MasterGate(environment.runner, worker_secret, self.link.on_join)
         self.guard = Guard(
             environment, lambda: self.run, self.options.max_cost_usd or scenario.budget_usd,
             self.options.max_requests, scenario.abort,
@@ -185,7 +212,8 @@ class Session:
     def on_test_start(self) -> None:
         self.reload_scenario()
         run_id, output_dir = self.next_run_dir()
-        self.run = HarnessRun(run_config(self.environment, self.scenario, run_id, output_dir, self.role), self.environment)
+        config = run_config(self.environment, self.scenario, run_id, output_dir, self.role, self.startup_host, self.influx_token)
+        self.run = HarnessRun(config, self.environment)
         if self.link is not None:
             self.link.start_run(run_id)
         self.run.on_limit = self.guard.trip
@@ -257,22 +285,34 @@ class WorkerSession:
     wait for it."""
 
     RUN_WAIT_S = 30.0
+    GIVE_UP_AFTER_S = 0.5  # time for a last message to the master to leave
 
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Any, worker_secret: bytes, influx_token: str | None) -> None:
         self.environment = environment
+        self.influx_token = influx_token
         self.scenario: Scenario | None = None
         self.run_id: str | None = None
+        self.startup_host: str | None = None  # the master's: the only host this worker's API key goes to
         self.run: HarnessRun | None = None
         # Locust can process the master's spawn message (test_start) before this plugin is
         # initialised: a test may already be under way
         self._testing = environment.runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
         self._ready = gevent.event.Event()
         self.epoch = 0  # the master's measurement window when this worker got the run
-        self.link = WorkerLink(environment, self._on_run, self._report, self._on_window)
+        self.link = WorkerLink(
+            environment, self._on_run, self._report, self._on_window, lambda: self.gate.master_proven, self.give_up
+        )  # fmt: skip
+        self.gate = WorkerGate(environment.runner, worker_secret, self.give_up)
 
-    def _on_run(self, scenario: Scenario, run_id: str, epoch: int) -> None:
-        self.scenario, self.run_id, self.epoch = scenario, run_id, epoch
+    def _on_run(self, scenario: Scenario, run_id: str, epoch: int, startup_host: str | None) -> None:
+        self.scenario, self.run_id, self.epoch, self.startup_host = scenario, run_id, epoch, startup_host
         self._start_run()
+
+    def give_up(self, reason: str) -> None:
+        """This worker cannot work for its master: it says why and quits with the usage exit code."""
+        logger.error("this worker stops: %s", reason)
+        self.environment.process_exit_code = exitcodes.USAGE
+        gevent.spawn_later(self.GIVE_UP_AFTER_S, self.environment.runner.quit)
 
     def _on_window(self, run_id: str, epoch: int) -> None:
         """The master opened the measurement window: what this worker has not reported yet
@@ -304,7 +344,9 @@ class WorkerSession:
             return
         options = self.environment.parsed_options
         output_dir = worker_output_dir(options.output_dir, self.run_id, self.scenario, self.link.name)
-        config = run_config(self.environment, self.scenario, self.run_id, output_dir, "worker", worker=self.link.name)
+        config = run_config(
+            self.environment, self.scenario, self.run_id, output_dir, "worker", self.startup_host, self.influx_token, worker=self.link.name
+        )  # fmt: skip
         self.run = HarnessRun(config, self.environment)
         self.run.ledger.base_window = self.epoch
         pauses.settle()
@@ -323,10 +365,14 @@ class WorkerSession:
             self.link.send_final_report()
 
 
-def run_config(environment: Any, scenario: Scenario, run_id: str, output_dir: Path, role: str, worker: str = "local") -> RunConfig:
-    """A run's configuration from the (master's) command-line options, on any process."""
+def run_config(
+    environment: Any, scenario: Scenario, run_id: str, output_dir: Path, role: str,
+    startup_host: str | None, influx_token: str | None, worker: str = "local",
+) -> RunConfig:  # fmt: skip
+    """A run's configuration from the (master's) command-line options, on any process; the
+    secrets are this process's own."""
     options, host = environment.parsed_options, environment.host
-    key = os.environ.get(API_KEY_ENV) or (EMULATOR_API_KEY if is_loopback(host) else "")
+    key = api_key_for(host, startup_host)
     return RunConfig(
         scenario, Target(base_url=host, api_key=key, headers=build_headers(scenario)), options.transport,
         output_dir, run_id,
@@ -335,7 +381,7 @@ def run_config(environment: Any, scenario: Scenario, run_id: str, output_dir: Pa
         role=role,
         points=options.points,
         influx=InfluxConfig.resolve(
-            timeout_s=options.influx_timeout, url=options.influx_url, token=options.influx_token, org=options.influx_org, bucket=options.influx_bucket
+            timeout_s=options.influx_timeout, url=options.influx_url, token=influx_token, org=options.influx_org, bucket=options.influx_bucket
         ),
         points_buffer=options.influx_buffer,
         points_flush_timeout_s=options.points_flush_timeout,
@@ -349,8 +395,16 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     if options is None:
         return
     locust_outputs.register(environment)
-    if getattr(options, "worker", False):
-        environment.claude = WorkerSession(environment)
+    influx_token = take_influx_token(options)  # Locust copies every option into its spawn messages
+    master = isinstance(environment.runner, MasterRunner)
+    try:
+        secret = credentials.worker_secret() if master or options.worker else None
+        login = webaccess.required_login(options) if environment.web_ui is not None else None
+    except CredentialsError as exc:
+        fail_usage(str(exc))
+    if options.worker:
+        assert secret is not None
+        environment.claude = WorkerSession(environment, secret, influx_token)
         if options.transport == "sdk":
             preload_sdk()
         return
@@ -358,11 +412,10 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         scenario = load_scenario(options.scenario)
     except ScenarioError as exc:
         fail_usage(str(exc))
-        return
     _apply_load_defaults(options, scenario)
     if options.transport == "sdk":
         preload_sdk()
-    session = Session(environment, scenario)
+    session = Session(environment, scenario, environment.host or None, influx_token, secret)
     environment.claude = session
     environment.events.quit.add_listener(lambda **_: session.on_quit())
     environment.events.quitting.add_listener(lambda **_: session.on_quitting())
@@ -370,7 +423,8 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     environment.events.spawning_complete.add_listener(lambda **_: session.open_window() if environment.reset_stats else None)
     STALE_REPORTS.link = session.link
     if environment.web_ui is not None:
-        webui.install(environment, session)
+        offered = webui.install(environment, session)
+        webaccess.install(environment, session, login, offered)
     if not environment.host:
         try:
             environment.host = session.start_emulator()

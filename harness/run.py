@@ -9,14 +9,12 @@ monitor, started and stopped with it.
 from __future__ import annotations
 
 import bisect
-import ipaddress
 import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from harness import payload
 from harness.health import Gauges, HealthMonitor, Thresholds
@@ -30,24 +28,11 @@ from harness.stats import RecentStats, RunStats
 from harness.timing import TimingRecord
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
 
-EMULATOR_API_KEY = "emulator-key"  # the emulator accepts any key; never a real one
-
-
 class ClaudeFailure(Exception):
     """What Locust shows for a failed request: the outcome class, error type and status.
 
     Deliberately free of per-request details so that Locust's failure table groups by class.
     """
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def new_run_id() -> str:

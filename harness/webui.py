@@ -10,10 +10,8 @@
 - `GET /claude/summary.json`, `GET /claude/report.html`: the JSON summary and the HTML report
   of the current run (built on demand) or of the last one; linked in "Download Data".
 - The start form offers the scenario as a select (the files of scenarios/ and those next to
-  the `--scenario` given); the command line still accepts any path. Starting from the form
-  validates the chosen file first and refuses a bad one with the scenario's own message.
-- Secret options (`is_secret`, e.g. the InfluxDB token) are never sent to the browser; an
-  empty secret field in the form keeps the value the process was started with.
+  the `--scenario` given); the command line still accepts any path.
+  The form shows no other option: what it may change is harness/webaccess.py's business.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from gevent import subprocess as gevent_subprocess
 
 from harness.formatting import DASH, failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
 from harness.results import Group, Summary
-from harness.scenario import ScenarioError, load_scenario
 from harness.stats import LabelStats
 from harness.summary import build_summary
 from harness.timing import OVERLOADED, RATE_LIMITED
@@ -417,14 +414,10 @@ def render_report_file(summary: Summary, records: list[Path], folder: Path, time
 
 
 # --- the Flask side -----------------------------------------------------------------------
-def _secret_options(extra_options: dict[str, dict[str, Any]]) -> list[str]:
-    return [name for name, option in extra_options.items() if option.get("is_secret")]
-
-
-def install(environment: Any, session: Any) -> None:
-    """Add the harness's tab, routes and form field to Locust's web UI (Flask app)."""
+def install(environment: Any, session: Any) -> Callable[[], list[str]]:
+    """Add the harness's tab, routes and form field to Locust's web UI (Flask app); returns
+    what lists the scenario files the start form offers."""
     from flask import Response, jsonify, request
-    from werkzeug.datastructures import ImmutableMultiDict
 
     web_ui = environment.web_ui
     app = web_ui.app
@@ -435,7 +428,6 @@ def install(environment: Any, session: Any) -> None:
         {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}
     ]
     web_ui.template_args["extended_csv_files"] = [dict(link) for link in DOWNLOADS]
-    secrets: set[str] = set()
     started_with = Path(session.scenario.source).parent  # the --scenario given: its folder is offered too
 
     def offered_scenarios() -> list[str]:
@@ -448,49 +440,13 @@ def install(environment: Any, session: Any) -> None:
     def update_template_args() -> None:
         original_update()
         extra = web_ui.template_args.get("extra_options") or {}
-        for name in _secret_options(extra):
-            secrets.add(name)
-            extra[name] = {**extra[name], "default_value": ""}  # never send a secret to the browser
-        if "scenario" in extra:
-            extra["scenario"] = {
-                **extra["scenario"],
-                "choices": offered_scenarios(),
-                "default_value": session.scenario.source,
-            }
+        # the form offers the scenario only: every other option is the command line's
+        web_ui.template_args["extra_options"] = {
+            "scenario": {**extra["scenario"], "choices": offered_scenarios(), "default_value": session.scenario.source}
+        } if "scenario" in extra else {}  # fmt: skip
 
     web_ui.update_template_args = update_template_args
     update_template_args()
-
-    def refuse(message: str) -> Response:
-        logger.error("web UI start refused: %s", message)
-        return jsonify({"success": False, "message": message, "host": environment.host})
-
-    @app.before_request
-    def check_swarm() -> Response | None:
-        if request.endpoint != "locust.swarm" or request.method != "POST":
-            return None
-        form = request.form
-        blank = [name for name in secrets if name in form and not form.get(name)]
-        if blank:  # an empty secret field keeps the value the process was started with
-            request.form = ImmutableMultiDict([(k, v) for k, v in form.items(multi=True) if k not in blank])
-        path = request.form.get("scenario")
-        if not path:
-            return None
-        runner = environment.runner
-        state = getattr(runner, "state", None)
-        if state in ("running", "spawning") and path != session.scenario.source:
-            return refuse(f"Stop the test before changing the scenario (running: {session.scenario.source})")
-        offered = offered_scenarios()
-        if path not in offered:
-            return refuse(f"Scenario {path!r} is not one of the offered files: {', '.join(offered)}")
-        try:
-            chosen = load_scenario(path)
-        except ScenarioError as exc:
-            return refuse(f"Bad scenario, the test was not started: {exc}")
-        problem = session.real_api_problem(environment.host, chosen)
-        if problem:
-            return refuse(f"The test was not started: {problem}")
-        return None
 
     @app.after_request
     def add_extended_stats(response: Response) -> Response:
@@ -547,3 +503,5 @@ def install(environment: Any, session: Any) -> None:
         response = app.response_class(html, mimetype="text/html")
         response.headers["Content-Disposition"] = f"attachment; filename=claude-report-{summary.run.run_id}.html"
         return response
+
+    return offered_scenarios

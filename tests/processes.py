@@ -20,10 +20,18 @@ from typing import IO, Any, Callable
 
 import yaml
 
+from harness.credentials import WORKER_SECRET_ENV
 from harness.emulator_process import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
+# a master and its workers share a secret (harness/workerauth.py): every cluster a test starts has this one
+CLUSTER_ENV = {WORKER_SECRET_ENV: "tests-worker-secret-7f3a9c1e"}
+
+
+def cluster_env(**extra: str) -> dict[str, str]:
+    """The environment of a master or worker a test starts."""
+    return {**os.environ, **CLUSTER_ENV, **extra}
 
 
 @dataclass

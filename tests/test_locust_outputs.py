@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from harness.emulator_process import EmulatorProcess
-from tests.processes import LOCUST, ROOT, by_request_id, free_port, read_jsonl, run_locust, write_yaml
+from tests.processes import LOCUST, ROOT, by_request_id, cluster_env, free_port, read_jsonl, run_locust, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -206,7 +206,7 @@ def start_workers(tmp_path: Path, master_port: int, count: int = 2) -> list[subp
     return [
         subprocess.Popen(
             [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"worker-{i}.log").open("wb"),
+            cwd=folder, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"worker-{i}.log").open("wb"), env=cluster_env(),
         )  # fmt: skip
         for i in range(count)
     ]
@@ -259,7 +259,7 @@ def test_a_headless_master_with_two_workers_writes_every_request_to_locusts_file
              "--host", emulator.url or "", "--scenario", str(scenario), "--output-dir", str(tmp_path / "runs"),
              "--stop-timeout", STOP_TIMEOUT, "--csv", str(prefix), "--csv-full-history", "--html", str(html),
              "--json", "--json-file", str(json_file)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster_env(),
         )  # fmt: skip
         workers = start_workers(tmp_path, port)
         stdout, stderr = master.communicate(timeout=150)
@@ -301,7 +301,7 @@ class WebUI:
             command += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
         self.log = tmp_path / "locust.log"
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=cluster_env())
         self.workers = start_workers(tmp_path, port) if distributed else []
 
     def output(self) -> str:

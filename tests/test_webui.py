@@ -72,17 +72,20 @@ def poll(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> 
 class LocustUI:
     """`locust` with its web UI on a free loopback port; killed (with the emulator) at the end."""
 
-    def __init__(self, tmp_path: Path, scenario: str | Path, *args: str) -> None:
+    def __init__(
+        self, tmp_path: Path, scenario: str | Path, *args: str, web_host: str | None = "127.0.0.1", env: dict[str, str] | None = None
+    ) -> None:
+        """`web_host` None: the harness's default."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "locust.log"
         profile = write_yaml(tmp_path / "profile.yaml", PROFILE)
         command = [
-            LOCUST, "-f", "locustfile.py", "--web-host", "127.0.0.1", "--web-port", str(self.port),
+            LOCUST, "-f", "locustfile.py", *(["--web-host", web_host] if web_host else []), "--web-port", str(self.port),
             "--scenario", str(scenario), "--emulator-profile", str(profile),
             "--output-dir", str(tmp_path / "runs"), "--points", "off", *args,
         ]  # fmt: skip
-        env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
+        env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY, **(env or {})}
         with self.log.open("wb") as log:
             # its own session: the emulator it starts is in the same process group
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

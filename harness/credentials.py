@@ -1,0 +1,106 @@
+"""Where secrets come from and where they may go.
+
+Every secret is read from this process's environment (or its own command line), never from a
+message, a form or a file in the repository, and is sent only where the operator pointed it at
+start-up:
+- the API key (`ANTHROPIC_API_KEY`) goes only to the host given at start-up (`--host`); any
+  other host a run may use (the built-in emulator, a loopback host chosen in the web UI) gets
+  the emulator's placeholder key;
+- the web UI's login (`CLAUDE_LOADTEST_WEB_USER`, `CLAUDE_LOADTEST_WEB_PASSWORD`);
+- the secret workers prove to join a master (`CLAUDE_LOADTEST_WORKER_SECRET`);
+- the InfluxDB token (`--influx-token` or `INFLUXDB_V2_TOKEN`) stays in the process that read
+  it: Locust's spawn messages copy every option to the workers, so the option is emptied at
+  start-up (`take_influx_token`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+WEB_USER_ENV = "CLAUDE_LOADTEST_WEB_USER"
+WEB_PASSWORD_ENV = "CLAUDE_LOADTEST_WEB_PASSWORD"
+WORKER_SECRET_ENV = "CLAUDE_LOADTEST_WORKER_SECRET"
+EMULATOR_API_KEY = "emulator-key"  # the emulator accepts any key; never a real one
+MIN_PASSWORD_CHARS = 12
+MIN_SECRET_CHARS = 16
+MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+class CredentialsError(Exception):
+    """A secret the configuration needs is missing or too weak (a usage error: exit 2)."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback IP address (v4 or v6, brackets allowed)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a base URL points at this machine's loopback interface."""
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def origin(url: str) -> tuple[str, str, int | None, str]:
+    """What identifies a target: scheme, host, port (default filled in) and path."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def same_target(url: str, other: str | None) -> bool:
+    return other is not None and origin(url) == origin(other)
+
+
+def api_key_for(host: str, startup_host: str | None) -> str:
+    """The key a run against `host` sends: the real one only to the host given at start-up."""
+    real = os.environ.get(API_KEY_ENV, "")
+    if real and same_target(host, startup_host):
+        return real
+    return EMULATOR_API_KEY if is_loopback(host) else ""
+
+
+def _required(name: str, min_chars: int, why: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise CredentialsError(f"{why}: set {name}")
+    if len(value) < min_chars:
+        raise CredentialsError(f"{name} must have at least {min_chars} characters (make one with: {MAKE_SECRET})")
+    return value
+
+
+def web_login() -> tuple[str, str]:
+    """The web UI's user name and password, from the environment."""
+    why = "--web-login needs a user and a password from the environment"
+    user = os.environ.get(WEB_USER_ENV, "")
+    if not user:
+        raise CredentialsError(f"{why}: set {WEB_USER_ENV} and {WEB_PASSWORD_ENV}")
+    return user, _required(WEB_PASSWORD_ENV, MIN_PASSWORD_CHARS, why)
+
+
+def worker_secret() -> bytes:
+    """The secret a master and its workers share, from the environment."""
+    why = "a master and its workers prove a shared secret when a worker joins"
+    return _required(WORKER_SECRET_ENV, MIN_SECRET_CHARS, f"{why} (the same on the master and every worker)").encode()
+
+
+def take_influx_token(options: Any) -> str | None:
+    """The InfluxDB token given on this process's command line, removed from its options (which
+    Locust sends to every worker in its spawn messages)."""
+    token = getattr(options, "influx_token", None)
+    if token is not None:
+        options.influx_token = None
+    return token

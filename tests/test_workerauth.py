@@ -1,0 +1,185 @@
+"""The join handshake's state machine, both sides wired to each other in memory.
+
+The real master and workers (separate processes, a stranger on this machine's network address)
+are in test_security.py; here every branch of the protocol is driven message by message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from harness.workerauth import (
+    CHALLENGE_MESSAGE,
+    DENIED_MESSAGE,
+    JOIN_MESSAGE,
+    PENDING_MAX,
+    PROOF_MESSAGE,
+    MasterGate,
+    WorkerGate,
+    proof,
+)
+
+SECRET = b"the-shared-secret-of-the-tests"
+
+
+@dataclass
+class Message:
+    type: str
+    data: Any
+    node_id: str
+
+
+class MasterRunner:
+    """What MasterGate uses of Locust's master runner: its handler, send_message, worker indexes."""
+
+    def __init__(self) -> None:
+        self.locust_saw: list[tuple[str, str]] = []  # what reached Locust's own handler
+        self.sent: list[tuple[str | None, str, Any]] = []
+        self.workers: dict[str, WorkerRunner] = {}
+        self.indexes: dict[str, int] = {}
+
+    def handle_message(self, client_id: str, msg: Message) -> None:
+        self.locust_saw.append((client_id, msg.type))
+
+    def send_message(self, msg_type: str, data: Any = None, client_id: str | None = None) -> None:
+        self.sent.append((client_id, msg_type, data))
+        if client_id in self.workers:
+            self.workers[client_id].receive(Message(msg_type, data, client_id))
+
+    def get_worker_index(self, client_id: str) -> int:
+        return self.indexes.setdefault(client_id, len(self.indexes))
+
+
+class WorkerRunner:
+    """What WorkerGate uses of Locust's worker runner; its messages go straight to the master."""
+
+    master_host, master_port = "127.0.0.1", 5557
+
+    def __init__(self, client_id: str, master: MasterRunner) -> None:
+        self.client_id = client_id
+        self.master = master
+        self.handlers: dict[str, Callable[..., None]] = {}
+        self.received: list[str] = []
+        master.workers[client_id] = self
+
+    def register_message(self, msg_type: str, handler: Callable[..., None]) -> None:
+        self.handlers[msg_type] = handler
+
+    def send_message(self, msg_type: str, data: Any = None) -> None:
+        self.master.handle_message(self.client_id, Message(msg_type, data, self.client_id))
+
+    def receive(self, msg: Message) -> None:
+        self.received.append(msg.type)
+        if msg.type in self.handlers:
+            self.handlers[msg.type](msg=msg)
+
+
+def master_gate(runner: MasterRunner, secret: bytes = SECRET) -> tuple[MasterGate, list[str]]:
+    joined: list[str] = []
+    return MasterGate(runner, secret, joined.append), joined
+
+
+def connect(master: MasterRunner, client_id: str, secret: bytes) -> tuple[WorkerRunner, WorkerGate, list[str]]:
+    """A worker as Locust starts it: client_ready first (the gate holds it), then the harness's join."""
+    worker = WorkerRunner(client_id, master)
+    worker.send_message("client_ready", "2.47.0")
+    denials: list[str] = []
+    return worker, WorkerGate(worker, secret, denials.append), denials
+
+
+def test_a_worker_with_the_secret_joins_and_locust_learns_of_it_only_then() -> None:
+    master = MasterRunner()
+    gate, joined = master_gate(master)
+    worker = WorkerRunner("w1", master)
+    worker.send_message("client_ready", "2.47.0")
+    assert master.locust_saw == [] and master.sent == [("w1", "ack", {"index": 0})]  # acknowledged, held back
+    worker.send_message("heartbeat", {"state": "ready"})
+    assert master.locust_saw == []
+    worker_gate = WorkerGate(worker, SECRET, lambda reason: None)
+    assert worker_gate.master_proven
+    assert master.locust_saw == [("w1", "client_ready")] and joined == ["w1"]
+    worker.send_message("stats", {})
+    assert master.locust_saw[-1] == ("w1", "stats")
+    assert gate.denied == 0 and "w1" in gate.joined
+
+
+def test_a_worker_with_another_secret_is_refused_and_refuses_the_master() -> None:
+    master = MasterRunner()
+    gate, joined = master_gate(master)
+    worker, worker_gate, denials = connect(master, "w1", b"another-secret-entirely")
+    assert not worker_gate.master_proven
+    assert any("did not prove the worker secret" in reason for reason in denials)
+    assert any(reason.startswith("wrong worker secret") for reason in denials)  # the master's answer
+    assert DENIED_MESSAGE in worker.received and gate.denied == 1
+    worker.send_message("stats", {"claude": {"fake": True}})
+    worker.send_message("client_ready", "2.47.0")  # and again: still held, never handed to Locust
+    assert master.locust_saw == [] and joined == []
+
+
+def test_a_stranger_without_the_handshake_gets_an_ack_and_nothing_else() -> None:
+    master = MasterRunner()
+    gate, joined = master_gate(master)
+    stranger = WorkerRunner("s1", master)
+    for msg_type in ("client_ready", "heartbeat", "stats", "spawning", "claude_drained", "exception"):
+        stranger.send_message(msg_type, {})
+    assert master.locust_saw == [] and joined == []
+    assert [msg_type for _, msg_type, _ in master.sent] == ["ack"]
+    stranger.send_message("locustfile", {"version": "2.47.0"})  # code from the repository: public
+    assert master.locust_saw == [("s1", "locustfile")]
+    assert gate.dropped_messages == 5
+
+
+def test_a_proof_is_good_for_one_challenge_only() -> None:
+    master = MasterRunner()
+    gate, joined = master_gate(master)
+    connect(master, "w1", SECRET)
+    assert joined == ["w1"]
+    # an eavesdropper replays w1's proof: under its own id, and under w1's for a new challenge
+    challenge = next(data for client, msg_type, data in master.sent if msg_type == CHALLENGE_MESSAGE and client == "w1")
+    recorded = proof(SECRET, "worker", "w1", challenge["nonce"])
+    gate.joined.discard("w1")  # as if w1 had quit: its id is free again
+    for client_id in ("w1-copy", "w1"):
+        replay = WorkerRunner(client_id, master)
+        replay.send_message("client_ready", "2.47.0")
+        replay.send_message(JOIN_MESSAGE, {"nonce": "chosen-by-the-attacker"})
+        replay.send_message(PROOF_MESSAGE, {"proof": recorded})
+        assert DENIED_MESSAGE in replay.received
+    assert joined == ["w1"] and gate.denied == 2 and not gate.joined
+
+
+def test_a_proof_without_a_challenge_or_a_join_without_a_nonce_is_refused() -> None:
+    master = MasterRunner()
+    gate, joined = master_gate(master)
+    worker = WorkerRunner("w1", master)
+    worker.send_message(PROOF_MESSAGE, {"proof": "00" * 32})
+    worker.send_message(JOIN_MESSAGE, {})
+    worker.send_message(JOIN_MESSAGE, "not a dict")
+    assert gate.denied == 3 and joined == [] and worker.received.count(DENIED_MESSAGE) == 3
+
+
+def test_a_message_claiming_another_senders_identity_is_dropped() -> None:
+    master = MasterRunner()
+    gate, joined = master_gate(master)
+    connect(master, "w1", SECRET)
+    master.locust_saw.clear()
+    gate.handle_message("attacker", Message("stats", {}, "w1"))  # routed from one id, claiming another
+    assert master.locust_saw == [] and gate.dropped_messages == 1
+
+
+def test_joins_under_way_are_bounded() -> None:
+    master = MasterRunner()
+    gate, _ = master_gate(master)
+    for index in range(PENDING_MAX * 3):
+        WorkerRunner(f"s{index}", master).send_message("client_ready", "2.47.0")
+    assert len(gate.pending) <= PENDING_MAX
+
+
+def test_a_worker_that_quits_must_join_again() -> None:
+    master = MasterRunner()
+    gate, joined = master_gate(master)
+    worker, _, _ = connect(master, "w1", SECRET)
+    worker.send_message("quit", None)
+    assert "w1" not in gate.joined and master.locust_saw[-1] == ("w1", "quit")
+    worker.send_message("stats", {})
+    assert master.locust_saw[-1] == ("w1", "quit")
