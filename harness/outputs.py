@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.formatting import fmt_cost, fmt_ms, fmt_tps
 from harness.records import read_records
@@ -72,17 +72,30 @@ def _write(path: Path, text: str, what: str) -> None:
     logger.info("%s written to %s", what, path)
 
 
-def write_outputs(summary: Summary, options: Any, records_path: Path | None) -> None:
-    """The files the command line asked for."""
-    if options.summary_json:
-        _write(Path(options.summary_json), summary.to_json(), "summary")
-    if options.junit:
-        _write(Path(options.junit), junit_xml(summary), "JUnit report")
-    if options.markdown:
-        _write(Path(options.markdown), markdown(summary), "Markdown summary")
-    if options.report:
-        from harness.report import render_report
+def write_outputs(summary: Summary, options: Any, records_path: Path | None) -> list[str]:
+    """The files the command line asked for; returns what could not be written (each one
+    logged), after trying every one (a full disk must not cost the others)."""
+    wanted: list[tuple[str | None, str, Callable[[Path], None]]] = [
+        (options.summary_json, "summary", lambda path: _write(path, summary.to_json(), "summary")),
+        (options.junit, "JUnit report", lambda path: _write(path, junit_xml(summary), "JUnit report")),
+        (options.markdown, "Markdown summary", lambda path: _write(path, markdown(summary), "Markdown summary")),
+        (options.report, "HTML report", lambda path: _write_report(summary, records_path, path)),
+    ]
+    failed: list[str] = []
+    for value, what, write in wanted:
+        if not value:
+            continue
+        try:
+            write(Path(value))
+        except OSError as exc:
+            logger.error("could not write the %s to %s: %s", what, value, exc.strerror or exc)
+            failed.append(f"{what} ({value})")
+    return failed
 
-        records = read_records(records_path) if records_path is not None else None
-        render_report(summary, records, Path(options.report))
-        logger.info("HTML report written to %s", options.report)
+
+def _write_report(summary: Summary, records_path: Path | None, path: Path) -> None:
+    from harness.report import render_report
+
+    records = read_records(records_path) if records_path is not None else None
+    render_report(summary, records, path)
+    logger.info("HTML report written to %s", path)

@@ -7,10 +7,8 @@ clear message and exit code 2, never from inside a running listener.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -21,114 +19,24 @@ import gevent.event
 from locust import log as locust_log
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
-from harness import credentials, exitcodes, locust_outputs, pauses, slo, webaccess, webui
+from harness import credentials, exitcodes, locust_outputs, options as cli, pauses, slo, webaccess, webui
 from harness.credentials import API_KEY_ENV, CredentialsError, api_key_for, is_loopback, take_influx_token
 from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
-from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS, Thresholds
+from harness.health import Thresholds
 from harness.payload import build_headers
-from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, WRITE_TIMEOUT_S, InfluxConfig
+from harness.recording import InfluxConfig
 from harness.run import HarnessRun, RunConfig, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.pricing import PriceTable
 from harness.outputs import write_outputs
 from harness.results import InputError, Summary, load_summary
 from harness.summary import build_summary, render_text
-from harness.transport import TRANSPORTS, Target, preload_sdk
+from harness.transport import Target, preload_sdk
 from harness.workerauth import MasterGate, WorkerGate
 
 logger = logging.getLogger("harness")
-
-DEFAULT_SCENARIO = "scenarios/demo.yaml"
-
-
-def positive_seconds(text: str) -> float:
-    """An argparse type: a number of seconds above 0 (argparse turns the error into exit 2)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds above 0")
-    return value
-
-
-DEFAULT_STOP_TIMEOUT = "30s"
-
-
-# Locust's options whose default the harness changes, with the help that says so
-HARNESS_DEFAULTS = {
-    # requests in flight at the stop finish within this (then they are cancelled), instead of
-    # Locust's default of cutting them all: a cut request measures nothing
-    "stop_timeout": (
-        DEFAULT_STOP_TIMEOUT,
-        f"seconds requests in flight may take to finish at the stop; then they are cancelled (harness default {DEFAULT_STOP_TIMEOUT})",
-    ),
-    # nothing is reachable from another machine unless the operator says so
-    "web_host": (
-        webaccess.LOOPBACK,
-        f"interface the web UI listens on (harness default {webaccess.LOOPBACK}); any other needs --web-login",
-    ),
-    "master_bind_host": (
-        webaccess.LOOPBACK,
-        f"interface the master's worker port listens on (harness default {webaccess.LOOPBACK}); "
-        f"workers join with ${credentials.WORKER_SECRET_ENV}",
-    ),
-}
-
-
-def add_arguments(parser: Any) -> None:
-    parser.set_defaults(**{dest: default for dest, (default, _) in HARNESS_DEFAULTS.items()})
-    for action in parser._actions:  # argparse keeps no public handle on an action's help
-        if action.dest in HARNESS_DEFAULTS:
-            action.help = HARNESS_DEFAULTS[action.dest][1]
-    group = parser.add_argument_group("Claude harness")
-    webui.add_scenario_argument(group, DEFAULT_SCENARIO)  # a select of scenarios/ in the web UI
-    group.add_argument("--transport", choices=TRANSPORTS, default="fast", help="HTTP transport (default: fast)")
-    group.add_argument("--output-dir", default="runs", help="folder for run outputs (default: runs/)")
-    group.add_argument("--emulator-profile", default=None, help="latency profile for the built-in emulator")
-    group.add_argument("--emulator-seed", type=int, default=None, help="seed for the built-in emulator")
-    group.add_argument("--summary-json", default=None, help="write the run's summary as JSON to this path")
-    group.add_argument("--junit", default=None, help="write one JUnit test case per SLO to this path")
-    group.add_argument("--markdown", default=None, help="write a Markdown summary (for a CI job summary) to this path")
-    group.add_argument("--report", default=None, help="write a self-contained HTML report to this path")
-    group.add_argument("--baseline", default=None, help="a previous run's --summary-json: fail on percentile regressions")
-    group.add_argument(
-        "--regression-threshold", type=float, default=None,
-        help="percent a percentile may grow over the baseline (default: the scenario's regression.threshold_pct, 10)",
-    )  # fmt: skip
-    group.add_argument("--max-cost-usd", type=float, default=None, help="stop the run when it has spent this much")
-    group.add_argument(
-        "--allow-unpriced", action="store_true", default=False,
-        help="run models without a price against a real API (their cost is unknown and not in the budget)",
-    )  # fmt: skip
-    group.add_argument("--max-requests", type=int, default=None, help="stop the run after this many requests")
-    # Locust's own add_argument (not argparse groups) knows is_secret and include_in_web_ui
-    points = health = parser
-    points.add_argument(
-        "--points", choices=("auto", "off"), default="auto",
-        help="per-request points: to InfluxDB when configured, else to points.lp in the run folder (auto); or off",
-    )  # fmt: skip
-    points.add_argument("--influx-url", default=None, help="InfluxDB URL (default: $INFLUXDB_V2_URL)")
-    points.add_argument("--influx-token", default=None, is_secret=True, help="InfluxDB token (default: $INFLUXDB_V2_TOKEN)")
-    points.add_argument("--influx-org", default=None, help="InfluxDB org (default: $INFLUXDB_V2_ORG)")
-    points.add_argument("--influx-bucket", default=None, help="InfluxDB bucket (default: $INFLUXDB_V2_BUCKET or loadtest)")
-    points.add_argument(
-        "--influx-timeout", type=positive_seconds, default=WRITE_TIMEOUT_S,
-        help=f"seconds one write to InfluxDB may take before it is retried (default {WRITE_TIMEOUT_S:g})",
-    )  # fmt: skip
-    points.add_argument("--influx-buffer", type=int, default=DEFAULT_BUFFER, help="points buffered at most before dropping")
-    points.add_argument(
-        "--points-flush-timeout", type=float, default=CLOSE_TIMEOUT_S,
-        help="seconds to flush buffered points at the end; what is left is counted as dropped",
-    )  # fmt: skip
-    health.add_argument("--max-cpu-percent", type=float, default=DEFAULT_MAX_CPU_PERCENT, help="CPU use above which the run is unreliable")
-    health.add_argument("--max-loop-lag-ms", type=float, default=DEFAULT_MAX_LOOP_LAG_MS, help="event-loop lag p99 above which the run is unreliable")
-    health.add_argument(
-        "--fail-on-unreliable", action="store_true", default=False,
-        help=f"exit with code {exitcodes.UNRELIABLE} when the load generator was saturated",
-    )  # fmt: skip
 
 
 def load_baseline(path: str) -> Summary:
@@ -250,11 +158,12 @@ class Session:
             crashes=slo.Crashes(len(self.environment.runner.exceptions), locust_log.unhandled_greenlet_exception),
         )  # fmt: skip
         self.summary = summary
-        write_outputs(summary, self.options, run.records.path if run.records is not None else None)
+        unwritten = write_outputs(summary, self.options, run.records.path if run.records is not None else None)
         if not self.options.headless:
             self.show(render_text(summary))
-        # the verdict decides the exit code, not Locust's "any failure" rule
-        self.environment.process_exit_code = summary.verdict.exit_code
+        # the verdict decides the exit code, not Locust's "any failure" rule; an output asked
+        # for and not written fails the run whatever the verdict (the log says which)
+        self.environment.process_exit_code = exitcodes.USAGE if unwritten else summary.verdict.exit_code
 
     def current_run(self) -> HarnessRun:
         assert self.run is not None, "users start after test_start created the run"
@@ -287,9 +196,10 @@ class WorkerSession:
     RUN_WAIT_S = 30.0
     GIVE_UP_AFTER_S = 0.5  # time for a last message to the master to leave
 
-    def __init__(self, environment: Any, worker_secret: bytes, influx_token: str | None) -> None:
+    def __init__(self, environment: Any, worker_secret: bytes, influx_token: str | None, output_dir: str | None) -> None:
         self.environment = environment
         self.influx_token = influx_token
+        self.output_dir = output_dir  # None: below the master's --output-dir (a shared file system)
         self.scenario: Scenario | None = None
         self.run_id: str | None = None
         self.startup_host: str | None = None  # the master's: the only host this worker's API key goes to
@@ -343,7 +253,7 @@ class WorkerSession:
         if self.run is not None and self.run.config.run_id == self.run_id:
             return
         options = self.environment.parsed_options
-        output_dir = worker_output_dir(options.output_dir, self.run_id, self.scenario, self.link.name)
+        output_dir = worker_output_dir(self.output_dir or options.output_dir, self.run_id, self.scenario, self.link.name)
         config = run_config(
             self.environment, self.scenario, self.run_id, output_dir, "worker", self.startup_host, self.influx_token, worker=self.link.name
         )  # fmt: skip
@@ -402,9 +312,14 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         login = webaccess.required_login(options) if environment.web_ui is not None else None
     except CredentialsError as exc:
         fail_usage(str(exc))
+    problem = cli.output_paths_problem(options)
+    if problem:
+        fail_usage(problem)
     if options.worker:
         assert secret is not None
-        environment.claude = WorkerSession(environment, secret, influx_token)
+        # the master's spawn messages overwrite every option: a worker's own folder is kept now
+        own_dir = options.output_dir if options.output_dir != cli.DEFAULT_OUTPUT_DIR else None
+        environment.claude = WorkerSession(environment, secret, influx_token, own_dir)
         if options.transport == "sdk":
             preload_sdk()
         return
@@ -487,7 +402,7 @@ def _apply_load_defaults(options: Any, scenario: Scenario) -> None:
 
 
 def register(events: Any) -> None:
-    events.init_command_line_parser.add_listener(add_arguments)
+    events.init_command_line_parser.add_listener(cli.add_arguments)
     events.worker_report.add_listener(STALE_REPORTS)  # before Locust's own: registered at import
     events.init.add_listener(on_init)
     events.test_start.add_listener(lambda environment, **_: _call(environment, "on_test_start"))

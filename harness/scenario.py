@@ -52,6 +52,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from harness import yamlfile
 from harness.pricing import Price
 
 __all__ = [
@@ -349,6 +350,9 @@ class Regression(_Model):
     )
 
 
+MAX_STATS_GROUPS = 256  # (model, prompt, mode) groups a run keeps statistics for
+
+
 class Scenario(_Model):
     """A validated scenario. Build one with :func:`load_scenario` or :func:`scenario_from_dict`."""
 
@@ -404,6 +408,14 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Scenario":
+        modes = 2 if 0 < self.stream < 1 else 1
+        groups = len(self.models) * len(self.prompts) * modes
+        if groups > MAX_STATS_GROUPS:
+            raise _field_error(
+                "prompts",
+                f"{len(self.models)} model(s) x {len(self.prompts)} prompt(s) x {modes} mode(s) = {groups:,} stats groups; "
+                f"at most {MAX_STATS_GROUPS} (each keeps its own latency histograms, about 0.75 MB)",
+            )  # fmt: skip
         seen: dict[str, int] = {}
         for i, p in enumerate(self.prompts):
             if p.name in seen:
@@ -612,30 +624,6 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- loading
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            continue  # the default constructor reports unhashable keys
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
@@ -666,7 +654,7 @@ def load_scenario(path: str | Path) -> Scenario:
     except UnicodeDecodeError as exc:
         raise ScenarioError(source, [("", f"not UTF-8 text (byte {exc.start})")]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yamlfile.load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(source, [("", _yaml_problem(exc))]) from None
     if data is None:

@@ -30,6 +30,7 @@ import gevent
 
 from harness import credentials
 from harness.credentials import CredentialsError, is_loopback, is_loopback_host, same_target
+from harness.options import LOOPBACK
 from harness.scenario import ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("harness.webaccess")
 
-LOOPBACK = "127.0.0.1"
 FORM_FIELDS = ("user_count", "spawn_rate", "run_time", "host", "scenario")
 FAILED_LOGIN_PAUSE_S = 1.0
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")

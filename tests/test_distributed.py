@@ -96,9 +96,11 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def add_worker(self, env: dict[str, str] | None = None, master_host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+    def add_worker(
+        self, env: dict[str, str] | None = None, master_host: str = "127.0.0.1", args: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         worker = self._spawn(
-            [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", master_host, "--master-port", str(self.port)],
+            [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", master_host, "--master-port", str(self.port), *args],
             self.worker_dir, {**self.env, **(env or {})}, self.tmp / f"worker-process-{len(self.workers)}",
         )  # fmt: skip
         self.workers.append(worker)

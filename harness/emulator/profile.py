@@ -45,6 +45,8 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness import yamlfile
+
 __all__ = [
     "Faults",
     "ModelProfile",
@@ -197,7 +199,7 @@ def load_profile(path: str | Path) -> Profile:
     except OSError as err:
         raise ProfileError(f"cannot read profile {p}: {err.strerror or err}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlfile.load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
