@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import gevent
 import gevent.event
+from locust import __version__ as locust_version
 from locust import log as locust_log
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
@@ -34,7 +35,7 @@ from harness.outputs import write_outputs
 from harness.results import InputError, Summary, load_summary
 from harness.summary import build_summary, render_text
 from harness.transport import Target, preload_sdk
-from harness.workerauth import MasterGate, WorkerGate
+from harness.workerauth import MasterGate, WorkerGate, harden_receiving
 
 logger = logging.getLogger("harness")
 
@@ -76,6 +77,8 @@ class Session:
             assert worker_secret is not None, "a master has the worker secret"
             self.link = MasterLink(environment, scenario, lambda: self.run, startup_host)
             self.gate = MasterGate(environment.runner, worker_secret, self.link.on_join)
+            harden_receiving()
+            gevent.spawn(self.gate.watch_missing)
         self.guard = Guard(
             environment, lambda: self.run, self.options.max_cost_usd or scenario.budget_usd,
             self.options.max_requests, scenario.abort,
@@ -212,7 +215,7 @@ class WorkerSession:
         self.link = WorkerLink(
             environment, self._on_run, self._report, self._on_window, lambda: self.gate.master_proven, self.give_up
         )  # fmt: skip
-        self.gate = WorkerGate(environment.runner, worker_secret, self.give_up)
+        self.gate = WorkerGate(environment.runner, worker_secret, self.give_up, locust_version)
 
     def _on_run(self, scenario: Scenario, run_id: str, epoch: int, startup_host: str | None) -> None:
         self.scenario, self.run_id, self.epoch, self.startup_host = scenario, run_id, epoch, startup_host

@@ -5,7 +5,8 @@
   `--tls-cert`/`--tls-key` are given (README, "Security").
 - The login (`--web-login`): one operator, user name and password from the environment
   (`CLAUDE_LOADTEST_WEB_USER`, `CLAUDE_LOADTEST_WEB_PASSWORD`), compared in constant time; a
-  failed attempt is logged and answered after a pause. Sessions are signed with a key made at
+  failed attempt is logged and answered after a pause, one at a time (at most one guess a
+  second, however many are sent at once). Sessions are signed with a key made at
   start-up: a restart logs everyone out.
 - Requests another site makes a browser send are refused (`Sec-Fetch-Site: cross-site`, or an
   `Origin` other than the UI's own on a POST), and so is, on a loopback UI, a `Host` header that
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import gevent
+from gevent.lock import BoundedSemaphore
 
 from harness import credentials
 from harness.credentials import CredentialsError, is_loopback, is_loopback_host, same_target
@@ -76,6 +78,8 @@ def form_problem(form: Any, session: Session, offered: list[str], running: bool)
     startup_host = session.startup_host
     if host is not None:
         host = host.strip()
+        if any(char.isspace() or not char.isprintable() for char in host):
+            return f"host {host!r} has spaces or control characters"
         if urlsplit(host).scheme not in ("http", "https") or not urlsplit(host).hostname:
             return f"host {host!r} is not an http(s) URL"
         if not (is_loopback(host) or same_target(host, startup_host)):
@@ -95,11 +99,13 @@ def form_problem(form: Any, session: Session, offered: list[str], running: bool)
     return session.real_api_problem(host or session.environment.host, chosen)
 
 
-def without_empty_fields(form: Any) -> Any:
-    """The form without empty fields outside the allow-list (Locust would set them as options)."""
+def checked_form(form: Any) -> Any:
+    """The form as Locust may read it: no empty field outside the allow-list (Locust would set
+    it as an option), the host as it was checked (without surrounding spaces)."""
     from werkzeug.datastructures import ImmutableMultiDict
 
-    return ImmutableMultiDict([(k, v) for k, v in form.items(multi=True) if k in FORM_FIELDS or v])
+    kept = [(k, v.strip() if k == "host" else v) for k, v in form.items(multi=True) if k in FORM_FIELDS or v]
+    return ImmutableMultiDict(kept)
 
 
 # --- requests from other sites --------------------------------------------------------------
@@ -149,7 +155,7 @@ def install(environment: Any, session: Session, login: tuple[str, str] | None, o
         problem = form_problem(request.form, session, offered(), running)
         if problem:
             return refuse(problem)
-        request.form = without_empty_fields(request.form)
+        request.form = checked_form(request.form)
         return None
 
     app.wsgi_app = without_cors_headers(app.wsgi_app)
@@ -187,6 +193,7 @@ def _install_login(web_ui: Any, base_path: str, user: str, password: str) -> Non
 
     app = web_ui.app
     app.config.update(SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    failing = BoundedSemaphore(1)  # failed attempts are answered one at a time, a pause each
     web_ui.login_manager.user_loader(lambda name: Operator(name) if name == user else None)
     web_ui.auth_args = {"username_password_callback": f"{base_path}/login_submit"}
     blueprint = Blueprint("claude_login", __name__, url_prefix=base_path)
@@ -203,7 +210,8 @@ def _install_login(web_ui: Any, base_path: str, user: str, password: str) -> Non
             logger.info("web UI: %s logged in from %s", user, request.remote_addr)
             return redirect(url_for("locust.index"))
         logger.warning("web UI: failed login from %s", request.remote_addr)
-        gevent.sleep(FAILED_LOGIN_PAUSE_S)
+        with failing:  # however many are sent at once: one guess per pause
+            gevent.sleep(FAILED_LOGIN_PAUSE_S)
         session["auth_error"] = "Invalid user name or password"
         return redirect(url_for("locust.login"))
 

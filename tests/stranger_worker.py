@@ -6,6 +6,7 @@ every message the master sends it (tests/test_security.py).
 - `stranger`: knows no secret. Sends Locust's client_ready, heartbeats, a forged stats report
   (an entry named "forged" with 1,000 requests), then the harness's join and a made-up proof,
   and listens for SECONDS.
+- `garbage`: sends bytes that are no Locust message, and a locustfile request without data.
 - `insider`: proves the secret in CLAUDE_LOADTEST_WORKER_SECRET, as a harness worker does;
   once it has been sent a spawn message it quits (Locust hands its users to the other workers).
 
@@ -48,6 +49,13 @@ def main(mode: str, host: str, port: int, seconds: float, out_path: str) -> None
     def send(msg_type: str, data: Any = None) -> None:
         client.send(Message(msg_type, data, client_id))
 
+    if mode == "garbage":  # what would end Locust's listener: bytes that are no message, a locustfile request without data
+        client.socket.send(b"\x01", 0)
+        send("locustfile", None)
+        time.sleep(0.5)
+        client.close(linger=500)
+        open(out_path, "w").close()  # it listens to nothing
+        return
     send("client_ready", "2.47.0")
     if mode == "stranger":
         send("heartbeat", {"state": "ready", "current_cpu_usage": 1.0, "current_memory_usage": 1})
@@ -68,8 +76,9 @@ def main(mode: str, host: str, port: int, seconds: float, out_path: str) -> None
             out.write(line + "\n")
             out.flush()
             if msg.type == CHALLENGE_MESSAGE:
-                answer = "0" * 64 if mode == "stranger" else proof(secret, "worker", client_id, msg.data["nonce"])
-                send(PROOF_MESSAGE, {"proof": answer})
+                issued = msg.data["nonce"]
+                answer = "0" * 64 if mode == "stranger" else proof(secret, "worker", client_id, issued)
+                send(PROOF_MESSAGE, {"nonce": issued, "proof": answer})
                 if mode == "stranger":
                     send("stats", forged_report())
             elif msg.type == "spawn" and mode == "insider":

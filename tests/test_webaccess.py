@@ -12,7 +12,7 @@ from werkzeug.datastructures import Headers, MultiDict
 
 from harness import credentials
 from harness.credentials import EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, same_target
-from harness.webaccess import FORM_FIELDS, cross_site_problem, exposed, form_problem, required_login, without_empty_fields
+from harness.webaccess import FORM_FIELDS, cross_site_problem, exposed, form_problem, required_login, checked_form
 
 DEMO = "scenarios/demo.yaml"
 OFFERED = [DEMO, "scenarios/levers.yaml"]
@@ -117,16 +117,18 @@ def test_every_other_field_is_refused_by_name(field: str) -> None:
 def test_empty_fields_outside_the_allow_list_are_dropped_not_refused() -> None:
     posted = form(profile="", influx_url="")
     assert form_problem(posted, session(None), OFFERED, False) is None
-    assert sorted(without_empty_fields(posted)) == ["spawn_rate", "user_count"]
+    assert sorted(checked_form(posted)) == ["spawn_rate", "user_count"]
+    assert checked_form(form(host=" http://127.0.0.1:8000 \n"))["host"] == "http://127.0.0.1:8000"
 
 
 @pytest.mark.parametrize(
     "host",
-    ["http://10.0.0.7:8000", "https://api.anthropic.com.evil.example", "https://evil.example", "http://0.0.0.0:8000", "file:///etc/passwd", ""],
+    ["http://10.0.0.7:8000", "https://api.anthropic.com.evil.example", "https://evil.example", "http://0.0.0.0:8000", "file:///etc/passwd", "",
+     "http://127.0.0.1@evil.example", "http://2130706433:8000", "http://127.0.0.1.nip.io", "http://127.0.0.1:80\r\nX: y", "http://127.0.0.1 .evil"],
 )  # fmt: skip
 def test_a_host_neither_loopback_nor_given_at_start_up_is_refused(host: str) -> None:
     problem = form_problem(form(host=host), session(REAL), OFFERED, False)
-    assert problem is not None and ("is not allowed" in problem or "is not an http(s) URL" in problem)
+    assert problem is not None and ("is not allowed" in problem or "is not an http(s) URL" in problem or "spaces or control" in problem)
 
 
 def test_the_host_and_the_scenario_do_not_change_while_a_test_runs() -> None:
