@@ -61,6 +61,7 @@ class WorkerState:
     recorded: int = 0
     before_window: int = 0
     spent_usd: float = 0.0
+    failed_fast: str | None = None  # why this worker's first seconds all failed alike
     points_written: int = 0
     points_dropped: int = 0
     health: dict[str, Any] = field(default_factory=dict)
@@ -172,6 +173,7 @@ class MasterLink:
         state.requests += delta.requests
         state.records, state.points_written, state.points_dropped = report["records"], report["points_written"], report["points_dropped"]
         state.recorded, state.before_window, state.spent_usd = report["recorded"], report["before_window"], report["spent_usd"]
+        state.failed_fast = report.get("failed_fast")
         state.saturated_samples, state.unreliable = report["saturated_samples"], report["unreliable"]
         state.last_report_at = time.time()
         if report["health"]:

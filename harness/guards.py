@@ -9,11 +9,14 @@
   checked on the workers' reports, so it can be passed by what is in flight.
 - The scenario's `abort` rule: the error rate over the last `window_s` seconds above the
   limit (with at least `min_requests` judged) stops the run as failed, like k6's abortOnFail.
+- Fail fast (harness/failures.py): every request of the first seconds failed with one cause;
+  on a master, once every worker says so.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import gevent
@@ -67,16 +70,12 @@ class Guard:
         self.workers = workers  # on a master: what each worker reported
         self.stopped_by: str | None = None  # the budget or request limit ended the run
         self.aborted: str | None = None  # the abort rule ended the run
+        self.failed_fast: str | None = None  # the first seconds failed alike: a wrong target
         self._greenlet: gevent.Greenlet | None = None
 
-    @property
-    def active(self) -> bool:
-        return bool(self.budget_usd or self.max_requests or self.abort)
-
     def start(self) -> None:
-        self.stopped_by = self.aborted = None
-        if self.active:
-            self._greenlet = gevent.spawn(self._watch)
+        self.stopped_by = self.aborted = self.failed_fast = None
+        self._greenlet = gevent.spawn(self._watch)
 
     def stop(self) -> None:
         if self._greenlet is not None:
@@ -84,7 +83,7 @@ class Guard:
             self._greenlet = None
 
     def _watch(self) -> None:
-        while not self.stopped_by and not self.aborted:
+        while not self.stopped_by and not self.aborted and not self.failed_fast:
             gevent.sleep(CHECK_INTERVAL_S)
             run = self.run()
             if run is not None:
@@ -92,12 +91,24 @@ class Guard:
 
     def check(self, run: HarnessRun) -> None:
         spent, sent = self.spent(run)
-        if self.budget_usd is not None and spent >= self.budget_usd:
+        failed_fast = self._failed_fast(run)
+        if failed_fast:
+            self.failed_fast = failed_fast
+            self._end(f"{failed_fast} (fail fast: exit code 2)")
+        elif self.budget_usd is not None and spent >= self.budget_usd:
             self.trip(f"budget ${self.budget_usd:g} reached (${spent:.4f} spent)")
         elif self.max_requests is not None and sent >= self.max_requests:
             self.trip(f"--max-requests {self.max_requests} reached")
         elif self.abort is not None:
             self._check_abort(run)
+
+    def _failed_fast(self, run: HarnessRun) -> str | None:
+        if self.workers is None:
+            return run.fail_fast.verdict(time.monotonic())
+        workers = [worker for worker in self.workers() if not worker.drained]
+        if workers and all(worker.failed_fast for worker in workers):
+            return "; ".join(sorted({f"{worker.name}: {worker.failed_fast}" for worker in workers}))
+        return None
 
     def spent(self, run: HarnessRun) -> tuple[float, int]:
         """Dollars spent and requests sent by every request recorded (figures or not), the

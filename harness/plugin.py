@@ -157,6 +157,7 @@ class Session:
             rule = rule.model_copy(update={"threshold_pct": self.options.regression_threshold})
         summary = slo.judge_run(
             built, self.scenario.slos, self.baseline, rule, stopped_by=self.guard.stopped_by, aborted=self.guard.aborted,
+            failed_fast=self.guard.failed_fast,
             fail_on_unreliable=self.options.fail_on_unreliable, exit_code_on_error=self.options.exit_code_on_error,
             crashes=slo.Crashes(len(self.environment.runner.exceptions), locust_log.unhandled_greenlet_exception),
         )  # fmt: skip

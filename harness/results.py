@@ -240,7 +240,7 @@ class WorkerInfo(_Result):
     lost: bool
 
 
-Status = Literal["PASS", "FAIL", "DONE", "ERRORS", "ABORTED", "STOPPED", "UNRELIABLE"]
+Status = Literal["PASS", "FAIL", "DONE", "ERRORS", "ABORTED", "STOPPED", "UNRELIABLE", "FAILED_FAST"]
 
 
 class Verdict(_Result):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import payload
+from harness.failures import Backoff, FailFast
 from harness.health import Gauges, HealthMonitor, Thresholds
 from harness.results import HealthSample
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
@@ -104,12 +105,13 @@ class HarnessRun:
         )
         self.points = self._point_writer(config)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
+        self.fail_fast = FailFast(config.scenario.failures.fail_fast, time.monotonic())
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
         # the SDK client is shared by all users and built now: building it in a user's
         # on_start would stall the requests of the users already running
         self._shared_transport: Transport | None = (
-            SdkTransport(config.target, config.pool_size) if config.transport == "sdk" else None
+            SdkTransport(config.target, config.pool_size, config.scenario.timeouts.connect_s) if config.transport == "sdk" else None
         )
 
     @staticmethod
@@ -131,11 +133,14 @@ class HarnessRun:
         )
 
     # --- what users call -------------------------------------------------------------
+    def new_backoff(self) -> Backoff:
+        return Backoff(self.scenario.failures.backoff)
+
     def new_sampler(self) -> Sampler:
         return Sampler(self.scenario, seed=self.scenario.seed * 1_000_003 + next(self._user_seq))
 
     def new_transport(self) -> Transport:
-        return self._shared_transport or FastTransport(self.config.target)
+        return self._shared_transport or FastTransport(self.config.target, self.config.scenario.timeouts.connect_s)
 
     def release_transport(self, transport: Transport) -> None:
         if transport is not self._shared_transport:
@@ -146,9 +151,11 @@ class HarnessRun:
         request = self._prepared.get(key)
         if request is None:
             body = payload.build_body(pick, self.scenario)
-            timeout_s = pick.prompt.timeout_s or self.scenario.timeout_s
+            timeouts = self.scenario.timeouts
+            if pick.prompt.timeout_s:
+                timeouts = timeouts.model_copy(update={"total_s": pick.prompt.timeout_s})
             data = payload.build_body_bytes(pick, self.scenario)
-            request = self._prepared[key] = PreparedRequest(body, data, pick.stream, timeout_s)
+            request = self._prepared[key] = PreparedRequest(body, data, pick.stream, timeouts)
         return request
 
     def admit(self) -> bool:
@@ -188,6 +195,7 @@ class HarnessRun:
         ledger.recorded += 1
         ledger.spent_usd += record.cost_usd or 0.0
         record.window = ledger.window_of(record)
+        self.fail_fast.observe(record, time.monotonic())
         if self.records is not None:
             self.records.write(record)
         if self.points is not None:
@@ -223,6 +231,7 @@ class HarnessRun:
             self.points.add(line(RUN_MEASUREMENT, self.labels, {"event": event, "detail": detail}, time.time_ns()))
 
     def start(self) -> None:
+        self.fail_fast = FailFast(self.scenario.failures.fail_fast, time.monotonic())
         if self.points is not None:
             self.points.start()
         self.health.start()
@@ -257,6 +266,7 @@ class HarnessRun:
             "before_window": self.ledger.before_window,
             "window": self.ledger.window,
             "spent_usd": self.ledger.spent_usd,
+            "failed_fast": self.fail_fast.verdict(time.monotonic()),
             "points_written": points.written if points else 0,
             "points_dropped": points.dropped if points else 0,
         }

@@ -335,6 +335,36 @@ class AbortRule(_Model):
     min_requests: int = Field(default=20, ge=1)
 
 
+class Timeouts(_Model):
+    """A request's time limits; each gives the outcome `timeout` with its own error type."""
+
+    connect_s: float = Field(default=10.0, gt=0)  # `connect_timeout`: the TCP (and TLS) connection
+    first_byte_s: float = Field(default=60.0, gt=0)  # `first_byte_timeout`: a stream's response headers
+    idle_s: float = Field(default=60.0, gt=0)  # `idle_timeout`: a stream without an event but pings
+    total_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)  # `timeout`: the whole request
+
+
+class FailFast(_Model):
+    """Stop the run (exit 2) when every request of its first seconds failed with one cause."""
+
+    within_s: float = Field(default=10.0, gt=0)
+
+
+class Backoff(_Model):
+    """A user that met `after` identical failures in a row waits before its next request,
+    0.5 s at first, doubling up to `max_s`; a different outcome resets it."""
+
+    after: int = Field(default=3, ge=1)
+    max_s: float = Field(default=5.0, gt=0)
+
+
+class Failures(_Model):
+    """What the harness does when requests fail (`null` turns a part off)."""
+
+    fail_fast: Optional[FailFast] = Field(default_factory=FailFast)
+    backoff: Optional[Backoff] = Field(default_factory=Backoff)
+
+
 RegressionMetric = Literal[
     "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
     "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
@@ -364,7 +394,8 @@ class Scenario(_Model):
     prompts: list[Prompt] = Field(min_length=1)
     stream: float = Field(default=1.0, ge=0, le=1)
     seed: int = 0
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    timeouts: Timeouts = Field(default_factory=Timeouts)  # `timeout_s: N` is read as timeouts.total_s
+    failures: Failures = Field(default_factory=Failures)
     prices: dict[str, Price] = Field(default_factory=dict)
     load: Optional[Load] = None
     slos: Slos = Field(default_factory=Slos)
@@ -405,6 +436,23 @@ class Scenario(_Model):
                 if isinstance(v, str) and (not v.strip() or "," in v or v != v.strip()):
                     raise ValueError(f"[{i}]: one beta name per item, no commas or spaces (got {v!r})")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_shorthand(cls, data: Any) -> Any:
+        """`timeout_s: N` (the older spelling) is `timeouts: {total_s: N}`."""
+        if not isinstance(data, dict) or "timeout_s" not in data:
+            return data
+        data = dict(data)
+        total = data.pop("timeout_s")
+        timeouts = data.get("timeouts")
+        if timeouts is None:
+            data["timeouts"] = {"total_s": total}
+        elif isinstance(timeouts, dict):
+            if "total_s" in timeouts and timeouts["total_s"] != total:
+                raise _field_error("timeout_s", "give the total time limit once: timeout_s or timeouts.total_s")
+            data["timeouts"] = {**timeouts, "total_s": total}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "Scenario":

@@ -135,6 +135,7 @@ def judge_run(
     *,
     stopped_by: str | None = None,
     aborted: str | None = None,
+    failed_fast: str | None = None,
     fail_on_unreliable: bool = False,
     exit_code_on_error: int = exitcodes.FAILED,
     crashes: Crashes | None = None,
@@ -143,7 +144,10 @@ def judge_run(
     judged = summary.model_copy(
         update={"slos": evaluate(slos, summary), "regressions": compare(summary, baseline, rule) if baseline else []}
     )
-    run_verdict = verdict(judged, stopped_by, aborted, fail_on_unreliable, exit_code_on_error, crashes or Crashes())
+    if failed_fast:  # a wrong target: nothing else was measured
+        run_verdict = Verdict(status="FAILED_FAST", exit_code=exitcodes.USAGE, reasons=[f"failed fast: {failed_fast}"])
+    else:
+        run_verdict = verdict(judged, stopped_by, aborted, fail_on_unreliable, exit_code_on_error, crashes or Crashes())
     return judged.model_copy(update={"verdict": run_verdict})
 
 

@@ -183,10 +183,11 @@ class StreamTimer:
     been seen; later deltas only move the last-token time and the largest gap.
     """
 
-    __slots__ = ("record", "_event", "_last_delta_ns", "_max_gap_ns", "_seen_text", "_stopped", "_error", "_bad")
+    __slots__ = ("record", "progress_ns", "_event", "_last_delta_ns", "_max_gap_ns", "_seen_text", "_stopped", "_error", "_bad")
 
-    def __init__(self, record: TimingRecord) -> None:
+    def __init__(self, record: TimingRecord, now_ns: int = 0) -> None:
         self.record = record
+        self.progress_ns = now_ns  # when the last event that is not a ping arrived (idle timeout)
         self._event = b""
         self._last_delta_ns: int | None = None
         self._max_gap_ns = 0
@@ -206,6 +207,8 @@ class StreamTimer:
     def _on_data(self, t_ns: int, event: bytes, data: bytes) -> None:
         record = self.record
         record.events += 1
+        if event != b"ping":
+            self.progress_ns = t_ns
         if event == b"content_block_delta":
             last = self._last_delta_ns
             if last is not None and t_ns - last > self._max_gap_ns:

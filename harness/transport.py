@@ -18,16 +18,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import gevent
 from gevent import GreenletExit, getcurrent
 
+from harness.deadlines import Deadlines, Expired
 from harness.timing import CANCELLED, CONNECTION_ERROR, TIMEOUT, StreamTimer, TimingRecord
 
+if TYPE_CHECKING:
+    from harness.scenario import Timeouts
+
 MESSAGES_PATH = "/v1/messages"
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0  # the scenario's timeouts.connect_s by default
 READ_BLOCK = 64 * 1024
 
 perf_ns = time.perf_counter_ns
@@ -50,7 +54,7 @@ class PreparedRequest:
     body: dict[str, Any]
     data: bytes  # the body serialized once
     stream: bool
-    timeout_s: float
+    timeouts: Timeouts
 
 
 class Transport(Protocol):
@@ -59,10 +63,6 @@ class Transport(Protocol):
         except GreenletExit, after recording the request as cancelled."""
 
     def close(self) -> None: ...
-
-
-class _RequestTimeout(Exception):
-    """Raised by gevent.Timeout when a whole request exceeds its time limit."""
 
 
 def _start(record: TimingRecord) -> None:
@@ -79,10 +79,11 @@ def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
 
 
-def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]]) -> None:
+def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]], deadlines: Deadlines) -> None:
     """Feed a stream's timed lines to a StreamTimer; settle the record however it ends (when
     the stream breaks, the caller's handler then overrides the outcome)."""
-    timer = StreamTimer(record)
+    timer = StreamTimer(record, perf_ns())
+    deadlines.watch(timer)
     feed = timer.feed
     try:
         for t_ns, line in timed_lines:
@@ -92,19 +93,23 @@ def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]])
 
 
 @contextmanager
-def _request_scope(record: TimingRecord, timeout_s: float) -> Iterator[None]:
-    """What both transports do around one request: start the clock, bound the whole request
-    in time, classify what escaped, record a cancellation before the kill goes on, and
-    always leave a latency."""
+def _request_scope(record: TimingRecord, request: PreparedRequest) -> Iterator[Deadlines]:
+    """What both transports do around one request: start the clock, bound the request in time
+    (harness/deadlines.py), classify what escaped, record a cancellation before the kill goes
+    on, and always leave a latency."""
     _start(record)
+    total = request.timeouts.total_s
     try:
-        with gevent.Timeout(timeout_s, _RequestTimeout):
-            yield
-    except _RequestTimeout:
-        record.fail(TIMEOUT, "timeout", f"no complete response within {timeout_s:g} s")
+        with gevent.Timeout(total, Expired("timeout", f"no complete response within {total:g} s")):
+            with Deadlines(request.timeouts, request.stream) as deadlines:
+                yield deadlines
+    except Expired as exc:
+        record.fail(TIMEOUT, exc.error_type, exc.message)
     except GreenletExit:
         record.fail(CANCELLED, "cancelled", "the run stopped while the request was in flight")
         raise
+    except TimeoutError as exc:  # the only socket timeout set: the connect timeout
+        record.fail(TIMEOUT, "connect_timeout", f"no connection within {request.timeouts.connect_s:g} s ({exc})"[:200])
     except Exception as exc:  # socket errors, HTTP parse errors, a dropped connection
         record.fail(CONNECTION_ERROR, _connection_error_type(record), f"{type(exc).__name__}: {exc}"[:200])
     finally:
@@ -115,7 +120,7 @@ def _request_scope(record: TimingRecord, timeout_s: float) -> Iterator[None]:
 class FastTransport:
     """geventhttpclient with a hand-rolled SSE line loop: the cheap, accurate path."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, connect_s: float = CONNECT_TIMEOUT_S) -> None:
         from geventhttpclient import HTTPClient
 
         url = urlsplit(target.base_url)
@@ -124,8 +129,8 @@ class FastTransport:
             port=url.port or (443 if url.scheme == "https" else 80),
             ssl=url.scheme == "https",
             concurrency=1,
-            connection_timeout=CONNECT_TIMEOUT_S,
-            network_timeout=None,
+            connection_timeout=connect_s,
+            network_timeout=None,  # no other socket timeout: the deadlines bound reads
             block_size=READ_BLOCK,
         )
         self._client = self._make_client()
@@ -133,15 +138,15 @@ class FastTransport:
         self._headers = {**target.headers, "x-api-key": target.api_key}
 
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
-        with _request_scope(record, request.timeout_s):
+        with _request_scope(record, request) as deadlines:
             try:
                 response = self._client.request("POST", self._path, body=request.data, headers=self._headers)
-                self._read(record, response, request.stream)
+                self._read(record, response, request.stream, deadlines)
             except BaseException:
                 self._reset()  # the response was not read to its end: the connection is unusable
                 raise
 
-    def _read(self, record: TimingRecord, response: Any, stream: bool) -> None:
+    def _read(self, record: TimingRecord, response: Any, stream: bool, deadlines: Deadlines) -> None:
         t_headers = perf_ns()
         record.ttfb_ms = (t_headers - record.start_ns) / 1_000_000
         record.http_status = status = response.status_code
@@ -150,7 +155,7 @@ class FastTransport:
             record.apply_error_body(status, response.read())
             record.latency_ms = _elapsed_ms(record)
         elif stream:
-            _time_stream(record, self._timed_lines(response))
+            _time_stream(record, self._timed_lines(response), deadlines)
         else:
             record.apply_message(response.read(), perf_ns())
 
@@ -178,7 +183,7 @@ def preload_sdk() -> None:
 class SdkTransport:
     """The official anthropic SDK, shared by all users of a process (one pooled client)."""
 
-    def __init__(self, target: Target, pool_size: int) -> None:
+    def __init__(self, target: Target, pool_size: int, connect_s: float = CONNECT_TIMEOUT_S) -> None:
         import anthropic
         import httpx2
 
@@ -186,6 +191,8 @@ class SdkTransport:
             logging.getLogger(name).setLevel(logging.WARNING)
         limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self._anthropic = anthropic
+        self._connect_s = connect_s
+        self._timeout = httpx2.Timeout(None, connect=connect_s)
         self._httpx = httpx2
         self._sending: dict[Any, TimingRecord] = {}  # greenlet -> the record it is sending
         self._client = anthropic.Anthropic(
@@ -199,7 +206,7 @@ class SdkTransport:
             },
             http_client=httpx2.Client(
                 limits=limits,
-                timeout=httpx2.Timeout(600.0, connect=CONNECT_TIMEOUT_S),
+                timeout=self._timeout,  # the deadlines (harness/deadlines.py) bound the rest
                 event_hooks={"request": [self._on_request]},
             ),
             open_telemetry=False,
@@ -211,19 +218,19 @@ class SdkTransport:
         body.pop("stream", None)
         api, current = self._anthropic, getcurrent()
         self._sending[current] = record
-        with _request_scope(record, request.timeout_s):
+        with _request_scope(record, request) as deadlines:
             try:
                 with self._client.messages.with_streaming_response.create(
-                    **required, stream=request.stream, extra_body=body, timeout=request.timeout_s
+                    **required, stream=request.stream, extra_body=body, timeout=self._timeout
                 ) as response:
-                    self._read(record, response, request.stream)
+                    self._read(record, response, request.stream, deadlines)
             except api.APIStatusError as exc:
                 record.request_id = exc.request_id
                 if record.ttfb_ms is None:
                     record.ttfb_ms = _elapsed_ms(record)
                 record.apply_error_body(exc.status_code, exc.response.content)
-            except (api.APITimeoutError, self._httpx.TimeoutException) as exc:
-                record.fail(TIMEOUT, "timeout", f"no complete response within {request.timeout_s:g} s ({type(exc).__name__})")
+            except (api.APITimeoutError, self._httpx.TimeoutException) as exc:  # only connecting has a timeout here
+                record.fail(TIMEOUT, "connect_timeout", f"no connection within {self._connect_s:g} s ({type(exc).__name__})")
             finally:
                 self._sending.pop(current, None)
 
@@ -235,12 +242,12 @@ class SdkTransport:
             _start(record)
 
     @staticmethod
-    def _read(record: TimingRecord, response: Any, stream: bool) -> None:
+    def _read(record: TimingRecord, response: Any, stream: bool, deadlines: Deadlines) -> None:
         record.ttfb_ms = _elapsed_ms(record)
         record.http_status = response.status_code
         record.request_id = response.headers.get("request-id")
         if stream:
-            _time_stream(record, SdkTransport._timed_lines(response))
+            _time_stream(record, SdkTransport._timed_lines(response), deadlines)
         else:
             record.apply_message(response.read(), perf_ns())
 

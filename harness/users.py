@@ -20,6 +20,7 @@ class ClaudeUser(User):
         self.claude: HarnessRun = self.environment.claude.current_run()
         self.sampler = self.claude.new_sampler()
         self.transport = self.claude.new_transport()
+        self.backoff = self.claude.new_backoff()
 
     @task
     def call_claude(self) -> None:
@@ -33,6 +34,9 @@ class ClaudeUser(User):
             self.transport.send(record, request)
         finally:  # also when the run stops mid-request: the record says "cancelled"
             self.claude.emit(record)
+        wait = self.backoff.wait_after(record)  # identical failures in a row: the user waits
+        if wait:
+            gevent.sleep(wait)
 
     def on_stop(self) -> None:
         if hasattr(self, "transport"):  # on_start may have been cut short

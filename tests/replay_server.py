@@ -241,7 +241,16 @@ def _scripts() -> dict[str, list[Step]]:
                   "cache_read_input_tokens": CACHE_READ, "cache_creation_input_tokens": CACHE_CREATION},
     }).encode()  # fmt: skip
     s["blocking-ok"] = [sleep(50), w(json_response("blocking-ok", 200, "OK", body), "body")]
-    s["stall"] = [*opening("stall"), ("stall",)]
+    s["stall"] = [*opening("stall"), ("stall",)]  # headers, then nothing
+    s["no-headers"] = [("stall",)]  # the request read, nothing sent
+    ping = sse("ping", {"type": "ping"})
+    s["ping-flood"] = [*opening("ping-flood"), *[step for _ in range(600) for step in (sleep(100), w(ping))], ("stall",)]
+    s["endless-text"] = [
+        *opening("endless-text"),
+        w(sse("content_block_start", block_start(0, {"type": "text", "text": ""}))),
+        *[step for i in range(600) for step in (sleep(100), w(sse("content_block_delta", text_delta(0, "word ")), "first_text" if i == 0 else None))],
+        ("stall",),
+    ]  # fmt: skip
     s["garbage-event"] = [
         *opening("garbage-event"),
         w(sse("content_block_start", block_start(0, {"type": "text", "text": ""}))),
@@ -324,7 +333,13 @@ class Handler(socketserver.StreamRequestHandler):
             kind = step[0]
             if kind == "write":
                 now = time.perf_counter_ns()
-                self.wfile.write(step[1])
+                try:
+                    self.wfile.write(step[1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up (a timeout of its own): what was sent is logged
+                    entry["end"] = "client left"
+                    self._log(entry)
+                    return False
                 self._mark(entry, now, step[1], step[2])
             elif kind == "sleep":  # on a schedule from the request's arrival: no drift builds up
                 due_ns += int(step[1] * 1_000_000)

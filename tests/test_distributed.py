@@ -61,7 +61,7 @@ class Cluster:
     def __init__(
         self, tmp_path: Path, workers: int, run_time: str, users: int = 12, expect: int | None = None,
         env: dict[str, str] | None = None, profile: dict[str, Any] = FAST_PROFILE, spawn_rate: float | None = None,
-        master_args: tuple[str, ...] = (),
+        master_args: tuple[str, ...] = (), scenario: dict[str, Any] = SCENARIO,
     ) -> None:  # fmt: skip
         self.tmp = tmp_path
         self.env = cluster_env(**(env or {}))
@@ -73,14 +73,14 @@ class Cluster:
         self.summary_path = tmp_path / "summary.json"
         self.processes: list[subprocess.Popen[bytes]] = []  # what close() ends
         self.workers: list[subprocess.Popen[bytes]] = []  # in the order they were started
-        scenario = write_yaml(tmp_path / "scenario.yaml", SCENARIO)
+        scenario_path = write_yaml(tmp_path / "scenario.yaml", scenario)
         try:
             self.emulator.start()
             self.master = self._spawn(
                 [LOCUST, "-f", "locustfile.py", "--master", "--master-bind-host", "127.0.0.1",
                  "--master-bind-port", str(self.port), "--headless", "--only-summary",
                  "--expect-workers", str(expect or workers), "-u", str(users), "-r", str(spawn_rate or users), "-t", run_time,
-                 "--host", self.emulator.url or "", "--scenario", str(scenario), "--output-dir", str(tmp_path / "runs"),
+                 "--host", self.emulator.url or "", "--scenario", str(scenario_path), "--output-dir", str(tmp_path / "runs"),
                  "--stop-timeout", "10", "--summary-json", str(self.summary_path), "--csv", str(tmp_path / "locust"),
                  *master_args],
                 ROOT, self.env, tmp_path / "master",

@@ -114,7 +114,7 @@ def test_levers_uses_old_version_for_temperature():
 
 def test_minimal_defaults(tmp_path):
     s = load_scenario(write(tmp_path, MINIMAL))
-    assert s.timeout_s == 600 and s.seed == 0 and s.beta == [] and s.slos == Slos() and s.load is None and s.budget_usd is None
+    assert s.timeouts.total_s == 600 and s.seed == 0 and s.beta == [] and s.slos == Slos() and s.load is None and s.budget_usd is None
     assert s.prompts[1].weight == 1
     assert s.prompt("summarize").system == "You are terse."
 
@@ -274,7 +274,7 @@ def test_not_utf8(tmp_path):
         (lambda d: d.update(prices={"m": {"input": 1}}), ["prices.m.output: missing required field"]),
         (lambda d: d.update(slos={"ttft_p99_ms": "fast"}), ["slos.ttft_p99_ms: must be a number (got 'fast')"]),
         (lambda d: d.update(beta=["a,b"]), ["beta[0]: one beta name per item"]),
-        (lambda d: d.update(timeout_s=0), ["timeout_s: must be > 0 (got 0)"]),
+        (lambda d: d.update(timeout_s=0), ["timeouts.total_s: must be > 0 (got 0)"]),
     ],
 )
 def test_field_errors(tmp_path, mutate, expected):

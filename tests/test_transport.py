@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import select
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from harness.deadlines import CHECK_S
+from harness.scenario import Timeouts
 from harness.timing import API_ERROR, CLIENT_ERROR, CONNECTION_ERROR, OK, OVERLOADED, RATE_LIMITED, TIMEOUT, TimingRecord
-from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target
 from tests import replay_server
 from tests.processes import ROOT
 
@@ -32,8 +35,15 @@ pytestmark = pytest.mark.timeout(120)
 API_KEY = "test-key"
 VERSION = "2023-06-01"
 REPS = 5  # every script is sent five times through each transport
-TIMEOUT_S = 5.0  # a request that should finish quickly; the stall uses STALL_TIMEOUT_S
-STALL_TIMEOUT_S = 1.0
+TIMEOUT_S = 5.0  # a request that should finish quickly
+LIMIT_S = 1.0  # the one limit a timeout script is meant to hit
+# the scripts that end in a time limit: which limit, set to LIMIT_S (the others stay far off)
+TIMEOUT_SCRIPTS = {
+    "stall": Timeouts(idle_s=LIMIT_S, total_s=TIMEOUT_S),  # headers, message_start, a ping, then nothing
+    "ping-flood": Timeouts(idle_s=LIMIT_S, total_s=TIMEOUT_S),  # pings every 100 ms: no progress
+    "no-headers": Timeouts(first_byte_s=LIMIT_S, total_s=TIMEOUT_S),
+    "endless-text": Timeouts(total_s=LIMIT_S),  # progress all along, but never an end
+}
 OVERRUN_S = 6.0  # how far past its timeout a request may end on a loaded machine; << STALL_LIMIT_S
 # Timing a neighbouring write instead of the right one is off by a whole pause the server
 # makes (>= DELTA_GAP_MS); a loaded machine delays single samples. So the best of REPS
@@ -85,7 +95,10 @@ EXPECTED: dict[str, Expect] = {
     "http-400": Expect(API_ERROR, "invalid_request_error", 400, **HTTP_ERROR),
     "http-502-html": Expect(API_ERROR, "unparsable_error_body", 502, **HTTP_ERROR),
     "blocking-ok": Expect(OK, stream=False, output_tokens=6, stop_reason="end_turn"),
-    "stall": Expect(TIMEOUT, "*", output_tokens=1),
+    "stall": Expect(TIMEOUT, "idle_timeout", output_tokens=1),
+    "ping-flood": Expect(TIMEOUT, "idle_timeout", output_tokens=1),
+    "no-headers": Expect(TIMEOUT, "first_byte_timeout", http_status=None, usage=False),
+    "endless-text": Expect(TIMEOUT, "timeout", first_content="text", output_tokens=1),
     "garbage-event": Expect(CLIENT_ERROR, "invalid_event", first_content="text", output_tokens=5, stop_reason="end_turn"),
     "crlf": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
     "unknown-event": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
@@ -138,21 +151,45 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
             process.wait(10)
 
 
-@pytest.fixture(scope="module")
-def transports(replay: Replay) -> Iterator[dict[str, Any]]:
-    target = Target(replay.url, api_key=API_KEY, headers={"anthropic-version": VERSION, "content-type": "application/json"})
-    made = {"fast": FastTransport(target), "sdk": SdkTransport(target, pool_size=4)}
+class Transport:
+    """One transport of tests/transport_child.py (a gevent-patched process, as inside Locust)."""
+
+    def __init__(self, child: subprocess.Popen[str], name: str, url: str) -> None:
+        self.child, self.name, self.url = child, name, url
+
+    def send(self, body: dict[str, Any], stream: bool, timeouts: Timeouts) -> TimingRecord:
+        command = {"url": self.url, "transport": self.name, "body": body, "stream": stream, "timeouts": timeouts.model_dump()}
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.write(json.dumps(command) + "\n")
+        self.child.stdin.flush()
+        ready, _, _ = select.select([self.child.stdout], [], [], timeouts.total_s + OVERRUN_S)
+        assert ready, "send() overran its timeout"
+        return TimingRecord(**json.loads(self.child.stdout.readline()))
+
+
+@contextmanager
+def transport_child(url: str) -> Iterator[dict[str, Transport]]:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.transport_child"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )  # fmt: skip
     try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        yield {name: Transport(child, name, url) for name in ("fast", "sdk")}
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+@pytest.fixture(scope="module")
+def transports(replay: Replay) -> Iterator[dict[str, Transport]]:
+    with transport_child(replay.url) as made:
         for transport in made.values():  # warm up: the SDK's first request imports and builds a lot
             record, _ = send(replay, transport, "ok-text")
             assert record.outcome == OK, record
         yield made
-    finally:
-        for transport in made.values():
-            transport.close()
 
 
-def send(replay: Replay, transport: Any, script: str, stream: bool = True, timeout_s: float = TIMEOUT_S) -> tuple[TimingRecord, dict[str, Any]]:
+def send(replay: Replay, transport: Transport, script: str, stream: bool = True) -> tuple[TimingRecord, dict[str, Any]]:
     tag = uuid.uuid4().hex
     body = {
         "model": script,
@@ -161,11 +198,7 @@ def send(replay: Replay, transport: Any, script: str, stream: bool = True, timeo
         "stream": stream,
         "metadata": {"user_id": tag},
     }
-    request = PreparedRequest(body=body, data=json.dumps(body).encode(), stream=stream, timeout_s=timeout_s)
-    record = TimingRecord(model=script, prompt="replay", mode="stream" if stream else "blocking")
-    began = time.monotonic()
-    transport.send(record, request)
-    assert time.monotonic() - began < timeout_s + OVERRUN_S, "send() overran its timeout"
+    record = transport.send(body, stream, TIMEOUT_SCRIPTS.get(script, Timeouts(total_s=TIMEOUT_S)))
     return record, replay.entry(tag)
 
 
@@ -201,7 +234,8 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
     else:
         check(f"error_type == {expect.error_type}", record.error_type == expect.error_type, record.error_type)
     check(f"http_status == {expect.http_status}", record.http_status == expect.http_status, record.http_status)
-    check(f"request_id == req_{script}", record.request_id == f"req_{script}", record.request_id)
+    request_id = f"req_{script}" if expect.http_status is not None else None  # no headers, no id
+    check(f"request_id == {request_id}", record.request_id == request_id, record.request_id)
     check(f"first_content == {expect.first_content}", record.first_content == expect.first_content, record.first_content)
     check(f"output_tokens == {expect.output_tokens}", record.output_tokens == expect.output_tokens, record.output_tokens)
     check(f"stop_reason == {expect.stop_reason}", record.stop_reason == expect.stop_reason, record.stop_reason)
@@ -212,8 +246,8 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
     else:
         check("no usage", usage == (None, None, None) and record.output_tokens is None, usage)
     check(f"first_thinking_ms set == {expect.thinking}", (record.first_thinking_ms is not None) == expect.thinking, record.first_thinking_ms)
-    # every response had headers and was read to some end
-    check("ttfb_ms set", record.ttfb_ms is not None, record.ttfb_ms)
+    # every response had headers (but the one meant to have none) and was read to some end
+    check("ttfb_ms set", (record.ttfb_ms is not None) == (expect.http_status is not None), record.ttfb_ms)
     check("latency_ms set", record.latency_ms is not None, record.latency_ms)
     if record.ttfb_ms is not None and record.latency_ms is not None:
         check("latency_ms >= ttfb_ms", record.latency_ms >= record.ttfb_ms - EPS_MS, (record.ttfb_ms, record.latency_ms))
@@ -222,8 +256,8 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
               (record.last_token_ms, record.max_gap_ms))  # fmt: skip
         if record.last_token_ms is not None:
             check("last_token_ms >= ttft_ms", record.last_token_ms >= record.ttft_ms, (record.ttft_ms, record.last_token_ms))
-    if script == "stall":  # given up at the timeout: never before it, and not at the server's own limit
-        low, high = STALL_TIMEOUT_S * 1000 - 50, (STALL_TIMEOUT_S + OVERRUN_S) * 1000
+    if script in TIMEOUT_SCRIPTS:  # given up at its limit: never before it, and not at the server's own limit
+        low, high = LIMIT_S * 1000 - 50, (LIMIT_S + CHECK_S + OVERRUN_S) * 1000
         check(f"{low} <= latency_ms < {high}", record.latency_ms is not None and low <= record.latency_ms < high, record.latency_ms)
     if not expect.stream:  # blocking requests have no TTFT, never a copy of the latency
         stream_only = (record.ttft_ms, record.first_content, record.message_start_ms, record.last_token_ms, record.max_gap_ms)
@@ -237,12 +271,11 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
 @pytest.mark.parametrize("script", list(EXPECTED))
 def test_both_transports_give_the_same_record(replay: Replay, transports: dict[str, Any], script: str) -> None:
     expect = EXPECTED[script]
-    timeout_s = STALL_TIMEOUT_S if script == "stall" else TIMEOUT_S
     runs: dict[str, list[tuple[TimingRecord, dict[str, Any]]]] = {"fast": [], "sdk": []}
     for rep in range(REPS):
         order = ("fast", "sdk") if rep % 2 == 0 else ("sdk", "fast")
         for name in order:
-            runs[name].append(send(replay, transports[name], script, expect.stream, timeout_s))
+            runs[name].append(send(replay, transports[name], script, expect.stream))
 
     problems: list[str] = []  # every divergence of this script, reported together
     for name, samples in runs.items():
@@ -252,6 +285,8 @@ def test_both_transports_give_the_same_record(replay: Replay, transports: dict[s
     # the two transports agree field by field on every repetition
     for rep, ((fast, _), (sdk, _)) in enumerate(zip(runs["fast"], runs["sdk"])):
         for field in IDENTICAL:
+            if field == "events" and script in TIMEOUT_SCRIPTS:
+                continue  # how many pings or deltas came before the limit depends on the moment it struck
             if getattr(fast, field) != getattr(sdk, field):
                 problems.append(f"rep {rep}: {field} differs: fast={getattr(fast, field)!r} sdk={getattr(sdk, field)!r}")
         for field in PRESENCE:
@@ -264,6 +299,8 @@ def test_both_transports_give_the_same_record(replay: Replay, transports: dict[s
     # sample and lateness on the best of the REPS samples, against half the server's pauses.
     client_parts: dict[tuple[str, str], dict[str, float]] = {}
     for field, mark in TIMED:
+        if mark == "last_delta" and script in TIMEOUT_SCRIPTS:
+            continue  # the server may write one more delta after the client gave up: it was never read
         for name, samples in runs.items():
             pairs = [(r, e) for r, e in samples if mark in e["marks"] and getattr(r, field) is not None]
             if not pairs:
@@ -305,3 +342,27 @@ def test_the_api_key_never_reaches_the_log(replay: Replay, transports: dict[str,
     text = replay.log.read_text(encoding="utf-8")
     assert text.count("\n") >= 2
     assert API_KEY not in text
+
+
+def test_a_connection_that_is_never_accepted_ends_at_the_connect_timeout() -> None:
+    """A listener whose accept queue is full: the kernel drops further SYNs, connecting hangs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    fillers = []
+    try:
+        port = listener.getsockname()[1]
+        for _ in range(4):  # fill the accept queue: these connect, later ones cannot
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)
+        with transport_child(f"http://127.0.0.1:{port}") as made:
+            for name, transport in made.items():
+                body = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}], "stream": True}
+                record = transport.send(body, True, Timeouts(connect_s=LIMIT_S, total_s=TIMEOUT_S))
+                assert (record.outcome, record.error_type, record.http_status) == (TIMEOUT, "connect_timeout", None), (name, record)
+                assert LIMIT_S * 1000 - 50 <= record.latency_ms < (LIMIT_S + OVERRUN_S) * 1000, (name, record.latency_ms)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -1,0 +1,173 @@
+"""The failure policy: users back off after identical failures, a run whose first seconds all
+fail alike stops with the cause and exit 2, a target that comes up in time is not stopped, and
+the scenario's time limits reach the transports."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import exitcodes
+from harness.emulator_process import EmulatorProcess
+from harness.failures import Backoff, FailFast
+from harness.scenario import Backoff as BackoffRule
+from harness.scenario import FailFast as FailFastRule
+from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TimingRecord
+from tests.processes import free_port, read_jsonl, run_locust, write_yaml
+from tests.test_locust_run import FAST_PROFILE, SCENARIO
+
+WITHIN_S = 2.0
+
+
+def record(outcome: str = OK, error_type: str | None = None, status: int | None = 200, message: str | None = None) -> TimingRecord:
+    result = TimingRecord(model="m", prompt="p", mode="stream")
+    result.outcome, result.error_type, result.http_status, result.error_message = outcome, error_type, status, message
+    return result
+
+
+REFUSED = dict(outcome=CONNECTION_ERROR, error_type="connection_failed", status=None, message="ConnectionRefusedError: [Errno 111]")
+
+
+def test_backoff_waits_after_identical_failures_doubling_up_to_its_maximum() -> None:
+    backoff = Backoff(BackoffRule(after=3, max_s=5))
+    waits = [backoff.wait_after(record(**REFUSED)) for _ in range(9)]
+    assert waits == [0, 0, 0.5, 1, 2, 4, 5, 5, 5]
+    assert backoff.wait_after(record()) == 0  # a success resets it
+    assert [backoff.wait_after(record(**REFUSED)) for _ in range(3)] == [0, 0, 0.5]
+    assert backoff.wait_after(record("api_error", "api_error", 500)) == 0  # another cause starts again
+    assert backoff.wait_after(record(CANCELLED, "cancelled", None)) == 0
+    assert Backoff(None).wait_after(record(**REFUSED)) == 0
+
+
+def test_fail_fast_needs_every_request_of_the_window_to_fail_alike() -> None:
+    rule = FailFastRule(within_s=10)
+    alike = FailFast(rule, started=0.0)
+    for t in (1, 2, 3):
+        alike.observe(record(**REFUSED), now=t)
+    assert alike.verdict(now=9.9) is None  # the window is not over
+    verdict = alike.verdict(now=10.1)
+    assert verdict is not None and "all 3 requests of the first 10 s failed with one cause, connection_error (connection_failed)" in verdict
+    assert "ConnectionRefusedError" in verdict and "check --host" in verdict
+    answered = FailFast(rule, started=0.0)
+    answered.observe(record(**REFUSED), now=1)
+    answered.observe(record(), now=2)  # the target came up
+    assert answered.verdict(now=11) is None
+    mixed = FailFast(rule, started=0.0)
+    mixed.observe(record(**REFUSED), now=1)
+    mixed.observe(record("api_error", "api_error", 500), now=2)
+    assert mixed.verdict(now=11) is None
+    late = FailFast(rule, started=0.0)
+    late.observe(record(**REFUSED), now=11)  # after the window: not its business
+    assert late.verdict(now=12) is None
+    unauthorized = FailFast(rule, started=0.0)
+    unauthorized.observe(record("api_error", "authentication_error", 401), now=1)
+    assert "HTTP 401" in str(unauthorized.verdict(now=11)) and "ANTHROPIC_API_KEY" in str(unauthorized.verdict(now=11))
+    assert FailFast(None, started=0.0).verdict(now=100) is None
+
+
+def scenario(tmp_path: Path, **failures: object) -> Path:
+    return write_yaml(tmp_path / "scenario.yaml", {**SCENARIO, "failures": {"fail_fast": {"within_s": WITHIN_S}, **failures}})
+
+
+@pytest.mark.slow
+def test_a_refused_port_fails_fast_with_the_cause_and_is_not_hammered(tmp_path: Path) -> None:
+    users = 4
+    started = time.monotonic()
+    result = run_locust(
+        tmp_path, scenario(tmp_path), "--host", f"http://127.0.0.1:{free_port()}", "--summary-json", str(tmp_path / "s.json"),
+        users=users, run_time="60s", timeout_s=90,
+    )  # fmt: skip
+    assert result.returncode == exitcodes.USAGE, result.stderr[-3000:]
+    assert time.monotonic() - started < 30  # not the 60 s run time
+    assert "failed with one cause, connection_error (connection_failed)" in result.stderr and "check --host" in result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["verdict"]["status"] == "FAILED_FAST" and summary["verdict"]["exit_code"] == exitcodes.USAGE
+    records = result.records()
+    assert len(records) == summary["accounting"]["recorded"]
+    # each user: `after` failures at once, then waits of 0.5, 1, 2 s...: a handful in the window, not thousands
+    assert len(records) <= users * 8, len(records)
+
+
+@pytest.mark.slow
+def test_a_request_the_api_refuses_fails_fast_with_its_status(tmp_path: Path) -> None:
+    emulator = EmulatorProcess(profile=write_yaml(tmp_path / "profile.yaml", FAST_PROFILE), ground_truth=tmp_path / "truth.jsonl")
+    url = emulator.start()
+    try:  # a top_k the API refuses (400): every request of the run fails alike
+        data = {
+            **SCENARIO, "anthropic_version": "2023-06-01", "failures": {"fail_fast": {"within_s": WITHIN_S}},
+            "prompts": [{"name": "bad", "input_tokens": 10, "max_tokens": 8, "extra": {"top_k": -1}}],
+        }  # fmt: skip
+        result = run_locust(tmp_path, write_yaml(tmp_path / "scenario.yaml", data), "--host", url, users=2, run_time="60s", timeout_s=90)
+    finally:
+        emulator.stop()
+    assert result.returncode == exitcodes.USAGE, result.stderr[-3000:]
+    assert "failed with one cause, api_error (invalid_request_error, HTTP 400)" in result.stderr
+    assert len(result.records()) == len(read_jsonl(tmp_path / "truth.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_target_that_comes_up_within_the_window_is_not_stopped(tmp_path: Path) -> None:
+    port = free_port()
+    emulator = EmulatorProcess(profile=write_yaml(tmp_path / "profile.yaml", FAST_PROFILE), ground_truth=tmp_path / "truth.jsonl", port=port)
+
+    def start_the_target(line: str) -> None:  # once the run has started, while every request fails
+        if "output in" in line and emulator.url is None:
+            time.sleep(0.5)
+            emulator.start()
+
+    try:
+        result = run_locust(
+            tmp_path, scenario(tmp_path, fail_fast={"within_s": 5}), "--host", f"http://127.0.0.1:{port}",
+            "--summary-json", str(tmp_path / "s.json"), users=2, run_time="8s", timeout_s=90, on_stderr_line=start_the_target,
+        )  # fmt: skip
+    finally:
+        emulator.stop()
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["verdict"]["status"] != "FAILED_FAST" and result.returncode != exitcodes.USAGE, result.stderr[-3000:]
+    outcomes = {r["outcome"] for r in result.records()}
+    assert {OK, CONNECTION_ERROR} <= outcomes
+    assert summary["totals"]["outcomes"][OK] == len(read_jsonl(tmp_path / "truth.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_master_stops_when_every_worker_failed_fast(tmp_path: Path) -> None:
+    from tests.test_distributed import Cluster
+
+    data = {**SCENARIO, "failures": {"fail_fast": {"within_s": WITHIN_S}}}
+    dead = f"http://127.0.0.1:{free_port()}"
+    with Cluster(tmp_path, workers=2, run_time="120s", users=4, master_args=("--host", dead), scenario=data) as cluster:
+        code, out, err = cluster.finish(timeout_s=90)
+    assert code == exitcodes.USAGE, err[-3000:]
+    assert "worker-0: all" in err and "worker-1: all" in err and "connection_error (connection_failed)" in err
+    assert cluster.summary()["verdict"]["status"] == "FAILED_FAST"
+    assert len(cluster.records()) == cluster.summary()["accounting"]["recorded"]
+
+
+@pytest.mark.slow
+def test_the_scenarios_time_limits_reach_the_transport(tmp_path: Path) -> None:
+    """A stream whose headers come and then nothing: the idle limit ends it, not the total."""
+    import subprocess
+    import sys
+
+    from tests.processes import ROOT
+
+    log = tmp_path / "replay.jsonl"
+    replay = subprocess.Popen([sys.executable, str(ROOT / "tests" / "replay_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert replay.stdout is not None
+        url = replay.stdout.readline().split()[-1]
+        data = {
+            "name": "stalls", "models": [{"model": "stall"}], "prompts": [{"name": "p", "input_tokens": 10, "max_tokens": 8}],
+            "timeouts": {"idle_s": 1, "total_s": 30}, "failures": {"fail_fast": None},
+        }  # fmt: skip
+        result = run_locust(tmp_path, write_yaml(tmp_path / "stalls.yaml", data), "--host", url, users=2, run_time="4s", timeout_s=90)
+    finally:
+        replay.kill()
+        replay.wait(10)
+    records = [r for r in result.records() if r["outcome"] != CANCELLED]
+    assert records and {(r["outcome"], r["error_type"]) for r in records} == {("timeout", "idle_timeout")}, result.stderr[-2000:]
+    assert all(1000 <= r["latency_ms"] < 3000 for r in records)
