@@ -265,6 +265,17 @@ class WorkerLink:
         runner.stop()  # in-flight requests end (or are cancelled); test_stop sends the last report
         runner.send_message(DRAINED_MESSAGE, {"name": self.name})
 
+    def watch_master(self, timeout_s: Callable[[], float], on_lost: Callable[[float], None]) -> None:
+        """A greenlet: once the master has answered, `on_lost` when it stays silent `timeout_s()`
+        seconds (Locust's own limit is 60 s, during which the users would go on)."""
+        runner = self.environment.runner
+        while True:
+            gevent.sleep(1.0)
+            last = runner.last_heartbeat_timestamp
+            if last and time.time() - last > timeout_s():
+                on_lost(time.time() - last)
+                return
+
     def send_final_report(self) -> None:
         """Called once the run's users are stopped: Locust's stop message handler would send
         `client_stopped` before the next periodic report; this sends the last one first."""

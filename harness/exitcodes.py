@@ -6,3 +6,4 @@ USAGE = 2  # usage or configuration error: bad scenario, missing API key, bad op
 COST_GUARD = 3  # stopped by the cost guard (budget or --max-requests reached)
 UNRELIABLE = 4  # --fail-on-unreliable: the load generator was saturated, timings are suspect
 CRASHED = 5  # the harness or Locust raised an unhandled error (a bug: see the log); the figures may be incomplete
+MASTER_LOST = 6  # a worker whose master stopped answering: it stopped its users (its records are kept)

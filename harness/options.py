@@ -120,6 +120,10 @@ def add_arguments(parser: Any) -> None:
         help="run models without a price against a real API (their cost is unknown and not in the budget)",
     )  # fmt: skip
     group.add_argument("--max-requests", type=positive_count, default=None, help="stop the run after this many requests")
+    group.add_argument(
+        "--master-lost-timeout", type=positive_seconds, default=10.0,
+        help=f"a worker whose master is silent this many seconds stops its users and exits {exitcodes.MASTER_LOST} (default 10)",
+    )  # fmt: skip
     # Locust's own add_argument (not argparse groups) knows is_secret and include_in_web_ui
     points = health = parser
     points.add_argument(

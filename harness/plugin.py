@@ -217,6 +217,7 @@ class WorkerSession:
             environment, self._on_run, self._report, self._on_window, lambda: self.gate.master_proven, self.give_up
         )  # fmt: skip
         self.gate = WorkerGate(environment.runner, worker_secret, self.give_up, locust_version)
+        gevent.spawn(self.link.watch_master, lambda: environment.parsed_options.master_lost_timeout, self.master_lost)
 
     def _on_run(self, scenario: Scenario, run_id: str, epoch: int, startup_host: str | None) -> None:
         self.scenario, self.run_id, self.epoch, self.startup_host = scenario, run_id, epoch, startup_host
@@ -227,6 +228,23 @@ class WorkerSession:
         logger.error("this worker stops: %s", reason)
         self.environment.process_exit_code = exitcodes.USAGE
         gevent.spawn_later(self.GIVE_UP_AFTER_S, self.environment.runner.quit)
+
+    def master_lost(self, silent_s: float) -> None:
+        """The master stopped answering: stop now (requests in flight are cancelled, every one
+        recorded), say what this worker did, and exit with its own code."""
+        logger.error("no heartbeat from the master for %.0f s: it is lost; this worker stops its users", silent_s)
+        environment = self.environment
+        environment.process_exit_code = exitcodes.MASTER_LOST
+        environment.stop_timeout = 0.0
+        environment.runner.stop()  # test_stop closes the run: records flushed
+        run = self.run
+        if run is not None:
+            where = run.records.path if run.records is not None else "no records file"
+            logger.error(
+                "%s: %d requests recorded in run %s (%s), $%.4f spent on priced models, before the master was lost",
+                self.link.name, run.ledger.recorded, run.config.run_id, where, run.ledger.spent_usd,
+            )  # fmt: skip
+        environment.runner.quit()
 
     def _on_window(self, run_id: str, epoch: int) -> None:
         """The master opened the measurement window: what this worker has not reported yet

@@ -41,7 +41,7 @@ from harness.timing import OK, OUTCOMES  # noqa: E402
 
 OUTCOME_COLOURS = {
     "ok": "#2e9d5b", "rate_limited": "#f0a020", "overloaded": "#d9482b", "api_error": "#8e44ad",
-    "timeout": "#8c5a2b", "connection_error": "#5d6d7e", "client_error": "#e377c2", "cancelled": "#b0b7bf",
+    "timeout": "#8c5a2b", "connection_error": "#5d6d7e", "protocol_error": "#bcbd22", "client_error": "#e377c2", "cancelled": "#b0b7bf",
 }  # fmt: skip
 MODEL_COLOURS = ("#1f6fb4", "#e8772e", "#2ca02c", "#9b59b6", "#c0392b", "#17becf", "#7f7f7f", "#bcbd22")
 _SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_\-]{4,}|sk-[A-Za-z0-9]{20,}|(?i:bearer)\s+[A-Za-z0-9._\-]{16,})")

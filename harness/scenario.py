@@ -673,8 +673,10 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        return f"invalid YAML: character {exc.character!r} at position {exc.position}: {exc.reason}"
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     text = f"{where}invalid YAML: {problem}"

@@ -35,9 +35,10 @@ OVERLOADED = "overloaded"
 API_ERROR = "api_error"
 TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
+PROTOCOL_ERROR = "protocol_error"  # the server broke the protocol: malformed events, not UTF-8, a body of another type
 CLIENT_ERROR = "client_error"
 CANCELLED = "cancelled"
-OUTCOMES = (OK, RATE_LIMITED, OVERLOADED, API_ERROR, TIMEOUT, CONNECTION_ERROR, CLIENT_ERROR, CANCELLED)
+OUTCOMES = (OK, RATE_LIMITED, OVERLOADED, API_ERROR, TIMEOUT, CONNECTION_ERROR, PROTOCOL_ERROR, CLIENT_ERROR, CANCELLED)
 
 _ERROR_TYPE_OUTCOME = {"rate_limit_error": RATE_LIMITED, "overloaded_error": OVERLOADED}
 
@@ -143,7 +144,7 @@ class TimingRecord:
         try:
             message = json.loads(body)
         except ValueError:
-            self.fail(CLIENT_ERROR, "invalid_json", "response body is not JSON")
+            self.fail(PROTOCOL_ERROR, "invalid_json", "response body is not JSON")
             return
         self.apply_usage(message.get("usage") or {})
         self.stop_reason = message.get("stop_reason")
@@ -173,6 +174,27 @@ def _request_id_of(body: bytes) -> str | None:
     except ValueError:
         return None
     return data.get("request_id") if isinstance(data, dict) else None
+
+
+_OBJECT_ENDS = (b"}\n", b"}", b"}\r\n")  # a line as each transport hands it over
+
+
+def _looks_whole(data: bytes) -> bool:
+    """A delta after the first text, checked without parsing it (the per-event path stays
+    cheap): a JSON object's end, and UTF-8. A delta cut short or with broken bytes fails;
+    only a line that does not end as usual is parsed to be sure."""
+    if not data.endswith(_OBJECT_ENDS):
+        try:
+            return isinstance(json.loads(data), dict)
+        except ValueError:
+            return False
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class StreamTimer:
@@ -216,6 +238,8 @@ class StreamTimer:
             self._last_delta_ns = t_ns
             if not self._seen_text:
                 self._on_early_delta(t_ns, data)
+            elif not _looks_whole(data):
+                self._bad += 1
         elif event == b"message_start":
             record.message_start_ms = _ms(t_ns, record.start_ns)
             message = self._json(data).get("message") or {}
@@ -263,7 +287,7 @@ class StreamTimer:
             record.error_message = self._error.get("message")
             record.outcome = outcome_for_status(200, record.error_type)
         elif self._bad:
-            record.fail(CLIENT_ERROR, "invalid_event", f"{self._bad} stream event(s) were not JSON objects")
+            record.fail(PROTOCOL_ERROR, "invalid_event", f"{self._bad} stream event(s) were not JSON objects in UTF-8")
         elif self._stopped:
             record.outcome = OK
         else:

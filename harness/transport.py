@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,12 +26,13 @@ import gevent
 from gevent import GreenletExit, getcurrent
 
 from harness.deadlines import Deadlines, Expired
-from harness.timing import CANCELLED, CONNECTION_ERROR, TIMEOUT, StreamTimer, TimingRecord
+from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord
 
 if TYPE_CHECKING:
     from harness.scenario import Timeouts
 
 MESSAGES_PATH = "/v1/messages"
+EVENT_STREAM = "text/event-stream"
 CONNECT_TIMEOUT_S = 10.0  # the scenario's timeouts.connect_s by default
 READ_BLOCK = 64 * 1024
 
@@ -75,6 +77,53 @@ def _connection_error_type(record: TimingRecord) -> str:
     return "connection_lost" if record.http_status is not None else "connection_failed"
 
 
+def _not_a_stream(record: TimingRecord, content_type: str | None, read_body: Callable[[], bytes]) -> bool:
+    """A 200 to a streamed request whose body is no event stream (an HTML page from a proxy, a
+    JSON message from a gateway that ignored `stream`): a protocol error that says what came."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == EVENT_STREAM:
+        return False
+    snippet = read_body()[:120].decode("utf-8", "replace").replace("\n", " ")
+    record.fail(PROTOCOL_ERROR, "unexpected_content_type", f"a {kind or 'untyped'} body, not an event stream: {snippet!r}")
+    record.latency_ms = _elapsed_ms(record)
+    return True
+
+
+def _decoded(body: bytes, content_encoding: str | None) -> bytes:
+    """A body as sent before a gzip or deflate content encoding (the SDK's httpx does the same)."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding == "gzip":
+        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+def _compressed(content_encoding: str | None) -> bool:
+    return (content_encoding or "").strip().lower() in ("gzip", "deflate")
+
+
+class _Inflating:
+    """A compressed stream's lines as they can be decoded (a gateway may gzip a stream even
+    unasked; httpx decodes it for the SDK). Each line is stamped when its bytes were inflated."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        gzip = (response.get("content-encoding") or "").strip().lower() == "gzip"
+        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
+        self.buffer = b""
+
+    def readline(self, sep: bytes) -> bytes:
+        while sep not in self.buffer:
+            data = self.response.read(1)  # waits for the next bytes; the rest of them is buffered
+            if not data:
+                rest, self.buffer = self.buffer + self.inflate.flush(), b""
+                return rest
+            self.buffer += self.inflate.decompress(data + self.response.read(len(self.response._body_buffer)))
+        line, _, self.buffer = self.buffer.partition(sep)
+        return line + sep
+
+
 def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
 
@@ -108,6 +157,8 @@ def _request_scope(record: TimingRecord, request: PreparedRequest) -> Iterator[D
     except GreenletExit:
         record.fail(CANCELLED, "cancelled", "the run stopped while the request was in flight")
         raise
+    except zlib.error as exc:
+        record.fail(PROTOCOL_ERROR, "invalid_encoding", f"the body does not decode as its content-encoding says: {exc}"[:200])
     except TimeoutError as exc:  # the only socket timeout set: the connect timeout
         record.fail(TIMEOUT, "connect_timeout", f"no connection within {request.timeouts.connect_s:g} s ({exc})"[:200])
     except Exception as exc:  # socket errors, HTTP parse errors, a dropped connection
@@ -151,13 +202,15 @@ class FastTransport:
         record.ttfb_ms = (t_headers - record.start_ns) / 1_000_000
         record.http_status = status = response.status_code
         record.request_id = response.get("request-id")
+        encoding = response.get("content-encoding")
         if status != 200:
-            record.apply_error_body(status, response.read())
+            record.apply_error_body(status, _decoded(response.read(), encoding))
             record.latency_ms = _elapsed_ms(record)
         elif stream:
-            _time_stream(record, self._timed_lines(response), deadlines)
+            if not _not_a_stream(record, response.get("content-type"), lambda: _decoded(response.read(), encoding)):
+                _time_stream(record, self._timed_lines(_Inflating(response) if _compressed(encoding) else response), deadlines)
         else:
-            record.apply_message(response.read(), perf_ns())
+            record.apply_message(_decoded(response.read(), encoding), perf_ns())
 
     @staticmethod
     def _timed_lines(response: Any) -> Iterator[tuple[int, bytes]]:
@@ -247,7 +300,8 @@ class SdkTransport:
         record.http_status = response.status_code
         record.request_id = response.headers.get("request-id")
         if stream:
-            _time_stream(record, SdkTransport._timed_lines(response), deadlines)
+            if not _not_a_stream(record, response.headers.get("content-type"), response.read):
+                _time_stream(record, SdkTransport._timed_lines(response), deadlines)
         else:
             record.apply_message(response.read(), perf_ns())
 

@@ -23,6 +23,7 @@ always `headers` = the status line, and `last_delta` = the last content_block_de
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import signal
 import socket
@@ -195,6 +196,25 @@ def midstream_error(script: str, error_type: str, message: str) -> list[Step]:
     ]
 
 
+def blocking_body(script: str) -> bytes:
+    return json.dumps({
+        "id": f"msg_{script}", "type": "message", "role": "assistant", "model": script,
+        "content": [{"type": "text", "text": "Hello there, friend."}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 6,
+                  "cache_read_input_tokens": CACHE_READ, "cache_creation_input_tokens": CACHE_CREATION},
+    }).encode()  # fmt: skip
+
+
+def plain_events(chunked: bytes) -> bytes:
+    """The SSE bytes inside chunked-encoding chunks (to compress them as one body)."""
+    out, rest = b"", chunked
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        out, rest = out + rest[:size], rest[size + 2:]
+    return out
+
+
 def _scripts() -> dict[str, list[Step]]:
     s: dict[str, list[Step]] = {}
     s["ok-text"] = [*opening("ok-text"), *text_block(0), *ending()]
@@ -234,12 +254,7 @@ def _scripts() -> dict[str, list[Step]]:
     ]
     html = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n"
     s["http-502-html"] = [sleep(5), w(json_response("http-502-html", 502, "Bad Gateway", html, content_type="text/html"))]
-    body = json.dumps({
-        "id": "msg_blocking-ok", "type": "message", "role": "assistant", "model": "blocking-ok",
-        "content": [{"type": "text", "text": "Hello there, friend."}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 6,
-                  "cache_read_input_tokens": CACHE_READ, "cache_creation_input_tokens": CACHE_CREATION},
-    }).encode()  # fmt: skip
+    body = blocking_body("blocking-ok")
     s["blocking-ok"] = [sleep(50), w(json_response("blocking-ok", 200, "OK", body), "body")]
     s["stall"] = [*opening("stall"), ("stall",)]  # headers, then nothing
     s["no-headers"] = [("stall",)]  # the request read, nothing sent
@@ -258,6 +273,20 @@ def _scripts() -> dict[str, list[Step]]:
         *text_block(0)[1:],
         *ending(),
     ]
+    cut = '{"type": "content_block_delta", "index": 0, "delta": {"type": "text_'
+    s["garbage-after-text"] = [*opening("garbage-after-text"), *text_block(0)[:5], w(sse("content_block_delta", cut)), *text_block(0)[5:], *ending()]
+    broken = b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "\xff\xfe"}}\n\n'
+    s["bad-utf8-after-text"] = [*opening("bad-utf8-after-text"), *text_block(0)[:5], w(chunk(broken)), *text_block(0)[5:], *ending()]
+    html_page = b"<html><body><h1>Welcome to our proxy</h1></body></html>\n"
+    s["html-200-stream"] = [sleep(5), w(json_response("html-200-stream", 200, "OK", html_page, content_type="text/html; charset=utf-8"))]
+    s["gzip-blocking"] = [
+        sleep(50),
+        w(json_response("gzip-blocking", 200, "OK", gzip.compress(blocking_body("gzip-blocking")), extra="content-encoding: gzip\r\n"), "body"),
+    ]
+    plain = b"".join(step[1] for step in [*opening("gzip-stream"), *text_block(0), *ending()][1:] if step[0] == "write")
+    events = plain_events(plain)
+    head = stream_head("gzip-stream").replace(b"transfer-encoding: chunked", b"content-encoding: gzip\r\ntransfer-encoding: chunked")
+    s["gzip-stream"] = [w(head + chunk(gzip.compress(events)) + LAST_CHUNK)]
     s["crlf"] = [*opening("crlf", "\r\n"), *text_block(0, newline="\r\n"), *ending(newline="\r\n")]
     s["unknown-event"] = [
         *opening("unknown-event"),

@@ -171,3 +171,24 @@ def test_the_scenarios_time_limits_reach_the_transport(tmp_path: Path) -> None:
     records = [r for r in result.records() if r["outcome"] != CANCELLED]
     assert records and {(r["outcome"], r["error_type"]) for r in records} == {("timeout", "idle_timeout")}, result.stderr[-2000:]
     assert all(1000 <= r["latency_ms"] < 3000 for r in records)
+
+
+@pytest.mark.slow
+def test_workers_stop_soon_after_their_master_is_lost_and_keep_every_record(tmp_path: Path) -> None:
+    from tests.test_distributed import CEILING, Cluster
+
+    with Cluster(tmp_path, workers=1, run_time=CEILING, expect=1, master_args=("--master-lost-timeout", "3")) as cluster:
+        cluster.wait_for("requests from worker-0", lambda: len(cluster.worker_lines("worker-0")) >= 5)
+        cluster.master.kill()  # SIGKILL: no goodbye to the workers
+        cluster.master.wait(10)
+        killed = time.monotonic()
+        worker = cluster.workers[0]
+        code = worker.wait(60)
+        stopped_after_s = time.monotonic() - killed
+        cluster.close()  # the emulator's log is complete now
+        err = cluster.worker_err(worker)
+    assert code == exitcodes.MASTER_LOST, err[-3000:]
+    assert stopped_after_s < 3 + 15, stopped_after_s  # its 3 s limit, then the stop: not Locust's 60 s
+    assert "no heartbeat from the master" in err and "requests recorded in run" in err and "Traceback" not in err
+    records, truth = cluster.records(), cluster.truth()
+    assert records and len(records) == len(truth)  # every request the emulator served is on disk

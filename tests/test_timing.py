@@ -8,7 +8,7 @@ import pytest
 
 from harness.timing import (
     API_ERROR,
-    CLIENT_ERROR,
+    PROTOCOL_ERROR,
     CONNECTION_ERROR,
     OK,
     OVERLOADED,
@@ -199,10 +199,10 @@ def test_missing_message_stop_is_a_connection_error() -> None:
     assert record.latency_ms == 30
 
 
-def test_garbage_data_is_a_client_error_not_a_crash() -> None:
+def test_garbage_data_is_a_protocol_error_not_a_crash() -> None:
     garbage = [b"event: message_delta\n", b"data: {not json\n", b"\n"]
     record = run([(10, message_start()), (11, garbage), (12, message_end(1))], end_ms=13)
-    assert record.outcome == CLIENT_ERROR
+    assert record.outcome == PROTOCOL_ERROR
     assert record.error_type == "invalid_event"
 
 
@@ -244,3 +244,17 @@ def test_status_alone_classifies_when_the_body_is_not_json() -> None:
     assert outcome_for_status(429, None) == RATE_LIMITED
     assert outcome_for_status(529, "unparsable_error_body") == OVERLOADED
     assert outcome_for_status(502, None) == API_ERROR
+
+
+def test_deltas_after_the_first_text_are_checked_cheaply_but_exactly_enough() -> None:
+    def delta_line(payload: bytes) -> list[bytes]:
+        return [b"event: content_block_delta\n", b"data: " + payload + b"\n", b"\n"]
+
+    first = (11, block_start(0, "text"))
+    cut = delta_line(b'{"type":"content_block_delta","index":0,"delta":{"type":"text_')
+    broken = delta_line(b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\xff"}}')
+    spaced = delta_line(b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}   ')
+    unicode = delta_line('{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"é"}}'.encode())
+    for lines, outcome in [(cut, PROTOCOL_ERROR), (broken, PROTOCOL_ERROR), (spaced, OK), (unicode, OK)]:
+        record = run([(10, message_start()), first, (12, text(0, "a")), (13, lines), (14, message_end(2))], end_ms=15)
+        assert record.outcome == outcome, (lines, record)

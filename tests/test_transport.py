@@ -25,7 +25,7 @@ import pytest
 
 from harness.deadlines import CHECK_S
 from harness.scenario import Timeouts
-from harness.timing import API_ERROR, CLIENT_ERROR, CONNECTION_ERROR, OK, OVERLOADED, RATE_LIMITED, TIMEOUT, TimingRecord
+from harness.timing import API_ERROR, CONNECTION_ERROR, OK, OVERLOADED, PROTOCOL_ERROR, RATE_LIMITED, TIMEOUT, TimingRecord
 from tests import replay_server
 from tests.processes import ROOT
 
@@ -99,7 +99,12 @@ EXPECTED: dict[str, Expect] = {
     "ping-flood": Expect(TIMEOUT, "idle_timeout", output_tokens=1),
     "no-headers": Expect(TIMEOUT, "first_byte_timeout", http_status=None, usage=False),
     "endless-text": Expect(TIMEOUT, "timeout", first_content="text", output_tokens=1),
-    "garbage-event": Expect(CLIENT_ERROR, "invalid_event", first_content="text", output_tokens=5, stop_reason="end_turn"),
+    "garbage-event": Expect(PROTOCOL_ERROR, "invalid_event", first_content="text", output_tokens=5, stop_reason="end_turn"),
+    "garbage-after-text": Expect(PROTOCOL_ERROR, "invalid_event", first_content="text", output_tokens=5, stop_reason="end_turn"),
+    "bad-utf8-after-text": Expect(PROTOCOL_ERROR, "invalid_event", first_content="text", output_tokens=5, stop_reason="end_turn"),
+    "html-200-stream": Expect(PROTOCOL_ERROR, "unexpected_content_type", 200, **HTTP_ERROR),
+    "gzip-blocking": Expect(OK, stream=False, output_tokens=6, stop_reason="end_turn"),
+    "gzip-stream": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
     "crlf": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
     "unknown-event": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
     "unicode-separator": Expect(OK, first_content="text", output_tokens=3, stop_reason="end_turn"),
