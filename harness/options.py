@@ -103,6 +103,11 @@ def add_arguments(parser: Any) -> None:
         "--output-dir", default=DEFAULT_OUTPUT_DIR,
         help=f"folder for run outputs (default: {DEFAULT_OUTPUT_DIR}/; a worker without one writes below the master's)",
     )  # fmt: skip
+    group.add_argument(
+        "--host-is-emulator", action="store_true", default=False,
+        help="the --host is an emulator of the API (another machine's or container's): requests carry a placeholder "
+        "key, never ANTHROPIC_API_KEY, and no budget or price is needed",
+    )  # fmt: skip
     group.add_argument("--emulator-profile", default=None, help="latency profile for the built-in emulator")
     group.add_argument("--emulator-seed", type=int, default=None, help="seed for the built-in emulator")
     group.add_argument("--summary-json", default=None, help="write the run's summary as JSON to this path")

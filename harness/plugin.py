@@ -21,7 +21,7 @@ from locust import log as locust_log
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
 from harness import credentials, exitcodes, locust_outputs, options as cli, pauses, slo, webaccess, webui
-from harness.credentials import API_KEY_ENV, CredentialsError, api_key_for, is_loopback, take_influx_token
+from harness.credentials import API_KEY_ENV, EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, take_influx_token
 from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
@@ -304,7 +304,7 @@ def run_config(
     """A run's configuration from the (master's) command-line options, on any process; the
     secrets are this process's own."""
     options, host = environment.parsed_options, environment.host
-    key = api_key_for(host, startup_host)
+    key = EMULATOR_API_KEY if options.host_is_emulator else api_key_for(host, startup_host)
     return RunConfig(
         scenario, Target(base_url=host, api_key=key, headers=build_headers(scenario)), options.transport,
         output_dir, run_id,
@@ -380,7 +380,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
 def real_api_problem(host: str, scenario: Scenario, options: Any) -> str | None:
     """Why a run of `scenario` against `host` may not start, if it may not: a real (non-loopback)
     API needs the key, a budget and a price for every model the budget must count."""
-    if is_loopback(host):
+    if is_loopback(host) or options.host_is_emulator:
         return None
     if not os.environ.get(API_KEY_ENV):
         return f"--host {host} is not the emulator: set {API_KEY_ENV}"

@@ -280,3 +280,21 @@ def test_a_worker_without_the_secret_is_refused_and_no_spawn_message_holds_a_sec
     aggregated = next(row for row in rows if row["Name"] == "Aggregated")
     assert int(aggregated["Request Count"]) == len(records)  # TTFT rows are not requests: not in the aggregate
     assert "forged" not in json.dumps(cluster.summary())
+
+
+@pytest.mark.timeout(120)
+def test_a_host_declared_an_emulator_needs_no_budget_and_never_gets_the_key(tmp_path: Path) -> None:
+    """docker compose's master runs against the emulator container: not loopback, no real API."""
+    elsewhere = Listener(own_address())
+    try:
+        scenario = ROOT / "scenarios" / "demo.yaml"
+        result = subprocess.run(
+            [LOCUST, "-f", "locustfile.py", "--headless", "-u", "1", "-r", "1", "-t", "2s", "--scenario", str(scenario),
+             "--host", elsewhere.url, "--host-is-emulator", "--output-dir", str(tmp_path / "runs"), "--points", "off"],
+            cwd=ROOT, capture_output=True, text=True, timeout=90, env=cluster_env(ANTHROPIC_API_KEY=API_KEY),
+        )  # fmt: skip
+    finally:
+        elsewhere.close()
+    assert result.returncode in (0, 1), result.stderr[-3000:]  # ran (the listener answers 500s): no budget asked
+    assert elsewhere.connections > 0 and b"x-api-key: emulator-key" in elsewhere.received.lower()
+    assert API_KEY.encode() not in elsewhere.received
