@@ -1,5 +1,6 @@
-"""Locust integration: command-line options, scenario validation at start-up, the built-in
-emulator, one HarnessRun per test, and the summary at the end.
+"""Locust integration: the checks at start-up (scenario, secrets, exposure, output paths), the
+built-in emulator, one HarnessRun per test, and the summary at the end (the command line
+itself is harness/options.py).
 
 User errors (a bad scenario, a missing API key) stop the process at init time with one
 clear message and exit code 2, never from inside a running listener.
