@@ -2,17 +2,18 @@
 
 - Backoff, per user: after `after` identical failures in a row (same outcome class, error type
   and HTTP status) a user waits before its next request, 0.5 s at first, doubling up to
-  `max_s`; any other outcome resets it. A waiting user is idle: no request hides a wait.
+  `max_s`; any other outcome resets it. A waiting user is idle: no request hides a wait. A
+  prompt may give its own rule (or none).
 - Fail fast, per process: when every request that ended in the run's first `within_s` seconds
   failed with one cause, the target is wrong (a refused port, a bad key, an unknown model): the
   run stops with one line naming the cause and exit code 2. A target that answers once within
   the window is never stopped for it. On a master the run stops when every worker has failed
-  fast (each says so in its reports).
+  fast (each says so in its reports). A prompt may opt out (its failures are expected).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TIMEOUT
 
@@ -32,25 +33,27 @@ def cause_of(record: TimingRecord) -> Cause | None:
 
 
 class Backoff:
-    """One user's wait after identical failures in a row."""
+    """One user's wait after identical failures in a row; the rule is the one of the prompt of
+    the request that just ended (a prompt may give its own)."""
 
-    def __init__(self, rule: scenario.Backoff | None) -> None:
-        self.rule = rule
+    def __init__(self, rule_for: Callable[[str], scenario.Backoff | None]) -> None:
+        self.rule_for = rule_for
         self.cause: Cause | None = None
         self.in_a_row = 0
 
     def wait_after(self, record: TimingRecord) -> float:
         """Seconds to wait before the next request, now that `record` has ended."""
-        if self.rule is None or record.outcome == CANCELLED:
+        rule = self.rule_for(record.prompt)
+        if rule is None or record.outcome == CANCELLED:
             return 0.0
         cause = cause_of(record)
         if cause is None or cause != self.cause:
             self.cause, self.in_a_row = cause, (0 if cause is None else 1)
         else:
             self.in_a_row += 1
-        if self.cause is None or self.in_a_row < self.rule.after:
+        if self.cause is None or self.in_a_row < rule.after:
             return 0.0
-        return min(self.rule.max_s, FIRST_WAIT_S * 2 ** (self.in_a_row - self.rule.after))
+        return min(rule.max_s, FIRST_WAIT_S * 2 ** (self.in_a_row - rule.after))
 
 
 # what a team should look at first, by cause
@@ -75,8 +78,9 @@ def describe(cause: Cause, count: int, within_s: float, example: str | None) -> 
 class FailFast:
     """Watches the requests that end in a process's first `within_s` seconds."""
 
-    def __init__(self, rule: scenario.FailFast | None, started: float) -> None:
+    def __init__(self, rule: scenario.FailFast | None, started: float, counts: Callable[[str], bool] = lambda _prompt: True) -> None:
         self.rule = rule
+        self.counts = counts  # a prompt may opt out: its failures then say nothing of the target
         self.until = started + (rule.within_s if rule else 0.0)
         self.cause: Cause | None = None
         self.example: str | None = None
@@ -84,7 +88,7 @@ class FailFast:
         self.answered = rule is None  # a success (or another cause) in the window: never fail fast
 
     def observe(self, record: TimingRecord, now: float) -> None:
-        if self.answered or now > self.until or record.outcome == CANCELLED:
+        if self.answered or now > self.until or record.outcome == CANCELLED or not self.counts(record.prompt):
             return
         cause = cause_of(record)
         if cause is None or (self.cause is not None and cause != self.cause):

@@ -105,7 +105,8 @@ class HarnessRun:
         )
         self.points = self._point_writer(config)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
-        self.fail_fast = FailFast(config.scenario.failures.fail_fast, time.monotonic())
+        self._prompts = {prompt.name: prompt for prompt in config.scenario.prompts}
+        self.fail_fast = self._new_fail_fast()
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
         # the SDK client is shared by all users and built now: building it in a user's
@@ -133,8 +134,12 @@ class HarnessRun:
         )
 
     # --- what users call -------------------------------------------------------------
+    def _new_fail_fast(self) -> FailFast:
+        scenario = self.config.scenario
+        return FailFast(scenario.failures.fail_fast, time.monotonic(), lambda prompt: scenario.counts_for_fail_fast(self._prompts[prompt]))
+
     def new_backoff(self) -> Backoff:
-        return Backoff(self.scenario.failures.backoff)
+        return Backoff(lambda prompt: self.scenario.backoff_for(self._prompts[prompt]))
 
     def new_sampler(self) -> Sampler:
         return Sampler(self.scenario, seed=self.scenario.seed * 1_000_003 + next(self._user_seq))
@@ -231,7 +236,7 @@ class HarnessRun:
             self.points.add(line(RUN_MEASUREMENT, self.labels, {"event": event, "detail": detail}, time.time_ns()))
 
     def start(self) -> None:
-        self.fail_fast = FailFast(self.scenario.failures.fail_fast, time.monotonic())
+        self.fail_fast = self._new_fail_fast()
         if self.points is not None:
             self.points.start()
         self.health.start()

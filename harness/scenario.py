@@ -230,6 +230,47 @@ class Load(_Model):
         return None if self.run_time is None else parse_timespan(self.run_time)
 
 
+class Timeouts(_Model):
+    """A request's time limits; each gives the outcome `timeout` with its own error type."""
+
+    connect_s: float = Field(default=10.0, gt=0)  # `connect_timeout`: the TCP (and TLS) connection
+    first_byte_s: float = Field(default=60.0, gt=0)  # `first_byte_timeout`: a stream's response headers
+    idle_s: float = Field(default=60.0, gt=0)  # `idle_timeout`: a stream without an event but pings
+    total_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)  # `timeout`: the whole request
+
+
+class FailFast(_Model):
+    """Stop the run (exit 2) when every request of its first seconds failed with one cause."""
+
+    within_s: float = Field(default=10.0, gt=0)
+
+
+class Backoff(_Model):
+    """A user that met `after` identical failures in a row waits before its next request,
+    0.5 s at first, doubling up to `max_s`; a different outcome resets it."""
+
+    after: int = Field(default=3, ge=1)
+    max_s: float = Field(default=5.0, gt=0)
+
+
+INHERIT = "inherit"
+
+
+class PromptFailures(_Model):
+    """A prompt's own failure policy: what it gives overrides the scenario's (`inherit`, the
+    default, takes the scenario's)."""
+
+    fail_fast: Optional[Literal["inherit"]] = INHERIT  # null: this prompt's failures do not count
+    backoff: Union[Backoff, None, Literal["inherit"]] = INHERIT
+
+
+class Failures(_Model):
+    """What the harness does when requests fail (`null` turns a part off)."""
+
+    fail_fast: Optional[FailFast] = Field(default_factory=FailFast)
+    backoff: Optional[Backoff] = Field(default_factory=Backoff)
+
+
 class Prompt(_Model):
     """One prompt in the mix. Needs ``messages`` or ``input_tokens`` (or both: the
     synthetic context is prepended to the first user message)."""
@@ -246,6 +287,7 @@ class Prompt(_Model):
     stream: Optional[Union[bool, float]] = None
     extra: dict[str, Any] = Field(default_factory=dict)
     timeout_s: Optional[float] = Field(default=None, gt=0)
+    failures: PromptFailures = Field(default_factory=lambda: PromptFailures())
 
     @field_validator("name", mode="before")
     @classmethod
@@ -335,36 +377,6 @@ class AbortRule(_Model):
     min_requests: int = Field(default=20, ge=1)
 
 
-class Timeouts(_Model):
-    """A request's time limits; each gives the outcome `timeout` with its own error type."""
-
-    connect_s: float = Field(default=10.0, gt=0)  # `connect_timeout`: the TCP (and TLS) connection
-    first_byte_s: float = Field(default=60.0, gt=0)  # `first_byte_timeout`: a stream's response headers
-    idle_s: float = Field(default=60.0, gt=0)  # `idle_timeout`: a stream without an event but pings
-    total_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)  # `timeout`: the whole request
-
-
-class FailFast(_Model):
-    """Stop the run (exit 2) when every request of its first seconds failed with one cause."""
-
-    within_s: float = Field(default=10.0, gt=0)
-
-
-class Backoff(_Model):
-    """A user that met `after` identical failures in a row waits before its next request,
-    0.5 s at first, doubling up to `max_s`; a different outcome resets it."""
-
-    after: int = Field(default=3, ge=1)
-    max_s: float = Field(default=5.0, gt=0)
-
-
-class Failures(_Model):
-    """What the harness does when requests fail (`null` turns a part off)."""
-
-    fail_fast: Optional[FailFast] = Field(default_factory=FailFast)
-    backoff: Optional[Backoff] = Field(default_factory=Backoff)
-
-
 RegressionMetric = Literal[
     "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
     "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
@@ -436,6 +448,14 @@ class Scenario(_Model):
                 if isinstance(v, str) and (not v.strip() or "," in v or v != v.strip()):
                     raise ValueError(f"[{i}]: one beta name per item, no commas or spaces (got {v!r})")
         return value
+
+    def backoff_for(self, prompt: Prompt) -> Optional[Backoff]:
+        """The backoff rule after a request of `prompt` (its own, if it gives one)."""
+        own = prompt.failures.backoff
+        return self.failures.backoff if own == INHERIT else own  # type: ignore[return-value]
+
+    def counts_for_fail_fast(self, prompt: Prompt) -> bool:
+        return prompt.failures.fail_fast == INHERIT
 
     @model_validator(mode="before")
     @classmethod

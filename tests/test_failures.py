@@ -15,6 +15,7 @@ from harness.emulator_process import EmulatorProcess
 from harness.failures import Backoff, FailFast
 from harness.scenario import Backoff as BackoffRule
 from harness.scenario import FailFast as FailFastRule
+from harness.scenario import ScenarioError, scenario_from_dict
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TimingRecord
 from tests.processes import free_port, read_jsonl, run_locust, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO
@@ -32,14 +33,15 @@ REFUSED = dict(outcome=CONNECTION_ERROR, error_type="connection_failed", status=
 
 
 def test_backoff_waits_after_identical_failures_doubling_up_to_its_maximum() -> None:
-    backoff = Backoff(BackoffRule(after=3, max_s=5))
+    rule = BackoffRule(after=3, max_s=5)
+    backoff = Backoff(lambda prompt: rule)
     waits = [backoff.wait_after(record(**REFUSED)) for _ in range(9)]
     assert waits == [0, 0, 0.5, 1, 2, 4, 5, 5, 5]
     assert backoff.wait_after(record()) == 0  # a success resets it
     assert [backoff.wait_after(record(**REFUSED)) for _ in range(3)] == [0, 0, 0.5]
     assert backoff.wait_after(record("api_error", "api_error", 500)) == 0  # another cause starts again
     assert backoff.wait_after(record(CANCELLED, "cancelled", None)) == 0
-    assert Backoff(None).wait_after(record(**REFUSED)) == 0
+    assert Backoff(lambda prompt: None).wait_after(record(**REFUSED)) == 0
 
 
 def test_fail_fast_needs_every_request_of_the_window_to_fail_alike() -> None:
@@ -66,6 +68,22 @@ def test_fail_fast_needs_every_request_of_the_window_to_fail_alike() -> None:
     unauthorized.observe(record("api_error", "authentication_error", 401), now=1)
     assert "HTTP 401" in str(unauthorized.verdict(now=11)) and "ANTHROPIC_API_KEY" in str(unauthorized.verdict(now=11))
     assert FailFast(None, started=0.0).verdict(now=100) is None
+    opted_out = FailFast(rule, started=0.0, counts=lambda prompt: prompt != "p")
+    opted_out.observe(record(**REFUSED), now=1)  # prompt "p" opted out
+    assert opted_out.verdict(now=11) is None
+
+
+def test_a_prompt_may_give_its_own_failure_policy() -> None:
+    data = {**SCENARIO, "prompts": [
+        {**SCENARIO["prompts"][0], "failures": {"backoff": {"after": 1, "max_s": 2}, "fail_fast": None}},
+        {**SCENARIO["prompts"][1], "failures": {"backoff": None}},
+    ]}  # fmt: skip
+    loaded = scenario_from_dict(scenario_from_dict(data).model_dump(mode="json"))  # as a worker gets it
+    own, off = loaded.prompts
+    assert loaded.backoff_for(own) == BackoffRule(after=1, max_s=2) and loaded.backoff_for(off) is None
+    assert not loaded.counts_for_fail_fast(own) and loaded.counts_for_fail_fast(off)
+    with pytest.raises(ScenarioError, match="prompts.0..failures.fail_fast"):
+        scenario_from_dict({**data, "prompts": [{**SCENARIO["prompts"][0], "failures": {"fail_fast": {"within_s": 3}}}]})
 
 
 def scenario(tmp_path: Path, **failures: object) -> Path:
