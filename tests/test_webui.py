@@ -298,6 +298,9 @@ def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path,
         final_report = download(page, "Download Claude HTML report", tmp_path / "final.html").read_text(encoding="utf-8")
         assert snapshot["run_id"] in final_report
 
+        # the stopped run, as the tab shows it once loaded (the live updates were checked above;
+        # on a loaded machine the open page's last poll may come before the run has closed)
+        page.goto(ui.url + "/?tab=claude")
         page.get_by_role("tab", name="Claude").click()
 
         def stopped_tab() -> tuple[dict[str, Any], dict[str, Any]] | None:  # the UI polls /stats/requests every 2 s
