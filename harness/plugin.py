@@ -36,7 +36,7 @@ from harness.outputs import write_outputs
 from harness.results import InputError, Summary, load_summary
 from harness.summary import build_summary, render_text
 from harness.transport import Target, preload_sdk
-from harness.workerauth import MasterGate, WorkerGate, harden_receiving
+from harness.workerauth import MasterGate, WorkerGate
 
 logger = logging.getLogger("harness")
 
@@ -78,8 +78,7 @@ class Session:
             assert worker_secret is not None, "a master has the worker secret"
             self.link = MasterLink(environment, scenario, lambda: self.run, startup_host)
             self.gate = MasterGate(environment.runner, worker_secret, self.link.on_join)
-            harden_receiving()
-            gevent.spawn(self.gate.watch_missing)
+            self.gate.start()
         self.guard = Guard(
             environment, lambda: self.run, self.options.max_cost_usd or scenario.budget_usd,
             self.options.max_requests, scenario.abort,

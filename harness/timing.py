@@ -28,7 +28,7 @@ from typing import Any
 
 NS_PER_MS = 1_000_000
 
-# Outcome classes (DESIGN.md). Anything but "ok" is a failure in Locust's stats.
+# Outcome classes (docs/timing.md). Anything but "ok" is a failure in Locust's stats.
 OK = "ok"
 RATE_LIMITED = "rate_limited"
 OVERLOADED = "overloaded"

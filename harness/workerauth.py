@@ -81,8 +81,13 @@ class MasterGate:
         self._locust_handle = runner.handle_message
         runner.handle_message = self.handle_message  # looked up by Locust's listener per message
 
-    def watch_missing(self) -> None:
-        """Joined workers that Locust marks missing must join again (a greenlet, every CHECK_S)."""
+    def start(self) -> None:
+        """In a master process: Locust's listener survives any bytes, and workers Locust marks
+        missing must join again (checked every CHECK_S)."""
+        harden_receiving()
+        gevent.spawn(self._watch_missing)
+
+    def _watch_missing(self) -> None:
         while True:
             gevent.sleep(CHECK_S)
             self.drop_missing()

@@ -16,7 +16,7 @@ from harness.webaccess import FORM_FIELDS, cross_site_problem, exposed, form_pro
 
 DEMO = "scenarios/demo.yaml"
 OFFERED = [DEMO, "scenarios/levers.yaml"]
-REAL = "https://api.anthropic.com"
+REAL = "https://api.example.invalid"
 
 
 def session(startup_host: str | None, host: str | None = None, problem: str | None = None) -> Any:
@@ -36,7 +36,7 @@ def form(**fields: str) -> MultiDict[str, str]:
     ("url", "loopback"),
     [
         ("http://127.0.0.1:8000", True), ("http://127.9.9.9", True), ("http://localhost:1", True),
-        ("http://[::1]:80", True), ("http://LOCALHOST", True), ("https://api.anthropic.com", False),
+        ("http://[::1]:80", True), ("http://LOCALHOST", True), ("https://api.example.invalid", False),
         ("http://10.0.0.5:8000", False), ("http://127.0.0.1.evil.example", False), ("http://0.0.0.0:8000", False),
         ("http://[::ffff:10.0.0.1]", False), ("not a url", False),
     ],
@@ -46,10 +46,10 @@ def test_loopback_urls(url: str, loopback: bool) -> None:
 
 
 def test_same_target_ignores_case_default_ports_and_a_trailing_slash() -> None:
-    assert same_target("https://API.anthropic.com/", "https://api.anthropic.com:443")
-    assert not same_target("https://api.anthropic.com", "http://api.anthropic.com")
-    assert not same_target("https://api.anthropic.com.evil.example", REAL)
-    assert not same_target("https://api.anthropic.com/proxy", REAL)
+    assert same_target("https://API.example.invalid/", "https://api.example.invalid:443")
+    assert not same_target("https://api.example.invalid", "http://api.example.invalid")
+    assert not same_target("https://api.example.invalid.evil.example", REAL)
+    assert not same_target("https://api.example.invalid/proxy", REAL)
     assert not same_target(REAL, None)
 
 
@@ -123,7 +123,7 @@ def test_empty_fields_outside_the_allow_list_are_dropped_not_refused() -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["http://10.0.0.7:8000", "https://api.anthropic.com.evil.example", "https://evil.example", "http://0.0.0.0:8000", "file:///etc/passwd", "",
+    ["http://10.0.0.7:8000", "https://api.example.invalid.evil.example", "https://evil.example", "http://0.0.0.0:8000", "file:///etc/passwd", "",
      "http://127.0.0.1@evil.example", "http://2130706433:8000", "http://127.0.0.1.nip.io", "http://127.0.0.1:80\r\nX: y", "http://127.0.0.1 .evil"],
 )  # fmt: skip
 def test_a_host_neither_loopback_nor_given_at_start_up_is_refused(host: str) -> None:

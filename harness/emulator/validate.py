@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["NEW_VERSION", "RequestError", "count_input_tokens", "validate_count_tokens_body", "validate_messages_body"]
 
-#: from this anthropic-version on, temperature/top_p/top_k are rejected (see DESIGN.md)
+#: from this anthropic-version on, temperature/top_p/top_k are rejected
 NEW_VERSION = "2026-10-21"
 
 
