@@ -24,12 +24,14 @@ for workers' last reports; the drain, run from the master's `test_stopping`, doe
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
+from locust.runners import HEARTBEAT_INTERVAL
 from locust.stats import StatsEntry
 
 from harness import __version__
@@ -68,7 +70,21 @@ class WorkerState:
     saturated_samples: int = 0
     unreliable: bool = False
     last_report_at: float = 0.0
+    counted_from: float = field(default_factory=time.time)  # when the rate's interval began: its last report, or the run's start
+    in_flight: int = 0  # at its last report
+    rate_per_s: float = 0.0  # requests recorded per second between its last two reports
+    last_heartbeat_at: float = 0.0
     drained: bool = False
+
+    def unreported(self) -> tuple[int, int] | None:
+        """For a lost worker: about how many requests it sent that no report counted, as a range:
+        those in flight at its last report, plus those started (at its last rate) until it died,
+        which was after its last heartbeat and before the next one was due. None before a first
+        report (nothing to estimate from)."""
+        if not self.last_report_at:
+            return None
+        alive_s = max(0.0, self.last_heartbeat_at - self.last_report_at)
+        return self.in_flight + round(self.rate_per_s * alive_s), self.in_flight + math.ceil(self.rate_per_s * (alive_s + HEARTBEAT_INTERVAL))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,7 +92,7 @@ class WorkerState:
             "recorded": self.recorded, "before_window": self.before_window, "spent_usd": self.spent_usd,
             "points_written": self.points_written, "points_dropped": self.points_dropped,
             "saturated_samples": self.saturated_samples, "unreliable": self.unreliable, "last_health": self.health,
-            "lost": not self.drained,
+            "lost": not self.drained, "unreported": None if self.drained else self.unreported(),
         }  # fmt: skip
 
 
@@ -99,6 +115,10 @@ class MasterLink:
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
         environment.events.worker_report.add_listener(self._on_report)
         environment.events.worker_connect.add_listener(self._on_connect)
+        environment.events.heartbeat_sent.add_listener(self._on_heartbeat)
+        # a lost worker's users go to the others as soon as it is missing (Locust moves them
+        # only a minute later otherwise)
+        environment.parsed_options.enable_rebalancing = True
 
     def _payload(self) -> dict[str, Any]:
         return {
@@ -127,6 +147,11 @@ class MasterLink:
         if self.run_id is not None:
             logger.info("worker %s joined the running test: sending it run %s", client_id, self.run_id)
             self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=client_id)
+
+    def _on_heartbeat(self, client_id: str, timestamp: float, **_: Any) -> None:
+        state = self.workers.get(client_id)
+        if state is not None:
+            state.last_heartbeat_at = timestamp
 
     def _on_refused(self, msg: Any, **_: Any) -> None:
         self.refused[msg.node_id] = msg.data["reason"]
@@ -170,12 +195,16 @@ class MasterLink:
         run.stats.merge(delta)
         run.recent.merge(delta)
         state = self._worker(client_id, report["name"])
+        now = time.time()
+        state.rate_per_s = max(0, report["recorded"] - state.recorded) / max(now - state.counted_from, 1e-3)
+        state.counted_from = now
         state.requests += delta.requests
+        state.in_flight = report["in_flight"]
         state.records, state.points_written, state.points_dropped = report["records"], report["points_written"], report["points_dropped"]
         state.recorded, state.before_window, state.spent_usd = report["recorded"], report["before_window"], report["spent_usd"]
         state.failed_fast = report.get("failed_fast")
         state.saturated_samples, state.unreliable = report["saturated_samples"], report["unreliable"]
-        state.last_report_at = time.time()
+        state.last_report_at = now
         if report["health"]:
             if report["health"].get("saturated") and not state.health.get("saturated"):
                 logger.warning("worker %s is saturated (CPU %s%%): its timings are late", state.name, report["health"]["cpu_percent"])

@@ -35,7 +35,7 @@ import yaml  # noqa: E402
 from harness.formatting import DASH, fmt_cost, fmt_ms, fmt_num, fmt_time  # noqa: E402
 from harness.records import read_records  # noqa: E402
 from harness.results import Group, InputError, Summary, WorkerInfo, load_summary  # noqa: E402
-from harness.summary import accounting_text  # noqa: E402
+from harness.summary import accounting_text, lost_text  # noqa: E402
 from harness.timing import OK, OUTCOMES  # noqa: E402
 
 
@@ -564,8 +564,7 @@ def section_health_workers(summary: Summary) -> str:
     else:
         lines.append("<p>Workers: none (a single-process run).</p>")
     if summary.lost_workers:
-        lost = ", ".join(summary.lost_workers)
-        lines.append(f'<p class="bad-text">Lost workers (counted up to their last report): {esc(lost)}</p>')
+        lines += [f'<p class="bad-text">{esc(w.name)}: {esc(lost_text(w))}</p>' for w in workers if w.lost]
     for client, reason in summary.refused_workers.items():
         lines.append(f'<p class="bad-text">Worker {esc(client)} refused: {esc(reason)}</p>')
     return f'<section id="health"><h2>Load generator, workers and points</h2>{"".join(lines)}</section>'

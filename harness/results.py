@@ -238,6 +238,11 @@ class WorkerInfo(_Result):
     unreliable: bool
     last_health: dict[str, Any]
     lost: bool
+    unreported: tuple[int, int] | None = Field(
+        default=None,
+        description="a lost worker's requests that no report counted, about: from .. to (in flight at its last report, "
+        "plus those started at its last rate until it died); None: not lost, or it never reported",
+    )
 
 
 Status = Literal["PASS", "FAIL", "DONE", "ERRORS", "ABORTED", "STOPPED", "UNRELIABLE", "FAILED_FAST"]

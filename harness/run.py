@@ -268,6 +268,7 @@ class HarnessRun:
             "unreliable": self.health.unreliable,
             "records": self.records.written if self.records is not None else 0,
             "recorded": self.ledger.recorded,
+            "in_flight": self.in_flight,
             "before_window": self.ledger.before_window,
             "window": self.ledger.window,
             "spent_usd": self.ledger.spent_usd,

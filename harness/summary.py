@@ -169,6 +169,12 @@ def accounting_text(accounting: Accounting) -> str:
     )
 
 
+def lost_text(worker: WorkerInfo) -> str:
+    """What a lost worker's figures miss."""
+    missing = "unknown" if worker.unreported is None else "about {} to {}".format(*worker.unreported)
+    return f"LOST: counted up to its last report; requests sent and not counted: {missing} (in flight then, or started before it died)"
+
+
 def render_text(summary: Summary) -> str:
     run, health, points = summary.run, summary.health, summary.points
     lines = [
@@ -182,7 +188,7 @@ def render_text(summary: Summary) -> str:
     )
     for worker in summary.workers:
         last = worker.last_health
-        worker_state = "LOST (counted up to its last report)" if worker.lost else "ok"
+        worker_state = lost_text(worker) if worker.lost else "ok"
         saturated = f", SATURATED in {worker.saturated_samples} samples" if worker.saturated_samples else ""
         lines.append(
             f"  {worker.name}: {worker.requests} requests, CPU {last.get('cpu_percent', 0):.0f}%, "

@@ -139,12 +139,12 @@ def test_unreliable_run_and_lost_workers_are_named(run: Run, tmp_path: Path) -> 
     summary["health"]["unreliable"] = True
     worker = {"name": "worker-7", "requests": 10, "records": 10, "points_written": 12, "points_dropped": 3,
               "saturated_samples": 1, "unreliable": True, "last_health": {"cpu_percent": 97.0, "loop_lag_p99_ms": 30.0},
-              "lost": True}  # fmt: skip
+              "lost": True, "unreported": [4, 9]}  # fmt: skip
     summary["workers"], summary["lost_workers"] = [worker], ["worker-7"]
     html = render_report(parse_summary(summary), run.records, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "UNRELIABLE" in html
     assert '<td class="l">worker-7</td>' in html and '<td class="l bad">LOST</td>' in html
-    assert "Lost workers (counted up to their last report): worker-7" in html
+    assert "worker-7: LOST: counted up to its last report; requests sent and not counted: about 4 to 9" in html
 
 
 @pytest.mark.slow
