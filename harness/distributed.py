@@ -4,9 +4,12 @@ a drain that counts every request in flight at the end, and lost workers named.
 Messages (over Locust's own master/worker channel), once a worker has joined with the worker
 secret (harness/workerauth.py: a worker that has not joined gets none of them):
 - master -> worker `claude_run`: harness version, run id, the validated scenario (a dict:
-  workers need no file access) and the host given at start-up (the only one the worker's API
-  key goes to). Sent at test start, and to a worker that joins later (a worker joining
-  mid-run may get Locust's spawn message before its plugin is initialised: its users wait).
+  workers need no file access), the host given at start-up (the only one the worker's API
+  key goes to) and the worker's share of the limits. Sent at test start, and to a worker
+  that joins later (a worker joining mid-run may get Locust's spawn message before its plugin
+  is initialised: its users wait).
+- master -> worker `claude_share`: the worker's share of the budget and of --max-requests
+  (harness/shares.py), every second while the run has such limits.
 - worker -> master `claude_refused`: the worker runs another harness version; it quits.
 - master -> worker `claude_drain`: the run is ending: stop the users (in-flight requests
   finish within --stop-timeout or are cancelled), send the final report, confirm.
@@ -36,6 +39,7 @@ from locust.stats import StatsEntry
 
 from harness import __version__
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
+from harness.shares import INTERVAL_S, Share, Spent, split
 from harness.stats import RunStats
 
 if TYPE_CHECKING:
@@ -48,6 +52,7 @@ REFUSED_MESSAGE = "claude_refused"
 DRAIN_MESSAGE = "claude_drain"
 DRAINED_MESSAGE = "claude_drained"
 WINDOW_MESSAGE = "claude_window"
+SHARE_MESSAGE = "claude_share"
 REPORT_KEY = "claude"
 DRAIN_MARGIN_S = 15.0
 
@@ -100,12 +105,15 @@ class MasterLink:
     """The master's side: ships the run, merges worker reports, drains at the end."""
 
     def __init__(
-        self, environment: Any, scenario: Scenario, run: Callable[[], HarnessRun | None], startup_host: str | None
-    ) -> None:
+        self, environment: Any, scenario: Scenario, run: Callable[[], HarnessRun | None], startup_host: str | None,
+        limits: Callable[[], tuple[float | None, int | None]] = lambda: (None, None),
+    ) -> None:  # fmt: skip
         self.environment = environment
         self.scenario = scenario
         self.startup_host = startup_host
         self.run = run  # the master's current run, whose stats the workers' deltas merge into
+        self.limits = limits  # the run's budget (USD) and request limit, split among the workers
+        self._splitting: gevent.Greenlet | None = None
         self.run_id: str | None = None
         self.epoch = 0  # the measurement window's number: reports of an older one are stale
         self.workers: dict[str, WorkerState] = {}
@@ -116,14 +124,11 @@ class MasterLink:
         environment.events.worker_report.add_listener(self._on_report)
         environment.events.worker_connect.add_listener(self._on_connect)
         environment.events.heartbeat_sent.add_listener(self._on_heartbeat)
-        # a lost worker's users go to the others as soon as it is missing (Locust moves them
-        # only a minute later otherwise)
-        environment.parsed_options.enable_rebalancing = True
 
-    def _payload(self) -> dict[str, Any]:
+    def _payload(self, share: Share) -> dict[str, Any]:
         return {
             "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
-            "scenario": self.scenario.model_dump(mode="json"), "startup_host": self.startup_host,
+            "scenario": self.scenario.model_dump(mode="json"), "startup_host": self.startup_host, "share": share.as_dict(),
         }  # fmt: skip
 
     def start_run(self, run_id: str) -> None:
@@ -133,7 +138,29 @@ class MasterLink:
         # every worker of the run is known from the start: one that dies before its first
         # report is still named as lost
         self.workers = {client.id: WorkerState(client.id, self._name(client.id)) for client in runner.clients.all}
-        runner.send_message(RUN_MESSAGE, self._payload())
+        for client_id, share in self.shares().items():
+            runner.send_message(RUN_MESSAGE, self._payload(share), client_id=client_id)
+        self._stop_splitting()
+        if any(limit is not None for limit in self.limits()):
+            self._splitting = gevent.spawn(self._keep_splitting)
+
+    def shares(self) -> dict[str, Share]:
+        """Each working worker's share of the limits, from what all of them reported."""
+        runner = self.environment.runner
+        working = [c.id for c in runner.clients.all if c.state != "missing" and not self._drained(c.id)]
+        spent = {client_id: Spent(state.spent_usd, state.recorded) for client_id, state in self.workers.items()}
+        return split(*self.limits(), spent, working)
+
+    def _keep_splitting(self) -> None:
+        while True:
+            gevent.sleep(INTERVAL_S)
+            for client_id, share in self.shares().items():
+                self.environment.runner.send_message(SHARE_MESSAGE, {"run_id": self.run_id, **share.as_dict()}, client_id=client_id)
+
+    def _stop_splitting(self) -> None:
+        if self._splitting is not None:
+            self._splitting.kill(block=False)
+            self._splitting = None
 
     def _name(self, client_id: str) -> str:
         return f"worker-{self.environment.runner.get_worker_index(client_id)}"
@@ -146,7 +173,9 @@ class MasterLink:
         """A worker proved the worker secret (and Locust knows it now): it gets the current run."""
         if self.run_id is not None:
             logger.info("worker %s joined the running test: sending it run %s", client_id, self.run_id)
-            self.environment.runner.send_message(RUN_MESSAGE, self._payload(), client_id=client_id)
+            self._worker(client_id, self._name(client_id))
+            share = self.shares().get(client_id, Share())
+            self.environment.runner.send_message(RUN_MESSAGE, self._payload(share), client_id=client_id)
 
     def _on_heartbeat(self, client_id: str, timestamp: float, **_: Any) -> None:
         state = self.workers.get(client_id)
@@ -212,6 +241,7 @@ class MasterLink:
 
     def drain(self, stop_timeout_s: float) -> None:
         """Stop every worker's users and wait for every last report (bounded in time)."""
+        self._stop_splitting()
         runner = self.environment.runner
         active = [client.id for client in runner.clients.all if client.state != "missing"]
         if not active:
@@ -241,12 +271,13 @@ class WorkerLink:
     def __init__(
         self,
         environment: Any,
-        on_run: Callable[[Scenario, str, int, str | None], None],
+        on_run: Callable[[Scenario, str, int, str | None, Share], None],
         report: Callable[[], dict[str, Any] | None],
         on_window: Callable[[str, int], None],
+        on_share: Callable[[str, Share], None],
         master_proven: Callable[[], bool],
         give_up: Callable[[str], None],
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.environment = environment
         self.on_run = on_run
         self.report = report
@@ -259,6 +290,7 @@ class WorkerLink:
         runner = environment.runner
         runner.register_message(RUN_MESSAGE, self._on_run)
         runner.register_message(WINDOW_MESSAGE, lambda msg, **_: self.on_window(msg.data["run_id"], msg.data["epoch"]))
+        runner.register_message(SHARE_MESSAGE, lambda msg, **_: on_share(msg.data["run_id"], Share.from_dict(msg.data)))
         runner.register_message(DRAIN_MESSAGE, self._on_drain, concurrent=True)
         environment.events.report_to_master.add_listener(self._on_report_to_master)
 
@@ -282,7 +314,7 @@ class WorkerLink:
             runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
             return
         logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
-        self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"))
+        self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"), Share.from_dict(data.get("share")))
 
     def _on_report_to_master(self, data: dict[str, Any], **_: Any) -> None:
         report = self.report()

@@ -31,6 +31,7 @@ from harness.payload import build_headers
 from harness.recording import InfluxConfig
 from harness.run import HarnessRun, RunConfig, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
+from harness.shares import Share
 from harness.pricing import PriceTable
 from harness.outputs import write_outputs
 from harness.results import InputError, Summary, load_summary
@@ -76,9 +77,14 @@ class Session:
         self.gate: MasterGate | None = None
         if isinstance(environment.runner, MasterRunner):
             assert worker_secret is not None, "a master has the worker secret"
-            self.link = MasterLink(environment, scenario, lambda: self.run, startup_host)
+            self.link = MasterLink(
+                environment, scenario, lambda: self.run, startup_host, lambda: (self.guard.budget_usd, self.guard.max_requests)
+            )  # fmt: skip
             self.gate = MasterGate(environment.runner, worker_secret, self.link.on_join)
             self.gate.start()
+            # a lost worker's users go to the others as soon as it is missing (Locust moves
+            # them only a minute later otherwise)
+            self.options.enable_rebalancing = True
         self.guard = Guard(
             environment, lambda: self.run, self.options.max_cost_usd or scenario.budget_usd,
             self.options.max_requests, scenario.abort,
@@ -213,15 +219,32 @@ class WorkerSession:
         self._testing = environment.runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
         self._ready = gevent.event.Event()
         self.epoch = 0  # the master's measurement window when this worker got the run
+        self.share = Share()  # this worker's share of the run's limits (harness/shares.py)
+        self._waiting_for: str | None = None  # why the users wait (their share is used up)
         self.link = WorkerLink(
-            environment, self._on_run, self._report, self._on_window, lambda: self.gate.master_proven, self.give_up
+            environment, self._on_run, self._report, self._on_window, self._on_share, lambda: self.gate.master_proven, self.give_up
         )  # fmt: skip
         self.gate = WorkerGate(environment.runner, worker_secret, self.give_up, locust_version)
         gevent.spawn(self.link.watch_master, lambda: environment.parsed_options.master_lost_timeout, self.master_lost)
 
-    def _on_run(self, scenario: Scenario, run_id: str, epoch: int, startup_host: str | None) -> None:
+    def _on_run(self, scenario: Scenario, run_id: str, epoch: int, startup_host: str | None, share: Share) -> None:
         self.scenario, self.run_id, self.epoch, self.startup_host = scenario, run_id, epoch, startup_host
+        self._on_share(run_id, share)
         self._start_run()
+
+    def _on_share(self, run_id: str, share: Share) -> None:
+        """The master's new split of the limits: what this worker may still spend and send."""
+        if run_id != self.run_id:
+            return  # a message of another run
+        self.share = share
+        if self.run is not None and self.run.config.run_id == run_id:
+            self.run.share = share
+
+    def _share_used_up(self, reason: str) -> None:
+        """A user found no room in this worker's share: said once per run."""
+        if self._waiting_for is None:
+            self._waiting_for = reason
+            logger.warning("%s: %s; its users wait for the master's next split or the end of the run", self.link.name, reason)
 
     def give_up(self, reason: str) -> None:
         """This worker cannot work for its master: it says why and quits with the usage exit code."""
@@ -281,6 +304,9 @@ class WorkerSession:
         )  # fmt: skip
         self.run = HarnessRun(config, self.environment)
         self.run.ledger.base_window = self.epoch
+        self.run.share = self.share
+        self.run.on_limit = self._share_used_up
+        self._waiting_for = None
         pauses.settle()
         self.run.start()
         self._ready.set()

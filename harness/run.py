@@ -25,6 +25,7 @@ from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RecordsFile
 from harness.scenario import Pick, Sampler, Scenario
+from harness.shares import Share
 from harness.stats import RecentStats, RunStats
 from harness.timing import TimingRecord
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
@@ -92,7 +93,8 @@ class HarnessRun:
         self.recent = RecentStats()  # the same over a sliding window (web UI)
         self.in_flight = 0
         self.admitted = 0
-        self.on_limit: Callable[[str], None] | None = None  # told once the request limit refuses
+        self.on_limit: Callable[[str], None] | None = None  # told when the request limit (or the share) refuses
+        self.share: Share | None = None  # on a worker: its share of the run's limits (harness/shares.py)
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.labels = {"run_id": config.run_id, "scenario": config.scenario.name, "worker": config.worker}
@@ -164,14 +166,21 @@ class HarnessRun:
         return request
 
     def admit(self) -> bool:
-        """May one more request be sent? (--max-requests in a single process)"""
-        limit = self.config.max_requests
-        if limit is not None and self.admitted >= limit:
+        """May one more request be sent? (--max-requests in a single process; a worker's share
+        of the budget and of the request limit)"""
+        refusal = self._refusal()
+        if refusal is not None:
             if self.on_limit is not None:
-                self.on_limit(f"--max-requests {limit} reached")
+                self.on_limit(refusal)
             return False
         self.admitted += 1
         return True
+
+    def _refusal(self) -> str | None:
+        limit = self.config.max_requests
+        if limit is not None and self.admitted >= limit:
+            return f"--max-requests {limit} reached"
+        return self.share.refusal(self.ledger.spent_usd, self.admitted) if self.share is not None else None
 
     def new_record(self, pick: Pick) -> TimingRecord:
         """A record for a request about to be sent; it is in flight until `emit`. The transport

@@ -25,7 +25,7 @@ class ClaudeUser(User):
     @task
     def call_claude(self) -> None:
         if not self.claude.admit():
-            gevent.sleep(1.0)  # the request limit is reached: idle until the guard ends the run
+            gevent.sleep(0.5)  # a limit (or this worker's share) is reached: idle until the run ends or the share grows
             return
         pick = self.sampler.next()
         request = self.claude.prepare(pick)

@@ -210,3 +210,36 @@ def test_workers_stop_soon_after_their_master_is_lost_and_keep_every_record(tmp_
     assert "no heartbeat from the master" in err and "requests recorded in run" in err and "Traceback" not in err
     records, truth = cluster.records(), cluster.truth()
     assert records and len(records) == len(truth)  # every request the emulator served is on disk
+
+
+@pytest.mark.slow
+def test_workers_on_their_own_spend_no_more_than_their_share_of_the_budget(tmp_path: Path) -> None:
+    """The master freezes at the start (SIGSTOP: its guard never runs again): each worker stops
+    sending at its share of the budget, so the cluster's spend stays within the budget plus what
+    was in flight, although the workers go on for 20 s before they give their master up."""
+    import os
+    import signal
+
+    from tests.test_distributed import CEILING, Cluster
+
+    price = {"input": 100.0, "output": 100.0}  # $ per million tokens: a request costs cents
+    scenario = {**SCENARIO, "prices": {"model-fast": price, "model-slow": price}}
+    budget, users = 4.0, 12
+    master_args = ("--max-cost-usd", str(budget), "--master-lost-timeout", "20")
+    with Cluster(tmp_path, workers=2, run_time=CEILING, users=users, master_args=master_args, scenario=scenario) as cluster:
+        cluster.wait_for("requests from both workers", lambda: cluster.worker_lines("worker-0") and cluster.worker_lines("worker-1"))
+        os.kill(cluster.master.pid, signal.SIGSTOP)
+        frozen_at = time.time()
+        codes = [worker.wait(90) for worker in cluster.workers]
+        cluster.close()  # the master too; the emulator's log is complete now
+        errs = [cluster.worker_err(worker) for worker in cluster.workers]
+    records, truth = cluster.records(), cluster.truth()
+    assert codes == [exitcodes.MASTER_LOST] * 2, errs
+    assert len(records) == len(truth)  # every request the emulator served is on disk
+    assert all("its share of the budget" in err for err in errs), errs
+    # in flight when a share was reached: at most one request per user, each at most this
+    most = max(2000 + 64, 10 + 64) * price["input"] / 1e6
+    spent = sum(r["cost_usd"] or 0.0 for r in records)
+    assert budget * 0.9 <= spent <= budget + users * most, spent
+    # the users idled: nothing started in the seconds before the workers gave up
+    assert max(r["wall_start_ns"] for r in records) / 1e9 < frozen_at + 15
