@@ -4,6 +4,10 @@
   and HTTP status) a user waits before its next request, 0.5 s at first, doubling up to
   `max_s`; any other outcome resets it. A waiting user is idle: no request hides a wait. A
   prompt may give its own rule (or none).
+- Retries, per user (off by default): a production client's retries. A failed attempt whose
+  outcome the rule names is tried again after a wait (the server's retry-after, or a doubling
+  backoff with jitter, as the SDK does). A waiting user is idle. Every attempt is recorded as
+  the request it is; the last one also says what the application saw.
 - Fail fast, per process: when every request that ended in the run's first `within_s` seconds
   failed with one cause, the target is wrong (a refused port, a bad key, an unknown model): the
   run stops with one line naming the cause and exit code 2. A target that answers once within
@@ -13,6 +17,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Callable, Optional
 
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TIMEOUT
@@ -54,6 +59,32 @@ class Backoff:
         if self.cause is None or self.in_a_row < rule.after:
             return 0.0
         return min(rule.max_s, FIRST_WAIT_S * 2 ** (self.in_a_row - rule.after))
+
+
+RETRY_AFTER_MAX_S = 60.0  # a longer retry-after is not waited for (the SDK's rule): the backoff is
+
+
+class Retrying:
+    """One user's retries; the rule is the one of the prompt of the attempt that just ended."""
+
+    def __init__(self, rule_for: Callable[[str], scenario.Retries | None], rng: random.Random) -> None:
+        self.rule_for = rule_for
+        self.rng = rng
+
+    def on(self, prompt: str) -> bool:
+        """Does this prompt's client retry? (its last attempts then say what the application saw)"""
+        return self.rule_for(prompt) is not None
+
+    def wait_before_retry(self, record: TimingRecord) -> float | None:
+        """Seconds to wait before trying `record`'s request again; None: no retry."""
+        rule = self.rule_for(record.prompt)
+        if rule is None or record.outcome not in rule.on or record.attempt > rule.max:
+            return None
+        after = record.retry_after_s
+        if rule.wait_retry_after and after is not None and after <= RETRY_AFTER_MAX_S:
+            return after
+        wait = min(rule.first_wait_s * 2 ** (record.attempt - 1), rule.max_wait_s)
+        return wait * (1 - 0.25 * self.rng.random())
 
 
 # what a team should look at first, by cause

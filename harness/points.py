@@ -19,9 +19,9 @@ REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "out
 REQUEST_FIELDS = (
     "ttft_ms", "latency_ms", "ttfb_ms", "first_thinking_ms", "tpot_ms", "output_tps", "max_gap_ms",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd",
-    "request_id", "error_type", "http_status", "window",
+    "request_id", "error_type", "http_status", "window", "retry_after_s", "attempt", "retried", "app_latency_ms", "app_ttft_ms",
 )  # fmt: skip
-INT_FIELDS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window"})
+INT_FIELDS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window", "attempt"})
 STRING_FIELDS = frozenset({"request_id", "error_type", "event", "detail"})
 
 HEALTH_TAGS = ("run_id", "scenario", "worker", "role")
@@ -85,5 +85,12 @@ def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
         "error_type": record.error_type,
         "http_status": record.http_status,
         "window": record.window,  # the measurement window it started in (the figures: the last one)
+        "retry_after_s": record.retry_after_s,
+        # with retries only (left out otherwise): a retry's number, a retried attempt, and on a
+        # request's last attempt what the application saw
+        "attempt": record.attempt if record.attempt > 1 else None,
+        "retried": True if record.retried else None,
+        "app_latency_ms": record.app_latency_ms,
+        "app_ttft_ms": record.app_ttft_ms,
     }
     return line(REQUEST_MEASUREMENT, tags, fields, record.wall_start_ns)

@@ -35,7 +35,7 @@ import yaml  # noqa: E402
 from harness.formatting import DASH, fmt_cost, fmt_ms, fmt_num, fmt_time  # noqa: E402
 from harness.records import read_records  # noqa: E402
 from harness.results import Group, InputError, Summary, WorkerInfo, load_summary  # noqa: E402
-from harness.summary import accounting_text, lost_text  # noqa: E402
+from harness.summary import accounting_text, application_text, lost_text  # noqa: E402
 from harness.timing import OK, OUTCOMES  # noqa: E402
 
 
@@ -474,10 +474,20 @@ def section_tables(summary: Summary) -> str:
     note = "<p class='note'>Times in ms. TTFT covers successful streamed requests; latency successful requests; percentiles from HDR histograms (3 significant digits); out tok/s is the median.</p>"
     return (
         f'<section id="models"><h2>Per model</h2><div class="scroll"><table class="models"><tr><th class="l">model</th>'
-        f"{_STATS_HEAD}</tr>{models}</table></div>{note}</section>"
+        f"{_STATS_HEAD}</tr>{models}</table></div>{note}</section>{section_application(summary)}"
         f'<section id="labels"><h2>Per model &times; prompt &times; mode</h2><div class="scroll"><table class="labels"><tr>'
         f'<th class="l">model</th><th class="l">prompt</th><th class="l">mode</th>{_STATS_HEAD}</tr>{labels}</table></div></section>'
     )
+
+
+def section_application(summary: Summary) -> str:
+    """With retries: the requests as the application sees them (the tables count each attempt)."""
+    groups = [(name, group.application) for name, group in [*summary.models.items(), ("ALL", summary.totals)]]
+    rows = "".join(f"<li>{esc(application_text(name, app))}</li>" for name, app in groups if app is not None)
+    if not rows:
+        return ""
+    note = "<p class='note'>The tables above count each attempt (a failed one stays a failure there); here each request counts once, its latency and TTFT from its first attempt's start, retries and waits included.</p>"
+    return f'<section id="application"><h2>As the application sees them (retries)</h2><ul>{rows}</ul>{note}</section>'
 
 
 @dataclass

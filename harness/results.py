@@ -55,6 +55,25 @@ class Histograms(_Result):
     latency: str
 
 
+class Application(_Result):
+    """With retries (the scenario's `failures.retries`): the requests as the application sees
+    them, one per request however many attempts it took. The group's own figures count every
+    attempt (each is a request sent, and a failed one stays a failure there)."""
+
+    requests: int = Field(ge=0)
+    failures: int = Field(ge=0, description="requests whose last attempt failed")
+    outcomes: dict[str, int] = Field(description="requests by their last attempt's outcome; cancelled: cut by the stop, in a wait too")
+    attempts: int = Field(ge=0, description="the attempts these requests took")
+    retried: int = Field(ge=0, description="requests that took more than one attempt")
+    latency_ms: Percentiles | None = Field(description="from the first attempt's start to the last one's end, waits included")
+    ttft_ms: Percentiles | None = Field(description="from the first attempt's start to the first text of the last one")
+
+    @property
+    def error_rate(self) -> float | None:
+        judged = self.requests - self.outcomes.get(CANCELLED, 0)
+        return (judged - self.outcomes.get(OK, 0)) / judged if judged else None
+
+
 class Group(_Result):
     """The figures of one group of requests: the whole run, a model, a mode or a label.
 
@@ -75,6 +94,7 @@ class Group(_Result):
     cost_usd: float = Field(ge=0, description="cost of the priced requests")
     unpriced_requests: int = Field(default=0, ge=0, description="requests of models without a price: not in cost_usd")
     hdr: Histograms | None = None
+    application: Application | None = Field(default=None, description="with retries: the requests as the application sees them")
 
     def count(self, outcome: str) -> int:
         return self.outcomes.get(outcome, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import payload
-from harness.failures import Backoff, FailFast
+from harness.failures import Backoff, FailFast, Retrying
 from harness.health import Gauges, HealthMonitor, Thresholds
 from harness.results import HealthSample
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
@@ -111,6 +112,7 @@ class HarnessRun:
         self.fail_fast = self._new_fail_fast()
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
+        self._retry_seq = itertools.count()
         # the SDK client is shared by all users and built now: building it in a user's
         # on_start would stall the requests of the users already running
         self._shared_transport: Transport | None = (
@@ -142,6 +144,10 @@ class HarnessRun:
 
     def new_backoff(self) -> Backoff:
         return Backoff(lambda prompt: self.scenario.backoff_for(self._prompts[prompt]))
+
+    def new_retrying(self) -> Retrying:
+        rng = random.Random(f"retries {self.scenario.seed} {next(self._retry_seq)}")  # jitter, reproducible per user
+        return Retrying(lambda prompt: self.scenario.retries_for(self._prompts[prompt]), rng)
 
     def new_sampler(self) -> Sampler:
         return Sampler(self.scenario, seed=self.scenario.seed * 1_000_003 + next(self._user_seq))
@@ -182,11 +188,17 @@ class HarnessRun:
             return f"--max-requests {limit} reached"
         return self.share.refusal(self.ledger.spent_usd, self.admitted) if self.share is not None else None
 
-    def new_record(self, pick: Pick) -> TimingRecord:
-        """A record for a request about to be sent; it is in flight until `emit`. The transport
-        sets the precise start when it sends."""
+    def new_record(self, pick: Pick, attempt: int = 1) -> TimingRecord:
+        """A record for a request (or a retry's attempt) about to be sent; it is in flight until
+        `emit`. The transport sets the precise start when it sends."""
         self.in_flight += 1
-        return TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=time.perf_counter_ns())
+        return TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=time.perf_counter_ns(), attempt=attempt)
+
+    def abandon(self, record: TimingRecord) -> None:
+        """The run stopped while `record`'s request waited to be tried again: the request ends
+        there (cancelled, as the application sees it); its attempts are all recorded already."""
+        if record.window == self.ledger.window:
+            self.stats.abandon(record)
 
     def open_window(self) -> None:
         """Open the measurement window now (`--reset-stats`): the figures start empty; requests

@@ -253,6 +253,23 @@ class Backoff(_Model):
     max_s: float = Field(default=5.0, gt=0)
 
 
+RetryOn = Literal["rate_limited", "overloaded", "api_error", "timeout", "connection_error", "protocol_error"]
+
+
+class Retries(_Model):
+    """A production client's retries (off by default): a failed attempt whose outcome is one of
+    `on` is tried again, up to `max` more times, after a wait of `first_wait_s` doubling up to
+    `max_wait_s` (with jitter, as the SDK does), or the server's `retry-after` (up to 60 s) when
+    `wait_retry_after`. Every attempt is a request sent and recorded; the summary adds the
+    requests as the application sees them."""
+
+    max: int = Field(default=2, ge=1, le=10)
+    on: list[RetryOn] = Field(default_factory=lambda: ["rate_limited", "overloaded", "connection_error"], min_length=1)
+    wait_retry_after: bool = True
+    first_wait_s: float = Field(default=0.5, ge=0, le=60)
+    max_wait_s: float = Field(default=8.0, ge=0, le=600)
+
+
 INHERIT = "inherit"
 
 
@@ -262,6 +279,7 @@ class PromptFailures(_Model):
 
     fail_fast: Optional[Literal["inherit"]] = INHERIT  # null: this prompt's failures do not count
     backoff: Union[Backoff, None, Literal["inherit"]] = INHERIT
+    retries: Union[Retries, None, Literal["inherit"]] = INHERIT
 
 
 class Failures(_Model):
@@ -269,6 +287,7 @@ class Failures(_Model):
 
     fail_fast: Optional[FailFast] = Field(default_factory=FailFast)
     backoff: Optional[Backoff] = Field(default_factory=Backoff)
+    retries: Optional[Retries] = None
 
 
 class Prompt(_Model):
@@ -453,6 +472,16 @@ class Scenario(_Model):
         """The backoff rule after a request of `prompt` (its own, if it gives one)."""
         own = prompt.failures.backoff
         return self.failures.backoff if own == INHERIT else own  # type: ignore[return-value]
+
+    def retries_for(self, prompt: Prompt) -> Optional[Retries]:
+        """The retry rule of `prompt`'s requests (its own, if it gives one)."""
+        own = prompt.failures.retries
+        return self.failures.retries if own == INHERIT else own  # type: ignore[return-value]
+
+    @property
+    def retries(self) -> bool:
+        """Does any prompt retry? (the summary then shows requests as the application sees them)"""
+        return any(self.retries_for(prompt) is not None for prompt in self.prompts)
 
     def counts_for_fail_fast(self, prompt: Prompt) -> bool:
         return prompt.failures.fail_fast == INHERIT

@@ -202,6 +202,8 @@ def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_o
     if summary.slos or summary.regressions:
         return Verdict(status="PASS", exit_code=exitcodes.OK, reasons=reasons)
     if summary.totals.errors:
-        reasons.insert(0, f"{summary.totals.errors} of {summary.totals.judged} judged requests failed (no SLOs set)")
+        app = summary.totals.application
+        seen = f"; as the application saw them: {app.failures} of {app.requests} requests" if app is not None else ""
+        reasons.insert(0, f"{summary.totals.errors} of {summary.totals.judged} judged requests failed{seen} (no SLOs set)")
         return Verdict(status="ERRORS", exit_code=exit_code_on_error, reasons=reasons)
     return Verdict(status="DONE", exit_code=exitcodes.OK, reasons=reasons)

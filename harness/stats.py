@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterable
 
 from hdrh.histogram import HdrHistogram
 
-from harness.results import Group, Histograms, Percentiles
-from harness.timing import OK, OUTCOMES, TimingRecord
+from harness.results import Application, Group, Histograms, Percentiles
+from harness.timing import CANCELLED, OK, OUTCOMES, TimingRecord
 
 # Values are recorded in microseconds: 1 us .. 1 hour at 3 significant digits.
 _US_MAX = 3_600_000_000
@@ -68,7 +68,77 @@ def _record_ms(histogram: HdrHistogram, value_ms: float | None) -> None:
         histogram.record_value(min(max(int(round(value_ms * 1000)), 1), _US_MAX))
 
 
+def percentiles(histogram: HdrHistogram, scale: int = 1000) -> Percentiles | None:
+    """A histogram's figures, its values divided by `scale` (microseconds to ms by default)."""
+    count = histogram.get_total_count()
+    if not count:
+        return None
+    at, mean = histogram_values(histogram, PERCENTILES)
+    return Percentiles(
+        count=count,
+        min=histogram.get_min_value() / scale,
+        max=histogram.get_max_value() / scale,
+        mean=mean / scale,
+        **{f"p{q:g}": at[q] / scale for q in PERCENTILES},
+    )
+
+
 HISTOGRAMS = ("ttft", "first_thinking", "latency", "output_tps")
+
+
+@dataclass
+class AppStats:
+    """Requests as the application sees them when its client retries: one per request, however
+    many attempts it took; latency and TTFT from its first attempt's start, waits included."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)  # the last attempt's; cancelled: cut by the stop
+    attempts: int = 0
+    retried: int = 0  # requests that took more than one attempt
+    latency: HdrHistogram = field(default_factory=new_histogram)
+    ttft: HdrHistogram = field(default_factory=new_histogram)
+
+    def add(self, record: TimingRecord) -> None:
+        """`record` is its request's last attempt."""
+        self.outcomes[record.outcome] += 1
+        self.attempts += record.attempt
+        self.retried += record.attempt > 1
+        if record.outcome == OK:
+            _record_ms(self.latency, record.app_latency_ms)
+            _record_ms(self.ttft, record.app_ttft_ms)
+
+    def abandon(self, record: TimingRecord) -> None:
+        """The run stopped while `record`'s request waited to be tried again."""
+        self.outcomes[CANCELLED] += 1
+        self.attempts += record.attempt
+        self.retried += 1
+
+    def merge(self, other: AppStats) -> None:
+        self.outcomes.update(other.outcomes)
+        self.attempts += other.attempts
+        self.retried += other.retried
+        self.latency.add(other.latency)
+        self.ttft.add(other.ttft)
+
+    def figures(self) -> Application:
+        requests = sum(self.outcomes.values())
+        return Application(
+            requests=requests, failures=requests - self.outcomes[OK], attempts=self.attempts, retried=self.retried,
+            outcomes={name: self.outcomes[name] for name in OUTCOMES if self.outcomes[name]},
+            latency_ms=percentiles(self.latency), ttft_ms=percentiles(self.ttft),
+        )  # fmt: skip
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "outcomes": dict(self.outcomes), "attempts": self.attempts, "retried": self.retried,
+            "latency": self.latency.encode().decode(), "ttft": self.ttft.encode().decode(),
+        }  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> AppStats:
+        stats = cls(outcomes=Counter(data["outcomes"]), attempts=data["attempts"], retried=data["retried"])
+        stats.latency.decode_and_add(data["latency"].encode())
+        stats.ttft.decode_and_add(data["ttft"].encode())
+        return stats
 
 
 @dataclass
@@ -84,8 +154,16 @@ class LabelStats:
     output_tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0  # requests whose model has no price
+    application: AppStats | None = None  # with retries: the requests as the application sees them
+
+    def _application(self) -> AppStats:
+        if self.application is None:
+            self.application = AppStats()
+        return self.application
 
     def add(self, record: TimingRecord) -> None:
+        if record.app_latency_ms is not None:  # the last attempt of a request whose client retries
+            self._application().add(record)
         self.outcomes[record.outcome] += 1
         self.input_tokens += record.input_tokens or 0
         self.output_tokens += record.output_tokens or 0
@@ -111,6 +189,8 @@ class LabelStats:
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
         self.unpriced += other.unpriced
+        if other.application is not None:
+            self._application().merge(other.application)
 
     @property
     def requests(self) -> int:
@@ -122,19 +202,7 @@ class LabelStats:
 
     def percentiles(self, name: str) -> Percentiles | None:
         """p50.. of one histogram (times in ms; "output_tps" in tokens/s)."""
-        histogram: HdrHistogram = getattr(self, name)
-        count = histogram.get_total_count()
-        if not count:
-            return None
-        scale = _TPS_SCALE if name == "output_tps" else 1000
-        at, mean = histogram_values(histogram, PERCENTILES)
-        return Percentiles(
-            count=count,
-            min=histogram.get_min_value() / scale,
-            max=histogram.get_max_value() / scale,
-            mean=mean / scale,
-            **{f"p{q:g}": at[q] / scale for q in PERCENTILES},
-        )
+        return percentiles(getattr(self, name), _TPS_SCALE if name == "output_tps" else 1000)
 
     def figures(self, with_histograms: bool = False) -> Group:
         """The summary's figures of this group; optionally the HDR histograms themselves
@@ -153,6 +221,7 @@ class LabelStats:
             cost_usd=round(self.cost_usd, 6),
             unpriced_requests=self.unpriced,
             hdr=hdr,
+            application=self.application.figures() if self.application is not None else None,
         )
 
     def encode(self) -> dict[str, Any]:
@@ -163,6 +232,7 @@ class LabelStats:
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
             "unpriced": self.unpriced,
+            **({"application": self.application.encode()} if self.application is not None else {}),
         }
 
     @classmethod
@@ -172,6 +242,8 @@ class LabelStats:
             getattr(stats, name).decode_and_add(data[name].encode())
         stats.input_tokens, stats.output_tokens = data["input_tokens"], data["output_tokens"]
         stats.cost_usd, stats.unpriced = data["cost_usd"], data["unpriced"]
+        if "application" in data:
+            stats.application = AppStats.decode(data["application"])
         return stats
 
 
@@ -184,12 +256,19 @@ class RunStats:
     def __init__(self) -> None:
         self.labels: dict[Label, LabelStats] = {}
 
-    def add(self, record: TimingRecord) -> None:
+    def _label(self, record: TimingRecord) -> LabelStats:
         key = (record.model, record.prompt, record.mode)
         stats = self.labels.get(key)
         if stats is None:
             stats = self.labels[key] = LabelStats()
-        stats.add(record)
+        return stats
+
+    def add(self, record: TimingRecord) -> None:
+        self._label(record).add(record)
+
+    def abandon(self, record: TimingRecord) -> None:
+        """The run stopped while `record`'s request waited for a retry: that request ends so."""
+        self._label(record)._application().abandon(record)
 
     def reset(self) -> None:
         self.labels.clear()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from harness import __version__
 from harness.formatting import fmt_cost, fmt_ms, fmt_tps, failures_by_class
-from harness.results import Accounting, Group, Health, LabelGroup, Points, RunInfo, ScenarioInfo, Summary, WorkerInfo
+from harness.results import Accounting, Application, Group, Health, LabelGroup, Points, RunInfo, ScenarioInfo, Summary, WorkerInfo
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
 
@@ -156,6 +156,25 @@ def render_table(summary: Summary) -> str:
     return "\n".join(out)
 
 
+def application_text(name: str, app: Application) -> str:
+    """One group's requests as the application sees them (with retries)."""
+    latency, ttft = app.latency_ms, app.ttft_ms
+    failed = f"{app.failures} failed ({failures_by_class(app.outcomes)})" if app.failures else "none failed"
+    return (
+        f"{name}: {app.requests} requests in {app.attempts} attempts ({app.retried} retried), {failed}; "
+        f"latency p50 {fmt_ms(_pick(latency, 'p50'))}, p95 {fmt_ms(_pick(latency, 'p95'))}, p99 {fmt_ms(_pick(latency, 'p99'))} ms; "
+        f"TTFT p50 {fmt_ms(_pick(ttft, 'p50'))}, p95 {fmt_ms(_pick(ttft, 'p95'))} ms"
+    )
+
+
+def render_application(summary: Summary) -> list[str]:
+    groups = [(name, group.application) for name, group in [*summary.models.items(), ("ALL", summary.totals)]]
+    lines = [f"  {application_text(name, app)}" for name, app in groups if app is not None]
+    if not lines:
+        return []
+    return ["requests as the application sees them (the table above counts each attempt; latency here includes retries and waits):", *lines]
+
+
 def accounting_text(accounting: Accounting) -> str:
     """Where every request went, checkable: recorded = in the figures + before the window."""
     parts = [f"{accounting.requests} in the figures"]
@@ -180,6 +199,7 @@ def render_text(summary: Summary) -> str:
     lines = [
         f"Claude summary: scenario {run.scenario.name}, run {run.run_id}: {accounting_text(summary.accounting)}",
         render_table(summary),
+        *render_application(summary),
     ]
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"
     lines.append(

@@ -23,8 +23,10 @@ counting chunks.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, fields
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable
 
 NS_PER_MS = 1_000_000
 
@@ -88,6 +90,12 @@ class TimingRecord:
     error_message: str | None = None
     cost_usd: float | None = None
     window: int = 0  # the measurement window it started in (--reset-stats opens window 1, ...)
+    retry_after_s: float | None = None  # the server's retry-after (or retry-after-ms) on this response
+    # with retries (the scenario's failures.retries), each attempt is a record:
+    attempt: int = 1  # this attempt's number in its request
+    retried: bool = False  # its failure was tried again: the application did not see it
+    app_latency_ms: float | None = None  # on a request's last attempt: from its first attempt's start, waits included
+    app_ttft_ms: float | None = None  # the same for the first text of the last attempt
 
     @property
     def ok(self) -> bool:
@@ -150,6 +158,13 @@ class TimingRecord:
         self.stop_reason = message.get("stop_reason")
         self.outcome = OK
 
+    def settle_request(self, first_start_ns: int) -> None:
+        """This attempt is its request's last: what the application saw, from the start of the
+        request's first attempt (retries and waits included)."""
+        before_ms = (self.start_ns - first_start_ns) / NS_PER_MS
+        self.app_latency_ms = before_ms + (self.latency_ms or 0.0)
+        self.app_ttft_ms = before_ms + self.ttft_ms if self.ttft_ms is not None and self.first_content == "text" else None
+
     def fail(self, outcome: str, error_type: str, message: str) -> None:
         self.outcome = outcome
         self.error_type = error_type
@@ -157,6 +172,22 @@ class TimingRecord:
 
 
 _FIELD_NAMES = tuple(field.name for field in fields(TimingRecord))
+
+
+def retry_after_s(header: Callable[[str], str | None]) -> float | None:
+    """The server's wait before a retry, from `retry-after-ms` or `retry-after` (seconds or an
+    HTTP date), as the SDK reads them; None when absent or unreadable."""
+    try:
+        if (value := header("retry-after-ms")) is not None:
+            return max(0.0, float(value) / 1000)
+        if (value := header("retry-after")) is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _error_of(body: bytes) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import gevent
 from gevent import GreenletExit, getcurrent
 
 from harness.deadlines import Deadlines, Expired
-from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord
+from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
 if TYPE_CHECKING:
     from harness.scenario import Timeouts
@@ -204,6 +204,7 @@ class FastTransport:
         record.request_id = response.get("request-id")
         encoding = response.get("content-encoding")
         if status != 200:
+            record.retry_after_s = retry_after_s(response.get)
             record.apply_error_body(status, _decoded(response.read(), encoding))
             record.latency_ms = _elapsed_ms(record)
         elif stream:
@@ -279,6 +280,7 @@ class SdkTransport:
                     self._read(record, response, request.stream, deadlines)
             except api.APIStatusError as exc:
                 record.request_id = exc.request_id
+                record.retry_after_s = retry_after_s(exc.response.headers.get)
                 if record.ttfb_ms is None:
                     record.ttfb_ms = _elapsed_ms(record)
                 record.apply_error_body(exc.status_code, exc.response.content)

@@ -6,12 +6,16 @@ import gevent
 from locust import User, constant, task
 
 from harness.run import HarnessRun
+from harness.scenario import Pick
+from harness.timing import TimingRecord
+from harness.transport import PreparedRequest
 
 
 class ClaudeUser(User):
     """Picks model and prompt by weight, streams or blocks per the scenario's share.
 
-    A closed loop without think time: each user has one request in flight at a time.
+    A closed loop without think time: each user has one request in flight at a time. With
+    retries, a request is one or more attempts, each sent, recorded and counted as such.
     """
 
     wait_time = constant(0)
@@ -21,6 +25,7 @@ class ClaudeUser(User):
         self.sampler = self.claude.new_sampler()
         self.transport = self.claude.new_transport()
         self.backoff = self.claude.new_backoff()
+        self.retrying = self.claude.new_retrying()
 
     @task
     def call_claude(self) -> None:
@@ -29,14 +34,34 @@ class ClaudeUser(User):
             return
         pick = self.sampler.next()
         request = self.claude.prepare(pick)
-        record = self.claude.new_record(pick)
-        try:
-            self.transport.send(record, request)
-        finally:  # also when the run stops mid-request: the record says "cancelled"
-            self.claude.emit(record)
+        record, retry_in = self.attempt(pick, request, 1, None)
+        first_start_ns = record.start_ns
+        while retry_in is not None:
+            try:
+                gevent.sleep(max(retry_in, self.backoff.wait_after(record)))  # a waiting user is idle
+            except gevent.GreenletExit:  # the run stopped during the wait: the request ends there
+                self.claude.abandon(record)
+                raise
+            record, retry_in = self.attempt(pick, request, record.attempt + 1, first_start_ns)
         wait = self.backoff.wait_after(record)  # identical failures in a row: the user waits
         if wait:
             gevent.sleep(wait)
+
+    def attempt(self, pick: Pick, request: PreparedRequest, number: int, first_start_ns: int | None) -> tuple[TimingRecord, float | None]:
+        """Send one attempt and record it; the wait before the next one, if it is retried."""
+        record = self.claude.new_record(pick, number)
+        retry_in = None
+        try:
+            self.transport.send(record, request)
+        finally:  # also when the run stops mid-request: the record says "cancelled"
+            retry_in = self.retrying.wait_before_retry(record)
+            if retry_in is not None and not self.claude.admit():
+                retry_in = None  # a limit refuses the retry: this attempt is the last
+            record.retried = retry_in is not None
+            if not record.retried and self.retrying.on(pick.prompt.name):
+                record.settle_request(first_start_ns or record.start_ns)
+            self.claude.emit(record)
+        return record, retry_in
 
     def on_stop(self) -> None:
         if hasattr(self, "transport"):  # on_start may have been cut short

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from harness.emulator_process import EmulatorProcess
 from harness.failures import Backoff, FailFast
 from harness.scenario import Backoff as BackoffRule
 from harness.scenario import FailFast as FailFastRule
+from harness.scenario import Retries as RetriesRule
 from harness.scenario import ScenarioError, scenario_from_dict
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TimingRecord
 from tests.processes import free_port, read_jsonl, run_locust, write_yaml
@@ -74,16 +76,20 @@ def test_fail_fast_needs_every_request_of_the_window_to_fail_alike() -> None:
 
 
 def test_a_prompt_may_give_its_own_failure_policy() -> None:
-    data = {**SCENARIO, "prompts": [
-        {**SCENARIO["prompts"][0], "failures": {"backoff": {"after": 1, "max_s": 2}, "fail_fast": None}},
+    data = {**SCENARIO, "failures": {"retries": {"max": 3}}, "prompts": [
+        {**SCENARIO["prompts"][0], "failures": {"backoff": {"after": 1, "max_s": 2}, "fail_fast": None, "retries": None}},
         {**SCENARIO["prompts"][1], "failures": {"backoff": None}},
     ]}  # fmt: skip
     loaded = scenario_from_dict(scenario_from_dict(data).model_dump(mode="json"))  # as a worker gets it
     own, off = loaded.prompts
     assert loaded.backoff_for(own) == BackoffRule(after=1, max_s=2) and loaded.backoff_for(off) is None
     assert not loaded.counts_for_fail_fast(own) and loaded.counts_for_fail_fast(off)
+    assert loaded.retries_for(own) is None and loaded.retries_for(off) == RetriesRule(max=3) and loaded.retries
+    assert scenario_from_dict(SCENARIO).retries is False  # off by default
     with pytest.raises(ScenarioError, match="prompts.0..failures.fail_fast"):
         scenario_from_dict({**data, "prompts": [{**SCENARIO["prompts"][0], "failures": {"fail_fast": {"within_s": 3}}}]})
+    with pytest.raises(ScenarioError, match=r"failures.retries.on\[0\]: must be one of 'rate_limited', .*\(got 'cancelled'\)"):
+        scenario_from_dict({**SCENARIO, "failures": {"retries": {"on": ["cancelled"]}}})
 
 
 def scenario(tmp_path: Path, **failures: object) -> Path:
@@ -243,3 +249,69 @@ def test_workers_on_their_own_spend_no_more_than_their_share_of_the_budget(tmp_p
     assert budget * 0.9 <= spent <= budget + users * most, spent
     # the users idled: nothing started in the seconds before the workers gave up
     assert max(r["wall_start_ns"] for r in records) / 1e9 < frozen_at + 15
+
+
+def test_a_retry_waits_the_servers_retry_after_or_a_doubling_backoff_and_only_for_its_outcomes() -> None:
+    import random
+
+    from harness.failures import Retrying
+    from harness.scenario import Retries
+
+    rule = Retries(max=2, on=["rate_limited", "overloaded"], first_wait_s=0.5, max_wait_s=0.8)
+    retrying = Retrying(lambda prompt: rule, random.Random(1))
+
+    def attempt(number: int, outcome: str = "rate_limited", after: float | None = None) -> TimingRecord:
+        result = record(outcome, "rate_limit_error", 429)
+        result.attempt, result.retry_after_s = number, after
+        return result
+
+    assert retrying.wait_before_retry(attempt(1, after=2.0)) == 2.0  # the server's word
+    assert 0.375 <= (retrying.wait_before_retry(attempt(1)) or 0) <= 0.5  # 0.5 s less up to 25 % jitter
+    assert 0.6 <= (retrying.wait_before_retry(attempt(2, after=61.0)) or 0) <= 0.8  # too long: the backoff, capped
+    assert retrying.wait_before_retry(attempt(3)) is None  # 2 retries done
+    assert retrying.wait_before_retry(attempt(1, "api_error")) is None and retrying.wait_before_retry(record()) is None
+    assert retrying.wait_before_retry(attempt(1, CANCELLED)) is None
+    assert Retrying(lambda prompt: rule.model_copy(update={"wait_retry_after": False}), random.Random(1)).wait_before_retry(attempt(1, after=9.0)) <= 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["fast", "sdk"])
+def test_retries_count_attempts_and_requests_apart_and_time_what_the_application_waits(tmp_path: Path, transport: str) -> None:
+    from tests.test_locust_run import run_against_emulator
+
+    profile = {**FAST_PROFILE, "faults": {"rate_limited": 0.3, "retry_after_s": 1}}
+    retries = {"max": 2, "on": ["rate_limited"], "wait_retry_after": True}
+    scenario = write_yaml(tmp_path / "retries.yaml", {**SCENARIO, "failures": {"retries": retries, "backoff": None}})
+    summary_path = tmp_path / "s.json"
+    result, truth = run_against_emulator(
+        tmp_path, scenario, profile, "--transport", transport, "--summary-json", str(summary_path), "--stop-timeout", "10",
+        users=6, run_time="8s", timeout_s=90,
+    )  # fmt: skip
+    records, summary = result.records(), json.loads(summary_path.read_text())
+    # every attempt is a request the server saw, recorded once, a failure where it failed
+    assert len(records) == len(truth) == summary["totals"]["requests"], result.stderr[-2000:]
+    limited = [r for r in records if r["outcome"] == "rate_limited"]
+    assert len(limited) == sum(1 for t in truth if t["status"] == 429) == summary["totals"]["outcomes"]["rate_limited"]
+    assert all(r["retry_after_s"] == 1.0 for r in limited)
+    # a request's attempts: the retried ones, then its last one; the stop may cut a retry's wait
+    last = [r for r in records if not r["retried"]]
+    count = Counter((r["attempt"], r["retried"]) for r in records)
+    cut = {k: count[k, True] - count[k + 1, True] - count[k + 1, False] for k in (1, 2)}  # retried, never tried again
+    assert all(n >= 0 for n in cut.values()) and count[4, False] == count[4, True] == 0, count
+    app = summary["totals"]["application"]
+    assert app["requests"] == len(last) + sum(cut.values())
+    assert app["attempts"] == sum(r["attempt"] for r in last) + sum(k * n for k, n in cut.items())
+    assert app["outcomes"].get("cancelled", 0) == sum(1 for r in last if r["outcome"] == "cancelled") + sum(cut.values())
+    assert all(r["retried"] == (r["outcome"] == "rate_limited" and r["attempt"] <= 2) for r in records if r["outcome"] != "cancelled")
+    assert app["failures"] == sum(1 for r in last if r["outcome"] != "ok") + sum(cut.values()) < len(limited)
+    assert app["retried"] == sum(1 for r in last if r["attempt"] > 1) + sum(cut.values()) > 0
+    # what the application waited: its attempts and the server's retry-after of 1 s before each retry
+    for r in last:
+        if r["outcome"] == "cancelled":
+            continue
+        waited_ms = r["app_latency_ms"] - r["latency_ms"]
+        assert 1000 * (r["attempt"] - 1) <= waited_ms < 1600 * (r["attempt"] - 1) + 1, r
+        if r["ttft_ms"] is not None:
+            assert r["app_ttft_ms"] == pytest.approx(waited_ms + r["ttft_ms"], abs=0.01)
+    assert app["latency_ms"]["max"] >= 2000 > summary["totals"]["latency_ms"]["max"]  # a request retried twice
+    assert "requests as the application sees them" in result.stdout and "retried" in result.stdout

@@ -94,3 +94,38 @@ def test_recent_stats_cover_a_sliding_window() -> None:
     assert recent.window(30).requests == 2
     now[0] += 100
     assert recent.window(300).requests == 0  # older than keep_s: forgotten
+
+
+def test_requests_as_the_application_sees_them_count_once_and_travel_in_deltas() -> None:
+    whole, worker = RunStats(), RunStats()
+    attempts = []
+    for i in range(300):  # every third request was rate limited once, then answered
+        if i % 3 == 0:
+            failed = record("a", ttft=None, latency=20.0, outcome=RATE_LIMITED)
+            failed.retried = True
+            attempts.append(failed)
+        last = record("a", ttft=50.0, latency=400.0 + i)
+        last.attempt = 2 if i % 3 == 0 else 1
+        last.settle_request(last.start_ns - (1_020_000_000 if i % 3 == 0 else 0))  # a retry-after of 1 s waited
+        attempts.append(last)
+    cut = record("a", ttft=None, latency=20.0, outcome=RATE_LIMITED)
+    cut.retried = True
+    for rec in [*attempts, cut]:
+        whole.add(rec)
+        worker.add(rec)
+    whole.abandon(cut)  # the run stopped while it waited for its retry
+    worker.abandon(cut)
+    merged = RunStats()
+    merged.merge(RunStats.decode(worker.take().encode()))
+    app = merged.total().figures().application
+    assert app == whole.total().figures().application
+    assert app is not None and (app.requests, app.attempts, app.retried, app.failures) == (301, 401, 101, 1)
+    assert app.outcomes == {"ok": 300, "cancelled": 1} and merged.total().requests == 401
+    assert app.latency_ms is not None and app.latency_ms.max == pytest.approx(1020 + 400 + 297, rel=1e-3)
+    assert app.ttft_ms is not None and app.ttft_ms.p50 == pytest.approx(50, rel=1e-3)
+
+
+def test_without_retries_there_are_no_application_figures() -> None:
+    stats = RunStats()
+    stats.add(record("a", ttft=10.0, latency=20.0))
+    assert stats.total().figures().application is None and "application" not in stats.encode()[0]
