@@ -252,6 +252,8 @@ def _scripts() -> dict[str, list[Step]]:
         sleep(5),
         w(json_response("http-400", 400, "Bad Request", error_body("http-400", "invalid_request_error", "max_tokens: field required"))),
     ]
+    moved = b"<html><body>Moved</body></html>\n"
+    s["http-302"] = [sleep(5), w(json_response("http-302", 302, "Found", moved, content_type="text/html", extra="location: https://elsewhere.example/v1/messages\r\n"))]
     html = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n"
     s["http-502-html"] = [sleep(5), w(json_response("http-502-html", 502, "Bad Gateway", html, content_type="text/html"))]
     body = blocking_body("blocking-ok")

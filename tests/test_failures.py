@@ -5,9 +5,13 @@ the scenario's time limits reach the transports."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -19,7 +23,7 @@ from harness.scenario import FailFast as FailFastRule
 from harness.scenario import Retries as RetriesRule
 from harness.scenario import ScenarioError, scenario_from_dict
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TimingRecord
-from tests.processes import free_port, read_jsonl, run_locust, write_yaml
+from tests.processes import ROOT, free_port, read_jsonl, run_locust, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO
 
 WITHIN_S = 2.0
@@ -172,29 +176,47 @@ def test_a_master_stops_when_every_worker_failed_fast(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_scenarios_time_limits_reach_the_transport(tmp_path: Path) -> None:
-    """A stream whose headers come and then nothing: the idle limit ends it, not the total."""
-    import subprocess
-    import sys
-
-    from tests.processes import ROOT
-
+@contextmanager
+def replay_server(tmp_path: Path) -> Iterator[str]:
+    """tests/replay_server.py in its own process: its URL."""
     log = tmp_path / "replay.jsonl"
     replay = subprocess.Popen([sys.executable, str(ROOT / "tests" / "replay_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True)
     try:
         assert replay.stdout is not None
-        url = replay.stdout.readline().split()[-1]
+        yield replay.stdout.readline().split()[-1]
+    finally:
+        replay.kill()
+        replay.wait(10)
+
+
+def test_the_scenarios_time_limits_reach_the_transport(tmp_path: Path) -> None:
+    """A stream whose headers come and then nothing: the idle limit ends it, not the total."""
+    with replay_server(tmp_path) as url:
         data = {
             "name": "stalls", "models": [{"model": "stall"}], "prompts": [{"name": "p", "input_tokens": 10, "max_tokens": 8}],
             "timeouts": {"idle_s": 1, "total_s": 30}, "failures": {"fail_fast": None},
         }  # fmt: skip
         result = run_locust(tmp_path, write_yaml(tmp_path / "stalls.yaml", data), "--host", url, users=2, run_time="4s", timeout_s=90)
-    finally:
-        replay.kill()
-        replay.wait(10)
     records = [r for r in result.records() if r["outcome"] != CANCELLED]
     assert records and {(r["outcome"], r["error_type"]) for r in records} == {("timeout", "idle_timeout")}, result.stderr[-2000:]
     assert all(1000 <= r["latency_ms"] < 3000 for r in records)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["fast", "sdk"])
+def test_a_redirect_fails_fast_with_a_hint_and_is_not_hammered(tmp_path: Path, transport: str) -> None:
+    """A 302 (a host without its path behind a proxy, say) drew 50,585 requests in 8 s."""
+    with replay_server(tmp_path) as url:
+        data = {**SCENARIO, "models": [{"model": "http-302"}], "failures": {"fail_fast": {"within_s": WITHIN_S}}}
+        result = run_locust(
+            tmp_path, write_yaml(tmp_path / "redirect.yaml", data), "--host", url, "--transport", transport,
+            users=2, run_time="60s", timeout_s=90,
+        )  # fmt: skip
+        served = read_jsonl(tmp_path / "replay.jsonl")
+    assert result.returncode == exitcodes.USAGE, result.stderr[-3000:]
+    assert "HTTP 302" in result.stderr and "the server redirects: give the final URL with --host" in result.stderr
+    records = result.records()
+    assert {r["http_status"] for r in records} == {302} and len(records) == len(served) < 40  # backoff: not hammered
 
 
 @pytest.mark.slow
