@@ -60,7 +60,7 @@ TIMED = (
 # fields that must be equal between the two transports for the same script
 IDENTICAL = (
     "outcome", "error_type", "http_status", "first_content", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_creation_tokens", "stop_reason", "request_id", "events", "mode",
+    "cache_read_tokens", "cache_creation_tokens", "stop_reason", "request_id", "events", "mode", "retry_after_s",
 )  # fmt: skip
 # fields that must be both None or both set
 PRESENCE = ("ttfb_ms", "message_start_ms", "first_thinking_ms", "ttft_ms", "last_token_ms", "latency_ms", "max_gap_ms")
@@ -94,6 +94,7 @@ EXPECTED: dict[str, Expect] = {
     "http-500": Expect(API_ERROR, "api_error", 500, **HTTP_ERROR),
     "http-400": Expect(API_ERROR, "invalid_request_error", 400, **HTTP_ERROR),
     "http-502-html": Expect(API_ERROR, "unparsable_error_body", 502, **HTTP_ERROR),
+    "http-302": Expect(API_ERROR, "unparsable_error_body", 302, **HTTP_ERROR),
     "blocking-ok": Expect(OK, stream=False, output_tokens=6, stop_reason="end_turn"),
     "stall": Expect(TIMEOUT, "idle_timeout", output_tokens=1),
     "ping-flood": Expect(TIMEOUT, "idle_timeout", output_tokens=1),
@@ -244,6 +245,8 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
     check(f"first_content == {expect.first_content}", record.first_content == expect.first_content, record.first_content)
     check(f"output_tokens == {expect.output_tokens}", record.output_tokens == expect.output_tokens, record.output_tokens)
     check(f"stop_reason == {expect.stop_reason}", record.stop_reason == expect.stop_reason, record.stop_reason)
+    retry_after = 7.0 if script == "http-429" else None  # the only script with a retry-after header
+    check(f"retry_after_s == {retry_after}", record.retry_after_s == retry_after, record.retry_after_s)
     usage = (record.input_tokens, record.cache_read_tokens, record.cache_creation_tokens)
     if expect.usage:
         wanted = (replay_server.INPUT_TOKENS, replay_server.CACHE_READ, replay_server.CACHE_CREATION)
