@@ -5,6 +5,10 @@ busy process before it is timestamped. A ticker greenlet measures how late the e
 wakes it (loop lag); the process's CPU time gives its CPU use. Every interval a sample is
 kept, written as a `harness_health` point, and compared with the thresholds: a saturated
 process is reported once per episode in the console and marks the run as unreliable.
+
+A run may last hours: the figures are running aggregates, and the timeline the summary keeps
+is bounded (`TIMELINE_MAX` samples; when full, every other one is dropped and from then on
+one sample in twice as many is kept).
 """
 
 from __future__ import annotations
@@ -29,6 +33,26 @@ DEFAULT_MAX_LOOP_LAG_MS = 20.0
 # unreliable when saturation recurs: in at least 2 samples and 10 % of them
 UNRELIABLE_MIN_SAMPLES = 2
 UNRELIABLE_MIN_SHARE = 0.10
+TIMELINE_MAX = 720  # one sample every 2 s for 24 minutes, then thinner
+
+
+class Timeline:
+    """A bounded, evenly thinned list of samples."""
+
+    def __init__(self, max_samples: int = TIMELINE_MAX) -> None:
+        self.max_samples = max_samples
+        self.samples: list[HealthSample] = []
+        self.stride = 1  # one sample kept out of `stride`
+        self._seen = 0
+
+    def add(self, sample: HealthSample) -> None:
+        self._seen += 1
+        if (self._seen - 1) % self.stride:
+            return
+        self.samples.append(sample)
+        if len(self.samples) >= self.max_samples:
+            self.samples = self.samples[::2]
+            self.stride *= 2
 
 
 @dataclass(frozen=True)
@@ -60,20 +84,21 @@ class HealthMonitor:
         self.on_sample = on_sample
         self.thresholds = thresholds
         self.interval_s = interval_s
-        self.samples: list[HealthSample] = []
+        self.timeline = Timeline()
+        self.latest: HealthSample | None = None
+        self.samples = 0
+        self.saturated_samples = 0
+        self._cpu_sum = 0.0
+        self._cpu_max = self._lag_max = self._lag_p99_max = 0.0
         self._lags_ms: list[float] = []
         self._process = psutil.Process()
         self._greenlets: list[gevent.Greenlet] = []
         self._saturated_episode = False
 
     @property
-    def saturated_samples(self) -> int:
-        return sum(1 for sample in self.samples if sample.saturated)
-
-    @property
     def unreliable(self) -> bool:
         saturated = self.saturated_samples
-        return saturated >= UNRELIABLE_MIN_SAMPLES and saturated >= UNRELIABLE_MIN_SHARE * len(self.samples)
+        return saturated >= UNRELIABLE_MIN_SAMPLES and saturated >= UNRELIABLE_MIN_SHARE * self.samples
 
     def start(self) -> None:
         self._cpu_mark = (self._cpu_seconds(), time.monotonic())
@@ -115,10 +140,20 @@ class HealthMonitor:
             loop_lag_p99_ms=round(lag_p99, 2), users=g.users(), in_flight=g.in_flight(), points_written=g.points_written(),
             points_dropped=g.points_dropped(), buffer_size=g.buffer_size(), saturated=saturated,
         )  # fmt: skip
-        self.samples.append(sample)
+        self._keep(sample)
         self._report(sample)
         self.on_sample(sample)
         return sample
+
+    def _keep(self, sample: HealthSample) -> None:
+        self.latest = sample
+        self.timeline.add(sample)
+        self.samples += 1
+        self.saturated_samples += sample.saturated
+        self._cpu_sum += sample.cpu_percent
+        self._cpu_max = max(self._cpu_max, sample.cpu_percent)
+        self._lag_max = max(self._lag_max, sample.loop_lag_max_ms)
+        self._lag_p99_max = max(self._lag_p99_max, sample.loop_lag_p99_ms)
 
     def _report(self, sample: HealthSample) -> None:
         if sample.saturated and not self._saturated_episode:
@@ -133,15 +168,14 @@ class HealthMonitor:
         self._saturated_episode = sample.saturated
 
     def summary(self) -> dict[str, float | int | bool]:
-        samples = self.samples
         return {
-            "samples": len(samples),
+            "samples": self.samples,
             "saturated_samples": self.saturated_samples,
             "unreliable": self.unreliable,
-            "cpu_percent_max": max((s.cpu_percent for s in samples), default=0.0),
-            "cpu_percent_mean": round(sum(s.cpu_percent for s in samples) / len(samples), 1) if samples else 0.0,
-            "loop_lag_max_ms": max((s.loop_lag_max_ms for s in samples), default=0.0),
-            "loop_lag_p99_max_ms": max((s.loop_lag_p99_ms for s in samples), default=0.0),
+            "cpu_percent_max": self._cpu_max,
+            "cpu_percent_mean": round(self._cpu_sum / self.samples, 1) if self.samples else 0.0,
+            "loop_lag_max_ms": self._lag_max,
+            "loop_lag_p99_max_ms": self._lag_p99_max,
             "max_cpu_percent_limit": self.thresholds.max_cpu_percent,
             "max_loop_lag_ms_limit": self.thresholds.max_loop_lag_ms,
         }

@@ -198,7 +198,7 @@ class Health(_Result):
     loop_lag_p99_max_ms: float
     max_cpu_percent_limit: float
     max_loop_lag_ms_limit: float
-    timeline: list[HealthSample]
+    timeline: list[HealthSample] = Field(description="the samples in time order; on a long run at most 720, evenly thinned")
 
 
 class SloResult(_Result):

@@ -27,7 +27,7 @@ from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, FileSink, InfluxC
 from harness.records import RecordsFile
 from harness.scenario import Pick, Sampler, Scenario
 from harness.shares import Share
-from harness.stats import RecentStats, RunStats
+from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
 from harness.timing import TimingRecord
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
 
@@ -91,7 +91,7 @@ class HarnessRun:
         self.scenario = config.scenario
         self.ledger = Ledger()
         self.stats = RunStats()  # the figures: requests that started inside the measurement window
-        self.recent = RecentStats()  # the same over a sliding window (web UI)
+        self.recent = self._new_recent()  # the same over a sliding window (web UI, abort rule)
         self.in_flight = 0
         self.admitted = 0
         self.on_limit: Callable[[str], None] | None = None  # told when the request limit (or the share) refuses
@@ -118,6 +118,10 @@ class HarnessRun:
         self._shared_transport: Transport | None = (
             SdkTransport(config.target, config.pool_size, config.scenario.timeouts.connect_s) if config.transport == "sdk" else None
         )
+
+    def _new_recent(self) -> RecentStats:
+        abort = self.scenario.abort
+        return RecentStats(keep_s=max(LIVE_WINDOW_S, abort.window_s if abort is not None else 0.0))
 
     @staticmethod
     def _point_writer(config: RunConfig) -> PointWriter | None:
@@ -208,7 +212,7 @@ class HarnessRun:
         ledger.openings.append(time.perf_counter_ns())
         ledger.window_opened_at = time.time()
         self.stats.reset()
-        self.recent = RecentStats()
+        self.recent = self._new_recent()
 
     def emit(self, record: TimingRecord) -> None:
         """Fan one finished request out to every sink, exactly once: the records and points
@@ -284,7 +288,7 @@ class HarnessRun:
         return {
             "run_id": self.config.run_id,
             "stats": self.stats.take().encode(),
-            "health": self.health.samples[-1].fields() if self.health.samples else {},
+            "health": self.health.latest.fields() if self.health.latest else {},
             "saturated_samples": self.health.saturated_samples,
             "unreliable": self.health.unreliable,
             "records": self.records.written if self.records is not None else 0,

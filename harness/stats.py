@@ -9,11 +9,13 @@ which merges them: the merged percentiles are exactly those of all requests toge
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any, Callable, Iterable
 
+from hdrh.codec import HdrHistogramEncoder
 from hdrh.histogram import HdrHistogram
 
 from harness.results import Application, Group, Histograms, Percentiles
@@ -27,8 +29,30 @@ _TPS_SCALE = 1000
 PERCENTILES = (50, 90, 95, 99)
 
 
+class Histogram(HdrHistogram):
+    """hdrh's histogram without its reference cycle (histogram <-> encoder): freed by reference
+    counting as soon as it is dropped. The harness keeps the garbage collector nearly idle
+    (harness/pauses.py), so a histogram in a cycle would stay in memory for good: a run makes
+    new ones for every time bucket, report delta and live figure."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoder.histogram = weakref.proxy(self)
+
+    @staticmethod
+    def decode(encoded_histogram: bytes | str, b64_wrap: bool = True) -> Histogram:
+        hdr_payload = HdrHistogramEncoder.decode(encoded_histogram, b64_wrap)
+        payload = hdr_payload.payload
+        return Histogram(
+            payload.lowest_trackable_value, payload.highest_trackable_value, payload.significant_figures, hdr_payload=hdr_payload
+        )
+
+    def decode_and_add(self, encoded_histogram: bytes | str) -> None:
+        self.add(Histogram.decode(encoded_histogram, self.b64_wrap))
+
+
 def new_histogram() -> HdrHistogram:
-    return HdrHistogram(1, _US_MAX, _DIGITS)
+    return Histogram(1, _US_MAX, _DIGITS)
 
 
 # hdrh computes each percentile and the mean in a Python loop over all ~23,000 counters of a
@@ -324,14 +348,20 @@ def _merge(items: Iterable[LabelStats]) -> LabelStats:
     return total
 
 
+LIVE_WINDOW_S = 30  # the web UI's "last 30 s" figures
+
+
 class RecentStats:
-    """Stats of the last minutes in time buckets, for live figures over a sliding window.
+    """Stats of the last seconds in time buckets, for live figures over a sliding window (the
+    web UI's, the abort rule's).
 
     Requests (or, on a master, workers' report deltas) are added to the bucket of the
-    moment they arrive; `window(seconds)` merges the buckets that cover the last seconds.
+    moment they arrive; `window(seconds)` merges the buckets that cover the last seconds, up to
+    `keep_s`. Only what a window needs is kept: a bucket holds full histograms per label (about
+    0.75 MB each), so each kept bucket costs that much per label.
     """
 
-    def __init__(self, bucket_s: float = 5.0, keep_s: float = 300.0, clock: Any = None) -> None:
+    def __init__(self, bucket_s: float = 5.0, keep_s: float = LIVE_WINDOW_S, clock: Any = None) -> None:
         import time
 
         self.bucket_s = bucket_s

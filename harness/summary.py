@@ -94,7 +94,7 @@ def build_summary(
         models={model: figures(s, with_histograms=True) for model, s in stats.by_model().items()},
         modes={mode: figures(s) for mode, s in stats.by_mode().items()},
         labels=[LabelGroup(model=m, prompt=p, mode=mode, **dict(figures(s))) for (m, p, mode), s in sorted(stats.labels.items())],
-        health=Health(**health, timeline=run.health.samples),
+        health=Health(**health, timeline=run.health.timeline.samples),
         points=Points(
             sink=points.sink.description if points else "off",
             written=(points.written if points else 0) + sum(w.points_written for w in workers),

@@ -34,7 +34,7 @@ from gevent import subprocess as gevent_subprocess
 
 from harness.formatting import DASH, failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
 from harness.results import Group, Summary
-from harness.stats import LabelStats
+from harness.stats import LIVE_WINDOW_S, LabelStats
 from harness.summary import build_summary
 from harness.timing import OVERLOADED, RATE_LIMITED
 
@@ -47,7 +47,7 @@ logger = logging.getLogger("harness.webui")
 
 TAB_KEY = "claude"
 TAB_TITLE = "Claude"
-WINDOW_S = 30
+WINDOW_S = LIVE_WINDOW_S
 SCENARIO_DIR = "scenarios"
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 KEEP_SNAPSHOTS = 30
@@ -295,9 +295,8 @@ def health_figures(run: HarnessRun, session: Any) -> dict[str, Any]:
                 sources.append(_sample_fields(state.name, state.health))
             unreliable = unreliable or state.saturated_samples > 0
     else:
-        samples = run.health.samples
-        if samples:
-            latest = samples[-1]
+        latest = run.health.latest
+        if latest is not None:
             sources.append(_sample_fields("local", {**latest.fields(), "at": latest.at}))
         unreliable = run.health.unreliable
     return {

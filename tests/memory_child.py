@@ -1,0 +1,80 @@
+"""The whole harness in one process, as `locust` runs it (gevent-patched, Locust's local runner,
+the plugin, the users, the guard with an abort rule, the web UI's live figures), against the
+emulator, for tests/test_memory.py:
+
+    python -m tests.memory_child URL SCENARIO OUTPUT_DIR N CHECKPOINTS
+
+After a warm-up of N requests, and of WARMUP_S seconds (the live figures' time buckets fill up
+by then), the garbage collector is switched off; then at each of
+CHECKPOINTS checkpoints, N requests apart (counted, not timed), it prints one JSON line: the
+requests since the last one, the objects in reference cycles that became garbage meanwhile
+(found by one full collection, by type), and the objects the collector tracks, by type.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import gc  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+
+import gevent  # noqa: E402
+from locust import events  # noqa: E402
+from locust.argument_parser import get_parser  # noqa: E402
+from locust.env import Environment  # noqa: E402
+
+import locustfile  # noqa: E402,F401  (registers the plugin)
+from harness.stats import LIVE_WINDOW_S  # noqa: E402
+from harness.users import ClaudeUser  # noqa: E402
+from harness.webui import Snapshots  # noqa: E402
+
+USERS = 40
+WARMUP_S = LIVE_WINDOW_S + 10
+
+
+def main() -> None:
+    url, scenario, output_dir, n, checkpoints = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    options = get_parser().parse_args(
+        ["-f", "locustfile.py", "--headless", "--scenario", scenario, "--host", url, "-u", str(USERS), "-r", str(USERS), "--output-dir", output_dir]
+    )  # fmt: skip
+    environment = Environment(user_classes=[ClaudeUser], events=events, parsed_options=options, host=url)
+    runner = environment.create_local_runner()
+    events.init.fire(environment=environment, runner=runner, web_ui=None)
+    runner.start(USERS, spawn_rate=USERS)
+    session = environment.claude
+    live = Snapshots(session)
+    gevent.spawn(poll, live)
+
+    def wait_for(count: int) -> None:
+        while session.run is None or session.run.ledger.recorded < count:
+            gevent.sleep(0.05)
+
+    started = time.monotonic()
+    wait_for(n)
+    gevent.sleep(max(0.0, WARMUP_S - (time.monotonic() - started)))
+    gc.disable()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    for _ in range(checkpoints):
+        start = session.run.ledger.recorded
+        wait_for(start + n)
+        gc.collect()
+        garbage = Counter(type(o).__name__ for o in gc.garbage)
+        gc.garbage.clear()
+        tracked = Counter(type(o).__name__ for o in gc.get_objects())
+        print(json.dumps({"requests": session.run.ledger.recorded - start, "garbage": garbage, "tracked": tracked}), flush=True)
+    runner.quit()
+
+
+def poll(live: Snapshots) -> None:
+    """The web UI's Claude tab asks for live figures every second or so."""
+    while True:
+        live.build()
+        gevent.sleep(0.5)
+
+
+if __name__ == "__main__":
+    main()

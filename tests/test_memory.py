@@ -1,0 +1,49 @@
+"""Long runs keep memory flat: nothing a request, a time bucket, a report or a live figure
+creates stays behind in reference cycles (the harness keeps the garbage collector nearly idle
+so that no collection delays a timing: what sits in a cycle would never be freed), and the
+objects the process holds do not grow with the requests it has sent.
+
+Counted, not timed: the checkpoints are N requests apart (`make soak` measures the RSS slope).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import ROOT, write_yaml
+from tests.test_locust_run import FAST_PROFILE, SCENARIO, start_emulator
+
+pytestmark = pytest.mark.slow
+
+N = 2000
+HARNESS_TYPES = {"Histogram", "HdrHistogramEncoder", "LabelStats", "RunStats", "AppStats", "TimingRecord", "HealthSample", "Group"}
+
+
+def test_requests_leave_no_garbage_in_cycles_and_no_objects_behind(tmp_path: Path) -> None:
+    scenario = write_yaml(
+        tmp_path / "scenario.yaml", {**SCENARIO, "abort": {"error_rate": 0.5, "window_s": 10}, "failures": {"retries": {"max": 1}}}
+    )  # the abort rule's guard merges a window twice a second
+    emulator = start_emulator(tmp_path, {**FAST_PROFILE, "faults": {"rate_limited": 0.05, "retry_after_s": 0}})
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "tests.memory_child", emulator.url or "", str(scenario), str(tmp_path / "runs"), str(N), "3"],
+            cwd=ROOT, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    finally:
+        emulator.stop()
+    assert child.returncode == 0, child.stderr[-3000:]
+    checkpoints = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    assert len(checkpoints) == 3 and all(c["requests"] >= N for c in checkpoints)
+    for checkpoint in checkpoints:
+        garbage = checkpoint["garbage"]
+        assert not HARNESS_TYPES & set(garbage), garbage
+        assert sum(garbage.values()) < 0.05 * N, garbage  # a rare cycle in a library, never one per request
+    # between the last two checkpoints: what the process holds does not grow with the requests
+    before, after = checkpoints[-2]["tracked"], checkpoints[-1]["tracked"]
+    grown = {kind: after.get(kind, 0) - count for kind, count in before.items() if after.get(kind, 0) > count}
+    assert sum(grown.values()) < 0.05 * N, sorted(grown.items(), key=lambda item: -item[1])[:10]
