@@ -12,7 +12,7 @@ RUN_ARGS ?= --headless --only-summary
 SYSTEM_PACKAGES := victoria-metrics chromium
 SYSTEM_BINARIES := victoria-metrics chromium
 
-.PHONY: install system-deps run test test-repeat bench clean
+.PHONY: install system-deps run test test-repeat bench soak clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-repeat:
 
 bench: install
 	$(BIN)/python -m harness.bench
+
+# Long-run check (not in CI): 10 min at 100 users, RSS slope per process and disk per million requests.
+SOAK_ARGS ?=
+soak: install
+	$(BIN)/python -m harness.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

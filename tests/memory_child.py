@@ -22,6 +22,7 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.lock  # noqa: E402
 from locust import events  # noqa: E402
 from locust.argument_parser import get_parser  # noqa: E402
 from locust.env import Environment  # noqa: E402
@@ -45,8 +46,8 @@ def main() -> None:
     events.init.fire(environment=environment, runner=runner, web_ui=None)
     runner.start(USERS, spawn_rate=USERS)
     session = environment.claude
-    live = Snapshots(session)
-    gevent.spawn(poll, live)
+    live, quiet = Snapshots(session), gevent.lock.Semaphore()
+    gevent.spawn(poll, live, quiet)
 
     def wait_for(count: int) -> None:
         while session.run is None or session.run.ledger.recorded < count:
@@ -61,18 +62,21 @@ def main() -> None:
     for _ in range(checkpoints):
         start = session.run.ledger.recorded
         wait_for(start + n)
+        quiet.acquire()  # not in the middle of building live figures
         gc.collect()
         garbage = Counter(type(o).__name__ for o in gc.garbage)
         gc.garbage.clear()
         tracked = Counter(type(o).__name__ for o in gc.get_objects())
         print(json.dumps({"requests": session.run.ledger.recorded - start, "garbage": garbage, "tracked": tracked}), flush=True)
+        quiet.release()
     runner.quit()
 
 
-def poll(live: Snapshots) -> None:
+def poll(live: Snapshots, quiet: gevent.lock.Semaphore) -> None:
     """The web UI's Claude tab asks for live figures every second or so."""
     while True:
-        live.build()
+        with quiet:
+            live.build()
         gevent.sleep(0.5)
 
 
