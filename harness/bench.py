@@ -56,7 +56,9 @@ from typing import Any, Callable, Optional
 import psutil
 import yaml
 
+from harness.compressed import read_lines
 from harness.emulator_process import stop_process
+from harness.records import RECORDS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ("baseline", "sdk", "fast", "fast-norecord")
@@ -244,13 +246,12 @@ class ReferenceServer(Emulator):
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as file:
-        for line in file:
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    pass  # a line cut by a kill
+    for line in read_lines(path):  # plain or gzip; a line cut by a kill is left out
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut by a kill
     return rows
 
 
@@ -500,9 +501,9 @@ def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
                 return {**base, "status": "error", "reason": "the baseline wrote no records", "output_tail": watcher.text()[-2000:]}
             requests = baseline_requests(_read_jsonl(out))
         else:
-            files = sorted((cdir / "runs").glob("*/requests.jsonl"))
+            files = sorted((cdir / "runs").glob(f"*/{RECORDS_FILE}"))
             if not files:
-                return {**base, "status": "error", "reason": "no requests.jsonl", "output_tail": watcher.text()[-2000:]}
+                return {**base, "status": "error", "reason": f"no {RECORDS_FILE}", "output_tail": watcher.text()[-2000:]}
             requests = harness_requests(_read_jsonl(files[-1]))
         core = min(setup.loadgen_cpus) if setup.loadgen_cpus else None
         return {**base, **analyze(requests, truth, window, core)}

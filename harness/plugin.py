@@ -107,7 +107,7 @@ class Session:
         self.emulator = EmulatorProcess(
             profile=Path(profile) if profile else None,
             seed=self.options.emulator_seed,
-            ground_truth=run_dir / "emulator-ground-truth.jsonl",
+            ground_truth=run_dir / "emulator-ground-truth.jsonl.gz",
         )
         url = self.emulator.start()
         logger.info("built-in emulator listening on %s", url)

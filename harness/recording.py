@@ -22,6 +22,8 @@ from typing import Protocol
 import gevent
 import gevent.event
 
+from harness.compressed import open_lines
+
 logger = logging.getLogger("harness.recording")
 
 ENV = {"url": "INFLUXDB_V2_URL", "token": "INFLUXDB_V2_TOKEN", "org": "INFLUXDB_V2_ORG", "bucket": "INFLUXDB_V2_BUCKET"}
@@ -30,6 +32,7 @@ MAX_BATCH = 5_000
 DEFAULT_BUFFER = 200_000
 MAX_BACKOFF_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
+POINTS_FILE = "points.lp.gz"  # when no InfluxDB is configured
 WRITE_TIMEOUT_S = 10.0
 
 
@@ -63,16 +66,16 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """Line protocol in a file: `influx write --bucket B --file points.lp` imports it later."""
+    """Line protocol in a file, gzip-compressed (harness/compressed.py): `influx write --bucket B
+    --file points.lp.gz` imports it later."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.description = f"file {path}"
-        self._file = path.open("a", encoding="utf-8")
+        self._file = open_lines(path)
 
     def write(self, lines: list[str]) -> None:
-        self._file.write("\n".join(lines) + "\n")
+        self._file.write(("\n".join(lines) + "\n").encode())
         self._file.flush()
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
-"""The per-request records file: one JSON line per finished request, in the run's folder.
+"""The per-request records file: one JSON line per finished request, in the run's folder
+(`requests.jsonl.gz`, gzip-compressed as it grows: harness/compressed.py).
 
 It is the raw data behind every summary number (and what tests join against the
-emulator's ground truth by request_id). Writes are buffered; `close` flushes.
+emulator's ground truth by request_id). Writes are buffered; `flush` makes every line
+written so far readable, `close` ends the file.
 """
 
 from __future__ import annotations
@@ -10,20 +12,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.compressed import open_lines, read_lines
 from harness.timing import TimingRecord
+
+RECORDS_FILE = "requests.jsonl.gz"
 
 
 class RecordsFile:
     def __init__(self, path: Path, labels: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.written = 0
         self._labels = labels
-        self._file = path.open("a", encoding="utf-8", buffering=1 << 16)
+        self._file = open_lines(path)
 
     def write(self, record: TimingRecord) -> None:
-        self._file.write(json.dumps({**self._labels, **record.as_dict()}, separators=(",", ":")))
-        self._file.write("\n")
+        self._file.write(json.dumps({**self._labels, **record.as_dict()}, separators=(",", ":")).encode() + b"\n")
         self.written += 1
 
     def flush(self) -> None:
@@ -36,17 +39,17 @@ class RecordsFile:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a records file; ValueError names the first bad line."""
+    """Every complete record of a records file (plain or gzip, finished or still growing);
+    ValueError names the first bad line."""
     records = []
-    with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"line {number} is not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"line {number} is not a JSON object")
-            records.append(record)
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"line {number} is not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"line {number} is not a JSON object")
+        records.append(record)
     return records

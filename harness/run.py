@@ -23,8 +23,8 @@ from harness.health import Gauges, HealthMonitor, Thresholds
 from harness.results import HealthSample
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
 from harness.pricing import PriceTable
-from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, FileSink, InfluxConfig, InfluxSink, PointWriter
-from harness.records import RecordsFile
+from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, POINTS_FILE, FileSink, InfluxConfig, InfluxSink, PointWriter
+from harness.records import RECORDS_FILE, RecordsFile
 from harness.scenario import Pick, Sampler, Scenario
 from harness.shares import Share
 from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
@@ -104,7 +104,7 @@ class HarnessRun:
         self.records = (
             None
             if config.role == "master"
-            else RecordsFile(config.output_dir / "requests.jsonl", {**self.labels})
+            else RecordsFile(config.output_dir / RECORDS_FILE, {**self.labels})
         )
         self.points = self._point_writer(config)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
@@ -127,7 +127,7 @@ class HarnessRun:
     def _point_writer(config: RunConfig) -> PointWriter | None:
         if config.points == "off":
             return None
-        sink = InfluxSink(config.influx) if config.influx else FileSink(config.output_dir / "points.lp")
+        sink = InfluxSink(config.influx) if config.influx else FileSink(config.output_dir / POINTS_FILE)
         return PointWriter(sink, max_buffer=config.points_buffer)
 
     def _gauges(self) -> Gauges:

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +33,8 @@ from gevent import subprocess as gevent_subprocess
 
 from harness.formatting import DASH, failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
 from harness.results import Group, Summary
+from harness.compressed import read_lines
+from harness.records import RECORDS_FILE
 from harness.stats import LIVE_WINDOW_S, LabelStats
 from harness.summary import build_summary
 from harness.timing import OVERLOADED, RATE_LIMITED
@@ -381,7 +382,7 @@ def records_files(session: Any) -> list[Path]:
             run.records.flush()  # whole lines on disk
         return [run.records.path]
     # a master: workers sharing its file system write below the run's folder
-    return sorted(Path(run.config.output_dir).glob("*/requests.jsonl"))
+    return sorted(Path(run.config.output_dir).glob(f"*/{RECORDS_FILE}"))
 
 
 def report_available() -> bool:
@@ -398,11 +399,10 @@ def render_report_file(summary: Summary, records: list[Path], folder: Path, time
     if len(records) == 1:
         command += ["--records", str(records[0])]
     elif records:
-        combined = folder / "requests.jsonl"
+        combined = folder / "requests.jsonl"  # the complete lines of each (a worker's may still grow)
         with combined.open("wb") as out:
             for path in records:
-                with path.open("rb") as part:
-                    shutil.copyfileobj(part, out)
+                out.writelines(line + b"\n" for line in read_lines(path))
         command += ["--records", str(combined)]
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}

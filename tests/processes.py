@@ -22,6 +22,7 @@ import yaml
 
 from harness.credentials import WORKER_SECRET_ENV
 from harness.emulator_process import stop_process
+from harness.records import RECORDS_FILE, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -47,12 +48,12 @@ class LocustResult:
         return run_dir
 
     def records(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.run_dir / "requests.jsonl")
+        return read_records(self.run_dir / RECORDS_FILE)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+    """The records of a JSON-lines file, plain or gzip (also one still being written)."""
+    return read_records(path)
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:

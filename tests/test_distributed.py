@@ -21,7 +21,9 @@ from typing import Any, Callable
 
 import pytest
 
+from harness.compressed import read_lines
 from harness.emulator_process import EmulatorProcess
+from harness.records import RECORDS_FILE
 from tests.processes import LOCUST, ROOT, VictoriaMetrics, cluster_env, free_port, percentile, write_yaml
 from tests.test_locust_run import FAST_PROFILE, GAP_MS, GAPPED_PROFILE, SCENARIO, messages_truth
 from tests.test_recording import INFLUX_ENV
@@ -35,10 +37,10 @@ CEILING = "240s"
 
 
 def complete_lines(path: Path) -> list[str]:
-    """The lines of a file that is written in buffered chunks (or cut short by a kill): the ones
-    that end. Empty while the file does not exist."""
+    """The lines of a records file that is written in flushed chunks (or cut short by a kill):
+    the complete ones. Empty while the file does not exist."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]
+        return [line.decode("utf-8", "replace") for line in read_lines(path)]
     except FileNotFoundError:
         return []
 
@@ -158,10 +160,10 @@ class Cluster:
 
     def worker_lines(self, name: str) -> list[str]:
         """The records a worker has written so far (its file is buffered: flushed before each report)."""
-        return [line for path in (self.tmp / "runs").glob(f"*/{name}/requests.jsonl") for line in complete_lines(path)]
+        return [line for path in (self.tmp / "runs").glob(f"*/{name}/{RECORDS_FILE}") for line in complete_lines(path)]
 
     def records(self) -> list[dict]:
-        paths = sorted((self.tmp / "runs").rglob("requests.jsonl"))
+        paths = sorted((self.tmp / "runs").rglob(RECORDS_FILE))
         return [json.loads(line) for path in paths for line in complete_lines(path) if line.strip()]
 
     def truth(self) -> list[dict]:

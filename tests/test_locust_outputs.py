@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from harness.emulator_process import EmulatorProcess
+from harness.records import RECORDS_FILE
 from tests.processes import LOCUST, ROOT, by_request_id, cluster_env, free_port, read_jsonl, run_locust, write_yaml
 
 pytestmark = pytest.mark.slow
@@ -188,7 +189,7 @@ def served(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def all_records(output_dir: Path) -> list[dict[str, Any]]:
-    return [r for path in sorted(output_dir.rglob("requests.jsonl")) for r in read_jsonl(path)]
+    return [r for path in sorted(output_dir.rglob(RECORDS_FILE)) for r in read_jsonl(path)]
 
 
 def run_time_limit_reached_at(stderr: str) -> float:

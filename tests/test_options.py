@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness import exitcodes, options
+from harness.records import RECORDS_FILE, read_records
 from tests.processes import read_jsonl, run_locust, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator, start_emulator
 
@@ -112,8 +113,8 @@ def test_a_worker_writes_below_its_own_output_dir(tmp_path: Path) -> None:
         cluster.add_worker(args=("--output-dir", str(own)))
         code, _, err = cluster.finish()
     assert code == 0, err[-3000:]
-    mine = [json.loads(line) for path in own.rglob("requests.jsonl") for line in path.read_text().splitlines()]
-    shared = [json.loads(line) for path in (tmp_path / "runs").rglob("requests.jsonl") for line in path.read_text().splitlines()]
+    mine = [record for path in own.rglob(RECORDS_FILE) for record in read_records(path)]
+    shared = [record for path in (tmp_path / "runs").rglob(RECORDS_FILE) for record in read_records(path)]
     assert mine and shared and len({r["worker"] for r in mine} | {r["worker"] for r in shared}) == 2
     assert not {r["worker"] for r in mine} & {r["worker"] for r in shared}
     assert len(mine) + len(shared) == len(cluster.truth()) == cluster.summary()["accounting"]["requests"]

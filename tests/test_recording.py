@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from harness.points import line, request_line
-from harness.recording import FileSink, InfluxConfig, PointWriter
+from harness.compressed import read_lines
+from harness.records import RECORDS_FILE
+from harness.recording import POINTS_FILE, FileSink, InfluxConfig, PointWriter
 from harness.timing import TimingRecord
 from tests.processes import Background, FaultProxy, LocustResult, VictoriaMetrics, free_port, read_jsonl, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
@@ -90,12 +92,12 @@ def test_a_full_buffer_drops_and_counts_and_close_counts_the_rest() -> None:
 
 
 def test_file_sink_gets_every_point_through_the_greenlet(tmp_path: Path) -> None:
-    writer = PointWriter(FileSink(tmp_path / "points.lp"), flush_interval_s=0.01)
+    writer = PointWriter(FileSink(tmp_path / "points.lp.gz"), flush_interval_s=0.01)
     writer.start()
     for i in range(2500):
         writer.add(f"m x={i} {i}")
     writer.close()
-    assert (tmp_path / "points.lp").read_text().splitlines() == [f"m x={i} {i}" for i in range(2500)]
+    assert [line.decode() for line in read_lines(tmp_path / "points.lp.gz")] == [f"m x={i} {i}" for i in range(2500)]
     assert (writer.written, writer.dropped) == (2500, 0)
 
 
@@ -269,9 +271,9 @@ def test_influxdb_never_reachable_the_run_goes_on_and_drops_are_reported(tmp_pat
 def test_without_influxdb_the_points_go_to_a_line_protocol_file(tmp_path: Path, scenario: Path) -> None:
     result, truth = run_against_emulator(tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", users=4, run_time="2s")
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = (result.run_dir / "points.lp").read_text().splitlines()
+    lines = [line.decode() for line in read_lines(result.run_dir / POINTS_FILE)]
     requests = [ln for ln in lines if ln.startswith("claude_request,")]
     assert len(requests) == len(result.records()) == len(truth)
     assert Counter(ln.split(",")[0] for ln in lines)["harness_run"] == 2
-    ids = {r["request_id"] for r in read_jsonl(result.run_dir / "requests.jsonl")}
+    ids = {r["request_id"] for r in read_jsonl(result.run_dir / RECORDS_FILE)}
     assert {ln.split('request_id="')[1].split('"')[0] for ln in requests} == ids

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from harness import webui
+from harness.records import RECORDS_FILE, read_records
 from harness.scenario import Pick, Sampler, load_scenario
 from harness.stats import LabelStats, RecentStats, RunStats, histogram_values
 from harness.timing import OUTCOMES, TimingRecord
@@ -391,7 +392,7 @@ def test_the_reset_button_opens_a_measurement_window_that_locusts_table_agrees_w
         locust_total = [row for row in ui.get_json("/stats/requests")["stats"] if row["name"] == "Aggregated"][0]
     finally:
         ui.stop()
-    records = [json.loads(line) for path in (tmp_path / "runs").rglob("requests.jsonl") for line in path.read_text().splitlines()]
+    records = [record for path in (tmp_path / "runs").rglob(RECORDS_FILE) for record in read_records(path)]
     accounting = summary["accounting"]
     assert accounting["window"] == 1 and accounting["recorded"] == len(records)
     inside = [r for r in records if r["window"] == 1]

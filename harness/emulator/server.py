@@ -35,7 +35,10 @@ import sys
 import threading
 import time
 from itertools import repeat
+from pathlib import Path
 from typing import Any, Optional
+
+from harness.compressed import open_lines
 
 from .profile import ModelProfile, Profile
 from .validate import RequestError, count_input_tokens, validate_count_tokens_body, validate_messages_body
@@ -159,11 +162,12 @@ def _words(tok: list[str], off: int, n: int, start: int = 0) -> str:
 
 
 class GroundTruth:
-    """Buffered JSON-lines writer; flushed by the server every 0.5 s and at shutdown."""
+    """Buffered JSON-lines writer (gzip-compressed when the name ends in .gz); flushed by the
+    server every 0.5 s and at shutdown."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._f = open_lines(Path(path))
         self._buf: list[str] = []
 
     def add(self, rec: dict[str, Any]) -> None:
@@ -173,7 +177,7 @@ class GroundTruth:
         if self._buf:
             data = "\n".join(self._buf) + "\n"
             self._buf.clear()
-            self._f.write(data)
+            self._f.write(data.encode())
             self._f.flush()
 
     def close(self) -> None:
