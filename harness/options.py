@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import credentials, exitcodes, webui
+from harness.disk import DEFAULT_MIN_FREE_MB
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, WRITE_TIMEOUT_S
 from harness.transport import TRANSPORTS
@@ -53,6 +54,7 @@ positive_count = number(int, 1, False, "a whole number")
 non_negative_count = number(int, 0, False, "a whole number")
 positive_ms = number(float, 0, True, "a number of milliseconds")
 positive_percent = number(float, 0, True, "a percentage")
+non_negative_mb = number(float, 0, False, "a number of megabytes")
 
 
 def tcp_port(text: str) -> int:
@@ -125,6 +127,11 @@ def add_arguments(parser: Any) -> None:
         help="run models without a price against a real API (their cost is unknown and not in the budget)",
     )  # fmt: skip
     group.add_argument("--max-requests", type=positive_count, default=None, help="stop the run after this many requests")
+    group.add_argument(
+        "--min-free-disk-mb", type=non_negative_mb, default=DEFAULT_MIN_FREE_MB,
+        help=f"no new request starts while less is free under --output-dir: a run stops with exit code 3, a worker's "
+        f"users wait (default {DEFAULT_MIN_FREE_MB:g}; a warning comes at 4 times as much)",
+    )  # fmt: skip
     group.add_argument(
         "--master-lost-timeout", type=positive_seconds, default=10.0,
         help=f"a worker whose master is silent this many seconds stops its users and exits {exitcodes.MASTER_LOST} (default 10)",

@@ -244,7 +244,7 @@ class WorkerSession:
         """A user found no room in this worker's share: said once per run."""
         if self._waiting_for is None:
             self._waiting_for = reason
-            logger.warning("%s: %s; its users wait for the master's next split or the end of the run", self.link.name, reason)
+            logger.warning("%s: %s; its users wait until that changes or the run ends", self.link.name, reason)
 
     def give_up(self, reason: str) -> None:
         """This worker cannot work for its master: it says why and quits with the usage exit code."""
@@ -345,6 +345,7 @@ def run_config(
         points_flush_timeout_s=options.points_flush_timeout,
         thresholds=Thresholds(options.max_cpu_percent, options.max_loop_lag_ms),
         max_requests=options.max_requests if role == "local" else None,
+        min_free_disk_mb=options.min_free_disk_mb,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import payload
+from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
 from harness.failures import Backoff, FailFast, Retrying
 from harness.health import Gauges, HealthMonitor, Thresholds
 from harness.results import HealthSample
@@ -58,6 +59,7 @@ class RunConfig:
     points_flush_timeout_s: float = CLOSE_TIMEOUT_S
     thresholds: Thresholds = field(default_factory=Thresholds)
     max_requests: int | None = None  # admitted exactly, in a single process only
+    min_free_disk_mb: float = DEFAULT_MIN_FREE_MB  # below it under output_dir, no new request starts
 
 
 @dataclass
@@ -108,6 +110,7 @@ class HarnessRun:
         )
         self.points = self._point_writer(config)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
+        self.disk = DiskWatch(config.output_dir, config.min_free_disk_mb)
         self._prompts = {prompt.name: prompt for prompt in config.scenario.prompts}
         self.fail_fast = self._new_fail_fast()
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
@@ -187,6 +190,8 @@ class HarnessRun:
         return True
 
     def _refusal(self) -> str | None:
+        if self.disk.refusal is not None:
+            return self.disk.refusal
         limit = self.config.max_requests
         if limit is not None and self.admitted >= limit:
             return f"--max-requests {limit} reached"
@@ -265,12 +270,14 @@ class HarnessRun:
         if self.points is not None:
             self.points.start()
         self.health.start()
+        self.disk.start()
         self._marker("start", f"scenario {self.scenario.name} ({self.scenario.digest()[:12]}), transport {self.config.transport}")
 
     def close(self) -> None:
         """End of the run: every request has been emitted; flush and close every sink."""
         self.ended_at = time.time()
         self.health.stop()
+        self.disk.stop()
         self._marker("stop", f"{self.stats.requests} requests")
         if self.points is not None:
             self.points.close(self.config.points_flush_timeout_s)
