@@ -44,9 +44,11 @@ class Track:
 
     def sample(self, at_s: float) -> None:
         try:
-            self.samples.append((at_s, self.process.memory_info().rss))
+            rss = self.process.memory_info().rss
         except psutil.Error:
-            pass  # it has ended
+            return  # it has ended
+        if rss:  # 0: it has exited, and not yet been waited for
+            self.samples.append((at_s, rss))
 
     def after(self, warmup_s: float) -> list[tuple[float, int]]:
         return [(t, rss) for t, rss in self.samples if t >= warmup_s]
