@@ -173,7 +173,6 @@ class MasterLink:
         """A worker proved the worker secret (and Locust knows it now): it gets the current run."""
         if self.run_id is not None:
             logger.info("worker %s joined the running test: sending it run %s", client_id, self.run_id)
-            self._worker(client_id, self._name(client_id))
             share = self.shares().get(client_id, Share())
             self.environment.runner.send_message(RUN_MESSAGE, self._payload(share), client_id=client_id)
 

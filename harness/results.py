@@ -68,11 +68,6 @@ class Application(_Result):
     latency_ms: Percentiles | None = Field(description="from the first attempt's start to the last one's end, waits included")
     ttft_ms: Percentiles | None = Field(description="from the first attempt's start to the first text of the last one")
 
-    @property
-    def error_rate(self) -> float | None:
-        judged = self.requests - self.outcomes.get(CANCELLED, 0)
-        return (judged - self.outcomes.get(OK, 0)) / judged if judged else None
-
 
 class Group(_Result):
     """The figures of one group of requests: the whole run, a model, a mode or a label.
