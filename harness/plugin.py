@@ -21,7 +21,7 @@ from locust import __version__ as locust_version
 from locust import log as locust_log
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
-from harness import credentials, exitcodes, locust_outputs, options as cli, pauses, slo, webaccess, webui
+from harness import credentials, exitcodes, locust_bounds, locust_outputs, options as cli, pauses, slo, webaccess, webui
 from harness.credentials import API_KEY_ENV, EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, take_influx_token
 from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
@@ -386,6 +386,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     environment.events.reset_stats.add_listener(session.open_window)
     environment.events.spawning_complete.add_listener(lambda **_: session.open_window() if environment.reset_stats else None)
     STALE_REPORTS.link = session.link
+    locust_bounds.keep_bounded(environment)
     if environment.web_ui is not None:
         offered = webui.install(environment, session)
         webaccess.install(environment, session, login, offered)

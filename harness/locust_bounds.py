@@ -1,0 +1,47 @@
+"""Locust's own state stays bounded in runs that last hours.
+
+Every Locust stats entry (one per request name and type, and the total) counts requests and
+failures per wall-clock second in `num_reqs_per_sec` / `num_fail_per_sec`, and never drops a
+second on a local or master process (a worker's entries are replaced at every report): one
+dict item per entry per second, about 1.5 MB per hour on the demo scenario. Locust reads
+them only for `current_rps` and `current_fail_per_sec`, over the last 12 seconds; here the
+seconds older than `KEEP_S` are dropped every `EVERY_S` seconds, on local and master processes.
+
+(`stats.history`, one row per 5 s for the charts of Locust's HTML report, is kept whole: the
+report needs all of it; it grows by about 0.7 MB per hour.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+
+KEEP_S = 60
+EVERY_S = 10.0
+
+
+def trim_per_second_counts(stats: Any, now_s: float) -> int:
+    """Drop the per-second counts older than `KEEP_S` from every entry of a Locust
+    `RequestStats`; returns how many were dropped."""
+    oldest = int(now_s) - KEEP_S
+    dropped = 0
+    for entry in [stats.total, *stats.entries.values()]:
+        for counts in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
+            old = [second for second in counts if second < oldest]
+            for second in old:
+                del counts[second]
+            dropped += len(old)
+    return dropped
+
+
+def keep_bounded(environment: Any) -> gevent.Greenlet:
+    """Trim the environment's stats every `EVERY_S` seconds until the process ends."""
+
+    def loop() -> None:
+        while True:
+            gevent.sleep(EVERY_S)
+            trim_per_second_counts(environment.stats, time.time())
+
+    return gevent.spawn(loop)
