@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11, Debian):
 #   make run    create the environment, start the built-in emulator, run a 30 s headless demo
-#   make test   install what the tests need and run the whole suite (CI runs exactly this)
+#   make test   install what the tests need, check style and types, run the whole suite (CI runs exactly this)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +12,7 @@ RUN_ARGS ?= --headless --only-summary
 SYSTEM_PACKAGES := victoria-metrics chromium
 SYSTEM_BINARIES := victoria-metrics chromium
 
-.PHONY: install system-deps run test test-repeat bench soak clean
+.PHONY: install system-deps run lint test test-repeat bench soak clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
 
-test: install system-deps
+# Style and types, enforced: ruff (lint and format, configured in pyproject.toml) and mypy.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install system-deps lint
 	$(BIN)/pytest
 
 # Flake hunter (not in CI): the suite N times, each on a fresh clone; lists every test that failed once.

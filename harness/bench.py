@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -48,10 +49,11 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import psutil
 import yaml
@@ -119,16 +121,14 @@ class Children:
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[Any]] = []
 
-    def spawn(self, cmd: list[str], cpus: Optional[set[int]], **kwargs: Any) -> subprocess.Popen[Any]:
+    def spawn(self, cmd: list[str], cpus: set[int] | None, **kwargs: Any) -> subprocess.Popen[Any]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("ANTHROPIC_API_KEY", None)  # a benchmark on loopback never needs, nor sends, the real key
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, **kwargs)
         self._procs.append(proc)
         if cpus:
-            try:
+            with contextlib.suppress(OSError):
                 os.sched_setaffinity(proc.pid, cpus)
-            except OSError:
-                pass
         return proc
 
     stop = staticmethod(stop_process)
@@ -154,9 +154,7 @@ class OutputWatcher:
         self._patterns = patterns
         self._lock = threading.Lock()
         self._threads = [
-            threading.Thread(target=self._drain, args=(stream,), daemon=True)
-            for stream in (proc.stdout, proc.stderr)
-            if stream is not None
+            threading.Thread(target=self._drain, args=(stream,), daemon=True) for stream in (proc.stdout, proc.stderr) if stream is not None
         ]
         for thread in self._threads:
             thread.start()
@@ -181,7 +179,7 @@ class OutputWatcher:
             thread.join(timeout_s)
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
+def cpu_seconds(pid: int) -> float | None:
     try:
         times = psutil.Process(pid).cpu_times()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -189,7 +187,7 @@ def cpu_seconds(pid: int) -> Optional[float]:
     return times.user + times.system
 
 
-def cpu_plan() -> tuple[Optional[set[int]], Optional[set[int]], list[int]]:
+def cpu_plan() -> tuple[set[int] | None, set[int] | None, list[int]]:
     """(load generator CPUs, emulator CPUs, available CPUs): separate cores when there are 2+."""
     try:
         available = sorted(os.sched_getaffinity(0))
@@ -206,13 +204,24 @@ class Emulator:
     MODULE = "harness.emulator"
     READY = "emulator listening on "
 
-    def __init__(self, children: Children, profile: Path, ground_truth: Path, cpus: Optional[set[int]], log: Path) -> None:
+    def __init__(self, children: Children, profile: Path, ground_truth: Path, cpus: set[int] | None, log: Path) -> None:
         self.children = children
         self.ground_truth = ground_truth
-        self._truth: Optional[list[dict[str, Any]]] = None
+        self._truth: list[dict[str, Any]] | None = None
         self._log = log.open("w", encoding="utf-8")
-        cmd = [sys.executable, "-m", self.MODULE, "--host", "127.0.0.1", "--port", "0",
-               "--profile", str(profile), "--ground-truth", str(ground_truth)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            self.MODULE,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--profile",
+            str(profile),
+            "--ground-truth",
+            str(ground_truth),
+        ]
         self.proc = children.spawn(cmd, cpus, stdout=subprocess.PIPE, stderr=self._log, text=True)
         stdout = self.proc.stdout
         assert stdout is not None
@@ -248,17 +257,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
     for line in read_lines(path):  # plain or gzip; a line cut by a kill is left out
         if line.strip():
-            try:
+            with contextlib.suppress(ValueError):  # a line cut by a kill
                 rows.append(json.loads(line))
-            except ValueError:
-                pass  # a line cut by a kill
     return rows
 
 
 # ----------------------------------------------------------------------------- statistics
 
 
-def percentile(values: list[float], q: float) -> Optional[float]:
+def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100)."""
     if not values:
         return None
@@ -280,10 +287,10 @@ def dist(values: list[float]) -> dict[str, Any]:
 class Request:
     """One request as the load generator saw it, in perf_counter_ns."""
 
-    request_id: Optional[str]
+    request_id: str | None
     start_ns: int
     end_ns: int
-    first_text_ns: Optional[int]
+    first_text_ns: int | None
     events: int
     ok: bool
 
@@ -311,8 +318,7 @@ def harness_requests(records: list[dict[str, Any]]) -> list[Request]:
 
 def baseline_requests(records: list[dict[str, Any]]) -> list[Request]:
     return [
-        Request(r.get("request_id"), r["start_ns"], r["end_ns"], r.get("first_text_ns"), r["events"], r["outcome"] == "ok")
-        for r in records
+        Request(r.get("request_id"), r["start_ns"], r["end_ns"], r.get("first_text_ns"), r["events"], r["outcome"] == "ok") for r in records
     ]
 
 
@@ -320,13 +326,17 @@ def baseline_requests(records: list[dict[str, Any]]) -> list[Request]:
 class Window:
     t0_ns: int
     t1_ns: int
-    cpu_s: Optional[float]  # load generator
-    emulator_cpu_s: Optional[float]
-    per_cpu: Optional[list[dict[str, float]]] = None
+    cpu_s: float | None  # load generator
+    emulator_cpu_s: float | None
+    per_cpu: list[dict[str, float]] | None = None
 
     @property
     def seconds(self) -> float:
         return (self.t1_ns - self.t0_ns) / 1e9
+
+
+def _pct(part: float, total: float) -> float:
+    return round(100.0 * part / total, 1) if total > 0 else 0.0
 
 
 def per_cpu_busy(before: list[Any], after: list[Any]) -> list[dict[str, float]]:
@@ -336,8 +346,7 @@ def per_cpu_busy(before: list[Any], after: list[Any]) -> list[dict[str, float]]:
         total = sum(b) - sum(a)
         idle = (b.idle - a.idle) + (getattr(b, "iowait", 0) - getattr(a, "iowait", 0))
         steal = getattr(b, "steal", 0) - getattr(a, "steal", 0)
-        pct = (lambda x: round(100.0 * x / total, 1)) if total > 0 else (lambda x: 0.0)
-        out.append({"busy_pct": pct(total - idle), "steal_pct": pct(steal)})
+        out.append({"busy_pct": _pct(total - idle, total), "steal_pct": _pct(steal, total)})
     return out
 
 
@@ -364,7 +373,7 @@ def measure_window(pid: int, emulator_pid: int, warmup_s: float, duration_s: flo
     )
 
 
-def analyze(requests: list[Request], truth: list[dict[str, Any]], window: Window, loadgen_cpu: Optional[int]) -> dict[str, Any]:
+def analyze(requests: list[Request], truth: list[dict[str, Any]], window: Window, loadgen_cpu: int | None) -> dict[str, Any]:
     """Figures over the requests that completed inside the measured window."""
     inside = [r for r in requests if window.t0_ns <= r.end_ns <= window.t1_ns]
     truth_by_id = {row["request_id"]: row for row in truth if row.get("request_id")}
@@ -417,8 +426,8 @@ class Setup:
     workdir: Path
     profile_path: Path
     scenario_path: Path
-    loadgen_cpus: Optional[set[int]]
-    emulator_cpus: Optional[set[int]]
+    loadgen_cpus: set[int] | None
+    emulator_cpus: set[int] | None
     warmup_s: float
     duration_s: float
     margin_s: float = RUN_TIME_MARGIN_S
@@ -430,20 +439,55 @@ def locust_command(setup: Setup, url: str, users: int, transport: str, output_di
     locust = Path(sys.executable).with_name("locust")
     head = [str(locust)] if locust.exists() else [sys.executable, "-m", "locust"]
     run_time = math.ceil(RAMP_S + setup.warmup_s + setup.duration_s + setup.margin_s)
-    return head + [
-        "-f", os.environ.get("BENCH_LOCUSTFILE", "locustfile.py"), "--headless", "--only-summary",
-        "--scenario", str(setup.scenario_path), "--host", url,
-        "-u", str(users), "-r", str(users), "-t", f"{run_time}s",
-        "--transport", transport, "--output-dir", str(output_dir),
-        "--stop-timeout", str(STOP_TIMEOUT_S), *extra,
-    ]  # fmt: skip
+    return [
+        *head,
+        "-f",
+        os.environ.get("BENCH_LOCUSTFILE", "locustfile.py"),
+        "--headless",
+        "--only-summary",
+        "--scenario",
+        str(setup.scenario_path),
+        "--host",
+        url,
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{run_time}s",
+        "--transport",
+        transport,
+        "--output-dir",
+        str(output_dir),
+        "--stop-timeout",
+        str(STOP_TIMEOUT_S),
+        *extra,
+    ]
 
 
 def baseline_command(setup: Setup, url: str, users: int, out: Path) -> list[str]:
     run_time = RAMP_S + setup.warmup_s + setup.duration_s + 1.0
-    return [sys.executable, "-m", "harness.bench_baseline", "--url", url, "--concurrency", str(users),
-            "--ramp", str(RAMP_S), "--run-time", f"{run_time:.1f}", "--out", str(out),
-            "--model", MODEL, "--max-tokens", str(MAX_TOKENS), "--prompt", PROMPT]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "harness.bench_baseline",
+        "--url",
+        url,
+        "--concurrency",
+        str(users),
+        "--ramp",
+        str(RAMP_S),
+        "--run-time",
+        f"{run_time:.1f}",
+        "--out",
+        str(out),
+        "--model",
+        MODEL,
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--prompt",
+        PROMPT,
+    ]
 
 
 def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
@@ -456,8 +500,8 @@ def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
         emulator = Emulator(setup.children, setup.profile_path, cdir / "truth.jsonl", setup.emulator_cpus, cdir / "emulator.log")
     except RuntimeError as exc:
         return {**base, "status": "error", "reason": str(exc)}
-    proc: Optional[subprocess.Popen[str]] = None
-    watcher: Optional[OutputWatcher] = None
+    proc: subprocess.Popen[str] | None = None
+    watcher: OutputWatcher | None = None
     truth: list[dict[str, Any]] = []
     try:
         if config == "baseline":
@@ -480,8 +524,7 @@ def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
             Children.stop(proc)
             watcher.join()
             output = watcher.text()
-            return {**base, "status": "error", "reason": f"no '{ready}' (exit code {proc.returncode})",
-                    "output_tail": output[-2000:]}  # fmt: skip
+            return {**base, "status": "error", "reason": f"no '{ready}' (exit code {proc.returncode})", "output_tail": output[-2000:]}
         window = measure_window(proc.pid, emulator.pid, setup.warmup_s, setup.duration_s, lambda: proc.poll() is None)
         run_time_s = RAMP_S + setup.warmup_s + setup.duration_s + (setup.margin_s if config != "baseline" else 1.0)
         try:
@@ -526,7 +569,7 @@ class _RawStream(asyncio.Protocol):
         self.done = done
         self.tail = b""
         self.new_response = True
-        self.tr: Optional[asyncio.Transport] = None
+        self.tr: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tr = transport  # type: ignore[assignment]
@@ -556,7 +599,7 @@ class _RawStream(asyncio.Protocol):
             c["responses"] += 1
             self._send()
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             self.done.set_result(None)
 
@@ -566,8 +609,9 @@ async def _capacity_client(url: str, streams: int, warmup_s: float, duration_s: 
 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    body = json.dumps({"model": MODEL, "max_tokens": MAX_TOKENS, "stream": True,
-                       "messages": [{"role": "user", "content": PROMPT}]}).encode()  # fmt: skip
+    body = json.dumps(
+        {"model": MODEL, "max_tokens": MAX_TOKENS, "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    ).encode()
     request = (
         f"POST /v1/messages HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
         f"x-api-key: bench\r\nanthropic-version: 2023-06-01\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -623,8 +667,7 @@ def run_capacity(setup: Setup, server: str, streams: int, warmup_s: float, durat
     cdir.mkdir(parents=True, exist_ok=True)
     head = {"server": server, "streams": streams}
     try:
-        proc = CAPACITY_SERVERS[server](setup.children, setup.profile_path, cdir / "truth.jsonl", setup.emulator_cpus,
-                                        cdir / "server.log")  # fmt: skip
+        proc = CAPACITY_SERVERS[server](setup.children, setup.profile_path, cdir / "truth.jsonl", setup.emulator_cpus, cdir / "server.log")
     except RuntimeError as exc:
         return {"status": "error", "reason": str(exc), **head}
     previous = None
@@ -647,7 +690,7 @@ def run_capacity(setup: Setup, server: str, streams: int, warmup_s: float, durat
                 )
             )
         result["client_loop"] = "uvloop" if loop_factory else "asyncio"
-    except (asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError) as exc:
         proc.stop()
         return {"status": "error", "reason": f"{type(exc).__name__}: {exc}", **head}
     finally:
@@ -658,9 +701,7 @@ def run_capacity(setup: Setup, server: str, streams: int, warmup_s: float, durat
     lateness = [
         (row["t_first_text_ns"] - row["scheduled_first_text_ns"]) / 1e6
         for row in truth
-        if row.get("t_first_text_ns") is not None
-        and row.get("scheduled_first_text_ns") is not None
-        and t0 <= row["t_first_text_ns"] <= t1
+        if row.get("t_first_text_ns") is not None and row.get("scheduled_first_text_ns") is not None and t0 <= row["t_first_text_ns"] <= t1
     ]
     if not lateness:
         return {"status": "error", "reason": f"no first text in the window in {server}'s ground truth", **head}
@@ -681,8 +722,7 @@ def run_capacities(setup: Setup, streams: list[int], warmup_s: float, duration_s
             began = time.monotonic()
             result = run_capacity(setup, server, n, warmup_s, duration_s)
             out.append(result)
-            print(f"  {n:>5} streams capacity/{server:<9} {capacity_summary(result)}  "
-                  f"[{time.monotonic() - began:.1f} s]", flush=True)  # fmt: skip
+            print(f"  {n:>5} streams capacity/{server:<9} {capacity_summary(result)}  [{time.monotonic() - began:.1f} s]", flush=True)
 
 
 def add_capacity_ratios(caps: list[dict[str, Any]]) -> None:
@@ -716,8 +756,13 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
 Column = tuple[str, int, Callable[[dict[str, Any]], Any], str]
 
 
-def render(rows: list[dict[str, Any]], key_head: str, key: Callable[[dict[str, Any]], str], columns: list[Column],
-           note: Callable[[dict[str, Any]], str] = lambda r: "") -> str:  # fmt: skip
+def render(
+    rows: list[dict[str, Any]],
+    key_head: str,
+    key: Callable[[dict[str, Any]], str],
+    columns: list[Column],
+    note: Callable[[dict[str, Any]], str] = lambda r: "",
+) -> str:
     """A fixed-width table: key columns, then one right-aligned cell per column (a row that
     could not be measured shows its reason instead)."""
     head = key_head + "".join(f"{name:>{width}}" for name, width, _, _ in columns)
@@ -730,7 +775,7 @@ def render(rows: list[dict[str, Any]], key_head: str, key: Callable[[dict[str, A
     return "\n".join(lines)
 
 
-def _ratio(value: Optional[float]) -> Optional[str]:
+def _ratio(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}x"
 
 
@@ -762,8 +807,13 @@ CAPACITY_COLUMNS: list[Column] = [
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    return render(results, f"{'streams':>7} {'config':<14}", lambda r: f"{r['level']:>7} {r['config']:<14}", RESULT_COLUMNS,
-                  note=lambda r: "  (window truncated)" if r.get("window_truncated") else "")  # fmt: skip
+    return render(
+        results,
+        f"{'streams':>7} {'config':<14}",
+        lambda r: f"{r['level']:>7} {r['config']:<14}",
+        RESULT_COLUMNS,
+        note=lambda r: "  (window truncated)" if r.get("window_truncated") else "",
+    )
 
 
 def capacity_table(caps: list[dict[str, Any]]) -> str:
@@ -773,44 +823,61 @@ def capacity_table(caps: list[dict[str, Any]]) -> str:
 def capacity_summary(cap: dict[str, Any]) -> str:
     if cap.get("status") != "ok":
         return str(cap.get("reason"))
-    return (f"CPU {cap['server_cpu_pct']}%, {cap['events_per_s']:.0f} events/s, "
-            f"first-text lateness p99 {cap['lateness_ms']['p99']} ms")  # fmt: skip
+    return f"CPU {cap['server_cpu_pct']}%, {cap['events_per_s']:.0f} events/s, first-text lateness p99 {cap['lateness_ms']['p99']} ms"
 
 
 def targets(results: list[dict[str, Any]], caps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {(r["config"], r["level"]): r for r in results if r.get("status") == "ok"}
 
-    def target(name: str, value: Optional[float], limit: float, missing: str) -> dict[str, Any]:
+    def target(name: str, value: float | None, limit: float, missing: str) -> dict[str, Any]:
         status = "n/a" if value is None else ("PASS" if value <= limit else "MISS")
         return {"target": name, "value": value, "limit": limit, "status": status, **({"reason": missing} if value is None else {})}
 
     fast200, fast100 = by.get(("fast", 200)), by.get(("fast", 100))
     out = [
-        target("fast CPU/request <= 0.5x baseline at 200 streams",
-               fast200.get("cpu_per_req_vs_baseline") if fast200 else None, 0.5, "fast or baseline at 200 not measured"),
-        target("fast TTFT p99 error <= 20 ms at 200 streams",
-               fast200["ttft_err_ms"]["p99"] if fast200 else None, 20.0, "fast at 200 not measured"),
-        target("fast TTFT p99 error <= 5 ms at 100 streams",
-               fast100["ttft_err_ms"]["p99"] if fast100 else None, 5.0, "fast at 100 not measured"),
-    ]  # fmt: skip
+        target(
+            "fast CPU/request <= 0.5x baseline at 200 streams",
+            fast200.get("cpu_per_req_vs_baseline") if fast200 else None,
+            0.5,
+            "fast or baseline at 200 not measured",
+        ),
+        target(
+            "fast TTFT p99 error <= 20 ms at 200 streams",
+            fast200["ttft_err_ms"]["p99"] if fast200 else None,
+            20.0,
+            "fast at 200 not measured",
+        ),
+        target(
+            "fast TTFT p99 error <= 5 ms at 100 streams",
+            fast100["ttft_err_ms"]["p99"] if fast100 else None,
+            5.0,
+            "fast at 100 not measured",
+        ),
+    ]
     cap = {(c["server"], c["streams"]): c for c in caps if c.get("status") == "ok"}
     n = min((streams for server, streams in cap if server == "emulator" and streams >= 1000), default=None)
     emulator, reference = cap.get(("emulator", n)), cap.get(("reference", n))
-    t = target(f"emulator: {n or 1000} streams on one core, first-text lateness p99 <= 5 ms",
-               emulator["lateness_ms"]["p99"] if emulator else None, 5.0, "no capacity run at 1000+ streams")  # fmt: skip
+    t = target(
+        f"emulator: {n or 1000} streams on one core, first-text lateness p99 <= 5 ms",
+        emulator["lateness_ms"]["p99"] if emulator else None,
+        5.0,
+        "no capacity run at 1000+ streams",
+    )
     if emulator and reference:
         # the same target met by the reference server in the same run: what the machine allows
         floor = reference["lateness_ms"]["p99"]
         t["floor"] = {"reference_p99_ms": floor, "steal_pct": reference.get("server_core_steal_pct")}
         if t["status"] == "MISS" and floor > 5.0:
-            t["reason"] = (f"the machine's floor misses it too: the reference server's p99 in the same run was "
-                           f"{floor:.3g} ms (steal {reference.get('server_core_steal_pct')}%)")  # fmt: skip
+            t["reason"] = (
+                f"the machine's floor misses it too: the reference server's p99 in the same run was "
+                f"{floor:.3g} ms (steal {reference.get('server_core_steal_pct')}%)"
+            )
     out.append(t)
     return out
 
 
-def machine_info(cpus: list[int], loadgen: Optional[set[int]], emulator: Optional[set[int]]) -> dict[str, Any]:
-    versions = {}
+def machine_info(cpus: list[int], loadgen: set[int] | None, emulator: set[int] | None) -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -838,8 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="seconds of measured load per configuration (default 15)")
     p.add_argument("--warmup", type=float, default=None, help="seconds after all users run before measuring (default 3)")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
-    p.add_argument("--capacity-streams", default=None,
-                   help="stream counts of the capacity test, comma-separated (default 500,750,1000)")
+    p.add_argument("--capacity-streams", default=None, help="stream counts of the capacity test, comma-separated (default 500,750,1000)")
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity test (emulator and reference server)")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity test")
     p.add_argument("--json", default=None, help="result file (default runs/bench-<timestamp>.json)")
@@ -858,7 +924,7 @@ def _int_list(parser: argparse.ArgumentParser, option: str, text: str) -> list[i
     return values
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     quick = args.quick
@@ -888,7 +954,7 @@ def _sigterm(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     loadgen_cpus, emulator_cpus, cpus = cpu_plan()
     workdir = Path(tempfile.mkdtemp(prefix="harness-bench-"))
@@ -896,8 +962,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     profile_path.write_text(yaml.safe_dump(BENCH_PROFILE, sort_keys=False), encoding="utf-8")
     scenario_path = workdir / "scenario.yaml"
     scenario_path.write_text(yaml.safe_dump(BENCH_SCENARIO, sort_keys=False), encoding="utf-8")
-    setup = Setup(workdir, profile_path, scenario_path, loadgen_cpus, emulator_cpus, args.warmup, args.duration,
-                  margin_s=2.0 if args.quick else RUN_TIME_MARGIN_S)
+    setup = Setup(
+        workdir,
+        profile_path,
+        scenario_path,
+        loadgen_cpus,
+        emulator_cpus,
+        args.warmup,
+        args.duration,
+        margin_s=2.0 if args.quick else RUN_TIME_MARGIN_S,
+    )
     previous_handler = signal.signal(signal.SIGTERM, _sigterm)
     report: dict[str, Any] = {
         "benchmark": "harness.bench",
@@ -905,14 +979,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(cpus, loadgen_cpus, emulator_cpus),
         "settings": {
-            "levels": args.levels, "configs": args.configs, "duration_s": args.duration, "warmup_s": args.warmup,
-            "ramp_s": RAMP_S, "stop_timeout_s": STOP_TIMEOUT_S, "quick": args.quick, "no_record_args": NO_RECORD_ARGS,
+            "levels": args.levels,
+            "configs": args.configs,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "ramp_s": RAMP_S,
+            "stop_timeout_s": STOP_TIMEOUT_S,
+            "quick": args.quick,
+            "no_record_args": NO_RECORD_ARGS,
             "capacity_streams": None if args.no_capacity else args.capacity_streams,
             "window": "requests completed between warm-up end and warm-up end + duration",
             "ttft_error": "client first-text receive time - emulator t_first_text_ns (perf_counter_ns)",
             "emulator_lateness": "emulator t_first_text_ns - scheduled_first_text_ns",
             "baseline": "AsyncAnthropic(max_retries=0, http_client=DefaultAsyncHttpxClient(limits>=N)), SDK defaults otherwise",
-        },  # fmt: skip
+        },
         "profile": BENCH_PROFILE,
         "scenario": BENCH_SCENARIO,
         "results": [],
@@ -920,8 +1000,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     results: list[dict[str, Any]] = report["results"]
     print(HEADER, flush=True)
-    print(f"CPUs: load generator {sorted(loadgen_cpus) if loadgen_cpus else 'any'}, "
-          f"emulator {sorted(emulator_cpus) if emulator_cpus else 'any'}; work dir {workdir}", flush=True)  # fmt: skip
+    print(
+        f"CPUs: load generator {sorted(loadgen_cpus) if loadgen_cpus else 'any'}, "
+        f"emulator {sorted(emulator_cpus) if emulator_cpus else 'any'}; work dir {workdir}",
+        flush=True,
+    )
     interrupted = False
     try:
         if loadgen_cpus:
@@ -960,19 +1043,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print()
     print(HEADER)
-    print(f"profile: ttft {BENCH_PROFILE['models']['default']['ttft_ms']} ms, {BENCH_PROFILE['models']['default']['output_tps']} "
-          f"tokens/s, 2 tokens/chunk, ~60 output tokens; window {args.duration:g} s after {args.warmup:g} s warm-up; "
-          f"TTFT err = client first text - emulator first-text write (ms)")  # fmt: skip
+    print(
+        f"profile: ttft {BENCH_PROFILE['models']['default']['ttft_ms']} ms, {BENCH_PROFILE['models']['default']['output_tps']} "
+        f"tokens/s, 2 tokens/chunk, ~60 output tokens; window {args.duration:g} s after {args.warmup:g} s warm-up; "
+        f"TTFT err = client first text - emulator first-text write (ms)"
+    )
     if results:
-        print("vs base = CPU per request / the baseline's at the same level; emu late = emulator first text written - "
-              "scheduled (ms); noise% = busy time of the load generator's core used by other processes")
+        print(
+            "vs base = CPU per request / the baseline's at the same level; emu late = emulator first text written - "
+            "scheduled (ms); noise% = busy time of the load generator's core used by other processes"
+        )
         print(table(results))
     if report["capacity"]:
         print()
-        print("capacity: a raw client (bytes only) on the load generator's core holding N streams against the server on "
-              "its own core;\nreference = the least a Python server can do for the same schedule (the machine's floor); "
-              "late = first text written - scheduled (ms);\nsteal% = time the VM's host took from the server's core; "
-              "noise% = that core's busy time used by other processes")
+        print(
+            "capacity: a raw client (bytes only) on the load generator's core holding N streams against the server on "
+            "its own core;\nreference = the least a Python server can do for the same schedule (the machine's floor); "
+            "late = first text written - scheduled (ms);\nsteal% = time the VM's host took from the server's core; "
+            "noise% = that core's busy time used by other processes"
+        )
         print(capacity_table(report["capacity"]))
     for t in report["targets"]:
         value = "-" if t["value"] is None else f"{t['value']:.3g}"

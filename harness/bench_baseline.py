@@ -52,9 +52,7 @@ async def _one_request(client: Any, args: argparse.Namespace, messages: list[dic
     request_id = None
     outcome, error = "ok", None
     try:
-        stream = await client.messages.create(
-            model=args.model, max_tokens=args.max_tokens, messages=messages, stream=True
-        )
+        stream = await client.messages.create(model=args.model, max_tokens=args.max_tokens, messages=messages, stream=True)
         request_id = stream.response.headers.get("request-id")
         async for event in stream:
             events += 1
@@ -64,7 +62,7 @@ async def _one_request(client: Any, args: argparse.Namespace, messages: list[dic
                     first_text = perf_ns()
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a benchmark records, it does not stop
+    except Exception as exc:
         outcome, error = "error", f"{type(exc).__name__}: {str(exc)[:200]}"
     return {
         "request_id": request_id,

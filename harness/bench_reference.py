@@ -28,7 +28,7 @@ import random
 import signal
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import uvloop
 
@@ -42,8 +42,7 @@ perf_ns = time.perf_counter_ns
 # the emulator's writes and events per response: head + message_start + ping, first text
 # (block start + delta), one delta per chunk, tail (block stop + message_delta + stop)
 HEAD = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
-    b"connection: keep-alive\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"
 ) + _chunk(
     b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_ref","content":[]}}\n\n'
     b'event: ping\ndata: {"type":"ping"}\n\n'
@@ -55,11 +54,14 @@ FIRST = _chunk(
 DELTA = _chunk(
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" brown fox"}}\n\n'
 )
-TAIL = _chunk(
-    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
-    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"}}\n\n'
-    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-) + b"0\r\n\r\n"
+TAIL = (
+    _chunk(
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    + b"0\r\n\r\n"
+)
 
 
 def _content_length(head: bytes) -> int:
@@ -89,7 +91,7 @@ class Schedule:
         for _ in range(self.FAULT_DRAWS):
             rng.random()
         ot = mp.output_tokens
-        n = max(ot.min, int(round(rng.gauss(ot.mean, ot.sd))) if ot.sd > 0 else int(round(ot.mean)))
+        n = max(ot.min, round(rng.gauss(ot.mean, ot.sd)) if ot.sd > 0 else round(ot.mean))
         n = min(ot.max, n) if ot.max is not None else n
         ttft = mp.ttft_ms * 1e6
         if mp.jitter:
@@ -112,7 +114,7 @@ class Conn(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.tr: Optional[asyncio.Transport] = None
+        self.tr: asyncio.Transport | None = None
         self.buf = b""
         self.active = False
         self.targets: list[int] = []
@@ -150,9 +152,7 @@ class Conn(asyncio.Protocol):
         data = DELTA
         if i == 0:
             data = FIRST
-            self.server.rows.append(
-                '{"path":"/v1/messages","scheduled_first_text_ns":%d,"t_first_text_ns":%d}' % (targets[0], perf_ns())
-            )
+            self.server.rows.append('{"path":"/v1/messages","scheduled_first_text_ns":%d,"t_first_text_ns":%d}' % (targets[0], perf_ns()))
         if i + 2 == len(targets):  # the tail shares the last chunk's time: one write, as in the emulator
             tr.write(data + TAIL)
             self.active = False
@@ -181,7 +181,7 @@ async def serve(host: str, port: int, schedule: Schedule, ground_truth: str) -> 
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.bench_reference", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)

@@ -39,7 +39,7 @@ class Expired(BaseException):
 
 
 class _Watched:
-    __slots__ = ("timer", "idle_ns", "idle_s", "throw")
+    __slots__ = ("idle_ns", "idle_s", "throw", "timer")
 
     def __init__(self, timer: StreamTimer, idle_s: float) -> None:
         self.timer = timer

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gevent
 
@@ -46,7 +46,9 @@ class DiskWatch:
         self._last = (now, free)
         if free < self.min_free:
             if self.refusal is None:
-                self.refusal = f"the disk is nearly full: {free / MB:.0f} MB free under {self.folder} (--min-free-disk-mb {self.min_free / MB:g})"
+                self.refusal = (
+                    f"the disk is nearly full: {free / MB:.0f} MB free under {self.folder} (--min-free-disk-mb {self.min_free / MB:g})"
+                )
                 logger.error("%s: no new request starts", self.refusal)
             return
         self.refusal = None
@@ -55,8 +57,11 @@ class DiskWatch:
             left = f"; at the current rate it is full in about {free / rate / 60:.0f} min" if rate and rate > 0 else ""
             logger.warning(
                 "disk filling: %.0f MB free under %s%s; new requests stop at %.0f MB free (--min-free-disk-mb)",
-                free / MB, self.folder, left, self.min_free / MB,
-            )  # fmt: skip
+                free / MB,
+                self.folder,
+                left,
+                self.min_free / MB,
+            )
 
     def _free(self) -> int:
         folder = self.folder

@@ -29,18 +29,22 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.runners import HEARTBEAT_INTERVAL
 from locust.stats import StatsEntry
 
-from harness import __version__
+from harness import __version__, locust_env
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
 from harness.shares import INTERVAL_S, Share, Spent, split
 from harness.stats import RunStats
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 if TYPE_CHECKING:
     from harness.run import HarnessRun
@@ -89,26 +93,41 @@ class WorkerState:
         if not self.last_report_at:
             return None
         alive_s = max(0.0, self.last_heartbeat_at - self.last_report_at)
-        return self.in_flight + round(self.rate_per_s * alive_s), self.in_flight + math.ceil(self.rate_per_s * (alive_s + HEARTBEAT_INTERVAL))
+        return self.in_flight + round(self.rate_per_s * alive_s), self.in_flight + math.ceil(
+            self.rate_per_s * (alive_s + HEARTBEAT_INTERVAL)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "requests": self.requests, "records": self.records,
-            "recorded": self.recorded, "before_window": self.before_window, "spent_usd": self.spent_usd,
-            "points_written": self.points_written, "points_dropped": self.points_dropped,
-            "saturated_samples": self.saturated_samples, "unreliable": self.unreliable, "last_health": self.health,
-            "lost": not self.drained, "unreported": None if self.drained else self.unreported(),
-        }  # fmt: skip
+            "name": self.name,
+            "requests": self.requests,
+            "records": self.records,
+            "recorded": self.recorded,
+            "before_window": self.before_window,
+            "spent_usd": self.spent_usd,
+            "points_written": self.points_written,
+            "points_dropped": self.points_dropped,
+            "saturated_samples": self.saturated_samples,
+            "unreliable": self.unreliable,
+            "last_health": self.health,
+            "lost": not self.drained,
+            "unreported": None if self.drained else self.unreported(),
+        }
 
 
 class MasterLink:
     """The master's side: ships the run, merges worker reports, drains at the end."""
 
     def __init__(
-        self, environment: Any, scenario: Scenario, run: Callable[[], HarnessRun | None], startup_host: str | None,
+        self,
+        environment: Environment,
+        scenario: Scenario,
+        run: Callable[[], HarnessRun | None],
+        startup_host: str | None,
         limits: Callable[[], tuple[float | None, int | None]] = lambda: (None, None),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.environment = environment
+        self.runner = locust_env.master(environment)
         self.scenario = scenario
         self.startup_host = startup_host
         self.run = run  # the master's current run, whose stats the workers' deltas merge into
@@ -118,7 +137,7 @@ class MasterLink:
         self.epoch = 0  # the measurement window's number: reports of an older one are stale
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
-        runner = environment.runner
+        runner = self.runner
         runner.register_message(REFUSED_MESSAGE, self._on_refused)
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
         environment.events.worker_report.add_listener(self._on_report)
@@ -127,14 +146,18 @@ class MasterLink:
 
     def _payload(self, share: Share) -> dict[str, Any]:
         return {
-            "version": __version__, "run_id": self.run_id, "epoch": self.epoch,
-            "scenario": self.scenario.model_dump(mode="json"), "startup_host": self.startup_host, "share": share.as_dict(),
-        }  # fmt: skip
+            "version": __version__,
+            "run_id": self.run_id,
+            "epoch": self.epoch,
+            "scenario": self.scenario.model_dump(mode="json"),
+            "startup_host": self.startup_host,
+            "share": share.as_dict(),
+        }
 
     def start_run(self, run_id: str) -> None:
         self.run_id = run_id
         self.epoch = 0
-        runner = self.environment.runner
+        runner = self.runner
         # every worker of the run is known from the start: one that dies before its first
         # report is still named as lost
         self.workers = {client.id: WorkerState(client.id, self._name(client.id)) for client in runner.clients.all}
@@ -146,7 +169,7 @@ class MasterLink:
 
     def shares(self) -> dict[str, Share]:
         """Each working worker's share of the limits, from what all of them reported."""
-        runner = self.environment.runner
+        runner = self.runner
         working = [c.id for c in runner.clients.all if c.state != "missing" and not self._drained(c.id)]
         spent = {client_id: Spent(state.spent_usd, state.recorded) for client_id, state in self.workers.items()}
         return split(*self.limits(), spent, working)
@@ -155,7 +178,7 @@ class MasterLink:
         while True:
             gevent.sleep(INTERVAL_S)
             for client_id, share in self.shares().items():
-                self.environment.runner.send_message(SHARE_MESSAGE, {"run_id": self.run_id, **share.as_dict()}, client_id=client_id)
+                self.runner.send_message(SHARE_MESSAGE, {"run_id": self.run_id, **share.as_dict()}, client_id=client_id)
 
     def _stop_splitting(self) -> None:
         if self._splitting is not None:
@@ -163,7 +186,7 @@ class MasterLink:
             self._splitting = None
 
     def _name(self, client_id: str) -> str:
-        return f"worker-{self.environment.runner.get_worker_index(client_id)}"
+        return f"worker-{self.runner.get_worker_index(client_id)}"
 
     def _on_connect(self, client_id: str, **_: Any) -> None:
         if self.run_id is not None:  # a worker joining mid-run: its users wait for the run
@@ -174,7 +197,7 @@ class MasterLink:
         if self.run_id is not None:
             logger.info("worker %s joined the running test: sending it run %s", client_id, self.run_id)
             share = self.shares().get(client_id, Share())
-            self.environment.runner.send_message(RUN_MESSAGE, self._payload(share), client_id=client_id)
+            self.runner.send_message(RUN_MESSAGE, self._payload(share), client_id=client_id)
 
     def _on_heartbeat(self, client_id: str, timestamp: float, **_: Any) -> None:
         state = self.workers.get(client_id)
@@ -203,7 +226,7 @@ class MasterLink:
         run.open_window()
         for state in self.workers.values():
             state.requests = 0
-        self.environment.runner.send_message(WINDOW_MESSAGE, {"run_id": self.run_id, "epoch": self.epoch})
+        self.runner.send_message(WINDOW_MESSAGE, {"run_id": self.run_id, "epoch": self.epoch})
         logger.info("measurement window %d opened on the workers", self.epoch)
 
     def drop_if_stale(self, data: dict[str, Any]) -> None:
@@ -212,7 +235,7 @@ class MasterLink:
         if report and report.get("run_id") == self.run_id and report.get("window") != self.epoch:
             report["stats"] = []
             data["stats"], data["errors"] = [], {}
-            data["stats_total"] = StatsEntry(self.environment.runner.stats, "Aggregated", None).serialize()
+            data["stats_total"] = StatsEntry(self.runner.stats, "Aggregated", "").serialize()
 
     def _on_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         report = data.get(REPORT_KEY)
@@ -241,7 +264,7 @@ class MasterLink:
     def drain(self, stop_timeout_s: float) -> None:
         """Stop every worker's users and wait for every last report (bounded in time)."""
         self._stop_splitting()
-        runner = self.environment.runner
+        runner = self.runner
         active = [client.id for client in runner.clients.all if client.state != "missing"]
         if not active:
             return
@@ -269,15 +292,16 @@ class WorkerLink:
 
     def __init__(
         self,
-        environment: Any,
+        environment: Environment,
         on_run: Callable[[Scenario, str, int, str | None, Share], None],
         report: Callable[[], dict[str, Any] | None],
         on_window: Callable[[str, int], None],
         on_share: Callable[[str, Share], None],
         master_proven: Callable[[], bool],
         give_up: Callable[[str], None],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.environment = environment
+        self.runner = locust_env.worker(environment)
         self.on_run = on_run
         self.report = report
         self.on_window = on_window
@@ -286,7 +310,7 @@ class WorkerLink:
         # the master opens the measurement window for all: Locust's own reset on a worker
         # (when its spawning completes) would drop requests of the master's window
         environment.reset_stats = False
-        runner = environment.runner
+        runner = self.runner
         runner.register_message(RUN_MESSAGE, self._on_run)
         runner.register_message(WINDOW_MESSAGE, lambda msg, **_: self.on_window(msg.data["run_id"], msg.data["epoch"]))
         runner.register_message(SHARE_MESSAGE, lambda msg, **_: on_share(msg.data["run_id"], Share.from_dict(msg.data)))
@@ -295,10 +319,10 @@ class WorkerLink:
 
     @property
     def name(self) -> str:
-        return f"worker-{self.environment.runner.worker_index}"
+        return f"worker-{self.runner.worker_index}"
 
     def _on_run(self, msg: Any, **_: Any) -> None:
-        data, runner = msg.data, self.environment.runner
+        data, runner = msg.data, self.runner
         if not self.master_proven():
             logger.error("ignoring a run from a master that has not proven the worker secret")
             return
@@ -321,14 +345,14 @@ class WorkerLink:
             data[REPORT_KEY] = {**report, "name": self.name}
 
     def _on_drain(self, **_: Any) -> None:
-        runner = self.environment.runner
+        runner = self.runner
         runner.stop()  # in-flight requests end (or are cancelled); test_stop sends the last report
         runner.send_message(DRAINED_MESSAGE, {"name": self.name})
 
     def watch_master(self, timeout_s: Callable[[], float], on_lost: Callable[[float], None]) -> None:
         """A greenlet: once the master has answered, `on_lost` when it stays silent `timeout_s()`
         seconds (Locust's own limit is 60 s, during which the users would go on)."""
-        runner = self.environment.runner
+        runner = self.runner
         while True:
             gevent.sleep(1.0)
             last = runner.last_heartbeat_timestamp
@@ -339,7 +363,7 @@ class WorkerLink:
     def send_final_report(self) -> None:
         """Called once the run's users are stopped: Locust's stop message handler would send
         `client_stopped` before the next periodic report; this sends the last one first."""
-        self.environment.runner._send_stats()  # Locust's own (private) report call
+        self.runner._send_stats()  # Locust's own (private) report call
 
 
 def worker_output_dir(output_dir: str, run_id: str, scenario: Scenario, name: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
@@ -27,19 +28,15 @@ def stop_process(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> int
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
     return process.returncode
 
 
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the parent dies, however it dies (Linux)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent's stop() is the only way out
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent's stop() is the only way out
 
 
 class EmulatorProcess:
@@ -67,9 +64,7 @@ class EmulatorProcess:
     def start(self, timeout_s: float = 20.0) -> str:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("ANTHROPIC_API_KEY", None)  # the emulator never needs the real key
-        self._process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=_die_with_parent
-        )
+        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=_die_with_parent)
         stdout = self._process.stdout
         assert stdout is not None
         ready, _, _ = select.select([stdout], [], [], timeout_s)

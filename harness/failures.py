@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TIMEOUT
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from harness.timing import TimingRecord
 
 FIRST_WAIT_S = 0.5
-Cause = tuple[str, Optional[str], Optional[int]]  # outcome, error type, HTTP status
+Cause = tuple[str, str | None, int | None]  # outcome, error type, HTTP status
 
 
 def cause_of(record: TimingRecord) -> Cause | None:
@@ -101,7 +102,11 @@ HINTS = {
 def describe(cause: Cause, count: int, within_s: float, example: str | None) -> str:
     outcome, error_type, status = cause
     what = f"{outcome} ({error_type}{f', HTTP {status}' if status not in (None, 200) else ''})"
-    hint = HINTS.get(status) or HINTS.get(error_type or "") or ("the server redirects: give the final URL with --host" if status and 300 <= status < 400 else "")
+    hint = (
+        HINTS.get(status)
+        or HINTS.get(error_type or "")
+        or ("the server redirects: give the final URL with --host" if status and 300 <= status < 400 else "")
+    )
     detail = f": {example}" if example and outcome in (CONNECTION_ERROR, TIMEOUT) else ""
     return f"all {count} requests of the first {within_s:g} s failed with one cause, {what}{detail}" + (f"; {hint}" if hint else "")
 

@@ -3,8 +3,9 @@ and the HTML report, so the same number reads the same everywhere."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from harness.timing import OK, OUTCOMES
 
@@ -53,7 +54,7 @@ def fmt_num(value: Any) -> str:
 def fmt_time(epoch_s: float | None) -> str:
     if not epoch_s:
         return DASH
-    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def failures_by_class(outcomes: Mapping[str, int], separator: str = " ") -> str:

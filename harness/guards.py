@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import gevent
 
+from harness import locust_env
 from harness.pricing import PriceTable
 from harness.scenario import AbortRule, Scenario
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 if TYPE_CHECKING:
     from harness.distributed import WorkerState
@@ -55,7 +60,7 @@ def max_cost_per_request(scenario: Scenario, prices: PriceTable) -> float | None
 class Guard:
     def __init__(
         self,
-        environment: Any,
+        environment: Environment,
         run: Callable[[], HarnessRun | None],
         budget_usd: float | None,
         max_requests: int | None,
@@ -135,6 +140,6 @@ class Guard:
 
     def _end(self, reason: str) -> None:
         logger.warning("stopping the run: %s", reason)
-        runner = self.environment.runner
+        runner = locust_env.runner(self.environment)
         headless = getattr(self.environment.parsed_options, "headless", True)
         gevent.spawn(runner.quit if headless else runner.stop)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import gevent
 import psutil
@@ -136,10 +136,17 @@ class HealthMonitor:
         saturated = cpu_percent >= self.thresholds.max_cpu_percent or lag_p99 >= self.thresholds.max_loop_lag_ms
         g = self.gauges
         sample = HealthSample(
-            at=time.time(), cpu_percent=round(cpu_percent, 1), loop_lag_max_ms=round(lag_max, 2),
-            loop_lag_p99_ms=round(lag_p99, 2), users=g.users(), in_flight=g.in_flight(), points_written=g.points_written(),
-            points_dropped=g.points_dropped(), buffer_size=g.buffer_size(), saturated=saturated,
-        )  # fmt: skip
+            at=time.time(),
+            cpu_percent=round(cpu_percent, 1),
+            loop_lag_max_ms=round(lag_max, 2),
+            loop_lag_p99_ms=round(lag_p99, 2),
+            users=g.users(),
+            in_flight=g.in_flight(),
+            points_written=g.points_written(),
+            points_dropped=g.points_dropped(),
+            buffer_size=g.buffer_size(),
+            saturated=saturated,
+        )
         self._keep(sample)
         self._report(sample)
         self.on_sample(sample)
@@ -160,9 +167,11 @@ class HealthMonitor:
             logger.warning(
                 "load generator saturated (CPU %.0f%%, event-loop lag p99 %.1f ms; limits %.0f%%, %.0f ms): "
                 "timings taken now are late; add workers or lower the users per process",
-                sample.cpu_percent, sample.loop_lag_p99_ms,
-                self.thresholds.max_cpu_percent, self.thresholds.max_loop_lag_ms,
-            )  # fmt: skip
+                sample.cpu_percent,
+                sample.loop_lag_p99_ms,
+                self.thresholds.max_cpu_percent,
+                self.thresholds.max_loop_lag_ms,
+            )
         elif not sample.saturated and self._saturated_episode:
             logger.warning("load generator no longer saturated (CPU %.0f%%)", sample.cpu_percent)
         self._saturated_episode = sample.saturated

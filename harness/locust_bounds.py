@@ -14,9 +14,12 @@ report needs all of it; it grows by about 0.7 MB per hour.)
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 KEEP_S = 60
 EVERY_S = 10.0
@@ -36,7 +39,7 @@ def trim_per_second_counts(stats: Any, now_s: float) -> int:
     return dropped
 
 
-def keep_bounded(environment: Any) -> gevent.Greenlet:
+def keep_bounded(environment: Environment) -> gevent.Greenlet:
     """Trim the environment's stats every `EVERY_S` seconds until the process ends."""
 
     def loop() -> None:

@@ -38,14 +38,17 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from locust.stats import RequestStats, StatsCSVFileWriter
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 logger = logging.getLogger("harness.locust_outputs")
 
 
-def register(environment: Any) -> None:
+def register(environment: Environment) -> None:
     """Called from the plugin's `init` listener, on every process; acts on a local or master."""
     options = environment.parsed_options
     if options is None or getattr(options, "worker", False):
@@ -71,7 +74,7 @@ def keep_entries_when_serialized(stats: RequestStats) -> None:
     stats.serialize_stats = serialize_stats  # type: ignore[method-assign]  # Locust private behaviour
 
 
-def find_csv_writer(environment: Any) -> StatsCSVFileWriter | None:
+def find_csv_writer(environment: Environment) -> StatsCSVFileWriter | None:
     """Locust's `--csv` writer of this environment: the web UI's, else the one `locust.main`
     keeps in a local variable (found among live objects: private, see the module docstring)."""
     web_ui = getattr(environment, "web_ui", None)

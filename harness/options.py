@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness import credentials, exitcodes, webui
 from harness.disk import DEFAULT_MIN_FREE_MB
@@ -83,8 +84,7 @@ HARNESS_DEFAULTS = {
     "web_host": (LOOPBACK, f"interface the web UI listens on (harness default {LOOPBACK}); any other needs --web-login"),
     "master_bind_host": (
         LOOPBACK,
-        f"interface the master's worker port listens on (harness default {LOOPBACK}); "
-        f"workers join with ${credentials.WORKER_SECRET_ENV}",
+        f"interface the master's worker port listens on (harness default {LOOPBACK}); workers join with ${credentials.WORKER_SECRET_ENV}",
     ),
 }
 # Locust's options whose bad values Locust accepts, and the type that refuses them
@@ -102,14 +102,17 @@ def add_arguments(parser: Any) -> None:
     webui.add_scenario_argument(group, DEFAULT_SCENARIO)  # a select of scenarios/ in the web UI
     group.add_argument("--transport", choices=TRANSPORTS, default="fast", help="HTTP transport (default: fast)")
     group.add_argument(
-        "--output-dir", default=DEFAULT_OUTPUT_DIR,
+        "--output-dir",
+        default=DEFAULT_OUTPUT_DIR,
         help=f"folder for run outputs (default: {DEFAULT_OUTPUT_DIR}/; a worker without one writes below the master's)",
-    )  # fmt: skip
+    )
     group.add_argument(
-        "--host-is-emulator", action="store_true", default=False,
+        "--host-is-emulator",
+        action="store_true",
+        default=False,
         help="the --host is an emulator of the API (another machine's or container's): requests carry a placeholder "
         "key, never ANTHROPIC_API_KEY, and no budget or price is needed",
-    )  # fmt: skip
+    )
     group.add_argument("--emulator-profile", default=None, help="latency profile for the built-in emulator")
     group.add_argument("--emulator-seed", type=int, default=None, help="seed for the built-in emulator")
     group.add_argument("--summary-json", default=None, help="write the run's summary as JSON to this path")
@@ -118,49 +121,69 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--report", default=None, help="write a self-contained HTML report to this path")
     group.add_argument("--baseline", default=None, help="a previous run's --summary-json: fail on percentile regressions")
     group.add_argument(
-        "--regression-threshold", type=positive_percent, default=None,
+        "--regression-threshold",
+        type=positive_percent,
+        default=None,
         help="percent a percentile may grow over the baseline (default: the scenario's regression.threshold_pct, 10)",
-    )  # fmt: skip
+    )
     group.add_argument("--max-cost-usd", type=positive_usd, default=None, help="stop the run when it has spent this much")
     group.add_argument(
-        "--allow-unpriced", action="store_true", default=False,
+        "--allow-unpriced",
+        action="store_true",
+        default=False,
         help="run models without a price against a real API (their cost is unknown and not in the budget)",
-    )  # fmt: skip
+    )
     group.add_argument("--max-requests", type=positive_count, default=None, help="stop the run after this many requests")
     group.add_argument(
-        "--min-free-disk-mb", type=non_negative_mb, default=DEFAULT_MIN_FREE_MB,
+        "--min-free-disk-mb",
+        type=non_negative_mb,
+        default=DEFAULT_MIN_FREE_MB,
         help=f"no new request starts while less is free under --output-dir: a run stops with exit code 3, a worker's "
         f"users wait (default {DEFAULT_MIN_FREE_MB:g}; a warning comes at 4 times as much)",
-    )  # fmt: skip
+    )
     group.add_argument(
-        "--master-lost-timeout", type=positive_seconds, default=10.0,
+        "--master-lost-timeout",
+        type=positive_seconds,
+        default=10.0,
         help=f"a worker whose master is silent this many seconds stops its users and exits {exitcodes.MASTER_LOST} (default 10)",
-    )  # fmt: skip
+    )
     # Locust's own add_argument (not argparse groups) knows is_secret and include_in_web_ui
     points = health = parser
     points.add_argument(
-        "--points", choices=("auto", "off"), default="auto",
+        "--points",
+        choices=("auto", "off"),
+        default="auto",
         help="per-request points: to InfluxDB when configured, else to points.lp in the run folder (auto); or off",
-    )  # fmt: skip
+    )
     points.add_argument("--influx-url", default=None, help="InfluxDB URL (default: $INFLUXDB_V2_URL)")
     points.add_argument("--influx-token", default=None, is_secret=True, help="InfluxDB token (default: $INFLUXDB_V2_TOKEN)")
     points.add_argument("--influx-org", default=None, help="InfluxDB org (default: $INFLUXDB_V2_ORG)")
     points.add_argument("--influx-bucket", default=None, help="InfluxDB bucket (default: $INFLUXDB_V2_BUCKET or loadtest)")
     points.add_argument(
-        "--influx-timeout", type=positive_seconds, default=WRITE_TIMEOUT_S,
+        "--influx-timeout",
+        type=positive_seconds,
+        default=WRITE_TIMEOUT_S,
         help=f"seconds one write to InfluxDB may take before it is retried (default {WRITE_TIMEOUT_S:g})",
-    )  # fmt: skip
+    )
     points.add_argument("--influx-buffer", type=positive_count, default=DEFAULT_BUFFER, help="points buffered at most before dropping")
     points.add_argument(
-        "--points-flush-timeout", type=non_negative_seconds, default=CLOSE_TIMEOUT_S,
+        "--points-flush-timeout",
+        type=non_negative_seconds,
+        default=CLOSE_TIMEOUT_S,
         help="seconds to flush buffered points at the end; what is left is counted as dropped",
-    )  # fmt: skip
-    health.add_argument("--max-cpu-percent", type=cpu_percent, default=DEFAULT_MAX_CPU_PERCENT, help="CPU use above which the run is unreliable")
-    health.add_argument("--max-loop-lag-ms", type=positive_ms, default=DEFAULT_MAX_LOOP_LAG_MS, help="event-loop lag p99 above which the run is unreliable")
+    )
     health.add_argument(
-        "--fail-on-unreliable", action="store_true", default=False,
+        "--max-cpu-percent", type=cpu_percent, default=DEFAULT_MAX_CPU_PERCENT, help="CPU use above which the run is unreliable"
+    )
+    health.add_argument(
+        "--max-loop-lag-ms", type=positive_ms, default=DEFAULT_MAX_LOOP_LAG_MS, help="event-loop lag p99 above which the run is unreliable"
+    )
+    health.add_argument(
+        "--fail-on-unreliable",
+        action="store_true",
+        default=False,
         help=f"exit with code {exitcodes.UNRELIABLE} when the load generator was saturated",
-    )  # fmt: skip
+    )
 
 
 # --- output paths -----------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.formatting import fmt_cost, fmt_ms, fmt_tps
 from harness.records import read_records
@@ -18,15 +19,21 @@ logger = logging.getLogger("harness.outputs")
 
 def junit_xml(summary: Summary) -> str:
     """One test case per SLO (and per regression check), so CI systems show them natively."""
-    cases = [(f"slo.{r.scope}", f"{r.name} {r.operator} {r.limit:g}", r.passed, f"value {r.value}, limit {r.limit:g}")
-             for r in summary.slos]  # fmt: skip
+    cases = [
+        (f"slo.{r.scope}", f"{r.name} {r.operator} {r.limit:g}", r.passed, f"value {r.value}, limit {r.limit:g}") for r in summary.slos
+    ]
     cases += [(f"regression.{r.scope}", r.metric, not r.regressed, r.describe()) for r in summary.regressions]
     failures = sum(1 for case in cases if not case[2])
     root = ET.Element("testsuites", name="claude-harness")
     suite = ET.SubElement(
-        root, "testsuite", name=f"claude-harness {summary.run.scenario.name}",
-        tests=str(len(cases)), failures=str(failures), errors="0", time=f"{summary.run.duration_s:.3f}",
-    )  # fmt: skip
+        root,
+        "testsuite",
+        name=f"claude-harness {summary.run.scenario.name}",
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors="0",
+        time=f"{summary.run.duration_s:.3f}",
+    )
     for classname, name, passed, message in cases:
         case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
         if not passed:
@@ -56,8 +63,11 @@ def markdown(summary: Summary) -> str:
         for r in summary.slos:
             value = "no data" if r.value is None else f"{r.value:.4g}"
             lines.append(f"| {r.name} | {r.scope} | {value} | {r.operator} {r.limit:g} | {'✅ pass' if r.passed else '❌ fail'} |")
-    lines += ["", "| model | requests | failures | TTFT p50 | TTFT p95 | latency p95 | out tok/s | cost $ |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        "| model | requests | failures | TTFT p50 | TTFT p95 | latency p95 | out tok/s | cost $ |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for model, g in [*summary.models.items(), ("all", summary.totals)]:
         lines.append(
             f"| {model} | {g.requests} | {g.failures} | {fmt_ms(_p(g, 'ttft_ms', 'p50'))} | {fmt_ms(_p(g, 'ttft_ms', 'p95'))} | "

@@ -8,12 +8,11 @@ clear message and exit code 2, never from inside a running listener.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import gevent
 import gevent.event
@@ -21,23 +20,27 @@ from locust import __version__ as locust_version
 from locust import log as locust_log
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
-from harness import credentials, exitcodes, locust_bounds, locust_outputs, options as cli, pauses, slo, webaccess, webui
+from harness import credentials, exitcodes, locust_bounds, locust_env, locust_outputs, pauses, slo, webaccess, webui
+from harness import options as cli
 from harness.credentials import API_KEY_ENV, EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, take_influx_token
 from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
 from harness.emulator_process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.health import Thresholds
+from harness.outputs import write_outputs
 from harness.payload import build_headers
+from harness.pricing import PriceTable
 from harness.recording import InfluxConfig
+from harness.results import InputError, Summary, load_summary
 from harness.run import HarnessRun, RunConfig, new_run_id
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.shares import Share
-from harness.pricing import PriceTable
-from harness.outputs import write_outputs
-from harness.results import InputError, Summary, load_summary
 from harness.summary import build_summary, render_text
 from harness.transport import Target, preload_sdk
 from harness.workerauth import MasterGate, WorkerGate
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 logger = logging.getLogger("harness")
 
@@ -62,10 +65,10 @@ class Session:
     current run and, on a master, the link to the workers."""
 
     def __init__(
-        self, environment: Any, scenario: Scenario, startup_host: str | None, influx_token: str | None, worker_secret: bytes | None
+        self, environment: Environment, scenario: Scenario, startup_host: str | None, influx_token: str | None, worker_secret: bytes | None
     ) -> None:
         self.environment = environment
-        self.options = environment.parsed_options
+        self.options = locust_env.options(environment)
         self.scenario = scenario
         self.startup_host = startup_host  # the --host given (None: the built-in emulator): the API key goes only there
         self.influx_token = influx_token
@@ -79,17 +82,20 @@ class Session:
             assert worker_secret is not None, "a master has the worker secret"
             self.link = MasterLink(
                 environment, scenario, lambda: self.run, startup_host, lambda: (self.guard.budget_usd, self.guard.max_requests)
-            )  # fmt: skip
-            self.gate = MasterGate(environment.runner, worker_secret, self.link.on_join)
+            )
+            self.gate = MasterGate(locust_env.master(environment), worker_secret, self.link.on_join)
             self.gate.start()
             # a lost worker's users go to the others as soon as it is missing (Locust moves
             # them only a minute later otherwise)
             self.options.enable_rebalancing = True
         self.guard = Guard(
-            environment, lambda: self.run, self.options.max_cost_usd or scenario.budget_usd,
-            self.options.max_requests, scenario.abort,
-            workers=(lambda: self.link.workers.values()) if self.link is not None else None,
-        )  # fmt: skip
+            environment,
+            lambda: self.run,
+            self.options.max_cost_usd or scenario.budget_usd,
+            self.options.max_requests,
+            scenario.abort,
+            workers=self.link.workers.values if self.link is not None else None,
+        )
         self.baseline = load_baseline(self.options.baseline) if self.options.baseline else None
 
     @property
@@ -162,17 +168,24 @@ class Session:
         if self.options.regression_threshold:
             rule = rule.model_copy(update={"threshold_pct": self.options.regression_threshold})
         summary = slo.judge_run(
-            built, self.scenario.slos, self.baseline, rule, stopped_by=self.guard.stopped_by, aborted=self.guard.aborted,
+            built,
+            self.scenario.slos,
+            self.baseline,
+            rule,
+            stopped_by=self.guard.stopped_by,
+            aborted=self.guard.aborted,
             failed_fast=self.guard.failed_fast,
-            fail_on_unreliable=self.options.fail_on_unreliable, exit_code_on_error=self.options.exit_code_on_error,
-            crashes=slo.Crashes(len(self.environment.runner.exceptions), locust_log.unhandled_greenlet_exception),
-        )  # fmt: skip
+            fail_on_unreliable=self.options.fail_on_unreliable,
+            exit_code_on_error=self.options.exit_code_on_error,
+            crashes=slo.Crashes(len(locust_env.runner(self.environment).exceptions), locust_log.unhandled_greenlet_exception),
+        )
         self.summary = summary
         unwritten = write_outputs(summary, self.options, run.records.path if run.records is not None else None)
         if not self.options.headless:
             self.show(render_text(summary))
         # the verdict decides the exit code, not Locust's "any failure" rule; an output asked
         # for and not written fails the run whatever the verdict (the log says which)
+        assert summary.verdict is not None  # judged above
         self.environment.process_exit_code = exitcodes.USAGE if unwritten else summary.verdict.exit_code
 
     def current_run(self) -> HarnessRun:
@@ -206,7 +219,7 @@ class WorkerSession:
     RUN_WAIT_S = 30.0
     GIVE_UP_AFTER_S = 0.5  # time for a last message to the master to leave
 
-    def __init__(self, environment: Any, worker_secret: bytes, influx_token: str | None, output_dir: str | None) -> None:
+    def __init__(self, environment: Environment, worker_secret: bytes, influx_token: str | None, output_dir: str | None) -> None:
         self.environment = environment
         self.influx_token = influx_token
         self.output_dir = output_dir  # None: below the master's --output-dir (a shared file system)
@@ -216,16 +229,16 @@ class WorkerSession:
         self.run: HarnessRun | None = None
         # Locust can process the master's spawn message (test_start) before this plugin is
         # initialised: a test may already be under way
-        self._testing = environment.runner.worker_state in (STATE_SPAWNING, STATE_RUNNING)
+        self._testing = locust_env.worker(environment).worker_state in (STATE_SPAWNING, STATE_RUNNING)
         self._ready = gevent.event.Event()
         self.epoch = 0  # the master's measurement window when this worker got the run
         self.share = Share()  # this worker's share of the run's limits (harness/shares.py)
         self._waiting_for: str | None = None  # why the users wait (their share is used up)
         self.link = WorkerLink(
             environment, self._on_run, self._report, self._on_window, self._on_share, lambda: self.gate.master_proven, self.give_up
-        )  # fmt: skip
-        self.gate = WorkerGate(environment.runner, worker_secret, self.give_up, locust_version)
-        gevent.spawn(self.link.watch_master, lambda: environment.parsed_options.master_lost_timeout, self.master_lost)
+        )
+        self.gate = WorkerGate(locust_env.worker(environment), worker_secret, self.give_up, locust_version)
+        gevent.spawn(self.link.watch_master, lambda: locust_env.options(environment).master_lost_timeout, self.master_lost)
 
     def _on_run(self, scenario: Scenario, run_id: str, epoch: int, startup_host: str | None, share: Share) -> None:
         self.scenario, self.run_id, self.epoch, self.startup_host = scenario, run_id, epoch, startup_host
@@ -250,7 +263,7 @@ class WorkerSession:
         """This worker cannot work for its master: it says why and quits with the usage exit code."""
         logger.error("this worker stops: %s", reason)
         self.environment.process_exit_code = exitcodes.USAGE
-        gevent.spawn_later(self.GIVE_UP_AFTER_S, self.environment.runner.quit)
+        gevent.spawn_later(self.GIVE_UP_AFTER_S, locust_env.runner(self.environment).quit)
 
     def master_lost(self, silent_s: float) -> None:
         """The master stopped answering: stop now (requests in flight are cancelled, every one
@@ -259,15 +272,19 @@ class WorkerSession:
         environment = self.environment
         environment.process_exit_code = exitcodes.MASTER_LOST
         environment.stop_timeout = 0.0
-        environment.runner.stop()  # test_stop closes the run: records flushed
+        locust_env.runner(environment).stop()  # test_stop closes the run: records flushed
         run = self.run
         if run is not None:
             where = run.records.path if run.records is not None else "no records file"
             logger.error(
                 "%s: %d requests recorded in run %s (%s), $%.4f spent on priced models, before the master was lost",
-                self.link.name, run.ledger.recorded, run.config.run_id, where, run.ledger.spent_usd,
-            )  # fmt: skip
-        environment.runner.quit()
+                self.link.name,
+                run.ledger.recorded,
+                run.config.run_id,
+                where,
+                run.ledger.spent_usd,
+            )
+        locust_env.runner(environment).quit()
 
     def _on_window(self, run_id: str, epoch: int) -> None:
         """The master opened the measurement window: what this worker has not reported yet
@@ -281,7 +298,7 @@ class WorkerSession:
         if epoch <= run.ledger.window:
             return  # this worker joined in that window already
         run.open_window()
-        self.environment.runner.stats.reset_all()
+        locust_env.runner(self.environment).stats.reset_all()
 
     def _report(self) -> dict[str, Any] | None:
         return self.run.report() if self.run is not None else None
@@ -297,11 +314,11 @@ class WorkerSession:
             return
         if self.run is not None and self.run.config.run_id == self.run_id:
             return
-        options = self.environment.parsed_options
+        options = locust_env.options(self.environment)
         output_dir = worker_output_dir(self.output_dir or options.output_dir, self.run_id, self.scenario, self.link.name)
         config = run_config(
             self.environment, self.scenario, self.run_id, output_dir, "worker", self.startup_host, self.influx_token, worker=self.link.name
-        )  # fmt: skip
+        )
         self.run = HarnessRun(config, self.environment)
         self.run.ledger.base_window = self.epoch
         self.run.share = self.share
@@ -324,32 +341,46 @@ class WorkerSession:
 
 
 def run_config(
-    environment: Any, scenario: Scenario, run_id: str, output_dir: Path, role: str,
-    startup_host: str | None, influx_token: str | None, worker: str = "local",
-) -> RunConfig:  # fmt: skip
+    environment: Environment,
+    scenario: Scenario,
+    run_id: str,
+    output_dir: Path,
+    role: str,
+    startup_host: str | None,
+    influx_token: str | None,
+    worker: str = "local",
+) -> RunConfig:
     """A run's configuration from the (master's) command-line options, on any process; the
     secrets are this process's own."""
-    options, host = environment.parsed_options, environment.host
+    options, host = locust_env.options(environment), environment.host
+    assert host, "the emulator's or the --host given"
     key = EMULATOR_API_KEY if options.host_is_emulator else api_key_for(host, startup_host)
     return RunConfig(
-        scenario, Target(base_url=host, api_key=key, headers=build_headers(scenario)), options.transport,
-        output_dir, run_id,
+        scenario,
+        Target(base_url=host, api_key=key, headers=build_headers(scenario)),
+        options.transport,
+        output_dir,
+        run_id,
         pool_size=max(options.num_users or 1, 100),
         worker=worker,
         role=role,
         points=options.points,
         influx=InfluxConfig.resolve(
-            timeout_s=options.influx_timeout, url=options.influx_url, token=influx_token, org=options.influx_org, bucket=options.influx_bucket
+            timeout_s=options.influx_timeout,
+            url=options.influx_url,
+            token=influx_token,
+            org=options.influx_org,
+            bucket=options.influx_bucket,
         ),
         points_buffer=options.influx_buffer,
         points_flush_timeout_s=options.points_flush_timeout,
         thresholds=Thresholds(options.max_cpu_percent, options.max_loop_lag_ms),
         max_requests=options.max_requests if role == "local" else None,
         min_free_disk_mb=options.min_free_disk_mb,
-    )  # fmt: skip
+    )
 
 
-def on_init(environment: Any, **_kwargs: Any) -> None:
+def on_init(environment: Environment, **_kwargs: Any) -> None:
     options = environment.parsed_options
     if options is None:
         return
@@ -368,7 +399,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         assert secret is not None
         # the master's spawn messages overwrite every option: a worker's own folder is kept now
         own_dir = options.output_dir if options.output_dir != cli.DEFAULT_OUTPUT_DIR else None
-        environment.claude = WorkerSession(environment, secret, influx_token, own_dir)
+        locust_env.attach_session(environment, WorkerSession(environment, secret, influx_token, own_dir))
         if options.transport == "sdk":
             preload_sdk()
         return
@@ -380,7 +411,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     if options.transport == "sdk":
         preload_sdk()
     session = Session(environment, scenario, environment.host or None, influx_token, secret)
-    environment.claude = session
+    locust_env.attach_session(environment, session)
     environment.events.quit.add_listener(lambda **_: session.on_quit())
     environment.events.quitting.add_listener(lambda **_: session.on_quitting())
     environment.events.reset_stats.add_listener(session.open_window)
@@ -434,8 +465,11 @@ def announce_cost(scenario: Scenario, options: Any) -> None:
     users = options.num_users or 1
     logger.info(
         "cost: at most $%.5f per request (output at max_tokens); at one request per user per second, "
-        "%d users spend at most $%.2f per minute", per_request, users, per_request * users * 60,
-    )  # fmt: skip
+        "%d users spend at most $%.2f per minute",
+        per_request,
+        users,
+        per_request * users * 60,
+    )
 
 
 def _apply_load_defaults(options: Any, scenario: Scenario) -> None:
@@ -460,7 +494,7 @@ def register(events: Any) -> None:
     events.test_stop.add_listener(lambda environment, **_: _call(environment, "on_test_stop"))
 
 
-def _call(environment: Any, method: str) -> None:
+def _call(environment: Environment, method: str) -> None:
     session = getattr(environment, "claude", None)
     if session is not None and hasattr(session, method):
         getattr(session, method)()

@@ -7,7 +7,8 @@ The Grafana dashboard's queries are checked against these names by the tests.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from harness.timing import TimingRecord
 
@@ -17,18 +18,43 @@ RUN_MEASUREMENT = "harness_run"
 
 REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "outcome", "worker")
 REQUEST_FIELDS = (
-    "ttft_ms", "latency_ms", "ttfb_ms", "first_thinking_ms", "tpot_ms", "output_tps", "max_gap_ms",
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd",
-    "request_id", "error_type", "http_status", "window", "retry_after_s", "attempt", "retried", "app_latency_ms", "app_ttft_ms",
-)  # fmt: skip
+    "ttft_ms",
+    "latency_ms",
+    "ttfb_ms",
+    "first_thinking_ms",
+    "tpot_ms",
+    "output_tps",
+    "max_gap_ms",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "request_id",
+    "error_type",
+    "http_status",
+    "window",
+    "retry_after_s",
+    "attempt",
+    "retried",
+    "app_latency_ms",
+    "app_ttft_ms",
+)
 INT_FIELDS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window", "attempt"})
 STRING_FIELDS = frozenset({"request_id", "error_type", "event", "detail"})
 
 HEALTH_TAGS = ("run_id", "scenario", "worker", "role")
 HEALTH_FIELDS = (
-    "cpu_percent", "loop_lag_max_ms", "loop_lag_p99_ms", "users", "in_flight",
-    "points_written", "points_dropped", "buffer_size", "saturated",
-)  # fmt: skip
+    "cpu_percent",
+    "loop_lag_max_ms",
+    "loop_lag_p99_ms",
+    "users",
+    "in_flight",
+    "points_written",
+    "points_dropped",
+    "buffer_size",
+    "saturated",
+)
 
 RUN_TAGS = ("run_id", "scenario", "worker")
 RUN_FIELDS = ("event", "detail")  # event: "start" or "stop"

@@ -9,7 +9,7 @@ summary counts such requests apart and the cost guard refuses to run them agains
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,17 +24,14 @@ class Price(BaseModel):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
-    cache_read: Optional[float] = Field(default=None, ge=0)
-    cache_write: Optional[float] = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
 
     def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_creation_tokens: int = 0) -> float:
         cache_read = self.input * CACHE_READ_FACTOR if self.cache_read is None else self.cache_read
         cache_write = self.input * CACHE_WRITE_FACTOR if self.cache_write is None else self.cache_write
         dollars_per_million = (
-            self.input * input_tokens
-            + self.output * output_tokens
-            + cache_read * cache_read_tokens
-            + cache_write * cache_creation_tokens
+            self.input * input_tokens + self.output * output_tokens + cache_read * cache_read_tokens + cache_write * cache_creation_tokens
         )
         return dollars_per_million / 1_000_000
 

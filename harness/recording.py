@@ -171,8 +171,10 @@ class PointWriter:
             self._failing = True
             logger.warning(
                 "points: cannot write to %s (%s); the load test goes on, points are buffered (at most %d)",
-                self.sink.description, type(exc).__name__, self.max_buffer,
-            )  # fmt: skip
+                self.sink.description,
+                type(exc).__name__,
+                self.max_buffer,
+            )
         retry_after = _retry_after_s(exc)
         self._backoff_s = retry_after or min(self._backoff_s * 2, MAX_BACKOFF_S)
 

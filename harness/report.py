@@ -18,31 +18,38 @@ import math
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NoReturn
+from typing import Any, NoReturn
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import yaml
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from harness.formatting import DASH, fmt_cost, fmt_ms, fmt_num, fmt_time  # noqa: E402
-from harness.records import read_records  # noqa: E402
-from harness.results import Group, InputError, Summary, WorkerInfo, load_summary  # noqa: E402
-from harness.summary import accounting_text, application_text, lost_text  # noqa: E402
-from harness.timing import OK, OUTCOMES  # noqa: E402
-
+from harness.formatting import DASH, fmt_cost, fmt_ms, fmt_num, fmt_time
+from harness.records import read_records
+from harness.results import Group, InputError, Summary, WorkerInfo, load_summary
+from harness.summary import accounting_text, application_text, lost_text
+from harness.timing import OK, OUTCOMES
 
 OUTCOME_COLOURS = {
-    "ok": "#2e9d5b", "rate_limited": "#f0a020", "overloaded": "#d9482b", "api_error": "#8e44ad",
-    "timeout": "#8c5a2b", "connection_error": "#5d6d7e", "protocol_error": "#bcbd22", "client_error": "#e377c2", "cancelled": "#b0b7bf",
-}  # fmt: skip
+    "ok": "#2e9d5b",
+    "rate_limited": "#f0a020",
+    "overloaded": "#d9482b",
+    "api_error": "#8e44ad",
+    "timeout": "#8c5a2b",
+    "connection_error": "#5d6d7e",
+    "protocol_error": "#bcbd22",
+    "client_error": "#e377c2",
+    "cancelled": "#b0b7bf",
+}
 MODEL_COLOURS = ("#1f6fb4", "#e8772e", "#2ca02c", "#9b59b6", "#c0392b", "#17becf", "#7f7f7f", "#bcbd22")
 _SECRET = re.compile(r"(sk-ant-[A-Za-z0-9_\-]{4,}|sk-[A-Za-z0-9]{20,}|(?i:bearer)\s+[A-Za-z0-9._\-]{16,})")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
@@ -86,10 +93,14 @@ class Columns:
         wall = column("wall_start_ns") / 1e9
         origin = started_at if started_at else (np.nanmin(wall) if len(wall) else 0.0)
         return cls(
-            model=column("model", str), outcome=column("outcome", str), error_type=column("error_type", str),
-            http_status=column("http_status"), t_s=wall - origin,
-            ttft_ms=column("ttft_ms"), latency_ms=column("latency_ms"),
-        )  # fmt: skip
+            model=column("model", str),
+            outcome=column("outcome", str),
+            error_type=column("error_type", str),
+            http_status=column("http_status"),
+            t_s=wall - origin,
+            ttft_ms=column("ttft_ms"),
+            latency_ms=column("latency_ms"),
+        )
 
 
 def model_colours(summary: Summary, columns: Columns | None) -> dict[str, str]:
@@ -100,12 +111,22 @@ def model_colours(summary: Summary, columns: Columns | None) -> dict[str, str]:
 
 
 # --- plots -------------------------------------------------------------------------------
-plt.rcParams.update({
-    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-    "grid.color": "#e3e6ea", "grid.linewidth": 0.7, "axes.edgecolor": "#8a929a",
-    "svg.hashsalt": "claude-harness", "figure.dpi": 100,
-})  # fmt: skip
+plt.rcParams.update(
+    {
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "legend.fontsize": 8,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.color": "#e3e6ea",
+        "grid.linewidth": 0.7,
+        "axes.edgecolor": "#8a929a",
+        "svg.hashsalt": "claude-harness",
+        "figure.dpi": 100,
+    }
+)
 
 _SVG_ID = re.compile(r'\bid="([^"]+)"')
 _SVG_REF = re.compile(r'(url\(#|href="#)([^")]+)')
@@ -137,7 +158,7 @@ def plot_distribution(columns: Columns, colours: dict[str, str], metric: str, la
     fig, (hist, cdf) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     values = getattr(columns, metric)
     ok = (columns.outcome == OK) & ~np.isnan(values)
-    lo, hi = (np.percentile(values[ok], [0, 99.5]) if ok.any() else (0, 1))
+    lo, hi = np.percentile(values[ok], [0, 99.5]) if ok.any() else (0, 1)
     bins = np.linspace(lo, max(hi, lo + 1), 50)
     for model, colour in colours.items():
         data = np.sort(values[ok & (columns.model == model)])
@@ -150,8 +171,9 @@ def plot_distribution(columns: Columns, colours: dict[str, str], metric: str, la
     cdf.set(title=f"{label} CDF", xlabel=f"{label} (ms)", ylabel="share of requests ≤ x", ylim=(0, 1.02))
     for q in (0.5, 0.95, 0.99):
         cdf.axhline(q, color="#9aa3ab", linewidth=0.7, linestyle=":")
-        cdf.annotate(f"p{round(q * 100)}", (1.0, q), xycoords=("axes fraction", "data"), fontsize=7, color="#69737c",
-                     ha="right", va="bottom")  # fmt: skip
+        cdf.annotate(
+            f"p{round(q * 100)}", (1.0, q), xycoords=("axes fraction", "data"), fontsize=7, color="#69737c", ha="right", va="bottom"
+        )
     _legend(hist)
     return fig
 
@@ -161,8 +183,8 @@ def plot_percentiles(summary: Summary, colours: dict[str, str], metric: str, lab
     fig, ax = plt.subplots(figsize=(9, 3.0), layout="constrained")
     keys = ("p50", "p90", "p95", "p99")
     for model, group in summary.models.items():
-        values = [pct(group, metric, key) for key in keys]
-        if all(v is not None for v in values):
+        values = [v for key in keys if (v := pct(group, metric, key)) is not None]
+        if len(values) == len(keys):
             ax.plot(keys, values, marker="o", color=colours.get(model), label=model)
     ax.set(title=f"{label} percentiles per model (from the summary)", xlabel="percentile", ylabel=f"{label} (ms)")
     _legend(ax)
@@ -196,8 +218,11 @@ def plot_ttft_over_time(columns: Columns, colours: dict[str, str]) -> plt.Figure
         ax.plot(centres, p50, color=colour, linewidth=1.8, label=model)
         ax.plot(centres, p95, color=colour, linewidth=1.2, linestyle="--")
     width = edges[1] - edges[0] if len(edges) > 1 else 1
-    ax.set(title=f"TTFT over time (dots: requests; lines: p50 / p95 per {width:g} s)",
-           xlabel="seconds since start (request start)", ylabel="TTFT (ms)")  # fmt: skip
+    ax.set(
+        title=f"TTFT over time (dots: requests; lines: p50 / p95 per {width:g} s)",
+        xlabel="seconds since start (request start)",
+        ylabel="TTFT (ms)",
+    )
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="#69737c", linewidth=1.8), Line2D([], [], color="#69737c", linewidth=1.2, linestyle="--")]
     ax.legend(handles, [*labels, "p50", "p95"], frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -216,13 +241,13 @@ def plot_throughput(columns: Columns) -> plt.Figure:
             continue
         counts, _ = np.histogram(columns.t_s[mask], bins=edges)
         top = bottom + np.append(counts, counts[-1]) / width  # the last value repeated: steps need len(edges)
-        ax.fill_between(edges, bottom, top, step="post", color=OUTCOME_COLOURS.get(outcome), linewidth=0,
-                        label=f"{outcome} ({int(mask.sum()):,})")  # fmt: skip
+        ax.fill_between(
+            edges, bottom, top, step="post", color=OUTCOME_COLOURS.get(outcome), linewidth=0, label=f"{outcome} ({int(mask.sum()):,})"
+        )
         bottom = top
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(bottom=0)
-    ax.set(title="Requests per second by outcome (by request start)", xlabel="seconds since start",
-           ylabel="requests / s")  # fmt: skip
+    ax.set(title="Requests per second by outcome (by request start)", xlabel="seconds since start", ylabel="requests / s")
     _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -241,8 +266,9 @@ def _failure_kinds(summary: Summary, columns: Columns | None) -> Counter[str]:
 def plot_errors(summary: Summary, columns: Columns | None) -> plt.Figure:
     """Failed requests by class and error type, and the failure share of each model."""
     kinds = _failure_kinds(summary, columns)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, max(2.6, 0.32 * len(kinds) + 1.2)), layout="constrained",
-                                      gridspec_kw={"width_ratios": [1.4, 1]})  # fmt: skip
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(9, max(2.6, 0.32 * len(kinds) + 1.2)), layout="constrained", gridspec_kw={"width_ratios": [1.4, 1]}
+    )
     names = [name for name, _ in kinds.most_common()][::-1]
     counts = [kinds[name] for name in names]
     bars = left.barh(names, counts, color=[OUTCOME_COLOURS.get(n.split(":")[0], "#999") for n in names])
@@ -270,8 +296,11 @@ def plot_tokens_cost(summary: Summary, colours: dict[str, str]) -> plt.Figure:
     """Input tokens, output tokens and cost per model (from the summary)."""
     models = list(summary.models)
     fig, axes = plt.subplots(1, 3, figsize=(9, max(2.4, 0.45 * len(models) + 1.3)), layout="constrained")
-    panels = (("input_tokens", "Input tokens", "{:,.0f}"), ("output_tokens", "Output tokens", "{:,.0f}"),
-              ("cost_usd", "Cost (USD)", "${:,.4f}"))  # fmt: skip
+    panels = (
+        ("input_tokens", "Input tokens", "{:,.0f}"),
+        ("output_tokens", "Output tokens", "{:,.0f}"),
+        ("cost_usd", "Cost (USD)", "${:,.4f}"),
+    )
     for ax, (key, title, fmt) in zip(axes, panels):
         values = [getattr(summary.models[m], key) for m in models]
         bars = ax.barh(models, values, height=0.6, color=[colours.get(m, "#999") for m in models])
@@ -293,7 +322,10 @@ def plot_health(summary: Summary) -> plt.Figure:
     start = summary.run.started_at or timeline[0].at
     t = np.array([s.at - start for s in timeline])
     fig, (cpu, lag) = plt.subplots(2, 1, figsize=(9, 3.6), sharex=True, layout="constrained")
-    series = ((cpu, "cpu_percent", "CPU %", "max_cpu_percent_limit"), (lag, "loop_lag_p99_ms", "loop lag p99 (ms)", "max_loop_lag_ms_limit"))
+    series = (
+        (cpu, "cpu_percent", "CPU %", "max_cpu_percent_limit"),
+        (lag, "loop_lag_p99_ms", "loop lag p99 (ms)", "max_loop_lag_ms_limit"),
+    )
     for ax, key, label, limit in series:
         ax.plot(t, [getattr(s, key) for s in timeline], marker="o", markersize=3, color="#1f6fb4", label=label)
         ax.axhline(getattr(health, limit), color="#d9482b", linestyle="--", linewidth=1, label=f"limit {getattr(health, limit):g}")
@@ -375,14 +407,19 @@ def section_header(summary: Summary) -> str:
         cls = {"PASS": "pass", "DONE": "neutral", "UNRELIABLE": "warn"}.get(run_verdict.status, "fail")
         badges.append(f'<span class="badge {cls}">run: {esc(run_verdict.status)}</span>')
     reasons = "".join(f"<li>{esc(reason)}</li>" for reason in (run_verdict.reasons if run_verdict else []))
-    meta = [("run", run.run_id), ("host", run.host), ("transport", run.transport),
-            ("duration", f"{run.duration_s:g} s"), ("users", run.users),
-            ("started", fmt_time(run.started_at))]  # fmt: skip
+    meta = [
+        ("run", run.run_id),
+        ("host", run.host),
+        ("transport", run.transport),
+        ("duration", f"{run.duration_s:g} s"),
+        ("users", run.users),
+        ("started", fmt_time(run.started_at)),
+    ]
     meta_html = " &middot; ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in meta)
     return (
         f'<header class="top"><div class="inner"><h1>Claude load test: {esc(run.scenario.name)}</h1>'
         f'<div class="meta">{meta_html}</div><div class="badges">{"".join(badges)}</div>'
-        f'{f"<ul class=reasons>{reasons}</ul>" if reasons else ""}</div></header>'
+        f"{f'<ul class=reasons>{reasons}</ul>' if reasons else ''}</div></header>"
     )
 
 
@@ -425,7 +462,7 @@ def section_slos(summary: Summary) -> str:
     rows = "".join(
         f'<tr><td class="l">{esc(s.name)}</td><td class="l">{esc(s.scope)}</td>'
         f'<td class="l">{esc(s.metric)}</td><td>{esc(fmt_num(s.value))}</td>'
-        f'<td>{esc(s.operator)} {esc(fmt_num(s.limit))}</td>'
+        f"<td>{esc(s.operator)} {esc(fmt_num(s.limit))}</td>"
         f'<td class="{"ok" if s.passed else "bad"}">{"PASS" if s.passed else "FAIL"}</td></tr>'
         for s in slos
     )
@@ -447,11 +484,15 @@ def _stats_cells(group: Group) -> str:
     share = f" ({100 * failures / requests:.1f}%)" if requests and failures else ""
     chips = f"<br>{_failure_chips(group.outcomes)}" if failures else ""
     cells = [
-        fmt_ms(pct(group, "ttft_ms", "p50")), fmt_ms(pct(group, "ttft_ms", "p95")), fmt_ms(pct(group, "ttft_ms", "p99")),
-        fmt_ms(pct(group, "latency_ms", "p50")), fmt_ms(pct(group, "latency_ms", "p95")),
+        fmt_ms(pct(group, "ttft_ms", "p50")),
+        fmt_ms(pct(group, "ttft_ms", "p95")),
+        fmt_ms(pct(group, "ttft_ms", "p99")),
+        fmt_ms(pct(group, "latency_ms", "p50")),
+        fmt_ms(pct(group, "latency_ms", "p95")),
         fmt_num(pct(group, "output_tps", "p50")),
-        f"{group.input_tokens:,} / {group.output_tokens:,}", fmt_cost(group.cost_usd, group.cost_known),
-    ]  # fmt: skip
+        f"{group.input_tokens:,} / {group.output_tokens:,}",
+        fmt_cost(group.cost_usd, group.cost_known),
+    ]
     rest = "".join(f"<td>{esc(c)}</td>" for c in cells)
     return f'<td>{requests:,}</td><td class="chips">{esc(f"{failures:,}{share}")}{chips}</td>{rest}'
 
@@ -513,25 +554,57 @@ def plot_list(summary: Summary, columns: Columns | None) -> list[Plot]:
             caption = f"{label} percentiles per model from the summary (no records given for full distributions)."
         plots.append(Plot(key, f"{label} distribution", caption, draw))
     if columns is not None:
-        plots.append(Plot("ttft-time", "TTFT over time", "Each successful streamed request's TTFT at the time it started, with p50 and p95 per time bin per model.",
-                          lambda: plot_ttft_over_time(columns, colours)))  # fmt: skip
-        plots.append(Plot("throughput", "Requests per second by outcome", "Requests by the second they started, stacked by outcome class.",
-                          lambda: plot_throughput(columns)))  # fmt: skip
+        plots.append(
+            Plot(
+                "ttft-time",
+                "TTFT over time",
+                "Each successful streamed request's TTFT at the time it started, with p50 and p95 per time bin per model.",
+                lambda: plot_ttft_over_time(columns, colours),
+            )
+        )
+        plots.append(
+            Plot(
+                "throughput",
+                "Requests per second by outcome",
+                "Requests by the second they started, stacked by outcome class.",
+                lambda: plot_throughput(columns),
+            )
+        )
     else:
         plots.append(Plot("ttft-time", "TTFT over time", no_records, None))
         plots.append(Plot("throughput", "Requests per second by outcome", no_records, None))
     if has_failures:
-        plots.append(Plot("errors", "Errors", "Failed requests by outcome class and error type (HTTP status when not 200), and each model's failure share.",
-                          lambda: plot_errors(summary, columns)))  # fmt: skip
+        plots.append(
+            Plot(
+                "errors",
+                "Errors",
+                "Failed requests by outcome class and error type (HTTP status when not 200), and each model's failure share.",
+                lambda: plot_errors(summary, columns),
+            )
+        )
     else:
         plots.append(Plot("errors", "Errors", "No request failed: nothing to break down.", None))
-    plots.append(Plot("tokens-cost", "Tokens and cost per model", "Token usage reported by the server and the cost computed from it.",
-                      lambda: plot_tokens_cost(summary, colours)))  # fmt: skip
+    plots.append(
+        Plot(
+            "tokens-cost",
+            "Tokens and cost per model",
+            "Token usage reported by the server and the cost computed from it.",
+            lambda: plot_tokens_cost(summary, colours),
+        )
+    )
     if summary.health.timeline:
-        plots.append(Plot("health", "Load generator health", "CPU use and event-loop lag (p99 over each 2 s sample) of this process; above the limits its timings are late.",
-                          lambda: plot_health(summary)))  # fmt: skip
+        plots.append(
+            Plot(
+                "health",
+                "Load generator health",
+                "CPU use and event-loop lag (p99 over each 2 s sample) of this process; above the limits its timings are late.",
+                lambda: plot_health(summary),
+            )
+        )
     else:
-        plots.append(Plot("health", "Load generator health", "No health samples were recorded (the run was shorter than one sample).", None))
+        plots.append(
+            Plot("health", "Load generator health", "No health samples were recorded (the run was shorter than one sample).", None)
+        )
     return plots
 
 
@@ -583,8 +656,15 @@ def section_health_workers(summary: Summary) -> str:
 def _worker_row(worker: WorkerInfo) -> str:
     last = worker.last_health
     state = '<td class="l bad">LOST</td>' if worker.lost else '<td class="l ok">ok</td>'
-    cells = (worker.requests, worker.records, worker.points_written, worker.points_dropped,
-             worker.saturated_samples, last.get("cpu_percent"), last.get("loop_lag_p99_ms"))  # fmt: skip
+    cells = (
+        worker.requests,
+        worker.records,
+        worker.points_written,
+        worker.points_dropped,
+        worker.saturated_samples,
+        last.get("cpu_percent"),
+        last.get("loop_lag_p99_ms"),
+    )
     return f'<tr><td class="l">{esc(worker.name)}</td>{"".join(f"<td>{esc(fmt_num(c))}</td>" for c in cells)}{state}</tr>'
 
 
@@ -592,11 +672,19 @@ def section_scenario(summary: Summary) -> str:
     run = summary.run
     scenario = run.scenario
     content = yaml.safe_dump(scenario.content, sort_keys=False, allow_unicode=True, width=100)
-    details = [("name", scenario.name), ("source", scenario.source), ("digest", scenario.digest),
-               ("anthropic-version", run.anthropic_version), ("spawn rate", run.spawn_rate),
-               ("run time (s)", run.run_time_s), ("seeds", json.dumps(run.seeds)),
-               ("started", fmt_time(run.started_at)), ("ended", fmt_time(run.ended_at)),
-               ("role", run.role), ("summary schema", f"{summary.schema_} v{summary.version}")]  # fmt: skip
+    details = [
+        ("name", scenario.name),
+        ("source", scenario.source),
+        ("digest", scenario.digest),
+        ("anthropic-version", run.anthropic_version),
+        ("spawn rate", run.spawn_rate),
+        ("run time (s)", run.run_time_s),
+        ("seeds", json.dumps(run.seeds)),
+        ("started", fmt_time(run.started_at)),
+        ("ended", fmt_time(run.ended_at)),
+        ("role", run.role),
+        ("summary schema", f"{summary.schema_} v{summary.version}"),
+    ]
     kv = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in details)
     versions = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in run.versions.items())
     return (
@@ -612,12 +700,20 @@ def build_html(summary: Summary, records: list[dict[str, Any]] | None) -> str:
     records = [r for r in records if r.get("window", 0) == window] if records else None
     columns = Columns.from_records(records, summary.run.started_at) if records else None
     title = f"Claude load test: {summary.run.scenario.name} ({summary.run.run_id})"
-    body = "".join([
-        section_header(summary), "<main>", section_overview(summary), section_slos(summary), section_tables(summary),
-        section_plots(summary, columns), section_health_workers(summary), section_scenario(summary),
-        f"<footer>claude-loadtest-harness {esc(summary.run.versions.get('harness'))} &middot; "
-        f"report of run {esc(summary.run.run_id)}</footer></main>",
-    ])  # fmt: skip
+    body = "".join(
+        [
+            section_header(summary),
+            "<main>",
+            section_overview(summary),
+            section_slos(summary),
+            section_tables(summary),
+            section_plots(summary, columns),
+            section_health_workers(summary),
+            section_scenario(summary),
+            f"<footer>claude-loadtest-harness {esc(summary.run.versions.get('harness'))} &middot; "
+            f"report of run {esc(summary.run.run_id)}</footer></main>",
+        ]
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.timing import CANCELLED, OK
 
-SCHEMA = "claude-harness-summary"
-SCHEMA_VERSION = 2
+SCHEMA: Final = "claude-harness-summary"
+SCHEMA_VERSION: Final = 2
 READABLE_VERSIONS = (1, 2)
 
 
@@ -302,9 +302,7 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     accounting = data.get("accounting", {})
     cancelled = data.get("totals", {}).get("outcomes", {}).get(CANCELLED, 0)
     data["accounting"] = {**accounting, "recorded": accounting.get("requests", 0), "cancelled": cancelled}
-    data["slos"] = [
-        {**s, "metric": s["name"], "bound": "min" if s["name"].startswith("min_") else "max"} for s in data.get("slos", [])
-    ]
+    data["slos"] = [{**s, "metric": s["name"], "bound": "min" if s["name"].startswith("min_") else "max"} for s in data.get("slos", [])]
     return data
 
 

@@ -13,24 +13,29 @@ import itertools
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from harness import payload
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
 from harness.failures import Backoff, FailFast, Retrying
 from harness.health import Gauges, HealthMonitor, Thresholds
-from harness.results import HealthSample
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
 from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, POINTS_FILE, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RECORDS_FILE, RecordsFile
+from harness.results import HealthSample
 from harness.scenario import Pick, Sampler, Scenario
 from harness.shares import Share
 from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
 from harness.timing import TimingRecord
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
 
 class ClaudeFailure(Exception):
     """What Locust shows for a failed request: the outcome class, error type and status.
@@ -87,7 +92,7 @@ class Ledger:
 
 
 class HarnessRun:
-    def __init__(self, config: RunConfig, environment: Any) -> None:
+    def __init__(self, config: RunConfig, environment: Environment) -> None:
         self.config = config
         self.environment = environment
         self.scenario = config.scenario
@@ -103,11 +108,7 @@ class HarnessRun:
         self.labels = {"run_id": config.run_id, "scenario": config.scenario.name, "worker": config.worker}
         self.prices = PriceTable(config.scenario.prices)
         # a master sends no requests: its workers keep the records
-        self.records = (
-            None
-            if config.role == "master"
-            else RecordsFile(config.output_dir / RECORDS_FILE, {**self.labels})
-        )
+        self.records = None if config.role == "master" else RecordsFile(config.output_dir / RECORDS_FILE, {**self.labels})
         self.points = self._point_writer(config)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
         self.disk = DiskWatch(config.output_dir, config.min_free_disk_mb)
@@ -252,7 +253,7 @@ class HarnessRun:
             context={"outcome": record.outcome},
         )
         if record.ok and record.first_content == "text":
-            self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)
+            self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)  # type: ignore[arg-type]  # float ms, as in request events (typed int)
         self.stats.add(record)
         self.recent.add(record)
 

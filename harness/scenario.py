@@ -38,7 +38,7 @@ import types
 import typing
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Optional, Union
+from typing import Any, Final, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import (
@@ -50,7 +50,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from harness import yamlfile
 from harness.pricing import Price
@@ -58,19 +58,19 @@ from harness.pricing import Price
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_TIMEOUT_S",
-    "ScenarioError",
-    "Scenario",
-    "ModelChoice",
-    "Prompt",
-    "Message",
-    "Thinking",
-    "Price",
     "Load",
+    "Message",
+    "ModelChoice",
     "Pick",
+    "Price",
+    "Prompt",
     "Sampler",
+    "Scenario",
+    "ScenarioError",
+    "Thinking",
     "load_scenario",
-    "scenario_from_dict",
     "parse_timespan",
+    "scenario_from_dict",
 ]
 
 DEFAULT_ANTHROPIC_VERSION = "2026-10-21"
@@ -159,8 +159,7 @@ def _check_content(value: Any) -> Any:
             raise ValueError("must be a non-empty string or a non-empty list of content blocks")
         for i, block in enumerate(value):
             if not isinstance(block, dict):
-                raise ValueError(f"[{i}]: a content block must be a mapping like {{type: text, text: ...}} "
-                                 f"(got {_short(block)})")
+                raise ValueError(f"[{i}]: a content block must be a mapping like {{type: text, text: ...}} (got {_short(block)})")
             btype = block.get("type")
             if not isinstance(btype, str) or not btype:
                 raise ValueError(f"[{i}].type: a content block needs a 'type' (e.g. text)")
@@ -193,8 +192,8 @@ class Thinking(_Model):
     """Extended thinking, passed through as the request's ``thinking`` object."""
 
     type: Literal["enabled", "adaptive", "disabled"]
-    budget_tokens: Optional[int] = Field(default=None, ge=1)
-    display: Optional[str] = Field(default=None, min_length=1)
+    budget_tokens: int | None = Field(default=None, ge=1)
+    display: str | None = Field(default=None, min_length=1)
 
     def to_body(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -213,9 +212,9 @@ class Message(_Model):
 class Load(_Model):
     """Default load settings (Locust's ``-u``, ``-r``, ``-t``); the command line wins."""
 
-    users: Optional[int] = Field(default=None, ge=1)
-    spawn_rate: Optional[float] = Field(default=None, gt=0)
-    run_time: Optional[str] = None
+    users: int | None = Field(default=None, ge=1)
+    spawn_rate: float | None = Field(default=None, gt=0)
+    run_time: str | None = None
 
     @field_validator("run_time", mode="before")
     @classmethod
@@ -226,7 +225,7 @@ class Load(_Model):
         return str(value).strip() if not isinstance(value, str) else value.strip()
 
     @property
-    def run_time_s(self) -> Optional[int]:
+    def run_time_s(self) -> int | None:
         return None if self.run_time is None else parse_timespan(self.run_time)
 
 
@@ -254,6 +253,7 @@ class Backoff(_Model):
 
 
 RetryOn = Literal["rate_limited", "overloaded", "api_error", "timeout", "connection_error", "protocol_error"]
+DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("rate_limited", "overloaded", "connection_error")
 
 
 class Retries(_Model):
@@ -264,30 +264,30 @@ class Retries(_Model):
     requests as the application sees them."""
 
     max: int = Field(default=2, ge=1, le=10)
-    on: list[RetryOn] = Field(default_factory=lambda: ["rate_limited", "overloaded", "connection_error"], min_length=1)
+    on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON), min_length=1)
     wait_retry_after: bool = True
     first_wait_s: float = Field(default=0.5, ge=0, le=60)
     max_wait_s: float = Field(default=8.0, ge=0, le=600)
 
 
-INHERIT = "inherit"
+INHERIT: Final = "inherit"
 
 
 class PromptFailures(_Model):
     """A prompt's own failure policy: what it gives overrides the scenario's (`inherit`, the
     default, takes the scenario's)."""
 
-    fail_fast: Optional[Literal["inherit"]] = INHERIT  # null: this prompt's failures do not count
-    backoff: Union[Backoff, None, Literal["inherit"]] = INHERIT
-    retries: Union[Retries, None, Literal["inherit"]] = INHERIT
+    fail_fast: Literal["inherit"] | None = INHERIT  # null: this prompt's failures do not count
+    backoff: Backoff | Literal["inherit"] | None = INHERIT
+    retries: Retries | Literal["inherit"] | None = INHERIT
 
 
 class Failures(_Model):
     """What the harness does when requests fail (`null` turns a part off)."""
 
-    fail_fast: Optional[FailFast] = Field(default_factory=FailFast)
-    backoff: Optional[Backoff] = Field(default_factory=Backoff)
-    retries: Optional[Retries] = None
+    fail_fast: FailFast | None = Field(default_factory=FailFast)
+    backoff: Backoff | None = Field(default_factory=Backoff)
+    retries: Retries | None = None
 
 
 class Prompt(_Model):
@@ -297,15 +297,15 @@ class Prompt(_Model):
     name: str = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0)
     system: Any = None
-    messages: Optional[list[Message]] = Field(default=None, min_length=1)
-    input_tokens: Optional[int] = Field(default=None, ge=1)
+    messages: list[Message] | None = Field(default=None, min_length=1)
+    input_tokens: int | None = Field(default=None, ge=1)
     cache_synthetic: bool = False
     max_tokens: int = Field(ge=1)
-    temperature: Optional[float] = Field(default=None, ge=0, le=1)
-    thinking: Optional[Thinking] = None
-    stream: Optional[Union[bool, float]] = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    thinking: Thinking | None = None
+    stream: bool | float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: Optional[float] = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
     failures: PromptFailures = Field(default_factory=lambda: PromptFailures())
 
     @field_validator("name", mode="before")
@@ -326,7 +326,7 @@ class Prompt(_Model):
         return None if value is None else _check_share(value, allow_bool_passthrough=True)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Prompt":
+    def _consistent(self) -> Prompt:
         if self.messages is None and self.input_tokens is None:
             raise _field_error("", "needs 'messages' (the conversation) or 'input_tokens' (a synthetic prompt)")
         if self.messages is not None and self.messages[0].role != "user":
@@ -339,9 +339,7 @@ class Prompt(_Model):
                 if th.budget_tokens is None:
                     raise _field_error("thinking.budget_tokens", "required when thinking type is 'enabled'")
                 if th.budget_tokens < THINKING_MIN_BUDGET:
-                    raise _field_error(
-                        "thinking.budget_tokens", f"must be >= {THINKING_MIN_BUDGET} (got {th.budget_tokens})"
-                    )
+                    raise _field_error("thinking.budget_tokens", f"must be >= {THINKING_MIN_BUDGET} (got {th.budget_tokens})")
                 if th.budget_tokens >= self.max_tokens:
                     raise _field_error(
                         "thinking.budget_tokens",
@@ -350,9 +348,7 @@ class Prompt(_Model):
             elif th.budget_tokens is not None:
                 raise _field_error("thinking.budget_tokens", f"only allowed with type 'enabled' (got type {th.type!r})")
             if th.type != "disabled" and self.temperature is not None and self.temperature != 1:
-                raise _field_error(
-                    "temperature", f"the API only accepts temperature 1 with thinking on (got {self.temperature})"
-                )
+                raise _field_error("temperature", f"the API only accepts temperature 1 with thinking on (got {self.temperature})")
         for key in self.extra:
             if key in RESERVED_BODY_FIELDS:
                 hint = "set by the sampler" if key in ("model", "stream") else f"use the prompt's '{key}' field"
@@ -360,26 +356,26 @@ class Prompt(_Model):
         return self
 
     @property
-    def stream_share(self) -> Optional[float]:
+    def stream_share(self) -> float | None:
         return None if self.stream is None else float(self.stream)
 
 
 class SloLimits(_Model):
     """Service-level objectives, checked at the end on the precise (HDR) statistics."""
 
-    ttft_p50_ms: Optional[float] = Field(default=None, gt=0)
-    ttft_p90_ms: Optional[float] = Field(default=None, gt=0)
-    ttft_p95_ms: Optional[float] = Field(default=None, gt=0)
-    ttft_p99_ms: Optional[float] = Field(default=None, gt=0)
-    latency_p50_ms: Optional[float] = Field(default=None, gt=0)
-    latency_p90_ms: Optional[float] = Field(default=None, gt=0)
-    latency_p95_ms: Optional[float] = Field(default=None, gt=0)
-    latency_p99_ms: Optional[float] = Field(default=None, gt=0)
-    error_rate: Optional[float] = Field(default=None, ge=0, le=1)
-    rate_limited_share: Optional[float] = Field(default=None, ge=0, le=1)
-    overloaded_share: Optional[float] = Field(default=None, ge=0, le=1)
-    min_output_tps: Optional[float] = Field(default=None, gt=0)
-    min_requests: Optional[int] = Field(default=None, ge=1)
+    ttft_p50_ms: float | None = Field(default=None, gt=0)
+    ttft_p90_ms: float | None = Field(default=None, gt=0)
+    ttft_p95_ms: float | None = Field(default=None, gt=0)
+    ttft_p99_ms: float | None = Field(default=None, gt=0)
+    latency_p50_ms: float | None = Field(default=None, gt=0)
+    latency_p90_ms: float | None = Field(default=None, gt=0)
+    latency_p95_ms: float | None = Field(default=None, gt=0)
+    latency_p99_ms: float | None = Field(default=None, gt=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    rate_limited_share: float | None = Field(default=None, ge=0, le=1)
+    overloaded_share: float | None = Field(default=None, ge=0, le=1)
+    min_output_tps: float | None = Field(default=None, gt=0)
+    min_requests: int | None = Field(default=None, ge=1)
 
 
 class Slos(SloLimits):
@@ -397,18 +393,23 @@ class AbortRule(_Model):
 
 
 RegressionMetric = Literal[
-    "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
-    "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
-]  # fmt: skip
+    "ttft_p50_ms",
+    "ttft_p90_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+]
+DEFAULT_REGRESSION_METRICS: tuple[RegressionMetric, ...] = ("ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms")
 
 
 class Regression(_Model):
     """How much worse than a baseline run (`--baseline`) a percentile may get."""
 
     threshold_pct: float = Field(default=10.0, gt=0)
-    metrics: list[RegressionMetric] = Field(
-        default_factory=lambda: ["ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms"]
-    )
+    metrics: list[RegressionMetric] = Field(default_factory=lambda: list(DEFAULT_REGRESSION_METRICS))
 
 
 MAX_STATS_GROUPS = 256  # (model, prompt, mode) groups a run keeps statistics for
@@ -418,8 +419,8 @@ class Scenario(_Model):
     """A validated scenario. Build one with :func:`load_scenario` or :func:`scenario_from_dict`."""
 
     name: str = Field(min_length=1)
-    description: Optional[str] = None
-    anthropic_version: Optional[str] = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    description: str | None = None
+    anthropic_version: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
     beta: list[str] = Field(default_factory=list)
     models: list[ModelChoice] = Field(min_length=1)
     prompts: list[Prompt] = Field(min_length=1)
@@ -428,11 +429,11 @@ class Scenario(_Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)  # `timeout_s: N` is read as timeouts.total_s
     failures: Failures = Field(default_factory=Failures)
     prices: dict[str, Price] = Field(default_factory=dict)
-    load: Optional[Load] = None
+    load: Load | None = None
     slos: Slos = Field(default_factory=Slos)
-    abort: Optional[AbortRule] = None
+    abort: AbortRule | None = None
     regression: Regression = Field(default_factory=Regression)
-    budget_usd: Optional[float] = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, gt=0)
 
     _source: str = PrivateAttr(default="<scenario>")
     _cache: dict = PrivateAttr(default_factory=dict)  # used by harness.payload
@@ -468,15 +469,15 @@ class Scenario(_Model):
                     raise ValueError(f"[{i}]: one beta name per item, no commas or spaces (got {v!r})")
         return value
 
-    def backoff_for(self, prompt: Prompt) -> Optional[Backoff]:
+    def backoff_for(self, prompt: Prompt) -> Backoff | None:
         """The backoff rule after a request of `prompt` (its own, if it gives one)."""
         own = prompt.failures.backoff
-        return self.failures.backoff if own == INHERIT else own  # type: ignore[return-value]
+        return self.failures.backoff if own == INHERIT else own
 
-    def retries_for(self, prompt: Prompt) -> Optional[Retries]:
+    def retries_for(self, prompt: Prompt) -> Retries | None:
         """The retry rule of `prompt`'s requests (its own, if it gives one)."""
         own = prompt.failures.retries
-        return self.failures.retries if own == INHERIT else own  # type: ignore[return-value]
+        return self.failures.retries if own == INHERIT else own
 
     @property
     def retries(self) -> bool:
@@ -504,7 +505,7 @@ class Scenario(_Model):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Scenario":
+    def _consistent(self) -> Scenario:
         modes = 2 if 0 < self.stream < 1 else 1
         groups = len(self.models) * len(self.prompts) * modes
         if groups > MAX_STATS_GROUPS:
@@ -512,7 +513,7 @@ class Scenario(_Model):
                 "prompts",
                 f"{len(self.models)} model(s) x {len(self.prompts)} prompt(s) x {modes} mode(s) = {groups:,} stats groups; "
                 f"at most {MAX_STATS_GROUPS} (each keeps its own latency histograms, about 0.75 MB)",
-            )  # fmt: skip
+            )
         seen: dict[str, int] = {}
         for i, p in enumerate(self.prompts):
             if p.name in seen:
@@ -525,14 +526,12 @@ class Scenario(_Model):
             seen[m.model] = i
         if self.effective_anthropic_version >= DEFAULT_ANTHROPIC_VERSION:
             for i, p in enumerate(self.prompts):
-                used = (["temperature"] if p.temperature is not None else []) + [
-                    k for k in SAMPLING_PARAMS if k in p.extra
-                ]
+                used = (["temperature"] if p.temperature is not None else []) + [k for k in SAMPLING_PARAMS if k in p.extra]
                 for key in used:
                     where = key if key == "temperature" else f"extra.{key}"
                     raise _field_error(
                         f"prompts[{i}].{where}",
-                        f"needs anthropic_version: \"{SAMPLING_PARAMS_VERSION}\" at the top level "
+                        f'needs anthropic_version: "{SAMPLING_PARAMS_VERSION}" at the top level '
                         f"(anthropic-version {self.effective_anthropic_version} rejects temperature, top_p and top_k)",
                     )
         return self
@@ -628,7 +627,7 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+def _model_at(loc: tuple) -> type[BaseModel] | None:
     current: Any = Scenario
     for part in loc:
         current = _unwrap(current)
@@ -646,7 +645,7 @@ def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _describe(err: dict) -> tuple[str, str]:
+def _describe(err: ErrorDetails) -> tuple[str, str]:
     loc = tuple(err.get("loc", ()))
     etype = err.get("type", "")
     ctx = err.get("ctx") or {}
@@ -714,7 +713,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             out.append(item)
     if len(out) > _MAX_LISTED:
         more = len(out) - _MAX_LISTED
-        out = out[:_MAX_LISTED] + [("", f"... and {more} more problem(s)")]
+        out = [*out[:_MAX_LISTED], ("", f"... and {more} more problem(s)")]
     return out
 
 
@@ -809,9 +808,7 @@ class Sampler:
         self._model_cum = self._cumulative([m.weight for m in scenario.models])
         self._prompts = list(scenario.prompts)
         self._prompt_cum = self._cumulative([p.weight for p in scenario.prompts])
-        self._shares = [
-            scenario.stream if p.stream is None else float(p.stream) for p in scenario.prompts
-        ]
+        self._shares = [scenario.stream if p.stream is None else float(p.stream) for p in scenario.prompts]
 
     @staticmethod
     def _cumulative(weights: list[float]) -> list[float]:
@@ -832,7 +829,7 @@ class Sampler:
         stream = self._rng.random() < self._shares[pi]
         return Pick(model, self._prompts[pi], stream)
 
-    def __iter__(self) -> "Sampler":
+    def __iter__(self) -> Sampler:
         return self
 
     def __next__(self) -> Pick:

@@ -12,16 +12,17 @@ spend can pass it only by what is in flight, as in a single process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any
 
 INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
 class Share:
-    budget_usd: Optional[float] = None
-    max_requests: Optional[int] = None
+    budget_usd: float | None = None
+    max_requests: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"budget_usd": self.budget_usd, "max_requests": self.max_requests}

@@ -15,8 +15,9 @@ and the whole interval lies above zero.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from hdrh.histogram import HdrHistogram
 
@@ -118,11 +119,17 @@ def compare(current: Summary, baseline: Summary, rule: Regression) -> list[Regre
             ci_high = 100 * (new_high - old_low) / old_low
             results.append(
                 RegressionResult(
-                    scope=scope, metric=name, baseline_ms=old_value, current_ms=new_value, change_pct=change,
-                    ci_low_pct=ci_low, ci_high_pct=ci_high, threshold_pct=rule.threshold_pct,
+                    scope=scope,
+                    metric=name,
+                    baseline_ms=old_value,
+                    current_ms=new_value,
+                    change_pct=change,
+                    ci_low_pct=ci_low,
+                    ci_high_pct=ci_high,
+                    threshold_pct=rule.threshold_pct,
                     regressed=change > rule.threshold_pct and ci_low > 0,
                 )
-            )  # fmt: skip
+            )
     return results
 
 

@@ -86,11 +86,31 @@ def locust_command(args: argparse.Namespace, output_dir: Path, role: str) -> lis
     if role == "worker":
         return [*command, "--worker", "--master-host", "127.0.0.1", "--master-port", str(args.master_port)]
     command += [
-        "--scenario", args.scenario, "-u", str(args.users), "-r", str(max(1, args.users // 10)), "-t", f"{int(args.minutes * 60)}s",
-        "--output-dir", str(output_dir), "--summary-json", str(output_dir / "summary.json"), "--stop-timeout", "10",
-    ]  # fmt: skip
+        "--scenario",
+        args.scenario,
+        "-u",
+        str(args.users),
+        "-r",
+        str(max(1, args.users // 10)),
+        "-t",
+        f"{int(args.minutes * 60)}s",
+        "--output-dir",
+        str(output_dir),
+        "--summary-json",
+        str(output_dir / "summary.json"),
+        "--stop-timeout",
+        "10",
+    ]
     if role == "master":
-        command += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(args.master_port), "--expect-workers", str(args.workers)]
+        command += [
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(args.master_port),
+            "--expect-workers",
+            str(args.workers),
+        ]
     return command
 
 
@@ -106,7 +126,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     main_role = "master" if args.workers else "local"
     processes = [subprocess.Popen(locust_command(args, output_dir, main_role), cwd=ROOT, env=env, stdout=logs, stderr=logs)]
     processes += [
-        subprocess.Popen(locust_command(args, output_dir, "worker"), cwd=ROOT, env=env, stdout=logs, stderr=logs) for _ in range(args.workers)
+        subprocess.Popen(locust_command(args, output_dir, "worker"), cwd=ROOT, env=env, stdout=logs, stderr=logs)
+        for _ in range(args.workers)
     ]
     tracks = [Track(main_role, psutil.Process(processes[0].pid))]
     tracks += [Track(f"worker {i + 1}", psutil.Process(p.pid)) for i, p in enumerate(processes[1:])]
@@ -124,7 +145,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for track in tracks:
                 track.sample(at)
             if sys.stdout.isatty():
-                print(f"\r{at:5.0f} s: " + ", ".join(f"{t.name} {t.samples[-1][1] / MB:.0f} MB" for t in tracks if t.samples), end="", flush=True)
+                print(
+                    f"\r{at:5.0f} s: " + ", ".join(f"{t.name} {t.samples[-1][1] / MB:.0f} MB" for t in tracks if t.samples),
+                    end="",
+                    flush=True,
+                )
             time.sleep(SAMPLE_S)
         print()
     finally:
@@ -138,12 +163,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     written = disk_bytes(output_dir)
     warmup_s = args.warmup_minutes * 60
     return {
-        "minutes": args.minutes, "users": args.users, "workers": args.workers, "scenario": args.scenario,
-        "warmup_minutes": args.warmup_minutes, "requests": recorded, "exit_code": processes[0].returncode,
+        "minutes": args.minutes,
+        "users": args.users,
+        "workers": args.workers,
+        "scenario": args.scenario,
+        "warmup_minutes": args.warmup_minutes,
+        "requests": recorded,
+        "exit_code": processes[0].returncode,
         "processes": [growth(track, warmup_s) for track in tracks],
-        "disk_bytes": written, "disk_bytes_per_request": written / recorded if recorded else None,
+        "disk_bytes": written,
+        "disk_bytes_per_request": written / recorded if recorded else None,
         "output_dir": str(output_dir),
-    }  # fmt: skip
+    }
 
 
 def render(result: dict[str, Any]) -> str:
@@ -163,8 +194,10 @@ def render(result: dict[str, Any]) -> str:
         )
     per_request = result["disk_bytes_per_request"]
     if per_request:
-        lines.append(f"disk: {result['disk_bytes'] / MB:.1f} MB in {result['output_dir']}: {per_request:.0f} B per request, "
-                     f"{per_request * 1e6 / 1e9:.2f} GB per million requests")  # fmt: skip
+        lines.append(
+            f"disk: {result['disk_bytes'] / MB:.1f} MB in {result['output_dir']}: {per_request:.0f} B per request, "
+            f"{per_request * 1e6 / 1e9:.2f} GB per million requests"
+        )
     return "\n".join(lines)
 
 

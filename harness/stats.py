@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from hdrh.codec import HdrHistogramEncoder
 from hdrh.histogram import HdrHistogram
@@ -89,7 +90,7 @@ def histogram_values(histogram: HdrHistogram, quantiles: Iterable[float]) -> tup
 
 def _record_ms(histogram: HdrHistogram, value_ms: float | None) -> None:
     if value_ms is not None:
-        histogram.record_value(min(max(int(round(value_ms * 1000)), 1), _US_MAX))
+        histogram.record_value(min(max(round(value_ms * 1000), 1), _US_MAX))
 
 
 def percentiles(histogram: HdrHistogram, scale: int = 1000) -> Percentiles | None:
@@ -146,16 +147,23 @@ class AppStats:
     def figures(self) -> Application:
         requests = sum(self.outcomes.values())
         return Application(
-            requests=requests, failures=requests - self.outcomes[OK], attempts=self.attempts, retried=self.retried,
+            requests=requests,
+            failures=requests - self.outcomes[OK],
+            attempts=self.attempts,
+            retried=self.retried,
             outcomes={name: self.outcomes[name] for name in OUTCOMES if self.outcomes[name]},
-            latency_ms=percentiles(self.latency), ttft_ms=percentiles(self.ttft),
-        )  # fmt: skip
+            latency_ms=percentiles(self.latency),
+            ttft_ms=percentiles(self.ttft),
+        )
 
     def encode(self) -> dict[str, Any]:
         return {
-            "outcomes": dict(self.outcomes), "attempts": self.attempts, "retried": self.retried,
-            "latency": self.latency.encode().decode(), "ttft": self.ttft.encode().decode(),
-        }  # fmt: skip
+            "outcomes": dict(self.outcomes),
+            "attempts": self.attempts,
+            "retried": self.retried,
+            "latency": self.latency.encode().decode(),
+            "ttft": self.ttft.encode().decode(),
+        }
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> AppStats:

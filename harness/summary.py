@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__
-from harness.formatting import fmt_cost, fmt_ms, fmt_tps, failures_by_class
+from harness.formatting import failures_by_class, fmt_cost, fmt_ms, fmt_tps
 from harness.results import Accounting, Application, Group, Health, LabelGroup, Points, RunInfo, ScenarioInfo, Summary, WorkerInfo
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
@@ -34,7 +35,9 @@ def _run_info(run: HarnessRun, options: Any, ended: float) -> RunInfo:
     return RunInfo(
         run_id=config.run_id,
         role=config.role,
-        scenario=ScenarioInfo(name=scenario.name, digest=scenario.digest(), source=scenario.source, content=scenario.model_dump(mode="json")),
+        scenario=ScenarioInfo(
+            name=scenario.name, digest=scenario.digest(), source=scenario.source, content=scenario.model_dump(mode="json")
+        ),
         host=config.target.base_url,
         transport=config.transport,
         anthropic_version=scenario.effective_anthropic_version,
@@ -109,10 +112,18 @@ def build_summary(
 
 # --- console -----------------------------------------------------------------------------
 _COLUMNS = (
-    ("label", "<"), ("reqs", ">"), ("fails", ">"), ("failures by class", "<"),
-    ("TTFT p50", ">"), ("p95", ">"), ("p99", ">"), ("lat p50", ">"), ("p95 ", ">"),
-    ("out tok/s", ">"), ("cost $", ">"),
-)  # fmt: skip
+    ("label", "<"),
+    ("reqs", ">"),
+    ("fails", ">"),
+    ("failures by class", "<"),
+    ("TTFT p50", ">"),
+    ("p95", ">"),
+    ("p99", ">"),
+    ("lat p50", ">"),
+    ("p95 ", ">"),
+    ("out tok/s", ">"),
+    ("cost $", ">"),
+)
 
 
 def _pick(values: Any, key: str) -> float | None:
@@ -122,11 +133,18 @@ def _pick(values: Any, key: str) -> float | None:
 def _row(label: str, group: Group) -> list[str]:
     ttft, latency = group.ttft_ms, group.latency_ms
     return [
-        label, str(group.requests), str(group.failures), failures_by_class(group.outcomes),
-        fmt_ms(_pick(ttft, "p50")), fmt_ms(_pick(ttft, "p95")), fmt_ms(_pick(ttft, "p99")),
-        fmt_ms(_pick(latency, "p50")), fmt_ms(_pick(latency, "p95")),
-        fmt_tps(_pick(group.output_tps, "p50")), fmt_cost(group.cost_usd, group.cost_known),
-    ]  # fmt: skip
+        label,
+        str(group.requests),
+        str(group.failures),
+        failures_by_class(group.outcomes),
+        fmt_ms(_pick(ttft, "p50")),
+        fmt_ms(_pick(ttft, "p95")),
+        fmt_ms(_pick(ttft, "p99")),
+        fmt_ms(_pick(latency, "p50")),
+        fmt_ms(_pick(latency, "p95")),
+        fmt_tps(_pick(group.output_tps, "p50")),
+        fmt_cost(group.cost_usd, group.cost_known),
+    ]
 
 
 def render_table(summary: Summary) -> str:
@@ -223,7 +241,9 @@ def render_text(summary: Summary) -> str:
         lines.append(f"records: {summary.records_path}")
     for result in summary.slos:
         value = "no data" if result.value is None else f"{result.value:.4g}"
-        lines.append(f"SLO {'PASS' if result.passed else 'FAIL'}  {result.scope}: {result.name} = {value} ({result.operator} {result.limit:g})")
+        lines.append(
+            f"SLO {'PASS' if result.passed else 'FAIL'}  {result.scope}: {result.name} = {value} ({result.operator} {result.limit:g})"
+        )
     for item in summary.regressions:
         lines.append(f"baseline {item.describe()}")
     if summary.verdict is not None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any
 
 NS_PER_MS = 1_000_000
 
@@ -236,7 +237,7 @@ class StreamTimer:
     been seen; later deltas only move the last-token time and the largest gap.
     """
 
-    __slots__ = ("record", "progress_ns", "_event", "_last_delta_ns", "_max_gap_ns", "_seen_text", "_stopped", "_error", "_bad")
+    __slots__ = ("_bad", "_error", "_event", "_last_delta_ns", "_max_gap_ns", "_seen_text", "_stopped", "progress_ns", "record")
 
     def __init__(self, record: TimingRecord, now_ns: int = 0) -> None:
         self.record = record

@@ -149,9 +149,11 @@ def _request_scope(record: TimingRecord, request: PreparedRequest) -> Iterator[D
     _start(record)
     total = request.timeouts.total_s
     try:
-        with gevent.Timeout(total, Expired("timeout", f"no complete response within {total:g} s")):
-            with Deadlines(request.timeouts, request.stream) as deadlines:
-                yield deadlines
+        with (
+            gevent.Timeout(total, Expired("timeout", f"no complete response within {total:g} s")),
+            Deadlines(request.timeouts, request.stream) as deadlines,
+        ):
+            yield deadlines
     except Expired as exc:
         record.fail(TIMEOUT, exc.error_type, exc.message)
     except GreenletExit:
@@ -181,7 +183,7 @@ class FastTransport:
             ssl=url.scheme == "https",
             concurrency=1,
             connection_timeout=connect_s,
-            network_timeout=None,  # no other socket timeout: the deadlines bound reads
+            network_timeout=None,  # type: ignore[arg-type]  # no socket timeout (typed float, None accepted): the deadlines bound reads
             block_size=READ_BLOCK,
         )
         self._client = self._make_client()
@@ -249,15 +251,16 @@ class SdkTransport:
         self._timeout = httpx2.Timeout(None, connect=connect_s)
         self._httpx = httpx2
         self._sending: dict[Any, TimingRecord] = {}  # greenlet -> the record it is sending
+        headers: dict[str, Any] = {  # str values, and the SDK's `omit` that removes a header
+            **{k: v for k, v in target.headers.items() if k != "content-type"},
+            "x-api-key": target.api_key,
+            "authorization": anthropic.omit,
+        }
         self._client = anthropic.Anthropic(
             api_key=target.api_key,
             base_url=target.base_url,
             max_retries=0,
-            default_headers={
-                **{k: v for k, v in target.headers.items() if k != "content-type"},
-                "x-api-key": target.api_key,
-                "authorization": anthropic.omit,
-            },
+            default_headers=headers,
             http_client=httpx2.Client(
                 limits=limits,
                 timeout=self._timeout,  # the deadlines (harness/deadlines.py) bound the rest

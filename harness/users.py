@@ -5,6 +5,7 @@ from __future__ import annotations
 import gevent
 from locust import User, constant, task
 
+from harness import locust_env
 from harness.run import HarnessRun
 from harness.scenario import Pick
 from harness.timing import TimingRecord
@@ -21,7 +22,7 @@ class ClaudeUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.claude: HarnessRun = self.environment.claude.current_run()
+        self.claude: HarnessRun = locust_env.session(self.environment).current_run()
         self.sampler = self.claude.new_sampler()
         self.transport = self.claude.new_transport()
         self.backoff = self.claude.new_backoff()

@@ -30,10 +30,13 @@ from urllib.parse import urlsplit
 import gevent
 from gevent.lock import BoundedSemaphore
 
-from harness import credentials
+from harness import credentials, locust_env
 from harness.credentials import CredentialsError, is_loopback, is_loopback_host, same_target
 from harness.options import LOOPBACK
 from harness.scenario import ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 if TYPE_CHECKING:
     from harness.plugin import Session
@@ -60,7 +63,7 @@ def required_login(options: Any) -> tuple[str, str] | None:
                 f"reaches it can start load on your API key: add --web-login (user and password from "
                 f"{credentials.WEB_USER_ENV} and {credentials.WEB_PASSWORD_ENV}), or keep the default {LOOPBACK} "
                 f"and reach it through an SSH tunnel or kubectl port-forward"
-            )  # fmt: skip
+            )
         return None
     return credentials.web_login()
 
@@ -71,8 +74,7 @@ def form_problem(form: Any, session: Session, offered: list[str], running: bool)
     refused = sorted({key for key, value in form.items(multi=True) if key not in FORM_FIELDS and value})
     if refused:
         return (
-            f"the start form may set only {', '.join(FORM_FIELDS)}; refused: {', '.join(refused)} "
-            f"(give other options on the command line)"
+            f"the start form may set only {', '.join(FORM_FIELDS)}; refused: {', '.join(refused)} (give other options on the command line)"
         )
     host = form.get("host")
     startup_host = session.startup_host
@@ -96,7 +98,8 @@ def form_problem(form: Any, session: Session, offered: list[str], running: bool)
         chosen = load_scenario(path)
     except ScenarioError as exc:
         return f"bad scenario, the test was not started: {exc}"
-    return session.real_api_problem(host or session.environment.host, chosen)
+    target = host or session.environment.host
+    return session.real_api_problem(target, chosen) if target else None  # none: the built-in emulator
 
 
 def checked_form(form: Any) -> Any:
@@ -122,14 +125,16 @@ def cross_site_problem(method: str, headers: Any, host_header: str, loopback_ui:
 
 
 # --- Flask -----------------------------------------------------------------------------------
-def install(environment: Any, session: Session, login: tuple[str, str] | None, offered: Any) -> None:
+def install(environment: Environment, session: Session, login: tuple[str, str] | None, offered: Any) -> None:
     """Guard the web UI: request checks, the form's allow-list, the login when one is required.
     `offered()` lists the scenario files the form offers."""
     from flask import Response, jsonify, request
 
-    web_ui = environment.web_ui
+    web_ui = locust_env.web_ui(environment)
     app = web_ui.app
-    loopback_ui = not exposed(environment.parsed_options.web_host)
+    assert app is not None, "the web UI's Flask app exists once the UI does"
+    options = locust_env.options(environment)
+    loopback_ui = not exposed(options.web_host)
 
     def refuse(message: str, status: int = 200) -> Response:
         logger.error("web UI: refused %s %s from %s: %s", request.method, request.path, request.remote_addr, message)
@@ -158,9 +163,9 @@ def install(environment: Any, session: Session, login: tuple[str, str] | None, o
         request.form = checked_form(request.form)
         return None
 
-    app.wsgi_app = without_cors_headers(app.wsgi_app)
+    app.wsgi_app = without_cors_headers(app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware
     if login is not None:
-        _install_login(web_ui, environment.parsed_options.web_base_path, *login)
+        _install_login(web_ui, options.web_base_path, *login)
 
 
 def without_cors_headers(wsgi_app: Any) -> Any:

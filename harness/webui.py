@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -31,16 +30,19 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent import subprocess as gevent_subprocess
 
-from harness.formatting import DASH, failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
-from harness.results import Group, Summary
+from harness import locust_env
 from harness.compressed import read_lines
+from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
 from harness.records import RECORDS_FILE
+from harness.results import Group, Summary
 from harness.stats import LIVE_WINDOW_S, LabelStats
 from harness.summary import build_summary
 from harness.timing import OVERLOADED, RATE_LIMITED
 
 if TYPE_CHECKING:
+    from locust.env import Environment
 
+if TYPE_CHECKING:
     from harness.run import HarnessRun
     from harness.stats import RecentStats, RunStats
 
@@ -80,7 +82,7 @@ DOWNLOADS = (
 
 
 # --- the scenario in the start form -------------------------------------------------------
-class ScenarioChoices(list):  # type: ignore[type-arg]
+class ScenarioChoices(list[str]):
     """Choices shown in the web UI's select; on the command line any path is accepted."""
 
     def __contains__(self, item: object) -> bool:
@@ -327,10 +329,15 @@ class Snapshots:
         if run is None:
             empty = {"requests": 0}
             snapshot.update(
-                run_id=None, scenario=self.session.scenario.name, running=False, totals=empty, models={}, labels=[],
+                run_id=None,
+                scenario=self.session.scenario.name,
+                running=False,
+                totals=empty,
+                models={},
+                labels=[],
                 window={"totals": empty, "models": {}, "labels": []},
                 health={"saturated": False, "unreliable": False, "sources": []},
-            )  # fmt: skip
+            )
         else:
             # copy first (totals then equal the sum of their parts), then compute, yielding
             # between groups so that requests in flight are not held up (timings would be late)
@@ -385,10 +392,6 @@ def records_files(session: Any) -> list[Path]:
     return sorted(Path(run.config.output_dir).glob(f"*/{RECORDS_FILE}"))
 
 
-def report_available() -> bool:
-    return importlib.util.find_spec("harness.report") is not None
-
-
 def render_report_file(summary: Summary, records: list[Path], folder: Path, timeout_s: float = 120) -> Path:
     """`python -m harness.report` in a child process (matplotlib would stall this process's
     event loop for seconds, and every request in flight with it)."""
@@ -413,19 +416,17 @@ def render_report_file(summary: Summary, records: list[Path], folder: Path, time
 
 
 # --- the Flask side -----------------------------------------------------------------------
-def install(environment: Any, session: Any) -> Callable[[], list[str]]:
+def install(environment: Environment, session: Any) -> Callable[[], list[str]]:
     """Add the harness's tab, routes and form field to Locust's web UI (Flask app); returns
     what lists the scenario files the start form offers."""
     from flask import Response, jsonify, request
 
-    web_ui = environment.web_ui
+    web_ui = locust_env.web_ui(environment)
     app = web_ui.app
+    assert app is not None, "the web UI's Flask app exists once the UI does"
     snapshots = Snapshots(session)
-    web_ui.claude_snapshots = snapshots
     web_ui.template_args["extended_tabs"] = [{"key": TAB_KEY, "title": TAB_TITLE}]
-    web_ui.template_args["extended_tables"] = [
-        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}
-    ]
+    web_ui.template_args["extended_tables"] = [{"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
     web_ui.template_args["extended_csv_files"] = [dict(link) for link in DOWNLOADS]
     started_with = Path(session.scenario.source).parent  # the --scenario given: its folder is offered too
 
@@ -440,11 +441,13 @@ def install(environment: Any, session: Any) -> Callable[[], list[str]]:
         original_update()
         extra = web_ui.template_args.get("extra_options") or {}
         # the form offers the scenario only: every other option is the command line's
-        web_ui.template_args["extra_options"] = {
-            "scenario": {**extra["scenario"], "choices": offered_scenarios(), "default_value": session.scenario.source}
-        } if "scenario" in extra else {}  # fmt: skip
+        web_ui.template_args["extra_options"] = (
+            {"scenario": {**extra["scenario"], "choices": offered_scenarios(), "default_value": session.scenario.source}}
+            if "scenario" in extra
+            else {}
+        )
 
-    web_ui.update_template_args = update_template_args
+    web_ui.update_template_args = update_template_args  # type: ignore[method-assign]  # Locust calls it before each page
     update_template_args()
 
     @app.after_request
@@ -485,11 +488,6 @@ def install(environment: Any, session: Any) -> Callable[[], list[str]]:
     @app.route("/claude/report.html")
     @web_ui.auth_required_if_enabled
     def claude_report() -> Any:
-        if not report_available():
-            return Response(
-                "The HTML report is not available: this harness has no report module (harness/report.py).\n",
-                status=404, mimetype="text/plain",
-            )  # fmt: skip
         summary = current_summary(session)
         if summary is None:
             return Response("No run yet: start a test first.\n", status=404, mimetype="text/plain")

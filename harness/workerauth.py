@@ -33,12 +33,16 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from hashlib import sha256
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from harness.credentials import WORKER_SECRET_ENV
+
+if TYPE_CHECKING:
+    from locust.runners import MasterRunner, WorkerRunner
 
 logger = logging.getLogger("harness.workerauth")
 
@@ -67,7 +71,7 @@ def new_nonce() -> str:
 class MasterGate:
     """The master's side: sits in front of Locust's message handler."""
 
-    def __init__(self, runner: Any, secret: bytes, on_join: Callable[[str], None], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, runner: MasterRunner, secret: bytes, on_join: Callable[[str], None], clock: Callable[[], float] = time.time) -> None:
         self.runner = runner
         self.secret = secret
         self.on_join = on_join
@@ -79,7 +83,7 @@ class MasterGate:
         self.denied = 0
         self._logged: set[str] = set()
         self._locust_handle = runner.handle_message
-        runner.handle_message = self.handle_message  # looked up by Locust's listener per message
+        runner.handle_message = self.handle_message  # type: ignore[method-assign]  # Locust's listener looks it up per message
 
     def start(self) -> None:
         """In a master process: Locust's listener survives any bytes, and workers Locust marks
@@ -192,7 +196,7 @@ class MasterGate:
             self._logged.add(client_id)
             logger.warning(
                 "ignoring %s messages from %s: it has not joined with the worker secret (%s)", msg.type, client_id, WORKER_SECRET_ENV
-            )  # fmt: skip
+            )
 
 
 def harden_receiving() -> None:
@@ -221,7 +225,7 @@ def harden_receiving() -> None:
 class WorkerGate:
     """A worker's side: starts the handshake, checks the master's proof, answers with its own."""
 
-    def __init__(self, runner: Any, secret: bytes, on_denied: Callable[[str], None], locust_version: str = "") -> None:
+    def __init__(self, runner: WorkerRunner, secret: bytes, on_denied: Callable[[str], None], locust_version: str = "") -> None:
         self.runner = runner
         self.secret = secret
         self.on_denied = on_denied
@@ -241,14 +245,18 @@ class WorkerGate:
     def _check_answered(self) -> None:
         if not self._answered:
             where = f"{self.runner.master_host}:{self.runner.master_port}"
-            self.on_denied(f"the master at {where} did not answer the join within {JOIN_TIMEOUT_S:.0f} s: is it a master of this harness version?")
+            self.on_denied(
+                f"the master at {where} did not answer the join within {JOIN_TIMEOUT_S:.0f} s: is it a master of this harness version?"
+            )
 
     def _on_challenge(self, msg: Any, **_: Any) -> None:
         self._answered = True
         data = msg.data if isinstance(msg.data, dict) else {}
         client_id = self.runner.client_id
         master_nonce = data.get("nonce")
-        if not hmac.compare_digest(str(data.get("proof")), proof(self.secret, "master", client_id, self.nonce)) or not isinstance(master_nonce, str):
+        if not hmac.compare_digest(str(data.get("proof")), proof(self.secret, "master", client_id, self.nonce)) or not isinstance(
+            master_nonce, str
+        ):
             self.master_proven = False
             self.runner.send_message(UNPROVEN_MESSAGE, None)  # no proof for a master that could not give its own
             where = f"{self.runner.master_host}:{self.runner.master_port}"

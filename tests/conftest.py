@@ -1,11 +1,23 @@
-"""Session-wide guards for the test suite."""
+"""Session-wide guards and shared fixtures of the test suite."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from gevent import monkey
+
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +28,18 @@ def no_monkey_patching_mid_session() -> Iterator[None]:
     before = monkey.is_module_patched("threading")
     yield
     assert monkey.is_module_patched("threading") == before, "this test monkey-patched the interpreter (imported Locust?)"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A real headless Chromium (Debian's, driven by Playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    assert executable, "chromium is not installed: `apt-get install -y chromium` (make test does it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS, timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -70,12 +70,13 @@ class ClientSide(asyncio.Protocol):
     def __init__(self, proxy: FaultProxy) -> None:
         self.proxy = proxy
         self.pipe: Pipe | None = None
+        self.connecting: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.pipe = Pipe(self.proxy, transport)
         self.proxy.pipes.add(self.pipe)
-        asyncio.ensure_future(self.proxy.connect_upstream(self.pipe))
+        self.connecting = asyncio.ensure_future(self.proxy.connect_upstream(self.pipe))
 
     def data_received(self, data: bytes) -> None:
         assert self.pipe is not None

@@ -78,18 +78,25 @@ class Handler(socketserver.StreamRequestHandler):
     def _stream(self, t0: float, request_id: str, entry: dict) -> None:
         self._at(t0, HEADERS_AT_S)
         head = (
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
-            f"request-id: {request_id}\r\n\r\n"
+            f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nrequest-id: {request_id}\r\n\r\n"
         ).encode()
         usage = {"input_tokens": 21, "output_tokens": 1, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
-        message = {"id": "msg_fixed", "type": "message", "role": "assistant", "content": [], "model": "fixed",
-                   "stop_reason": None, "stop_sequence": None, "usage": usage}  # fmt: skip
+        message = {
+            "id": "msg_fixed",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": "fixed",
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         entry["t_headers_ns"] = self._write(
             head
             + _event("message_start", {"type": "message_start", "message": message})
             + _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
             + _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ""}})
-        )  # fmt: skip
+        )
         writes = []
         for i in range(TEXT_DELTAS):
             self._at(t0, FIRST_TEXT_AT_S + i * DELTA_GAP_S)
@@ -97,22 +104,37 @@ class Handler(socketserver.StreamRequestHandler):
             writes.append(self._write(_event("content_block_delta", delta)))
         end = (
             _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            + _event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": TEXT_DELTAS}})
+            + _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": TEXT_DELTAS},
+                },
+            )
             + _event("message_stop", {"type": "message_stop"})
             + b"0\r\n\r\n"
-        )  # fmt: skip
+        )
         entry["t_end_ns"] = self._write(end)
         entry.update(t_first_text_ns=writes[0], t_last_token_ns=writes[-1], output_tokens=TEXT_DELTAS)
 
     def _blocking(self, t0: float, request_id: str, entry: dict) -> None:
         self._at(t0, BLOCKING_AT_S)
         usage = {"input_tokens": 21, "output_tokens": TEXT_DELTAS}
-        body = json.dumps({"id": "msg_fixed", "type": "message", "role": "assistant", "model": "fixed",
-                           "content": [{"type": "text", "text": "fixed"}], "stop_reason": "end_turn",
-                           "stop_sequence": None, "usage": usage}).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "id": "msg_fixed",
+                "type": "message",
+                "role": "assistant",
+                "model": "fixed",
+                "content": [{"type": "text", "text": "fixed"}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": usage,
+            }
+        ).encode()
         head = (
-            f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            f"request-id: {request_id}\r\n\r\n"
+            f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\nrequest-id: {request_id}\r\n\r\n"
         ).encode()
         entry["t_end_ns"] = self._write(head + body)
         entry["output_tokens"] = TEXT_DELTAS
@@ -127,12 +149,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--log", required=True)
     args = parser.parse_args()
-    Handler.log_file = open(args.log, "a", encoding="utf-8")
-    server = Server(("127.0.0.1", 0), Handler)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    server.serve_forever()
-    Handler.log_file.close()
+    with open(args.log, "a", encoding="utf-8") as Handler.log_file:
+        server = Server(("127.0.0.1", 0), Handler)
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+        server.serve_forever()
     sys.exit(0)
 
 

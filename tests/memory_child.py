@@ -28,6 +28,7 @@ from locust.argument_parser import get_parser  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 import locustfile  # noqa: E402,F401  (registers the plugin)
+from harness import locust_env  # noqa: E402
 from harness.stats import LIVE_WINDOW_S  # noqa: E402
 from harness.users import ClaudeUser  # noqa: E402
 from harness.webui import Snapshots  # noqa: E402
@@ -39,13 +40,27 @@ WARMUP_S = LIVE_WINDOW_S + 10
 def main() -> None:
     url, scenario, output_dir, n, checkpoints = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     options = get_parser().parse_args(
-        ["-f", "locustfile.py", "--headless", "--scenario", scenario, "--host", url, "-u", str(USERS), "-r", str(USERS), "--output-dir", output_dir]
-    )  # fmt: skip
+        [
+            "-f",
+            "locustfile.py",
+            "--headless",
+            "--scenario",
+            scenario,
+            "--host",
+            url,
+            "-u",
+            str(USERS),
+            "-r",
+            str(USERS),
+            "--output-dir",
+            output_dir,
+        ]
+    )
     environment = Environment(user_classes=[ClaudeUser], events=events, parsed_options=options, host=url)
     runner = environment.create_local_runner()
     events.init.fire(environment=environment, runner=runner, web_ui=None)
     runner.start(USERS, spawn_rate=USERS)
-    session = environment.claude
+    session = locust_env.session(environment)
     live, quiet = Snapshots(session), gevent.lock.Semaphore()
     gevent.spawn(poll, live, quiet)
 

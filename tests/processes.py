@@ -14,9 +14,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import yaml
 
@@ -75,14 +76,31 @@ def run_locust(
     sees each line the run logs as it comes, so a test can act on what the run reports."""
     output_dir = tmp_path / "runs"
     command = [
-        LOCUST, "-f", "locustfile.py", "--headless", "--only-summary",
-        "--scenario", str(scenario), "--output-dir", str(output_dir),
-        "-u", str(users), "-r", str(users), "-t", run_time, *args,
-    ]  # fmt: skip
+        LOCUST,
+        "-f",
+        "locustfile.py",
+        "--headless",
+        "--only-summary",
+        "--scenario",
+        str(scenario),
+        "--output-dir",
+        str(output_dir),
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        run_time,
+        *args,
+    ]
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
     stdout: list[str] = []
     stderr: list[str] = []
 
@@ -196,10 +214,16 @@ class VictoriaMetrics:
         binary = shutil.which("victoria-metrics")
         assert binary, "victoria-metrics is not installed: `make test` installs it (apt)"
         self._process = subprocess.Popen(
-            [binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data_dir}",
-             "-retentionPeriod=100y", "-loggerLevel=ERROR"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                binary,
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={self.data_dir}",
+                "-retentionPeriod=100y",
+                "-loggerLevel=ERROR",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -233,8 +257,11 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.fault_proxy", str(self.port), str(upstream_port)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self._expect("ready")
 
     def _expect(self, answer: str, timeout_s: float = 20) -> None:

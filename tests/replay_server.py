@@ -73,8 +73,7 @@ def stream_head(script: str) -> bytes:
     ).encode()
 
 
-def json_response(script: str, status: int, reason: str, body: bytes, content_type: str = "application/json",
-                  extra: str = "") -> bytes:  # fmt: skip
+def json_response(script: str, status: int, reason: str, body: bytes, content_type: str = "application/json", extra: str = "") -> bytes:
     return (
         f"HTTP/1.1 {status} {reason}\r\n"
         f"content-type: {content_type}\r\n"
@@ -86,9 +85,7 @@ def json_response(script: str, status: int, reason: str, body: bytes, content_ty
 
 
 def error_body(script: str, error_type: str, message: str) -> bytes:
-    return json.dumps(
-        {"type": "error", "error": {"type": error_type, "message": message}, "request_id": f"req_{script}"}
-    ).encode()
+    return json.dumps({"type": "error", "error": {"type": error_type, "message": message}, "request_id": f"req_{script}"}).encode()
 
 
 # ----------------------------------------------------------------------------------------
@@ -100,10 +97,22 @@ CACHE_CREATION = 2
 
 
 def message_start(script: str) -> dict:
-    usage = {"input_tokens": INPUT_TOKENS, "output_tokens": 1,
-             "cache_read_input_tokens": CACHE_READ, "cache_creation_input_tokens": CACHE_CREATION}  # fmt: skip
-    message = {"id": f"msg_{script}", "type": "message", "role": "assistant", "content": [], "model": script,
-               "stop_reason": None, "stop_sequence": None, "usage": usage}  # fmt: skip
+    usage = {
+        "input_tokens": INPUT_TOKENS,
+        "output_tokens": 1,
+        "cache_read_input_tokens": CACHE_READ,
+        "cache_creation_input_tokens": CACHE_CREATION,
+    }
+    message = {
+        "id": f"msg_{script}",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": script,
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
     return {"type": "message_start", "message": message}
 
 
@@ -124,8 +133,12 @@ def block_stop(index: int) -> dict:
 
 
 def message_delta(stop_reason: str, output_tokens: int) -> dict:
-    usage = {"input_tokens": INPUT_TOKENS, "output_tokens": output_tokens,
-             "cache_read_input_tokens": CACHE_READ, "cache_creation_input_tokens": CACHE_CREATION}  # fmt: skip
+    usage = {
+        "input_tokens": INPUT_TOKENS,
+        "output_tokens": output_tokens,
+        "cache_read_input_tokens": CACHE_READ,
+        "cache_creation_input_tokens": CACHE_CREATION,
+    }
     return {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}
 
 
@@ -176,14 +189,21 @@ def ending(stop_reason: str = "end_turn", output_tokens: int = 5, newline: str =
 def thinking_block(index: int, deltas: int) -> list[Step]:
     steps: list[Step] = [w(sse("content_block_start", block_start(index, {"type": "thinking", "thinking": "", "signature": ""})))]
     for i in range(deltas):
-        steps += [sleep(DELTA_GAP_MS), w(sse("content_block_delta", delta(index, {"type": "thinking_delta", "thinking": f" step{i}"})),
-                                          "first_thinking" if i == 0 else None)]  # fmt: skip
+        steps += [
+            sleep(DELTA_GAP_MS),
+            w(
+                sse("content_block_delta", delta(index, {"type": "thinking_delta", "thinking": f" step{i}"})),
+                "first_thinking" if i == 0 else None,
+            ),
+        ]
     steps += [
         sleep(DELTA_GAP_MS),
-        w(sse("content_block_delta", delta(index, {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA"})),
-          None if deltas else "first_thinking"),
+        w(
+            sse("content_block_delta", delta(index, {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA"})),
+            None if deltas else "first_thinking",
+        ),
         w(sse("content_block_stop", block_stop(index))),
-    ]  # fmt: skip
+    ]
     return steps
 
 
@@ -197,12 +217,23 @@ def midstream_error(script: str, error_type: str, message: str) -> list[Step]:
 
 
 def blocking_body(script: str) -> bytes:
-    return json.dumps({
-        "id": f"msg_{script}", "type": "message", "role": "assistant", "model": script,
-        "content": [{"type": "text", "text": "Hello there, friend."}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 6,
-                  "cache_read_input_tokens": CACHE_READ, "cache_creation_input_tokens": CACHE_CREATION},
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "id": f"msg_{script}",
+            "type": "message",
+            "role": "assistant",
+            "model": script,
+            "content": [{"type": "text", "text": "Hello there, friend."}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": INPUT_TOKENS,
+                "output_tokens": 6,
+                "cache_read_input_tokens": CACHE_READ,
+                "cache_creation_input_tokens": CACHE_CREATION,
+            },
+        }
+    ).encode()
 
 
 def plain_events(chunked: bytes) -> bytes:
@@ -211,7 +242,7 @@ def plain_events(chunked: bytes) -> bytes:
     while rest:
         size_line, _, rest = rest.partition(b"\r\n")
         size = int(size_line, 16)
-        out, rest = out + rest[:size], rest[size + 2:]
+        out, rest = out + rest[:size], rest[size + 2 :]
     return out
 
 
@@ -219,8 +250,12 @@ def _scripts() -> dict[str, list[Step]]:
     s: dict[str, list[Step]] = {}
     s["ok-text"] = [*opening("ok-text"), *text_block(0), *ending()]
     s["thinking-signature-only"] = [
-        *opening("thinking-signature-only"), *thinking_block(0, 0), sleep(10), *text_block(1), *ending(output_tokens=9)
-    ]  # fmt: skip
+        *opening("thinking-signature-only"),
+        *thinking_block(0, 0),
+        sleep(10),
+        *text_block(1),
+        *ending(output_tokens=9),
+    ]
     s["thinking-deltas"] = [*opening("thinking-deltas"), *thinking_block(0, 3), sleep(10), *text_block(1), *ending(output_tokens=12)]
     tool = {"type": "tool_use", "id": "toolu_replay", "name": "get_weather", "input": {}}
     parts = ['{"city": ', '"Par', 'is"}']
@@ -229,31 +264,57 @@ def _scripts() -> dict[str, list[Step]]:
         w(sse("content_block_start", block_start(0, tool))),
         w(sse("content_block_delta", delta(0, {"type": "input_json_delta", "partial_json": ""}))),
         sleep(FIRST_GAP_MS),
-        *[step for i, part in enumerate(parts) for step in (
-            *([sleep(DELTA_GAP_MS)] if i else []),
-            w(sse("content_block_delta", delta(0, {"type": "input_json_delta", "partial_json": part})), "first_tool" if i == 0 else None),
-        )],
+        *[
+            step
+            for i, part in enumerate(parts)
+            for step in (
+                *([sleep(DELTA_GAP_MS)] if i else []),
+                w(
+                    sse("content_block_delta", delta(0, {"type": "input_json_delta", "partial_json": part})),
+                    "first_tool" if i == 0 else None,
+                ),
+            )
+        ],
         w(sse("content_block_stop", block_stop(0))),
         *ending("tool_use", output_tokens=7),
-    ]  # fmt: skip
+    ]
     s["midstream-overloaded"] = midstream_error("midstream-overloaded", "overloaded_error", "Overloaded")
     s["midstream-api-error"] = midstream_error("midstream-api-error", "api_error", "Internal server error")
     s["missing-stop"] = [*opening("missing-stop"), *text_block(0), sleep(DELTA_GAP_MS), w(LAST_CHUNK)]
     s["disconnect"] = [*opening("disconnect"), *text_block(0, count=3)[:-1], sleep(DELTA_GAP_MS), ("close",)]
     s["http-429"] = [
         sleep(5),
-        w(json_response("http-429", 429, "Too Many Requests",
-                        error_body("http-429", "rate_limit_error", "Number of request tokens has exceeded your rate limit"),
-                        extra="retry-after: 7\r\nanthropic-ratelimit-requests-remaining: 0\r\n")),
-    ]  # fmt: skip
-    s["http-529"] = [sleep(5), w(json_response("http-529", 529, "Site Overloaded", error_body("http-529", "overloaded_error", "Overloaded")))]
-    s["http-500"] = [sleep(5), w(json_response("http-500", 500, "Internal Server Error", error_body("http-500", "api_error", "Internal server error")))]
+        w(
+            json_response(
+                "http-429",
+                429,
+                "Too Many Requests",
+                error_body("http-429", "rate_limit_error", "Number of request tokens has exceeded your rate limit"),
+                extra="retry-after: 7\r\nanthropic-ratelimit-requests-remaining: 0\r\n",
+            )
+        ),
+    ]
+    s["http-529"] = [
+        sleep(5),
+        w(json_response("http-529", 529, "Site Overloaded", error_body("http-529", "overloaded_error", "Overloaded"))),
+    ]
+    s["http-500"] = [
+        sleep(5),
+        w(json_response("http-500", 500, "Internal Server Error", error_body("http-500", "api_error", "Internal server error"))),
+    ]
     s["http-400"] = [
         sleep(5),
         w(json_response("http-400", 400, "Bad Request", error_body("http-400", "invalid_request_error", "max_tokens: field required"))),
     ]
     moved = b"<html><body>Moved</body></html>\n"
-    s["http-302"] = [sleep(5), w(json_response("http-302", 302, "Found", moved, content_type="text/html", extra="location: https://elsewhere.example/v1/messages\r\n"))]
+    s["http-302"] = [
+        sleep(5),
+        w(
+            json_response(
+                "http-302", 302, "Found", moved, content_type="text/html", extra="location: https://elsewhere.example/v1/messages\r\n"
+            )
+        ),
+    ]
     html = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n"
     s["http-502-html"] = [sleep(5), w(json_response("http-502-html", 502, "Bad Gateway", html, content_type="text/html"))]
     body = blocking_body("blocking-ok")
@@ -265,9 +326,13 @@ def _scripts() -> dict[str, list[Step]]:
     s["endless-text"] = [
         *opening("endless-text"),
         w(sse("content_block_start", block_start(0, {"type": "text", "text": ""}))),
-        *[step for i in range(600) for step in (sleep(100), w(sse("content_block_delta", text_delta(0, "word ")), "first_text" if i == 0 else None))],
+        *[
+            step
+            for i in range(600)
+            for step in (sleep(100), w(sse("content_block_delta", text_delta(0, "word ")), "first_text" if i == 0 else None))
+        ],
         ("stall",),
-    ]  # fmt: skip
+    ]
     s["garbage-event"] = [
         *opening("garbage-event"),
         w(sse("content_block_start", block_start(0, {"type": "text", "text": ""}))),
@@ -276,14 +341,23 @@ def _scripts() -> dict[str, list[Step]]:
         *ending(),
     ]
     cut = '{"type": "content_block_delta", "index": 0, "delta": {"type": "text_'
-    s["garbage-after-text"] = [*opening("garbage-after-text"), *text_block(0)[:5], w(sse("content_block_delta", cut)), *text_block(0)[5:], *ending()]
+    s["garbage-after-text"] = [
+        *opening("garbage-after-text"),
+        *text_block(0)[:5],
+        w(sse("content_block_delta", cut)),
+        *text_block(0)[5:],
+        *ending(),
+    ]
     broken = b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "\xff\xfe"}}\n\n'
     s["bad-utf8-after-text"] = [*opening("bad-utf8-after-text"), *text_block(0)[:5], w(chunk(broken)), *text_block(0)[5:], *ending()]
     html_page = b"<html><body><h1>Welcome to our proxy</h1></body></html>\n"
     s["html-200-stream"] = [sleep(5), w(json_response("html-200-stream", 200, "OK", html_page, content_type="text/html; charset=utf-8"))]
     s["gzip-blocking"] = [
         sleep(50),
-        w(json_response("gzip-blocking", 200, "OK", gzip.compress(blocking_body("gzip-blocking")), extra="content-encoding: gzip\r\n"), "body"),
+        w(
+            json_response("gzip-blocking", 200, "OK", gzip.compress(blocking_body("gzip-blocking")), extra="content-encoding: gzip\r\n"),
+            "body",
+        ),
     ]
     plain = b"".join(step[1] for step in [*opening("gzip-stream"), *text_block(0), *ending()][1:] if step[0] == "write")
     events = plain_events(plain)
@@ -357,8 +431,9 @@ class Handler(socketserver.StreamRequestHandler):
         }
         steps = SCRIPTS.get(script)
         if steps is None:
-            steps = [w(json_response(script or "unknown", 404, "Not Found",
-                                     error_body(script, "not_found_error", f"no script {script!r}")))]  # fmt: skip
+            steps = [
+                w(json_response(script or "unknown", 404, "Not Found", error_body(script, "not_found_error", f"no script {script!r}")))
+            ]
         due_ns = t_request_ns
         for step in steps:
             kind = step[0]
@@ -427,12 +502,11 @@ def main() -> None:
     parser.add_argument("--log", required=True, help="JSON lines, one per request")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    Handler.log_file = open(args.log, "a", encoding="utf-8")
-    server = Server(("127.0.0.1", args.port), Handler)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    server.serve_forever()
-    Handler.log_file.close()
+    with open(args.log, "a", encoding="utf-8") as Handler.log_file:
+        server = Server(("127.0.0.1", args.port), Handler)
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+        server.serve_forever()
     sys.exit(0)
 
 

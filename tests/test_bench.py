@@ -81,15 +81,25 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
 
 
 def _cap(server: str, streams: int, p99: float, cpu: float) -> dict[str, object]:
-    return {"status": "ok", "server": server, "streams": streams, "server_cpu_pct": cpu,
-            "server_core_steal_pct": 2.0, "lateness_ms": {"n": 10, "p50": 1.0, "p99": p99, "max": p99}}  # fmt: skip
+    return {
+        "status": "ok",
+        "server": server,
+        "streams": streams,
+        "server_cpu_pct": cpu,
+        "server_core_steal_pct": 2.0,
+        "lateness_ms": {"n": 10, "p50": 1.0, "p99": p99, "max": p99},
+    }
 
 
 def test_capacity_target_names_the_machines_floor_and_takes_the_first_run_at_1000_or_more() -> None:
     from harness.bench import add_capacity_ratios, targets
 
-    caps = [_cap("reference", 500, 2.0, 30.0), _cap("emulator", 500, 3.0, 45.0),
-            _cap("reference", 1200, 9.0, 60.0), _cap("emulator", 1200, 12.0, 75.0)]  # fmt: skip
+    caps = [
+        _cap("reference", 500, 2.0, 30.0),
+        _cap("emulator", 500, 3.0, 45.0),
+        _cap("reference", 1200, 9.0, 60.0),
+        _cap("emulator", 1200, 12.0, 75.0),
+    ]
     add_capacity_ratios(caps)
     assert [c["cpu_vs_reference"] for c in caps] == [1.0, 1.5, 1.0, 1.25]
     (target,) = [t for t in targets([], caps) if t["target"].startswith("emulator")]

@@ -13,13 +13,13 @@ import jsonschema
 import pytest
 
 from harness import exitcodes
-from harness.scenario import Regression, Slos
+from harness.emulator_process import EmulatorProcess
 from harness.outputs import junit_xml, markdown
 from harness.results import SloResult, json_schema, load_summary
+from harness.scenario import Regression, Slos
 from harness.slo import Crashes, compare, evaluate, verdict
 from harness.stats import RunStats
 from harness.timing import CANCELLED, RATE_LIMITED
-from harness.emulator_process import EmulatorProcess
 from tests.processes import LOCUST, ROOT, own_address, run_locust, write_yaml
 from tests.summaries import summary_of
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
@@ -64,10 +64,14 @@ def test_a_real_regression_is_flagged_and_noise_is_not() -> None:
 
 def test_junit_has_one_case_per_slo_and_markdown_tells_the_verdict() -> None:
     summary = summary_of(stats_with(100))
-    summary = summary.model_copy(update={"slos": [
-        SloResult(name="ttft_p50_ms", metric="TTFT p50 (ms)", scope="all", limit=150.0, value=110.0, passed=True),
-        SloResult(name="error_rate", metric="errors", scope="m", limit=0.0, value=0.5, passed=False),
-    ]})  # fmt: skip
+    summary = summary.model_copy(
+        update={
+            "slos": [
+                SloResult(name="ttft_p50_ms", metric="TTFT p50 (ms)", scope="all", limit=150.0, value=110.0, passed=True),
+                SloResult(name="error_rate", metric="errors", scope="m", limit=0.0, value=0.5, passed=False),
+            ]
+        }
+    )
     summary = summary.model_copy(update={"verdict": verdict(summary, None, None, False)})
     suite = ET.fromstring(junit_xml(summary)).find("testsuite")
     assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
@@ -119,17 +123,37 @@ def test_an_exception_in_a_user_fails_a_run_without_slos(tmp_path: Path) -> None
         encoding="utf-8",
     )
     completed = subprocess.run(
-        [LOCUST, "-f", str(locustfile), "--headless", "--scenario", str(scenario_with(tmp_path)), "-u", "1", "-r", "1",
-         "-t", "2s", "--output-dir", str(tmp_path / "runs"), "--summary-json", str(tmp_path / "s.json"), "BrokenUser"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            LOCUST,
+            "-f",
+            str(locustfile),
+            "--headless",
+            "--scenario",
+            str(scenario_with(tmp_path)),
+            "-u",
+            "1",
+            "-r",
+            "1",
+            "-t",
+            "2s",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--summary-json",
+            str(tmp_path / "s.json"),
+            "BrokenUser",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 1, completed.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["verdict"]["status"] == "ERRORS" and "exception(s) raised in users" in summary["verdict"]["reasons"][0]
 
 
 def test_the_committed_schema_is_the_one_the_model_generates() -> None:
-    assert SCHEMA == json_schema(), "run `python -m harness.results > docs/summary.schema.json`"
+    assert json_schema() == SCHEMA, "run `python -m harness.results > docs/summary.schema.json`"
 
 
 def test_a_version_1_summary_still_loads_as_a_baseline(tmp_path: Path) -> None:
@@ -153,9 +177,20 @@ def scenario_with(tmp_path: Path, **extra: object) -> Path:
 def test_exit_0_when_slos_hold_with_schema_valid_json_junit_and_markdown(tmp_path: Path) -> None:
     scenario = scenario_with(tmp_path, slos={"ttft_p95_ms": 5000, "error_rate": 0.01, "models": {"model-fast": {"ttft_p50_ms": 5000}}})
     result, truth = run_against_emulator(
-        tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", "--summary-json", str(tmp_path / "s.json"),
-        "--junit", str(tmp_path / "junit.xml"), "--markdown", str(tmp_path / "summary.md"), users=4, run_time="3s",
-    )  # fmt: skip
+        tmp_path,
+        scenario,
+        FAST_PROFILE,
+        "--stop-timeout",
+        "10",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        "--junit",
+        str(tmp_path / "junit.xml"),
+        "--markdown",
+        str(tmp_path / "summary.md"),
+        users=4,
+        run_time="3s",
+    )
     assert result.returncode == exitcodes.OK, result.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
     jsonschema.validate(summary, SCHEMA)
@@ -172,9 +207,18 @@ def test_exit_0_when_slos_hold_with_schema_valid_json_junit_and_markdown(tmp_pat
 def test_exit_1_when_an_slo_is_breached_and_the_report_says_why(tmp_path: Path) -> None:
     scenario = scenario_with(tmp_path, slos={"models": {"model-slow": {"ttft_p50_ms": 10}}})
     result, _ = run_against_emulator(
-        tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", "--summary-json", str(tmp_path / "s.json"),
-        "--junit", str(tmp_path / "junit.xml"), users=4, run_time="3s",
-    )  # fmt: skip
+        tmp_path,
+        scenario,
+        FAST_PROFILE,
+        "--stop-timeout",
+        "10",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        "--junit",
+        str(tmp_path / "junit.xml"),
+        users=4,
+        run_time="3s",
+    )
     assert result.returncode == exitcodes.FAILED
     summary = json.loads((tmp_path / "s.json").read_text())
     jsonschema.validate(summary, SCHEMA)
@@ -196,12 +240,23 @@ def test_exit_1_on_a_regression_against_a_baseline(tmp_path: Path) -> None:
     def profile(ttft_ms: int) -> dict:
         return {"seed": 7, "models": {"default": {**FAST_PROFILE["models"]["default"], "ttft_ms": ttft_ms, "jitter": 0.1}}}
 
-    result, _ = run_against_emulator(first, scenario, profile(60), "--stop-timeout", "10", "--summary-json", str(tmp_path / "base.json"), users=4, run_time="3s")
+    result, _ = run_against_emulator(
+        first, scenario, profile(60), "--stop-timeout", "10", "--summary-json", str(tmp_path / "base.json"), users=4, run_time="3s"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     result, _ = run_against_emulator(
-        second, scenario, profile(160), "--stop-timeout", "10", "--baseline", str(tmp_path / "base.json"),
-        "--summary-json", str(tmp_path / "new.json"), users=4, run_time="3s",
-    )  # fmt: skip
+        second,
+        scenario,
+        profile(160),
+        "--stop-timeout",
+        "10",
+        "--baseline",
+        str(tmp_path / "base.json"),
+        "--summary-json",
+        str(tmp_path / "new.json"),
+        users=4,
+        run_time="3s",
+    )
     assert result.returncode == exitcodes.FAILED, result.stdout[-3000:]
     summary = json.loads((tmp_path / "new.json").read_text())
     jsonschema.validate(summary, SCHEMA)
@@ -222,20 +277,36 @@ def test_exit_2_for_a_bad_baseline_file(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_exit_2_without_a_budget_against_a_real_api(tmp_path: Path) -> None:
     result = run_locust(
-        tmp_path, scenario_with(tmp_path), "--host", "https://api.example.invalid", timeout_s=60,
+        tmp_path,
+        scenario_with(tmp_path),
+        "--host",
+        "https://api.example.invalid",
+        timeout_s=60,
         env={"ANTHROPIC_API_KEY": "sk-ant-test-not-real"},
-    )  # fmt: skip
+    )
     assert result.returncode == exitcodes.USAGE
     assert "needs a budget" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
 def test_exit_3_when_the_cost_guard_stops_the_run_at_the_budget(tmp_path: Path) -> None:
-    priced = scenario_with(tmp_path, prices={"model-fast": {"input": 1000.0, "output": 5000.0}, "model-slow": {"input": 1000.0, "output": 5000.0}})
+    priced = scenario_with(
+        tmp_path, prices={"model-fast": {"input": 1000.0, "output": 5000.0}, "model-slow": {"input": 1000.0, "output": 5000.0}}
+    )
     result, truth = run_against_emulator(
-        tmp_path, priced, FAST_PROFILE, "--stop-timeout", "10", "--max-cost-usd", "2",
-        "--summary-json", str(tmp_path / "s.json"), users=4, run_time="120s", timeout_s=240,
-    )  # fmt: skip
+        tmp_path,
+        priced,
+        FAST_PROFILE,
+        "--stop-timeout",
+        "10",
+        "--max-cost-usd",
+        "2",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        users=4,
+        run_time="120s",
+        timeout_s=240,
+    )
     assert result.returncode == exitcodes.COST_GUARD, result.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["verdict"]["status"] == "STOPPED" and "budget $2" in summary["verdict"]["reasons"][0]
@@ -247,9 +318,17 @@ def test_exit_3_when_the_cost_guard_stops_the_run_at_the_budget(tmp_path: Path) 
 @pytest.mark.slow
 def test_exit_3_with_max_requests_sends_exactly_that_many(tmp_path: Path) -> None:
     result, truth = run_against_emulator(
-        tmp_path, scenario_with(tmp_path), FAST_PROFILE, "--stop-timeout", "10", "--max-requests", "17",
-        users=5, run_time="30s", timeout_s=90,
-    )  # fmt: skip
+        tmp_path,
+        scenario_with(tmp_path),
+        FAST_PROFILE,
+        "--stop-timeout",
+        "10",
+        "--max-requests",
+        "17",
+        users=5,
+        run_time="30s",
+        timeout_s=90,
+    )
     assert result.returncode == exitcodes.COST_GUARD
     assert len(truth) == len(result.records()) == 17
 
@@ -258,9 +337,17 @@ def test_exit_3_with_max_requests_sends_exactly_that_many(tmp_path: Path) -> Non
 def test_exit_4_when_asked_to_fail_on_an_unreliable_load_generator(tmp_path: Path) -> None:
     # a CPU limit of 0.001 % makes every health sample "saturated": the mechanism, end to end
     result, _ = run_against_emulator(
-        tmp_path, scenario_with(tmp_path), FAST_PROFILE, "--stop-timeout", "10", "--max-cpu-percent", "0.001",
-        "--fail-on-unreliable", users=2, run_time="5s",
-    )  # fmt: skip
+        tmp_path,
+        scenario_with(tmp_path),
+        FAST_PROFILE,
+        "--stop-timeout",
+        "10",
+        "--max-cpu-percent",
+        "0.001",
+        "--fail-on-unreliable",
+        users=2,
+        run_time="5s",
+    )
     assert result.returncode == exitcodes.UNRELIABLE
     assert "UNRELIABLE" in result.stdout and "load generator saturated" in result.stderr
 
@@ -270,9 +357,17 @@ def test_the_abort_rule_stops_a_failing_run_early(tmp_path: Path) -> None:
     failing = {"models": {"default": {**FAST_PROFILE["models"]["default"], "faults": {"rate_limited": 0.9}}}}
     scenario = scenario_with(tmp_path, abort={"error_rate": 0.5, "window_s": 5, "min_requests": 10})
     result, truth = run_against_emulator(
-        tmp_path, scenario, failing, "--stop-timeout", "10", "--summary-json", str(tmp_path / "s.json"),
-        users=4, run_time="120s", timeout_s=240,
-    )  # fmt: skip
+        tmp_path,
+        scenario,
+        failing,
+        "--stop-timeout",
+        "10",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        users=4,
+        run_time="120s",
+        timeout_s=240,
+    )
     assert result.returncode == exitcodes.FAILED
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["verdict"]["status"] == "ABORTED"

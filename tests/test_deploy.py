@@ -13,9 +13,10 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -128,8 +129,7 @@ def test_example_env_file_alone_is_refused_until_its_secrets_are_filled_in(tmp_p
     assert "required variable CLAUDE_LOADTEST_" in result.stderr, result.stderr
     # the same file with the secrets filled in: they reach the containers
     filled = tmp_path / "compose.env"
-    lines = [f"{line}{TEST_SECRETS[line[:-1]]}" if line[:-1] in TEST_SECRETS else line
-             for line in ENV_EXAMPLE.read_text().splitlines()]  # fmt: skip
+    lines = [f"{line}{TEST_SECRETS[line[:-1]]}" if line[:-1] in TEST_SECRETS else line for line in ENV_EXAMPLE.read_text().splitlines()]
     filled.write_text("\n".join(lines) + "\n")
     result = run_compose("config", "--format", "json", env_file=filled, secrets={})
     assert result.returncode == 0, result.stderr
@@ -143,8 +143,9 @@ def test_compose_rejects_a_broken_file(tmp_path):
     """Guards the check itself: the binary really fails on an invalid file."""
     bad = tmp_path / "docker-compose.yml"
     bad.write_text("services:\n  x:\n    image: busybox\n    ports: 12\n")
-    result = subprocess.run([str(compose_binary()), "-f", str(bad), "config", "-q"], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        [str(compose_binary()), "-f", str(bad), "config", "-q"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode != 0
 
 
@@ -300,8 +301,7 @@ def test_compose_refuses_to_start_without_a_secret(variable, value):
 
 
 def test_compose_passes_the_chosen_secrets_and_login():
-    chosen = {WEB_PASSWORD_ENV: "another-web-password", WORKER_SECRET_ENV: "another-worker-secret-value",
-              WEB_USER_ENV: "someone"}  # fmt: skip
+    chosen = {WEB_PASSWORD_ENV: "another-web-password", WORKER_SECRET_ENV: "another-worker-secret-value", WEB_USER_ENV: "someone"}
     services = compose_config(secrets=tuple(sorted(chosen.items())))["services"]
     default = compose_config()["services"]
     for variable, users in SECRET_USERS.items():
@@ -537,8 +537,7 @@ def test_flux_queries_use_only_names_from_the_points_schema():
 
 def test_name_parser_catches_unknown_names():
     """Guards the check itself."""
-    names = names_in('r._measurement == "claude_request" and r._field == "ttft" and r.modle == "x"\n'
-                     '|> group(columns: ["outcome", "host"])')  # fmt: skip
+    names = names_in('r._measurement == "claude_request" and r._field == "ttft" and r.modle == "x"\n|> group(columns: ["outcome", "host"])')
     assert names == {"measurements": {"claude_request"}, "fields": {"ttft"}, "columns": {"modle", "outcome", "host"}}
 
 

@@ -36,9 +36,17 @@ def test_a_run_on_a_nearly_full_disk_stops_with_the_reason_and_keeps_its_outputs
     minimum = shutil.disk_usage(tmp_path).free / MB + 1000
     summary = tmp_path / "summary.json"
     result, truth = run_against_emulator(
-        tmp_path, write_yaml(tmp_path / "scenario.yaml", SCENARIO), FAST_PROFILE, "--min-free-disk-mb", f"{minimum:.0f}",
-        "--summary-json", str(summary), users=2, run_time="60s", timeout_s=90,
-    )  # fmt: skip
+        tmp_path,
+        write_yaml(tmp_path / "scenario.yaml", SCENARIO),
+        FAST_PROFILE,
+        "--min-free-disk-mb",
+        f"{minimum:.0f}",
+        "--summary-json",
+        str(summary),
+        users=2,
+        run_time="60s",
+        timeout_s=90,
+    )
     assert result.returncode == exitcodes.COST_GUARD, result.stderr[-3000:]
     assert "the disk is nearly full" in result.stderr
     data = json.loads(summary.read_text())

@@ -7,6 +7,7 @@ summary and the workers' records, and equal the emulator's own log.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -16,8 +17,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -61,10 +63,18 @@ class Cluster:
     whatever still runs at the end, also when the constructor fails half-way."""
 
     def __init__(
-        self, tmp_path: Path, workers: int, run_time: str, users: int = 12, expect: int | None = None,
-        env: dict[str, str] | None = None, profile: dict[str, Any] = FAST_PROFILE, spawn_rate: float | None = None,
-        master_args: tuple[str, ...] = (), scenario: dict[str, Any] = SCENARIO,
-    ) -> None:  # fmt: skip
+        self,
+        tmp_path: Path,
+        workers: int,
+        run_time: str,
+        users: int = 12,
+        expect: int | None = None,
+        env: dict[str, str] | None = None,
+        profile: dict[str, Any] = FAST_PROFILE,
+        spawn_rate: float | None = None,
+        master_args: tuple[str, ...] = (),
+        scenario: dict[str, Any] = SCENARIO,
+    ) -> None:
         self.tmp = tmp_path
         self.env = cluster_env(**(env or {}))
         self.port = free_port()
@@ -79,14 +89,43 @@ class Cluster:
         try:
             self.emulator.start()
             self.master = self._spawn(
-                [LOCUST, "-f", "locustfile.py", "--master", "--master-bind-host", "127.0.0.1",
-                 "--master-bind-port", str(self.port), "--headless", "--only-summary",
-                 "--expect-workers", str(expect or workers), "-u", str(users), "-r", str(spawn_rate or users), "-t", run_time,
-                 "--host", self.emulator.url or "", "--scenario", str(scenario_path), "--output-dir", str(tmp_path / "runs"),
-                 "--stop-timeout", "10", "--summary-json", str(self.summary_path), "--csv", str(tmp_path / "locust"),
-                 *master_args],
-                ROOT, self.env, tmp_path / "master",
-            )  # fmt: skip
+                [
+                    LOCUST,
+                    "-f",
+                    "locustfile.py",
+                    "--master",
+                    "--master-bind-host",
+                    "127.0.0.1",
+                    "--master-bind-port",
+                    str(self.port),
+                    "--headless",
+                    "--only-summary",
+                    "--expect-workers",
+                    str(expect or workers),
+                    "-u",
+                    str(users),
+                    "-r",
+                    str(spawn_rate or users),
+                    "-t",
+                    run_time,
+                    "--host",
+                    self.emulator.url or "",
+                    "--scenario",
+                    str(scenario_path),
+                    "--output-dir",
+                    str(tmp_path / "runs"),
+                    "--stop-timeout",
+                    "10",
+                    "--summary-json",
+                    str(self.summary_path),
+                    "--csv",
+                    str(tmp_path / "locust"),
+                    *master_args,
+                ],
+                ROOT,
+                self.env,
+                tmp_path / "master",
+            )
             for _ in range(workers):
                 self.add_worker()
         except BaseException:
@@ -103,8 +142,10 @@ class Cluster:
     ) -> subprocess.Popen[bytes]:
         worker = self._spawn(
             [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", master_host, "--master-port", str(self.port), *args],
-            self.worker_dir, {**self.env, **(env or {})}, self.tmp / f"worker-process-{len(self.workers)}",
-        )  # fmt: skip
+            self.worker_dir,
+            {**self.env, **(env or {})},
+            self.tmp / f"worker-process-{len(self.workers)}",
+        )
         self.workers.append(worker)
         return worker
 
@@ -133,10 +174,8 @@ class Cluster:
         try:
             code = self.master.wait(timeout_s)
             for worker in self.workers:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):  # killed by close()
                     worker.wait(15)
-                except subprocess.TimeoutExpired:
-                    pass  # killed by close()
         finally:
             self.close()
         return code, text(self.tmp / "master.out"), self.master_err()
@@ -193,9 +232,15 @@ def test_two_workers_without_the_scenario_count_exactly_what_the_server_saw(tmp_
     assert sorted(r["request_id"] for r in records) == sorted(t["request_id"] for t in truth)
     n = len(truth)
     assert summary["accounting"] == {
-        "recorded": n, "requests": n, "before_window": 0, "cancelled": 0, "locust_requests": n, "records": n, "window": 0,
+        "recorded": n,
+        "requests": n,
+        "before_window": 0,
+        "cancelled": 0,
+        "locust_requests": n,
+        "records": n,
+        "window": 0,
         "window_opened_at": None,
-    }  # fmt: skip
+    }
     assert summary["totals"]["requests"] == len(truth) and summary["lost_workers"] == []
     workers = {w["name"]: w for w in summary["workers"]}
     assert set(workers) == {"worker-0", "worker-1"}
@@ -212,7 +257,9 @@ def test_two_workers_without_the_scenario_count_exactly_what_the_server_saw(tmp_
     # and on most requests well before the next chunk (due GAP_MS later, give or take 20 %):
     # not another event
     by_id = {t["request_id"]: t for t in truth}
-    late_ms = [r["ttft_ms"] - (by_id[r["request_id"]]["t_first_text_ns"] - r["start_ns"]) / 1e6 for r in records if r["ttft_ms"] is not None]
+    late_ms = [
+        r["ttft_ms"] - (by_id[r["request_id"]]["t_first_text_ns"] - r["start_ns"]) / 1e6 for r in records if r["ttft_ms"] is not None
+    ]
     assert min(late_ms) >= 0, "the harness cannot see the first text before the server wrote it"
     assert percentile(late_ms, 50) < GAP_MS / 2, late_ms
     assert "worker-0:" in out and "worker-1:" in out
@@ -229,9 +276,11 @@ def most_in_flight(records: list[dict], after_s: float) -> int:
     """The most requests of these records in flight at once, among those started after `after_s`
     (epoch seconds): a closed-loop worker has one per user (each user waits for its answer)."""
     edges = sorted(
-        edge for r in records if r["wall_start_ns"] / 1e9 > after_s
+        edge
+        for r in records
+        if r["wall_start_ns"] / 1e9 > after_s
         for edge in ((r["wall_start_ns"], 1), (r["wall_start_ns"] + int(r["latency_ms"] * 1e6), -1))
-    )  # fmt: skip
+    )
     most = level = 0
     for _, step in edges:
         level += step
@@ -268,7 +317,7 @@ def test_a_worker_killed_mid_run_is_named_its_users_moved_and_its_uncounted_requ
     # what the server served and nobody counted is estimated: about right, never hidden
     uncounted = len(truth) - survivor["requests"] - lost_reported
     low, high = lost_info["unreported"]
-    assert 0 < uncounted and low / 2 - 3 <= uncounted <= high * 1.5 + 3, (uncounted, low, high)
+    assert uncounted > 0 and low / 2 - 3 <= uncounted <= high * 1.5 + 3, (uncounted, low, high)
     assert f"about {low} to {high}" in out
     assert code in (0, 1), err[-3000:]
 
@@ -279,7 +328,7 @@ def test_a_worker_joining_mid_run_gets_the_scenario_and_users(tmp_path: Path) ->
         joining = cluster.add_worker()
         cluster.wait_for("request from worker-1", lambda: cluster.worker_lines("worker-1"))
         cluster.stop()
-        code, out, err = cluster.finish()
+        code, _out, err = cluster.finish()
     summary, records, truth = cluster.summary(), cluster.records(), cluster.truth()
     # rebalancing moves users to the new worker: a moved user's request in flight may be
     # cut off, and is then counted as cancelled (Locust's exit code 1 for a failure)
@@ -301,7 +350,7 @@ def test_a_worker_with_another_harness_version_is_refused(tmp_path: Path) -> Non
         stranger = cluster.add_worker(env={"PYTHONPATH": str(other)})
         cluster.wait_for("refusal logged by the master", lambda: "9.9.9-" in cluster.master_err())
         cluster.stop()
-        code, out, err = cluster.finish()
+        _code, out, _err = cluster.finish()
     stranger_err = cluster.worker_err(stranger)
     assert "this worker stops" in stranger_err and "9.9.9-" in stranger_err
     assert stranger.wait(30) == 2
@@ -316,7 +365,7 @@ def test_workers_write_every_request_to_influxdb_under_the_masters_run_id(tmp_pa
     try:
         vm.start()
         with Cluster(tmp_path, workers=2, run_time="5s", env={**INFLUX_ENV, "INFLUXDB_V2_URL": vm.url}) as cluster:
-            code, out, err = cluster.finish()
+            code, _out, err = cluster.finish()
         assert code == 0, err[-3000:]
         truth, summary = cluster.truth(), cluster.summary()
         series = vm.export("claude_request_latency_ms")
@@ -331,8 +380,14 @@ def test_workers_write_every_request_to_influxdb_under_the_masters_run_id(tmp_pa
 
 def test_reset_stats_opens_one_window_for_the_whole_cluster_and_locusts_tables_agree(tmp_path: Path) -> None:
     # a ramp of 3 s (12 users at 4/s) with requests of about a second: many start before the reset
-    with Cluster(tmp_path, workers=2, run_time="8s", profile=GAPPED_PROFILE, spawn_rate=4,
-                 master_args=("--reset-stats", "--json-file", str(tmp_path / "locust-final"))) as cluster:  # fmt: skip
+    with Cluster(
+        tmp_path,
+        workers=2,
+        run_time="8s",
+        profile=GAPPED_PROFILE,
+        spawn_rate=4,
+        master_args=("--reset-stats", "--json-file", str(tmp_path / "locust-final")),
+    ) as cluster:
         code, _out, err = cluster.finish()
     assert code == 0, err[-3000:]
     summary, records, truth = cluster.summary(), cluster.records(), cluster.truth()
@@ -364,8 +419,12 @@ def test_a_report_of_a_closed_window_reaches_neither_the_harness_nor_locusts_sta
     its own, since importing Locust monkey-patches the interpreter (this one's threads included)."""
     process = subprocess.run(
         [sys.executable, "-c", "from tests.test_distributed import check_stale_reports_are_dropped as c; c()"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert process.returncode == 0, process.stderr[-3000:]
 
 
@@ -393,9 +452,21 @@ def check_stale_reports_are_dropped() -> None:
             entry.log(100, 10)
             total = StatsEntry(environment.stats, "Aggregated", None)
             total.log(100, 10)
-            ours = {"run_id": "run", "window": window, "stats": [], "name": "worker-0", "records": 1, "recorded": 1,
-                    "before_window": 0, "spent_usd": 0.0, "points_written": 0, "points_dropped": 0, "saturated_samples": 0,
-                    "unreliable": False, "health": {}}  # fmt: skip
+            ours = {
+                "run_id": "run",
+                "window": window,
+                "stats": [],
+                "name": "worker-0",
+                "records": 1,
+                "recorded": 1,
+                "before_window": 0,
+                "spent_usd": 0.0,
+                "points_written": 0,
+                "points_dropped": 0,
+                "saturated_samples": 0,
+                "unreliable": False,
+                "health": {},
+            }
             return {"stats": [entry.serialize()], "stats_total": total.serialize(), "errors": {}, REPORT_KEY: ours}
 
         events.worker_report.fire(client_id="w0", data=report(window=0))  # sent before the window opened

@@ -14,12 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+import anthropic
 import pytest
 import yaml
-
-import anthropic  # noqa: E402  (a project dependency: missing means failing, never skipping)
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-do-not-log-123"
@@ -58,12 +57,12 @@ FAST = {
 class Emu:
     """An emulator subprocess on 127.0.0.1, port 0; its stderr goes to a file (never a full pipe)."""
 
-    def __init__(self, tmp: Path, profile: Optional[dict[str, Any]], seed: Optional[int] = None, name: str = "emu",
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, tmp: Path, profile: dict[str, Any] | None, seed: int | None = None, name: str = "emu", extra: tuple[str, ...] = ()
+    ) -> None:
         self.gt_path = tmp / f"{name}-gt.jsonl"
         self.err_path = tmp / f"{name}-stderr.log"
-        args = [sys.executable, "-m", "harness.emulator", "--host", "127.0.0.1", "--port", "0",
-                "--ground-truth", str(self.gt_path)]
+        args = [sys.executable, "-m", "harness.emulator", "--host", "127.0.0.1", "--port", "0", "--ground-truth", str(self.gt_path)]
         if profile is not None:
             prof = tmp / f"{name}-profile.yaml"
             prof.write_text(yaml.safe_dump(profile))
@@ -131,7 +130,7 @@ def emu(tmp_path_factory: pytest.TempPathFactory):
     assert KEY not in e.stderr()
 
 
-def raw(emu: Emu, method: str, path: str, body: Optional[bytes] = None, headers: Optional[dict[str, str]] = None):
+def raw(emu: Emu, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
     h = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
     if headers is not None:
         h = headers
@@ -140,7 +139,7 @@ def raw(emu: Emu, method: str, path: str, body: Optional[bytes] = None, headers:
     r = c.getresponse()
     data = r.read()
     c.close()
-    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
 
 
 def _recv(s: socket.socket) -> bytes:
@@ -177,8 +176,10 @@ def test_profile_inheritance_and_defaults() -> None:
 def test_count_input_tokens_formula() -> None:
     from harness.emulator.validate import count_input_tokens
 
-    body = {"system": "abcd" * 3 + "x", "messages": [{"role": "user", "content": "é" * 5},
-                                                     {"role": "assistant", "content": [{"type": "text", "text": "hi"}]}]}
+    body = {
+        "system": "abcd" * 3 + "x",
+        "messages": [{"role": "user", "content": "é" * 5}, {"role": "assistant", "content": [{"type": "text", "text": "hi"}]}],
+    }
     # system 13 bytes -> 4; "é"*5 = 10 bytes -> 3; "hi" -> 1; 2 messages -> 6
     assert count_input_tokens(body) == 4 + 3 + 1 + 6
 
@@ -337,8 +338,9 @@ def test_bad_bodies_are_400(emu: Emu, body: bytes, word: str) -> None:
 def test_temperature_depends_on_version(emu: Emu) -> None:
     c = emu.client()  # "long" always has more than max_tokens to say: stop_reason is max_tokens
     # the same body first accepted under the old version (validated bodies are cached)...
-    old = c.messages.create(model="long", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5},
-                            extra_headers={"anthropic-version": "2023-06-01"})
+    old = c.messages.create(
+        model="long", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5}, extra_headers={"anthropic-version": "2023-06-01"}
+    )
     assert old.stop_reason == "max_tokens"
     # ...is still refused under the new one
     with pytest.raises(anthropic.BadRequestError) as ei:
@@ -346,8 +348,13 @@ def test_temperature_depends_on_version(emu: Emu) -> None:
     assert ei.value.status_code == 400
     assert ei.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "temperature" in ei.value.body["error"]["message"]  # type: ignore[index]
-    m = c.messages.create(model="long", max_tokens=5, messages=MSG, extra_body={"temperature": 0.5, "top_k": 5},
-                          extra_headers={"anthropic-version": "2023-06-01"})
+    m = c.messages.create(
+        model="long",
+        max_tokens=5,
+        messages=MSG,
+        extra_body={"temperature": 0.5, "top_k": 5},
+        extra_headers={"anthropic-version": "2023-06-01"},
+    )
     assert m.stop_reason == "max_tokens"
 
 
@@ -374,9 +381,8 @@ def test_fault_statuses(emu: Emu) -> None:
         c.messages.create(model="fault-429", max_tokens=50, messages=MSG)
     assert e429.value.status_code == 429 and e429.value.response.headers["retry-after"] == "3"
     assert e429.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
-    with pytest.raises(anthropic.APIStatusError) as e529:
-        with c.messages.stream(model="fault-529", max_tokens=50, messages=MSG) as s:
-            s.get_final_message()
+    with pytest.raises(anthropic.APIStatusError) as e529, c.messages.stream(model="fault-529", max_tokens=50, messages=MSG) as s:
+        s.get_final_message()
     assert e529.value.status_code == 529 and e529.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     with pytest.raises(anthropic.InternalServerError) as e500:
         c.messages.create(model="fault-500", max_tokens=50, messages=MSG)
@@ -440,8 +446,10 @@ def test_stall_and_empty_first_delta(emu: Emu) -> None:
 
 def _raw_stream_ttft(port: int, model: str, max_tokens: int = 200) -> tuple[float, int, str]:
     body = json.dumps({"model": model, "max_tokens": max_tokens, "stream": True, "messages": MSG}).encode()
-    head = (f"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_S) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = b""
@@ -486,8 +494,9 @@ def test_ttft_against_ground_truth(emu: Emu) -> None:
 @pytest.mark.slow
 def test_pipelined_requests_and_client_close(emu: Emu) -> None:
     body = json.dumps({"model": "claude-x", "max_tokens": 3, "messages": MSG}).encode()
-    one = (f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
-           f"content-length: {len(body)}\r\n\r\n").encode() + body
+    one = (
+        f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
     with socket.create_connection(("127.0.0.1", emu.port), timeout=SOCKET_TIMEOUT_S) as s:
         s.sendall(one + one[:10])
         time.sleep(0.01)
@@ -499,8 +508,12 @@ def test_pipelined_requests_and_client_close(emu: Emu) -> None:
     # a client that goes away mid-stream (of 20 s) still gets a ground-truth line
     sbody = json.dumps({"model": "slow", "max_tokens": 400, "stream": True, "messages": MSG}).encode()
     with socket.create_connection(("127.0.0.1", emu.port), timeout=SOCKET_TIMEOUT_S) as s:
-        s.sendall((f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
-                   f"content-length: {len(sbody)}\r\n\r\n").encode() + sbody)
+        s.sendall(
+            (
+                f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\ncontent-length: {len(sbody)}\r\n\r\n"
+            ).encode()
+            + sbody
+        )
         got = _recv_until(s, b"text_delta")
     rid = got.split(b"request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
     g = emu.gt_by_id(rid)
@@ -516,12 +529,15 @@ def test_ground_truth_count_and_clean_exit(tmp_path: Path) -> None:
     try:
         c = e.client()
         n = 0
-        c.messages.create(model="m", max_tokens=5, messages=MSG); n += 1
+        c.messages.create(model="m", max_tokens=5, messages=MSG)
+        n += 1
         with c.messages.stream(model="m", max_tokens=5, messages=MSG) as s:
             s.get_final_message()
         n += 1
-        c.messages.count_tokens(model="m", messages=MSG); n += 1
-        c.models.list(); n += 1
+        c.messages.count_tokens(model="m", messages=MSG)
+        n += 1
+        c.models.list()
+        n += 1
         for model in ("fault-429", "fault-529", "fault-500"):
             with pytest.raises(anthropic.APIStatusError):
                 c.messages.create(model=model, max_tokens=5, messages=MSG)
@@ -532,8 +548,10 @@ def test_ground_truth_count_and_clean_exit(tmp_path: Path) -> None:
         # a stream in flight at shutdown (it would last 20 s) is cut and recorded too
         sock = socket.create_connection(("127.0.0.1", e.port), timeout=SOCKET_TIMEOUT_S)
         b = json.dumps({"model": "slow", "max_tokens": 400, "stream": True, "messages": MSG}).encode()
-        sock.sendall((f"POST /v1/messages HTTP/1.1\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n"
-                      f"content-length: {len(b)}\r\n\r\n").encode() + b)
+        sock.sendall(
+            (f"POST /v1/messages HTTP/1.1\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\ncontent-length: {len(b)}\r\n\r\n").encode()
+            + b
+        )
         _recv(sock)  # the headers: the stream has begun
         n += 1
     finally:
@@ -578,8 +596,13 @@ def test_same_seed_same_lengths(tmp_path: Path) -> None:
 def test_bad_profile_exits_2(tmp_path: Path, doc: dict[str, Any], field: str) -> None:
     prof = tmp_path / "bad.yaml"
     prof.write_text(yaml.safe_dump(doc))
-    r = subprocess.run([sys.executable, "-m", "harness.emulator", "--port", "0", "--profile", str(prof)],
-                       cwd=REPO, capture_output=True, text=True, timeout=20)
+    r = subprocess.run(
+        [sys.executable, "-m", "harness.emulator", "--port", "0", "--profile", str(prof)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert r.returncode == 2
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
@@ -608,13 +631,21 @@ def test_rate_limit_buckets(tmp_path: Path) -> None:
 def _lateness_run(tmp: Path, name: str, n: int) -> list[float]:
     prof = {
         "seed": 3,
-        "models": {"default": {"ttft_ms": 300, "ttft_ms_per_1k_input": 0, "output_tps": 50, "jitter": 0.1,
-                               "output_tokens": {"mean": 30, "sd": 5, "min": 5}}},
+        "models": {
+            "default": {
+                "ttft_ms": 300,
+                "ttft_ms_per_1k_input": 0,
+                "output_tps": 50,
+                "jitter": 0.1,
+                "output_tokens": {"mean": 30, "sd": 5, "min": 5},
+            }
+        },
     }
     e = Emu(tmp, prof, name=name)
     body = json.dumps({"model": "m", "max_tokens": 100, "stream": True, "messages": MSG}).encode()
-    req = (f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\n"
-           f"content-length: {len(body)}\r\n\r\n").encode() + body
+    req = (
+        f"POST /v1/messages HTTP/1.1\r\nx-api-key: {KEY}\r\nanthropic-version: 2023-06-01\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
     class Client(asyncio.Protocol):  # minimal reader: keeps the test's own CPU use low
         def __init__(self, done: asyncio.Future) -> None:

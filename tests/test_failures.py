@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -35,7 +35,7 @@ def record(outcome: str = OK, error_type: str | None = None, status: int | None 
     return result
 
 
-REFUSED = dict(outcome=CONNECTION_ERROR, error_type="connection_failed", status=None, message="ConnectionRefusedError: [Errno 111]")
+REFUSED = {"outcome": CONNECTION_ERROR, "error_type": "connection_failed", "status": None, "message": "ConnectionRefusedError: [Errno 111]"}
 
 
 def test_backoff_waits_after_identical_failures_doubling_up_to_its_maximum() -> None:
@@ -80,17 +80,21 @@ def test_fail_fast_needs_every_request_of_the_window_to_fail_alike() -> None:
 
 
 def test_a_prompt_may_give_its_own_failure_policy() -> None:
-    data = {**SCENARIO, "failures": {"retries": {"max": 3}}, "prompts": [
-        {**SCENARIO["prompts"][0], "failures": {"backoff": {"after": 1, "max_s": 2}, "fail_fast": None, "retries": None}},
-        {**SCENARIO["prompts"][1], "failures": {"backoff": None}},
-    ]}  # fmt: skip
+    data = {
+        **SCENARIO,
+        "failures": {"retries": {"max": 3}},
+        "prompts": [
+            {**SCENARIO["prompts"][0], "failures": {"backoff": {"after": 1, "max_s": 2}, "fail_fast": None, "retries": None}},
+            {**SCENARIO["prompts"][1], "failures": {"backoff": None}},
+        ],
+    }
     loaded = scenario_from_dict(scenario_from_dict(data).model_dump(mode="json"))  # as a worker gets it
     own, off = loaded.prompts
     assert loaded.backoff_for(own) == BackoffRule(after=1, max_s=2) and loaded.backoff_for(off) is None
     assert not loaded.counts_for_fail_fast(own) and loaded.counts_for_fail_fast(off)
     assert loaded.retries_for(own) is None and loaded.retries_for(off) == RetriesRule(max=3) and loaded.retries
     assert scenario_from_dict(SCENARIO).retries is False  # off by default
-    with pytest.raises(ScenarioError, match="prompts.0..failures.fail_fast"):
+    with pytest.raises(ScenarioError, match=r"prompts\[0\]\.failures\.fail_fast"):
         scenario_from_dict({**data, "prompts": [{**SCENARIO["prompts"][0], "failures": {"fail_fast": {"within_s": 3}}}]})
     with pytest.raises(ScenarioError, match=r"failures.retries.on\[0\]: must be one of 'rate_limited', .*\(got 'cancelled'\)"):
         scenario_from_dict({**SCENARIO, "failures": {"retries": {"on": ["cancelled"]}}})
@@ -105,9 +109,16 @@ def test_a_refused_port_fails_fast_with_the_cause_and_is_not_hammered(tmp_path: 
     users = 4
     started = time.monotonic()
     result = run_locust(
-        tmp_path, scenario(tmp_path), "--host", f"http://127.0.0.1:{free_port()}", "--summary-json", str(tmp_path / "s.json"),
-        users=users, run_time="60s", timeout_s=90,
-    )  # fmt: skip
+        tmp_path,
+        scenario(tmp_path),
+        "--host",
+        f"http://127.0.0.1:{free_port()}",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        users=users,
+        run_time="60s",
+        timeout_s=90,
+    )
     assert result.returncode == exitcodes.USAGE, result.stderr[-3000:]
     assert time.monotonic() - started < 30  # not the 60 s run time
     assert "failed with one cause, connection_error (connection_failed)" in result.stderr and "check --host" in result.stderr
@@ -126,9 +137,11 @@ def test_a_request_the_api_refuses_fails_fast_with_its_status(tmp_path: Path) ->
     url = emulator.start()
     try:  # a top_k the API refuses (400): every request of the run fails alike
         data = {
-            **SCENARIO, "anthropic_version": "2023-06-01", "failures": {"fail_fast": {"within_s": WITHIN_S}},
+            **SCENARIO,
+            "anthropic_version": "2023-06-01",
+            "failures": {"fail_fast": {"within_s": WITHIN_S}},
             "prompts": [{"name": "bad", "input_tokens": 10, "max_tokens": 8, "extra": {"top_k": -1}}],
-        }  # fmt: skip
+        }
         result = run_locust(tmp_path, write_yaml(tmp_path / "scenario.yaml", data), "--host", url, users=2, run_time="60s", timeout_s=90)
     finally:
         emulator.stop()
@@ -140,7 +153,9 @@ def test_a_request_the_api_refuses_fails_fast_with_its_status(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_target_that_comes_up_within_the_window_is_not_stopped(tmp_path: Path) -> None:
     port = free_port()
-    emulator = EmulatorProcess(profile=write_yaml(tmp_path / "profile.yaml", FAST_PROFILE), ground_truth=tmp_path / "truth.jsonl", port=port)
+    emulator = EmulatorProcess(
+        profile=write_yaml(tmp_path / "profile.yaml", FAST_PROFILE), ground_truth=tmp_path / "truth.jsonl", port=port
+    )
 
     def start_the_target(line: str) -> None:  # once the run has started, while every request fails
         if "output in" in line and emulator.url is None:
@@ -149,9 +164,17 @@ def test_a_target_that_comes_up_within_the_window_is_not_stopped(tmp_path: Path)
 
     try:
         result = run_locust(
-            tmp_path, scenario(tmp_path, fail_fast={"within_s": 5}), "--host", f"http://127.0.0.1:{port}",
-            "--summary-json", str(tmp_path / "s.json"), users=2, run_time="8s", timeout_s=90, on_stderr_line=start_the_target,
-        )  # fmt: skip
+            tmp_path,
+            scenario(tmp_path, fail_fast={"within_s": 5}),
+            "--host",
+            f"http://127.0.0.1:{port}",
+            "--summary-json",
+            str(tmp_path / "s.json"),
+            users=2,
+            run_time="8s",
+            timeout_s=90,
+            on_stderr_line=start_the_target,
+        )
     finally:
         emulator.stop()
     summary = json.loads((tmp_path / "s.json").read_text())
@@ -168,7 +191,7 @@ def test_a_master_stops_when_every_worker_failed_fast(tmp_path: Path) -> None:
     data = {**SCENARIO, "failures": {"fail_fast": {"within_s": WITHIN_S}}}
     dead = f"http://127.0.0.1:{free_port()}"
     with Cluster(tmp_path, workers=2, run_time="120s", users=4, master_args=("--host", dead), scenario=data) as cluster:
-        code, out, err = cluster.finish(timeout_s=90)
+        code, _out, err = cluster.finish(timeout_s=90)
     assert code == exitcodes.USAGE, err[-3000:]
     assert "worker-0: all" in err and "worker-1: all" in err and "connection_error (connection_failed)" in err
     assert cluster.summary()["verdict"]["status"] == "FAILED_FAST"
@@ -180,7 +203,9 @@ def test_a_master_stops_when_every_worker_failed_fast(tmp_path: Path) -> None:
 def replay_server(tmp_path: Path) -> Iterator[str]:
     """tests/replay_server.py in its own process: its URL."""
     log = tmp_path / "replay.jsonl"
-    replay = subprocess.Popen([sys.executable, str(ROOT / "tests" / "replay_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True)
+    replay = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "replay_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert replay.stdout is not None
         yield replay.stdout.readline().split()[-1]
@@ -193,9 +218,12 @@ def test_the_scenarios_time_limits_reach_the_transport(tmp_path: Path) -> None:
     """A stream whose headers come and then nothing: the idle limit ends it, not the total."""
     with replay_server(tmp_path) as url:
         data = {
-            "name": "stalls", "models": [{"model": "stall"}], "prompts": [{"name": "p", "input_tokens": 10, "max_tokens": 8}],
-            "timeouts": {"idle_s": 1, "total_s": 30}, "failures": {"fail_fast": None},
-        }  # fmt: skip
+            "name": "stalls",
+            "models": [{"model": "stall"}],
+            "prompts": [{"name": "p", "input_tokens": 10, "max_tokens": 8}],
+            "timeouts": {"idle_s": 1, "total_s": 30},
+            "failures": {"fail_fast": None},
+        }
         result = run_locust(tmp_path, write_yaml(tmp_path / "stalls.yaml", data), "--host", url, users=2, run_time="4s", timeout_s=90)
     records = [r for r in result.records() if r["outcome"] != CANCELLED]
     assert records and {(r["outcome"], r["error_type"]) for r in records} == {("timeout", "idle_timeout")}, result.stderr[-2000:]
@@ -209,9 +237,16 @@ def test_a_redirect_fails_fast_with_a_hint_and_is_not_hammered(tmp_path: Path, t
     with replay_server(tmp_path) as url:
         data = {**SCENARIO, "models": [{"model": "http-302"}], "failures": {"fail_fast": {"within_s": WITHIN_S}}}
         result = run_locust(
-            tmp_path, write_yaml(tmp_path / "redirect.yaml", data), "--host", url, "--transport", transport,
-            users=2, run_time="60s", timeout_s=90,
-        )  # fmt: skip
+            tmp_path,
+            write_yaml(tmp_path / "redirect.yaml", data),
+            "--host",
+            url,
+            "--transport",
+            transport,
+            users=2,
+            run_time="60s",
+            timeout_s=90,
+        )
         served = read_jsonl(tmp_path / "replay.jsonl")
     assert result.returncode == exitcodes.USAGE, result.stderr[-3000:]
     assert "HTTP 302" in result.stderr and "the server redirects: give the final URL with --host" in result.stderr
@@ -293,7 +328,12 @@ def test_a_retry_waits_the_servers_retry_after_or_a_doubling_backoff_and_only_fo
     assert retrying.wait_before_retry(attempt(3)) is None  # 2 retries done
     assert retrying.wait_before_retry(attempt(1, "api_error")) is None and retrying.wait_before_retry(record()) is None
     assert retrying.wait_before_retry(attempt(1, CANCELLED)) is None
-    assert Retrying(lambda prompt: rule.model_copy(update={"wait_retry_after": False}), random.Random(1)).wait_before_retry(attempt(1, after=9.0)) <= 0.5
+    assert (
+        Retrying(lambda prompt: rule.model_copy(update={"wait_retry_after": False}), random.Random(1)).wait_before_retry(
+            attempt(1, after=9.0)
+        )
+        <= 0.5
+    )
 
 
 @pytest.mark.slow
@@ -306,9 +346,19 @@ def test_retries_count_attempts_and_requests_apart_and_time_what_the_application
     scenario = write_yaml(tmp_path / "retries.yaml", {**SCENARIO, "failures": {"retries": retries, "backoff": None}})
     summary_path = tmp_path / "s.json"
     result, truth = run_against_emulator(
-        tmp_path, scenario, profile, "--transport", transport, "--summary-json", str(summary_path), "--stop-timeout", "10",
-        users=6, run_time="8s", timeout_s=90,
-    )  # fmt: skip
+        tmp_path,
+        scenario,
+        profile,
+        "--transport",
+        transport,
+        "--summary-json",
+        str(summary_path),
+        "--stop-timeout",
+        "10",
+        users=6,
+        run_time="8s",
+        timeout_s=90,
+    )
     records, summary = result.records(), json.loads(summary_path.read_text())
     # every attempt is a request the server saw, recorded once, a failure where it failed
     assert len(records) == len(truth) == summary["totals"]["requests"], result.stderr[-2000:]

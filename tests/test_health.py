@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+
 from harness.health import Gauges, HealthMonitor, Timeline
 from harness.results import HealthSample
 
 
 def sample(index: int, saturated: bool = False) -> HealthSample:
     return HealthSample(
-        at=float(index), cpu_percent=float(index % 100), loop_lag_max_ms=1.0, loop_lag_p99_ms=0.5, users=1, in_flight=0,
-        points_written=0, points_dropped=0, buffer_size=0, saturated=saturated,
-    )  # fmt: skip
+        at=float(index),
+        cpu_percent=float(index % 100),
+        loop_lag_max_ms=1.0,
+        loop_lag_p99_ms=0.5,
+        users=1,
+        in_flight=0,
+        points_written=0,
+        points_dropped=0,
+        buffer_size=0,
+        saturated=saturated,
+    )
 
 
 def test_the_timeline_stays_bounded_and_evenly_thinned() -> None:
@@ -19,7 +29,7 @@ def test_the_timeline_stays_bounded_and_evenly_thinned() -> None:
         timeline.add(sample(index))
         assert len(timeline.samples) < 8
     times = [s.at for s in timeline.samples]
-    steps = {b - a for a, b in zip(times, times[1:])}
+    steps = {b - a for a, b in itertools.pairwise(times)}
     assert times[0] == 0 and steps == {float(timeline.stride)} and times[-1] > 1000 - 2 * timeline.stride
 
 

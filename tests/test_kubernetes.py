@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -115,10 +116,7 @@ def option(cmd: list[str], name: str) -> str | None:
 
 
 def workloads(docs: tuple[dict[str, Any], ...], component: str) -> list[dict[str, Any]]:
-    return [
-        doc for doc in docs
-        if doc["kind"] in WORKLOAD_KINDS and pod_labels(doc).get("app.kubernetes.io/component") == component
-    ]  # fmt: skip
+    return [doc for doc in docs if doc["kind"] in WORKLOAD_KINDS and pod_labels(doc).get("app.kubernetes.io/component") == component]
 
 
 def the_master(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -294,8 +292,7 @@ def test_a_web_ui_beyond_loopback_has_a_login(variant: str) -> None:
         if "--worker" in cmd or "--headless" in cmd:
             continue  # no web UI
         assert not is_loopback_host(option(cmd, "--web-host") or "127.0.0.1") and "--web-login" in cmd, (
-            f"{workload['metadata']['name']}: a web UI reached through the Service needs --web-host 0.0.0.0 "
-            f"and --web-login"
+            f"{workload['metadata']['name']}: a web UI reached through the Service needs --web-host 0.0.0.0 and --web-login"
         )
 
 
@@ -439,9 +436,7 @@ def test_master_and_workers_read_the_worker_secret_from_the_same_secret(variant:
         (entry,) = env_sources(locust, WORKER_SECRET)
         assert entry["valueFrom"] == {"secretKeyRef": expected}, f"{workload['metadata']['name']}: {entry}"
     harness = [doc for doc in docs if doc["kind"] in WORKLOAD_KINDS]
-    assert {secret_key_refs(locust_container(w)).get(WORKER_SECRET, {}).get("name") for w in harness} == {
-        WORKER_SECRET_SECRET
-    }
+    assert {secret_key_refs(locust_container(w)).get(WORKER_SECRET, {}).get("name") for w in harness} == {WORKER_SECRET_SECRET}
 
 
 def test_interactive_master_reads_the_web_login_from_its_secret() -> None:

@@ -207,8 +207,11 @@ def start_workers(tmp_path: Path, master_port: int, count: int = 2) -> list[subp
     return [
         subprocess.Popen(
             [LOCUST, "-f", "locustfile.py", "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"worker-{i}.log").open("wb"), env=cluster_env(),
-        )  # fmt: skip
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / f"worker-{i}.log").open("wb"),
+            env=cluster_env(),
+        )
         for i in range(count)
     ]
 
@@ -231,10 +234,23 @@ def test_a_headless_run_writes_every_request_to_locusts_files(tmp_path: Path) ->
     emulator = start_emulator(tmp_path)
     try:
         result = run_locust(
-            tmp_path, scenario, "--host", emulator.url or "", "--stop-timeout", STOP_TIMEOUT,
-            "--csv", str(prefix), "--csv-full-history", "--html", str(html), "--json", "--json-file", str(json_file),
-            users=USERS, run_time="4s",
-        )  # fmt: skip
+            tmp_path,
+            scenario,
+            "--host",
+            emulator.url or "",
+            "--stop-timeout",
+            STOP_TIMEOUT,
+            "--csv",
+            str(prefix),
+            "--csv-full-history",
+            "--html",
+            str(html),
+            "--json",
+            "--json-file",
+            str(json_file),
+            users=USERS,
+            run_time="4s",
+        )
     finally:
         emulator.stop()
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -255,13 +271,48 @@ def test_a_headless_master_with_two_workers_writes_every_request_to_locusts_file
     master = workers = None
     try:
         master = subprocess.Popen(
-            [LOCUST, "-f", "locustfile.py", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-             "--headless", "--only-summary", "--expect-workers", "2", "-u", str(USERS), "-r", str(USERS), "-t", "5s",
-             "--host", emulator.url or "", "--scenario", str(scenario), "--output-dir", str(tmp_path / "runs"),
-             "--stop-timeout", STOP_TIMEOUT, "--csv", str(prefix), "--csv-full-history", "--html", str(html),
-             "--json", "--json-file", str(json_file)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster_env(),
-        )  # fmt: skip
+            [
+                LOCUST,
+                "-f",
+                "locustfile.py",
+                "--master",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(port),
+                "--headless",
+                "--only-summary",
+                "--expect-workers",
+                "2",
+                "-u",
+                str(USERS),
+                "-r",
+                str(USERS),
+                "-t",
+                "5s",
+                "--host",
+                emulator.url or "",
+                "--scenario",
+                str(scenario),
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--stop-timeout",
+                STOP_TIMEOUT,
+                "--csv",
+                str(prefix),
+                "--csv-full-history",
+                "--html",
+                str(html),
+                "--json",
+                "--json-file",
+                str(json_file),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cluster_env(),
+        )
         workers = start_workers(tmp_path, port)
         stdout, stderr = master.communicate(timeout=150)
         end_processes(*workers)
@@ -293,10 +344,27 @@ class WebUI:
         self.prefix = tmp_path / "out" / "locust"
         scenario = write_yaml(tmp_path / "scenario.yaml", SCENARIO)
         command = [
-            LOCUST, "-f", "locustfile.py", "--web-host", "127.0.0.1", "--web-port", self.url.rsplit(":", 1)[1],
-            "--host", emulator_url, "--scenario", str(scenario), "--output-dir", str(tmp_path / "runs"),
-            "--stop-timeout", STOP_TIMEOUT, "--csv", str(self.prefix), "--csv-full-history", "--points", "off",
-        ]  # fmt: skip
+            LOCUST,
+            "-f",
+            "locustfile.py",
+            "--web-host",
+            "127.0.0.1",
+            "--web-port",
+            self.url.rsplit(":", 1)[1],
+            "--host",
+            emulator_url,
+            "--scenario",
+            str(scenario),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--stop-timeout",
+            STOP_TIMEOUT,
+            "--csv",
+            str(self.prefix),
+            "--csv-full-history",
+            "--points",
+            "off",
+        ]
         port = free_port()
         if distributed:
             command += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
@@ -428,6 +496,10 @@ def check_locust_internals(folder: str) -> None:
 def test_the_locust_internals_the_fix_relies_on(tmp_path: Path) -> None:
     process = subprocess.run(
         [sys.executable, "-c", f"from tests.test_locust_outputs import check_locust_internals as c; c({str(tmp_path)!r})"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert process.returncode == 0, process.stderr[-3000:]

@@ -22,10 +22,15 @@ pytestmark = pytest.mark.slow
 FAST_PROFILE = {
     "seed": 7,
     "models": {
-        "default": {"ttft_ms": 60, "ttft_ms_per_1k_input": 10, "output_tps": 400, "jitter": 0.2,
-                    "output_tokens": {"mean": 40, "sd": 10, "min": 5}},  # fmt: skip
+        "default": {
+            "ttft_ms": 60,
+            "ttft_ms_per_1k_input": 10,
+            "output_tps": 400,
+            "jitter": 0.2,
+            "output_tokens": {"mean": 40, "sd": 10, "min": 5},
+        },
         "model-slow": {"ttft_ms": 150, "output_tps": 200},
-    }
+    },
 }
 
 SCENARIO = {
@@ -49,9 +54,7 @@ def messages_truth(path: Path) -> list[dict]:
     return [row for row in read_jsonl(path) if row["path"] == "/v1/messages"]
 
 
-def run_against_emulator(
-    tmp_path: Path, scenario: Path, profile: dict, *args: str, **kwargs: Any
-) -> tuple[LocustResult, list[dict]]:
+def run_against_emulator(tmp_path: Path, scenario: Path, profile: dict, *args: str, **kwargs: Any) -> tuple[LocustResult, list[dict]]:
     """Emulator up, `locust --headless` against it, emulator down: the run and the server's log."""
     emulator = start_emulator(tmp_path, profile)
     try:
@@ -81,13 +84,20 @@ GAPPED_PROFILE = {
 
 
 @pytest.mark.parametrize("transport", ["fast", "sdk"])
-def test_ttft_matches_ground_truth_and_every_request_is_counted_once(
-    tmp_path: Path, scenario_file: Path, transport: str
-) -> None:
+def test_ttft_matches_ground_truth_and_every_request_is_counted_once(tmp_path: Path, scenario_file: Path, transport: str) -> None:
     result, served = run_against_emulator(
-        tmp_path, scenario_file, GAPPED_PROFILE, "--transport", transport,
-        "--stop-timeout", "10", "--json-file", str(tmp_path / "locust"), users=10, run_time="5s",
-    )  # fmt: skip
+        tmp_path,
+        scenario_file,
+        GAPPED_PROFILE,
+        "--transport",
+        transport,
+        "--stop-timeout",
+        "10",
+        "--json-file",
+        str(tmp_path / "locust"),
+        users=10,
+        run_time="5s",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
 
@@ -156,16 +166,23 @@ def test_by_default_requests_in_flight_at_the_stop_finish(tmp_path: Path, scenar
 
 
 def test_first_thinking_has_its_own_percentiles_and_modes_their_own_rows(tmp_path: Path) -> None:
-    scenario = write_yaml(tmp_path / "thinking.yaml", {
-        "name": "thinking",
-        "models": ["model-fast"],
-        "prompts": [
-            {"name": "think", "messages": [{"role": "user", "content": "Why?"}], "max_tokens": 2000,
-             "thinking": {"type": "enabled", "budget_tokens": 1024}},
-            {"name": "plain", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32},
-        ],
-        "stream": 0.5,
-    })  # fmt: skip
+    scenario = write_yaml(
+        tmp_path / "thinking.yaml",
+        {
+            "name": "thinking",
+            "models": ["model-fast"],
+            "prompts": [
+                {
+                    "name": "think",
+                    "messages": [{"role": "user", "content": "Why?"}],
+                    "max_tokens": 2000,
+                    "thinking": {"type": "enabled", "budget_tokens": 1024},
+                },
+                {"name": "plain", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32},
+            ],
+            "stream": 0.5,
+        },
+    )
     result, truth = run_against_emulator(
         tmp_path, scenario, FAST_PROFILE, "--summary-json", str(tmp_path / "s.json"), users=4, run_time="3s"
     )
@@ -254,9 +271,19 @@ def test_the_api_key_is_required_for_a_remote_host_and_never_written(tmp_path: P
 def test_reset_stats_opens_the_measurement_window_and_locusts_tables_agree(tmp_path: Path, scenario_file: Path) -> None:
     # a ramp of 2 s (8 users at 4/s) with requests of about a second: many start before the reset
     result, truth = run_against_emulator(
-        tmp_path, scenario_file, GAPPED_PROFILE, "-r", "4", "--reset-stats", "--json-file", str(tmp_path / "locust"),
-        "--summary-json", str(tmp_path / "summary.json"), users=8, run_time="6s",
-    )  # fmt: skip
+        tmp_path,
+        scenario_file,
+        GAPPED_PROFILE,
+        "-r",
+        "4",
+        "--reset-stats",
+        "--json-file",
+        str(tmp_path / "locust"),
+        "--summary-json",
+        str(tmp_path / "summary.json"),
+        users=8,
+        run_time="6s",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     records = result.records()
     summary = json.loads((tmp_path / "summary.json").read_text())

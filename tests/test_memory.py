@@ -33,8 +33,11 @@ def test_requests_leave_no_garbage_in_cycles_and_no_objects_behind(tmp_path: Pat
     try:
         child = subprocess.run(
             [sys.executable, "-m", "tests.memory_child", emulator.url or "", str(scenario), str(tmp_path / "runs"), str(N), "3"],
-            cwd=ROOT, capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     finally:
         emulator.stop()
     assert child.returncode == 0, child.stderr[-3000:]
@@ -49,8 +52,14 @@ def test_requests_leave_no_garbage_in_cycles_and_no_objects_behind(tmp_path: Pat
     # more or less at a checkpoint), bounded by labels x (buckets + the run's own + a merge)
     before, after = checkpoints[-2]["tracked"], checkpoints[-1]["tracked"]
     grown = {kind: after.get(kind, 0) - count for kind, count in before.items() if after.get(kind, 0) > count}
-    histogram_family = {kind for kind in after if kind.startswith(("Histogram", "HdrHistogram", "HdrPayload", "PayloadHeader", "ExternalHeader", "c_ulong_Array"))}
-    assert sum(n for kind, n in grown.items() if kind not in histogram_family) < 0.05 * N, sorted(grown.items(), key=lambda item: -item[1])[:10]
+    histogram_family = {
+        kind
+        for kind in after
+        if kind.startswith(("Histogram", "HdrHistogram", "HdrPayload", "PayloadHeader", "ExternalHeader", "c_ulong_Array"))
+    }
+    assert sum(n for kind, n in grown.items() if kind not in histogram_family) < 0.05 * N, sorted(grown.items(), key=lambda item: -item[1])[
+        :10
+    ]
     labels, per_label = 2 * 2 * 2, 6  # models x prompts x modes; ttft, first thinking, latency, tps + the application's two
     buckets = LIVE_WINDOW_S // 5 + 1
     assert after["Histogram"] <= labels * per_label * (buckets + 1 + 3), after["Histogram"]

@@ -4,7 +4,6 @@ one line; an output that cannot be written at the end fails the run without a tr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +27,7 @@ from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator, 
         (options.cpu_percent, ["50", "100"], ["0", "150"]),
         (options.tcp_port, ["1", "65535"], ["0", "65536", "99999", "-1"]),
     ],
-)  # fmt: skip
+)
 def test_argparse_types_refuse_what_would_misbehave(parse, good: list[str], bad: list[str]) -> None:  # type: ignore[no-untyped-def]
     for text in good:
         parse(text)
@@ -39,7 +38,9 @@ def test_argparse_types_refuse_what_would_misbehave(parse, good: list[str], bad:
 
 def test_output_paths_are_tried_not_guessed(tmp_path: Path) -> None:
     def check(**paths: str) -> str | None:
-        return options.output_paths_problem(SimpleNamespace(**{"output_dir": str(tmp_path / "runs"), **{d: None for d in options.OUTPUT_FILES}, **paths}))
+        return options.output_paths_problem(
+            SimpleNamespace(**{"output_dir": str(tmp_path / "runs"), **dict.fromkeys(options.OUTPUT_FILES), **paths})
+        )
 
     assert check(summary_json=str(tmp_path / "new" / "s.json")) is None
     assert not (tmp_path / "new" / "s.json").exists()  # tried, then removed
@@ -50,7 +51,9 @@ def test_output_paths_are_tried_not_guessed(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert "--markdown" in str(check(markdown=str(blocker / "below" / "x.md")))
-    assert "--output-dir" in str(options.output_paths_problem(SimpleNamespace(output_dir=str(blocker), **{d: None for d in options.OUTPUT_FILES})))
+    assert "--output-dir" in str(
+        options.output_paths_problem(SimpleNamespace(output_dir=str(blocker), **dict.fromkeys(options.OUTPUT_FILES)))
+    )
 
 
 # --- real processes -----------------------------------------------------------------------------
@@ -95,9 +98,17 @@ def test_an_output_that_cannot_be_written_at_the_end_fails_the_run_and_the_other
 
     scenario = write_yaml(tmp_path / "scenario.yaml", SCENARIO)
     result, truth = run_against_emulator(
-        tmp_path, scenario, FAST_PROFILE, "--summary-json", str(summary_path), "--junit", str(junit_path),
-        users=2, run_time="2s", on_stderr_line=block_the_summary,
-    )  # fmt: skip
+        tmp_path,
+        scenario,
+        FAST_PROFILE,
+        "--summary-json",
+        str(summary_path),
+        "--junit",
+        str(junit_path),
+        users=2,
+        run_time="2s",
+        on_stderr_line=block_the_summary,
+    )
     assert result.returncode == exitcodes.USAGE, result.stderr[-3000:]
     assert f"could not write the summary to {summary_path}" in result.stderr and "Traceback" not in result.stderr
     assert junit_path.read_text().startswith("<?xml") and truth

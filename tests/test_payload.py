@@ -124,9 +124,7 @@ def test_synthetic_cached_block(scenario):
     body = build_body(pick(scenario, "synthetic-cached"), scenario)
     (msg,) = body["messages"]
     assert msg["role"] == "user"
-    assert msg["content"] == [
-        {"type": "text", "text": synthetic_text(300, scenario.seed), "cache_control": {"type": "ephemeral"}}
-    ]
+    assert msg["content"] == [{"type": "text", "text": synthetic_text(300, scenario.seed), "cache_control": {"type": "ephemeral"}}]
 
 
 def test_synthetic_context_prepended_to_messages(scenario):

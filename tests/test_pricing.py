@@ -19,12 +19,14 @@ def test_cost_from_usage_with_cache_factors_and_overrides() -> None:
 
 
 def test_a_scenarios_cache_prices_are_billed_as_given_a_zero_included() -> None:
-    scenario = scenario_from_dict({
-        "name": "cache",
-        "models": ["m"],
-        "prompts": [{"name": "p", "input_tokens": 10, "max_tokens": 10}],
-        "prices": {"m": {"input": 3.0, "output": 15.0, "cache_read": 0, "cache_write": 6.0}},
-    })  # fmt: skip
+    scenario = scenario_from_dict(
+        {
+            "name": "cache",
+            "models": ["m"],
+            "prompts": [{"name": "p", "input_tokens": 10, "max_tokens": 10}],
+            "prices": {"m": {"input": 3.0, "output": 15.0, "cache_read": 0, "cache_write": 6.0}},
+        }
+    )
     table = PriceTable(scenario.prices)
     assert table.cost("m", 0, 0, cache_read_tokens=1_000_000) == 0.0
     assert table.cost("m", 0, 0, cache_creation_tokens=1_000_000) == pytest.approx(6.0)

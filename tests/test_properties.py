@@ -6,6 +6,7 @@ examples, so CI is as repeatable as any other test):
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,27 +24,51 @@ SETTINGS = settings(derandomize=True, max_examples=300, deadline=None, suppress_
 
 # --- scenarios -----------------------------------------------------------------------------------
 scalars = st.none() | st.booleans() | st.integers(-10, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12
+)
 models = st.lists(st.fixed_dictionaries({"model": st.text(min_size=1, max_size=10)}, optional={"weight": values}), min_size=1, max_size=3)
-messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", ""]), "content": values | st.text(max_size=20)}), max_size=3)
+messages = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", ""]), "content": values | st.text(max_size=20)}),
+    max_size=3,
+)
 prompts = st.lists(
     st.fixed_dictionaries(
         {"name": st.text(min_size=1, max_size=10), "max_tokens": st.integers(-1, 5000) | values},
-        optional={"input_tokens": st.integers(-1, 10**5) | values, "messages": messages | values, "extra": values,
-                  "stream": values, "temperature": values, "thinking": values, "timeout_s": values, "weight": values},
-    ),  # fmt: skip
-    min_size=1, max_size=4,
-)  # fmt: skip
+        optional={
+            "input_tokens": st.integers(-1, 10**5) | values,
+            "messages": messages | values,
+            "extra": values,
+            "stream": values,
+            "temperature": values,
+            "thinking": values,
+            "timeout_s": values,
+            "weight": values,
+        },
+    ),
+    min_size=1,
+    max_size=4,
+)
 scenarios = st.fixed_dictionaries(
     {},
     optional={
-        "name": st.text(max_size=10) | values, "models": models | values, "prompts": prompts | values, "stream": values,
+        "name": st.text(max_size=10) | values,
+        "models": models | values,
+        "prompts": prompts | values,
+        "stream": values,
         "timeouts": st.dictionaries(st.sampled_from(["connect_s", "first_byte_s", "idle_s", "total_s", "x"]), values, max_size=3),
-        "failures": values, "load": values, "slos": values, "prices": values, "timeout_s": values, "seed": values,
+        "failures": values,
+        "load": values,
+        "slos": values,
+        "prices": values,
+        "timeout_s": values,
+        "seed": values,
     },
-)  # fmt: skip
-texts = scenarios.map(lambda data: yaml.safe_dump(data, allow_unicode=True)) | st.text(max_size=400) | st.binary(max_size=200).map(
-    lambda raw: raw.decode("latin-1")
+)
+texts = (
+    scenarios.map(lambda data: yaml.safe_dump(data, allow_unicode=True))
+    | st.text(max_size=400)
+    | st.binary(max_size=200).map(lambda raw: raw.decode("latin-1"))
 )
 
 
@@ -94,10 +119,20 @@ REFERENCE = parse(LINES)
 @given(st.lists(st.integers(1, len(STREAM) - 1), unique=True, max_size=40).map(sorted))
 def test_any_split_of_a_stream_into_reads_gives_the_same_lines_and_record(cuts: list[int]) -> None:
     bounds = [0, *cuts, len(STREAM)]
-    chunks = [STREAM[start:end] for start, end in zip(bounds, bounds[1:])]
+    chunks = [STREAM[start:end] for start, end in itertools.pairwise(bounds)]
     lines = [line for _, line in SdkTransport._timed_lines(Chunks(chunks))]
     assert [line + b"\n" for line in lines] == LINES
     record = parse(lines)
-    for field in ("outcome", "error_type", "events", "first_content", "ttft_ms", "input_tokens", "output_tokens", "stop_reason", "request_id"):
+    for field in (
+        "outcome",
+        "error_type",
+        "events",
+        "first_content",
+        "ttft_ms",
+        "input_tokens",
+        "output_tokens",
+        "stop_reason",
+        "request_id",
+    ):
         assert getattr(record, field) == getattr(REFERENCE, field), field
     assert REFERENCE.outcome == "ok" and REFERENCE.first_content == "text"

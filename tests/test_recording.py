@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from harness.points import line, request_line
 from harness.compressed import read_lines
-from harness.records import RECORDS_FILE
+from harness.points import line, request_line
 from harness.recording import POINTS_FILE, FileSink, InfluxConfig, PointWriter
+from harness.records import RECORDS_FILE
 from harness.timing import TimingRecord
 from tests.processes import Background, FaultProxy, LocustResult, VictoriaMetrics, free_port, read_jsonl, write_yaml
 from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
@@ -125,8 +125,9 @@ def request_points(vm: VictoriaMetrics) -> int:
 
 def run_writing_to(url: str, tmp_path: Path, scenario: Path, *args: str, **kwargs: Any) -> tuple[LocustResult, list[dict]]:
     """A headless run against the emulator whose points go to the InfluxDB API at `url`."""
-    return run_against_emulator(tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", *args,
-                                env={**INFLUX_ENV, "INFLUXDB_V2_URL": url}, **kwargs)  # fmt: skip
+    return run_against_emulator(
+        tmp_path, scenario, FAST_PROFILE, "--stop-timeout", "10", *args, env={**INFLUX_ENV, "INFLUXDB_V2_URL": url}, **kwargs
+    )
 
 
 @pytest.fixture
@@ -201,7 +202,9 @@ def distinct_request_points(vm: VictoriaMetrics) -> tuple[int, int]:
     return len(samples), len(set(samples))
 
 
-def run_through_outage(tmp_path: Path, scenario: Path, mode: str, outage_s: float, *args: str) -> tuple[LocustResult, list[dict], VictoriaMetrics]:
+def run_through_outage(
+    tmp_path: Path, scenario: Path, mode: str, outage_s: float, *args: str
+) -> tuple[LocustResult, list[dict], VictoriaMetrics]:
     """A run writing through a fault proxy that switches to `mode` for outage_s once points flow.
     The database stays up throughout and keeps everything it acknowledged."""
     vm = VictoriaMetrics(tmp_path / "vm").start()
@@ -256,8 +259,17 @@ def test_influxdb_stalling_mid_run_loses_nothing(tmp_path: Path, scenario: Path)
 
 @pytest.mark.slow
 def test_influxdb_never_reachable_the_run_goes_on_and_drops_are_reported(tmp_path: Path, scenario: Path) -> None:
-    result, truth = run_writing_to(f"http://127.0.0.1:{free_port()}", tmp_path, scenario, "--influx-buffer", "20",
-                                   "--points-flush-timeout", "1", users=6, run_time="3s")  # fmt: skip
+    result, truth = run_writing_to(
+        f"http://127.0.0.1:{free_port()}",
+        tmp_path,
+        scenario,
+        "--influx-buffer",
+        "20",
+        "--points-flush-timeout",
+        "1",
+        users=6,
+        run_time="3s",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     records = result.records()
     assert len(records) == len(truth) > 0

@@ -12,7 +12,6 @@ import contextlib
 import copy
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +31,13 @@ ARTIFACTS = ROOT / "test-artifacts"
 PROFILE = {
     "seed": 11,
     "models": {
-        "default": {"ttft_ms": 40, "ttft_ms_per_1k_input": 10, "output_tps": 400, "jitter": 0.2,
-                    "output_tokens": {"mean": 30, "sd": 8, "min": 3}},  # fmt: skip
+        "default": {
+            "ttft_ms": 40,
+            "ttft_ms_per_1k_input": 10,
+            "output_tps": 400,
+            "jitter": 0.2,
+            "output_tokens": {"mean": 30, "sd": 8, "min": 3},
+        },
         "claude-sonnet-4-5": {"ttft_ms": 90, "output_tps": 250},
     },
     "faults": {"rate_limited": 0.1, "overloaded": 0.03, "stream_error": 0.02},
@@ -48,9 +52,25 @@ SCENARIO = {
     "stream": 0.8,
 }
 SLOS = [
-    {"name": "ttft_p95_ms", "metric": "TTFT p95 (ms)", "scope": "claude-haiku-4-5", "bound": "max", "limit": 2000, "value": 61.2, "passed": True},
-    {"name": "error_rate", "metric": "share of judged requests that failed", "scope": "all", "bound": "max", "limit": 0.01, "value": 0.12, "passed": False},
-]  # fmt: skip
+    {
+        "name": "ttft_p95_ms",
+        "metric": "TTFT p95 (ms)",
+        "scope": "claude-haiku-4-5",
+        "bound": "max",
+        "limit": 2000,
+        "value": 61.2,
+        "passed": True,
+    },
+    {
+        "name": "error_rate",
+        "metric": "share of judged requests that failed",
+        "scope": "all",
+        "bound": "max",
+        "limit": 0.01,
+        "value": 0.12,
+        "passed": False,
+    },
+]
 
 
 class Run:
@@ -72,9 +92,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     scenario = write_yaml(tmp / "scenario.yaml", SCENARIO)
     summary_path = tmp / "summary.json"
     result = run_locust(
-        tmp, scenario, "--emulator-profile", str(profile), "--summary-json", str(summary_path),
-        "--stop-timeout", "5", users=10, run_time="5s",
-    )  # fmt: skip
+        tmp,
+        scenario,
+        "--emulator-profile",
+        str(profile),
+        "--summary-json",
+        str(summary_path),
+        "--stop-timeout",
+        "5",
+        users=10,
+        run_time="5s",
+    )
     assert result.returncode in (0, 1), result.stderr[-3000:]
     assert summary_path.is_file(), result.stderr[-3000:]
     loaded = Run(summary_path)
@@ -137,9 +165,18 @@ def test_slo_table_and_verdict(run: Run, tmp_path: Path) -> None:
 def test_unreliable_run_and_lost_workers_are_named(run: Run, tmp_path: Path) -> None:
     summary = run.summary_copy()
     summary["health"]["unreliable"] = True
-    worker = {"name": "worker-7", "requests": 10, "records": 10, "points_written": 12, "points_dropped": 3,
-              "saturated_samples": 1, "unreliable": True, "last_health": {"cpu_percent": 97.0, "loop_lag_p99_ms": 30.0},
-              "lost": True, "unreported": [4, 9]}  # fmt: skip
+    worker = {
+        "name": "worker-7",
+        "requests": 10,
+        "records": 10,
+        "points_written": 12,
+        "points_dropped": 3,
+        "saturated_samples": 1,
+        "unreliable": True,
+        "last_health": {"cpu_percent": 97.0, "loop_lag_p99_ms": 30.0},
+        "lost": True,
+        "unreported": [4, 9],
+    }
     summary["workers"], summary["lost_workers"] = [worker], ["worker-7"]
     html = render_report(parse_summary(summary), run.records, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "UNRELIABLE" in html
@@ -217,9 +254,7 @@ def test_cli_reads_the_records_named_in_the_summary(run: Run, tmp_path: Path) ->
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.report", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "harness.report", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
@@ -242,9 +277,17 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing summary", "not JSON", "wrong schema", "not an object", "schema without content", "missing records",
-     "records not JSON", "no arguments"],
-)  # fmt: skip
+    [
+        "missing summary",
+        "not JSON",
+        "wrong schema",
+        "not an object",
+        "schema without content",
+        "missing records",
+        "records not JSON",
+        "no arguments",
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "out.html"
     with pytest.raises(SystemExit) if case == "no arguments" else contextlib.nullcontext() as exited:
@@ -267,19 +310,11 @@ def test_cli_bad_input_exits_2_without_a_traceback(tmp_path: Path, case: str) ->
 
 
 # --- in a real browser -------------------------------------------------------------------
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--headless=new", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
 @pytest.mark.slow
-def test_report_renders_in_a_real_browser_offline(run: Run, tmp_path: Path) -> None:
+def test_report_renders_in_a_real_browser_offline(run: Run, tmp_path: Path, browser: Any) -> None:
     from PIL import Image
-    from playwright.sync_api import Route, sync_playwright
+    from playwright.sync_api import Route
 
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is not installed: `make test` installs it (apt)"
     summary = run.summary_copy()
     summary["slos"] = copy.deepcopy(SLOS)
     report = render_report(parse_summary(summary), run.records, tmp_path / "report.html")
@@ -297,23 +332,18 @@ def test_report_renders_in_a_real_browser_offline(run: Run, tmp_path: Path) -> N
             blocked.append(route.request.url)
             route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.route("**/*", only_files)
-            page.on("requestfailed", lambda request: failed.append(request.url))
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            response = page.goto(report.as_uri(), wait_until="load")
-            assert response is not None and response.ok
-            boxes = page.evaluate(
-                "Array.from(document.querySelectorAll('svg, img')).map(e => {"
-                " const r = e.getBoundingClientRect(); return [e.tagName, r.width, r.height]; })"
-            )
-            title = page.title()
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.route("**/*", only_files)
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    response = page.goto(report.as_uri(), wait_until="load")
+    assert response is not None and response.ok
+    boxes = page.evaluate(
+        "Array.from(document.querySelectorAll('svg, img')).map(e => {"
+        " const r = e.getBoundingClientRect(); return [e.tagName, r.width, r.height]; })"
+    )
+    title = page.title()
+    page.screenshot(path=str(screenshot), full_page=True)
 
     assert not blocked and not failed and not errors, (blocked, failed, errors)
     assert "report-itest" in title

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -27,7 +28,7 @@ from harness.credentials import WEB_PASSWORD_ENV, WEB_USER_ENV, WORKER_SECRET_EN
 from harness.emulator_process import EmulatorProcess
 from tests.processes import LOCUST, ROOT, cluster_env, free_port, own_address, read_jsonl
 from tests.test_distributed import CEILING, Cluster
-from tests.test_webui import ARTIFACTS, LocustUI, browser, new_page  # noqa: F401  (browser: a fixture)
+from tests.test_webui import ARTIFACTS, LocustUI, new_page
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +112,9 @@ def test_the_web_ui_listens_on_loopback_only_by_default_and_refuses_other_sites(
         rebound = requests.get(ui.url + "/claude/stats", headers={"Host": f"evil.example:{ui.port}"}, timeout=20)
         assert rebound.status_code == 403 and "DNS rebinding" in rebound.text
         # a page of another site posting the start form through the operator's browser
-        forged = requests.post(ui.url + "/swarm", data={"user_count": 1, "spawn_rate": 1}, headers={"Origin": "http://evil.example"}, timeout=20)
+        forged = requests.post(
+            ui.url + "/swarm", data={"user_count": 1, "spawn_rate": 1}, headers={"Origin": "http://evil.example"}, timeout=20
+        )
         assert forged.status_code == 403
         reading = requests.get(ui.url + "/claude/stats", headers={"Sec-Fetch-Site": "cross-site"}, timeout=20)
         assert reading.status_code == 403
@@ -140,9 +143,18 @@ def test_an_exposed_web_ui_demands_a_login_and_its_form_sends_the_key_nowhere_el
     emulator = EmulatorProcess(ground_truth=tmp_path / "truth.jsonl")
     startup_host = emulator.start()
     ui = LocustUI(
-        tmp_path, "scenarios/demo.yaml", "--host", startup_host, "--web-login", "--stop-timeout", "2",
-        "--influx-token", INFLUX_TOKEN, web_host="0.0.0.0", env={**LOGIN_ENV, "ANTHROPIC_API_KEY": API_KEY},
-    )  # fmt: skip
+        tmp_path,
+        "scenarios/demo.yaml",
+        "--host",
+        startup_host,
+        "--web-login",
+        "--stop-timeout",
+        "2",
+        "--influx-token",
+        INFLUX_TOKEN,
+        web_host="0.0.0.0",
+        env={**LOGIN_ENV, "ANTHROPIC_API_KEY": API_KEY},
+    )
     base = f"http://{own_address()}:{ui.port}"
     try:
         ui.wait_ready()
@@ -150,13 +162,25 @@ def test_an_exposed_web_ui_demands_a_login_and_its_form_sends_the_key_nowhere_el
         for path in ("/", "/claude/stats", "/claude/summary.json", "/stats/requests", "/logs"):
             answer = stranger.get(base + path, allow_redirects=False, timeout=20)
             assert answer.status_code in (302, 401) and "/login" in answer.headers.get("Location", "/login"), path
-        answer = stranger.post(base + "/swarm", data={"user_count": 1, "spawn_rate": 1, "host": outside.url}, allow_redirects=False, timeout=20)
+        answer = stranger.post(
+            base + "/swarm", data={"user_count": 1, "spawn_rate": 1, "host": outside.url}, allow_redirects=False, timeout=20
+        )
         assert answer.status_code in (302, 401)
         wrong = stranger.post(base + "/login_submit", data={"username": USER, "password": PASSWORD + "x"}, timeout=30)
-        assert wrong.url.startswith(base + "/login") and stranger.get(base + "/claude/stats", allow_redirects=False, timeout=20).status_code == 302
+        assert (
+            wrong.url.startswith(base + "/login")
+            and stranger.get(base + "/claude/stats", allow_redirects=False, timeout=20).status_code == 302
+        )
         # guesses sent at once are answered one a second
         began = time.monotonic()
-        guesses = [threading.Thread(target=requests.post, args=(base + "/login_submit",), kwargs={"data": {"username": USER, "password": f"guess{i}"}, "timeout": 60}) for i in range(4)]
+        guesses = [
+            threading.Thread(
+                target=requests.post,
+                args=(base + "/login_submit",),
+                kwargs={"data": {"username": USER, "password": f"guess{i}"}, "timeout": 60},
+            )
+            for i in range(4)
+        ]
         for guess in guesses:
             guess.start()
         for guess in guesses:
@@ -180,7 +204,12 @@ def test_an_exposed_web_ui_demands_a_login_and_its_form_sends_the_key_nowhere_el
         answer = swarm(host=outside.url)
         assert answer["success"] is False and f"Host {outside.url} is not allowed" in answer["message"]
         evil_csv = tmp_path / "written-by-the-form"
-        for field, value in [("influx_url", outside.url), ("csv_prefix", str(evil_csv)), ("html_file", str(evil_csv)), ("stop_timeout", "0")]:
+        for field, value in [
+            ("influx_url", outside.url),
+            ("csv_prefix", str(evil_csv)),
+            ("html_file", str(evil_csv)),
+            ("stop_timeout", "0"),
+        ]:
             answer = swarm(**{field: value})
             assert answer["success"] is False and f"refused: {field}" in answer["message"], answer
         assert not list(tmp_path.glob("written-by-the-form*"))
@@ -225,8 +254,23 @@ def test_an_exposed_web_ui_demands_a_login_and_its_form_sends_the_key_nowhere_el
 @pytest.mark.timeout(120)
 def test_the_master_listens_for_workers_on_loopback_only_by_default(tmp_path: Path) -> None:
     port = free_port()
-    command = [LOCUST, "-f", "locustfile.py", "--master", "--master-bind-port", str(port), "--headless", "--expect-workers", "1",
-               "-u", "1", "-t", "60s", "--output-dir", str(tmp_path / "runs")]  # fmt: skip
+    command = [
+        LOCUST,
+        "-f",
+        "locustfile.py",
+        "--master",
+        "--master-bind-port",
+        str(port),
+        "--headless",
+        "--expect-workers",
+        "1",
+        "-u",
+        "1",
+        "-t",
+        "60s",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
     master = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cluster_env())
     try:
         poll("the worker port", lambda: master.poll() is None and reachable("127.0.0.1", port), 30)
@@ -267,7 +311,7 @@ def test_a_worker_without_the_secret_is_refused_and_no_spawn_message_holds_a_sec
         spawns = [message["data"] for message in seen if message["type"] == "spawn"]
         assert spawns and spawns[0]["parsed_options"]["influx_token"] is None
         cluster.stop()
-        code, out, err = cluster.finish()
+        _code, _out, err = cluster.finish()
     for path in (tmp_path / "stranger.jsonl", tmp_path / "insider.jsonl"):
         assert INFLUX_TOKEN not in path.read_text()
     assert "Traceback" not in err, err[-3000:]
@@ -289,10 +333,33 @@ def test_a_host_declared_an_emulator_needs_no_budget_and_never_gets_the_key(tmp_
     try:
         scenario = ROOT / "scenarios" / "demo.yaml"
         result = subprocess.run(
-            [LOCUST, "-f", "locustfile.py", "--headless", "-u", "1", "-r", "1", "-t", "2s", "--scenario", str(scenario),
-             "--host", elsewhere.url, "--host-is-emulator", "--output-dir", str(tmp_path / "runs"), "--points", "off"],
-            cwd=ROOT, capture_output=True, text=True, timeout=90, env=cluster_env(ANTHROPIC_API_KEY=API_KEY),
-        )  # fmt: skip
+            [
+                LOCUST,
+                "-f",
+                "locustfile.py",
+                "--headless",
+                "-u",
+                "1",
+                "-r",
+                "1",
+                "-t",
+                "2s",
+                "--scenario",
+                str(scenario),
+                "--host",
+                elsewhere.url,
+                "--host-is-emulator",
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--points",
+                "off",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=cluster_env(ANTHROPIC_API_KEY=API_KEY),
+        )
     finally:
         elsewhere.close()
     assert result.returncode in (0, 1), result.stderr[-3000:]  # ran (the listener answers 500s): no budget asked

@@ -8,10 +8,10 @@ import pytest
 
 from harness.timing import (
     API_ERROR,
-    PROTOCOL_ERROR,
     CONNECTION_ERROR,
     OK,
     OVERLOADED,
+    PROTOCOL_ERROR,
     RATE_LIMITED,
     StreamTimer,
     TimingRecord,

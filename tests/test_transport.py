@@ -16,10 +16,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -54,14 +55,29 @@ EPS_MS = 0.01  # float rounding of start_ns + ms * 1e6
 
 # (record field, server mark): when the harness saw what the server wrote at the mark
 TIMED = (
-    ("ttfb_ms", "headers"), ("message_start_ms", "message_start"), ("first_thinking_ms", "first_thinking"),
-    ("ttft_ms", "first_text"), ("ttft_ms", "first_tool"), ("last_token_ms", "last_delta"),
-)  # fmt: skip
+    ("ttfb_ms", "headers"),
+    ("message_start_ms", "message_start"),
+    ("first_thinking_ms", "first_thinking"),
+    ("ttft_ms", "first_text"),
+    ("ttft_ms", "first_tool"),
+    ("last_token_ms", "last_delta"),
+)
 # fields that must be equal between the two transports for the same script
 IDENTICAL = (
-    "outcome", "error_type", "http_status", "first_content", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_creation_tokens", "stop_reason", "request_id", "events", "mode", "retry_after_s",
-)  # fmt: skip
+    "outcome",
+    "error_type",
+    "http_status",
+    "first_content",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "stop_reason",
+    "request_id",
+    "events",
+    "mode",
+    "retry_after_s",
+)
 # fields that must be both None or both set
 PRESENCE = ("ttfb_ms", "message_start_ms", "first_thinking_ms", "ttft_ms", "last_token_ms", "latency_ms", "max_gap_ms")
 
@@ -79,7 +95,7 @@ class Expect:
     usage: bool = True  # input/cache tokens known (message_start or the message was seen)
 
 
-HTTP_ERROR = dict(usage=False)
+HTTP_ERROR = {"usage": False}
 EXPECTED: dict[str, Expect] = {
     "ok-text": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
     "thinking-signature-only": Expect(OK, first_content="text", output_tokens=9, stop_reason="end_turn", thinking=True),
@@ -177,7 +193,7 @@ class Transport:
 def transport_child(url: str) -> Iterator[dict[str, Transport]]:
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.transport_child"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )  # fmt: skip
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         yield {name: Transport(child, name, url) for name in ("fast", "sdk")}
@@ -253,15 +269,20 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
         check(f"input/cache tokens == {wanted}", usage == wanted, usage)
     else:
         check("no usage", usage == (None, None, None) and record.output_tokens is None, usage)
-    check(f"first_thinking_ms set == {expect.thinking}", (record.first_thinking_ms is not None) == expect.thinking, record.first_thinking_ms)
+    check(
+        f"first_thinking_ms set == {expect.thinking}", (record.first_thinking_ms is not None) == expect.thinking, record.first_thinking_ms
+    )
     # every response had headers (but the one meant to have none) and was read to some end
     check("ttfb_ms set", (record.ttfb_ms is not None) == (expect.http_status is not None), record.ttfb_ms)
     check("latency_ms set", record.latency_ms is not None, record.latency_ms)
     if record.ttfb_ms is not None and record.latency_ms is not None:
         check("latency_ms >= ttfb_ms", record.latency_ms >= record.ttfb_ms - EPS_MS, (record.ttfb_ms, record.latency_ms))
     if record.ttft_ms is not None:  # the first text is a content delta: the last one is known too
-        check("last_token_ms and max_gap_ms set (ttft_ms is)", record.last_token_ms is not None and record.max_gap_ms is not None,
-              (record.last_token_ms, record.max_gap_ms))  # fmt: skip
+        check(
+            "last_token_ms and max_gap_ms set (ttft_ms is)",
+            record.last_token_ms is not None and record.max_gap_ms is not None,
+            (record.last_token_ms, record.max_gap_ms),
+        )
         if record.last_token_ms is not None:
             check("last_token_ms >= ttft_ms", record.last_token_ms >= record.ttft_ms, (record.ttft_ms, record.last_token_ms))
     if script in TIMEOUT_SCRIPTS:  # given up at its limit: never before it, and not at the server's own limit
@@ -327,7 +348,7 @@ def test_both_transports_give_the_same_record(replay: Replay, transports: dict[s
             problems.append(f"{name}: max_gap_ms off the server's largest pause by >= {TRUTH_ERROR_MS} ms: (harness, server) = {gaps}")
 
     # timings between the transports: the same value within TTFT_AGREEMENT_MS
-    for (field, mark), parts in client_parts.items():
+    for (field, _mark), parts in client_parts.items():
         if len(parts) == 2 and abs(parts["fast"] - parts["sdk"]) >= TTFT_AGREEMENT_MS:
             problems.append(f"{field}: fast and sdk differ by >= {TTFT_AGREEMENT_MS} ms (client part, best of {REPS}): {parts}")
 

@@ -12,7 +12,7 @@ from werkzeug.datastructures import Headers, MultiDict
 
 from harness import credentials
 from harness.credentials import EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, same_target
-from harness.webaccess import FORM_FIELDS, cross_site_problem, exposed, form_problem, required_login, checked_form
+from harness.webaccess import FORM_FIELDS, checked_form, cross_site_problem, exposed, form_problem, required_login
 
 DEMO = "scenarios/demo.yaml"
 OFFERED = [DEMO, "scenarios/levers.yaml"]
@@ -35,12 +35,19 @@ def form(**fields: str) -> MultiDict[str, str]:
 @pytest.mark.parametrize(
     ("url", "loopback"),
     [
-        ("http://127.0.0.1:8000", True), ("http://127.9.9.9", True), ("http://localhost:1", True),
-        ("http://[::1]:80", True), ("http://LOCALHOST", True), ("https://api.example.invalid", False),
-        ("http://10.0.0.5:8000", False), ("http://127.0.0.1.evil.example", False), ("http://0.0.0.0:8000", False),
-        ("http://[::ffff:10.0.0.1]", False), ("not a url", False),
+        ("http://127.0.0.1:8000", True),
+        ("http://127.9.9.9", True),
+        ("http://localhost:1", True),
+        ("http://[::1]:80", True),
+        ("http://LOCALHOST", True),
+        ("https://api.example.invalid", False),
+        ("http://10.0.0.5:8000", False),
+        ("http://127.0.0.1.evil.example", False),
+        ("http://0.0.0.0:8000", False),
+        ("http://[::ffff:10.0.0.1]", False),
+        ("not a url", False),
     ],
-)  # fmt: skip
+)
 def test_loopback_urls(url: str, loopback: bool) -> None:
     assert is_loopback(url) is loopback
 
@@ -64,7 +71,10 @@ def test_the_api_key_goes_only_to_the_host_given_at_start_up(monkeypatch: pytest
     assert api_key_for("http://127.0.0.1:9000", "http://127.0.0.1:9000") == EMULATOR_API_KEY
 
 
-@pytest.mark.parametrize(("web_host", "is_exposed"), [("127.0.0.1", False), ("localhost", False), ("::1", False), ("", True), ("*", True), ("0.0.0.0", True), ("10.1.2.3", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("web_host", "is_exposed"),
+    [("127.0.0.1", False), ("localhost", False), ("::1", False), ("", True), ("*", True), ("0.0.0.0", True), ("10.1.2.3", True)],
+)
 def test_which_web_hosts_expose_the_ui(web_host: str, is_exposed: bool) -> None:
     assert exposed(web_host) is is_exposed
 
@@ -73,7 +83,7 @@ def test_an_exposed_ui_needs_a_login_and_the_login_needs_strong_credentials(monk
     for name in (credentials.WEB_USER_ENV, credentials.WEB_PASSWORD_ENV):
         monkeypatch.delenv(name, raising=False)
     assert required_login(SimpleNamespace(web_host="127.0.0.1", web_login=False)) is None
-    with pytest.raises(CredentialsError, match="--web-host 0.0.0.0 makes the web UI reachable from other machines.*--web-login"):
+    with pytest.raises(CredentialsError, match=r"--web-host 0\.0\.0\.0 makes the web UI reachable from other machines.*--web-login"):
         required_login(SimpleNamespace(web_host="0.0.0.0", web_login=False))
     with pytest.raises(CredentialsError, match=f"set {credentials.WEB_USER_ENV} and {credentials.WEB_PASSWORD_ENV}"):
         required_login(SimpleNamespace(web_host="127.0.0.1", web_login=True))
@@ -108,7 +118,10 @@ def test_the_form_may_start_with_the_allowed_fields() -> None:
     assert form_problem(form(host=REAL + "/"), session(REAL), OFFERED, False) is None
 
 
-@pytest.mark.parametrize("field", ["influx_url", "csv_prefix", "html_file", "json_file", "logfile", "stop_timeout", "output_dir", "report", "user_classes", "profile"])  # fmt: skip
+@pytest.mark.parametrize(
+    "field",
+    ["influx_url", "csv_prefix", "html_file", "json_file", "logfile", "stop_timeout", "output_dir", "report", "user_classes", "profile"],
+)
 def test_every_other_field_is_refused_by_name(field: str) -> None:
     problem = form_problem(form(**{field: "/tmp/x"}), session(None), OFFERED, False)
     assert problem is not None and f"refused: {field}" in problem and ", ".join(FORM_FIELDS) in problem
@@ -123,9 +136,20 @@ def test_empty_fields_outside_the_allow_list_are_dropped_not_refused() -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["http://10.0.0.7:8000", "https://api.example.invalid.evil.example", "https://evil.example", "http://0.0.0.0:8000", "file:///etc/passwd", "",
-     "http://127.0.0.1@evil.example", "http://2130706433:8000", "http://127.0.0.1.nip.io", "http://127.0.0.1:80\r\nX: y", "http://127.0.0.1 .evil"],
-)  # fmt: skip
+    [
+        "http://10.0.0.7:8000",
+        "https://api.example.invalid.evil.example",
+        "https://evil.example",
+        "http://0.0.0.0:8000",
+        "file:///etc/passwd",
+        "",
+        "http://127.0.0.1@evil.example",
+        "http://2130706433:8000",
+        "http://127.0.0.1.nip.io",
+        "http://127.0.0.1:80\r\nX: y",
+        "http://127.0.0.1 .evil",
+    ],
+)
 def test_a_host_neither_loopback_nor_given_at_start_up_is_refused(host: str) -> None:
     problem = form_problem(form(host=host), session(REAL), OFFERED, False)
     assert problem is not None and ("is not allowed" in problem or "is not an http(s) URL" in problem or "spaces or control" in problem)

@@ -11,24 +11,25 @@ The pure parts (fast HDR percentiles, the sliding-window buckets) are checked in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import webui
+from harness.formatting import DASH
 from harness.records import RECORDS_FILE, read_records
 from harness.scenario import Pick, Sampler, load_scenario
 from harness.stats import LabelStats, RecentStats, RunStats, histogram_values
@@ -40,7 +41,10 @@ PROFILE = {
     "seed": 3,
     "models": {
         "default": {
-            "ttft_ms": 50, "ttft_ms_per_1k_input": 5, "output_tps": 300, "jitter": 0.2,
+            "ttft_ms": 50,
+            "ttft_ms_per_1k_input": 5,
+            "output_tps": 300,
+            "jitter": 0.2,
             "output_tokens": {"mean": 30, "sd": 8, "min": 5},
         },
     },
@@ -54,10 +58,6 @@ SMALL_SCENARIO = {
 API_KEY = "sk-ant-" + "api03-WEBUI-TEST-KEY-never-shown-0123456789"  # split: no key-like literal in the repo
 INFLUX_TOKEN = "influx-token-WEBUI-never-shown-9876543210"
 WAIT_S = 90.0  # for one piece of evidence: a process may be held up for seconds on this VM
-BROWSER_ARGS = [
-    "--no-sandbox", "--headless=new", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 def poll(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
@@ -82,10 +82,22 @@ class LocustUI:
         self.log = tmp_path / "locust.log"
         profile = write_yaml(tmp_path / "profile.yaml", PROFILE)
         command = [
-            LOCUST, "-f", "locustfile.py", *(["--web-host", web_host] if web_host else []), "--web-port", str(self.port),
-            "--scenario", str(scenario), "--emulator-profile", str(profile),
-            "--output-dir", str(tmp_path / "runs"), "--points", "off", *args,
-        ]  # fmt: skip
+            LOCUST,
+            "-f",
+            "locustfile.py",
+            *(["--web-host", web_host] if web_host else []),
+            "--web-port",
+            str(self.port),
+            "--scenario",
+            str(scenario),
+            "--emulator-profile",
+            str(profile),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--points",
+            "off",
+            *args,
+        ]
         env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY, **(env or {})}
         with self.log.open("wb") as log:
             # its own session: the emulator it starts is in the same process group
@@ -117,29 +129,11 @@ class LocustUI:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # locust quits and stops its emulator
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of its group
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium")
-    assert executable, "chromium is not installed: `apt-get install -y chromium` (make test does it)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS, timeout=60_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def new_page(browser: Any) -> Any:
@@ -212,7 +206,9 @@ def requests_sure_to_include(scenario: Path, users: int, wanted: Callable[[Pick]
     HarnessRun.new_sampler seeds it); past all the users' picks before their first wanted one,
     some user has finished a wanted one."""
     loaded = load_scenario(scenario)
-    misses = [next(n for n, pick in enumerate(Sampler(loaded, seed=loaded.seed * 1_000_003 + user)) if wanted(pick)) for user in range(users)]
+    misses = [
+        next(n for n, pick in enumerate(Sampler(loaded, seed=loaded.seed * 1_000_003 + user)) if wanted(pick)) for user in range(users)
+    ]
     return sum(misses) + 1
 
 
@@ -247,7 +243,11 @@ def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path,
         page.get_by_role("tab", name="Claude").click()
         page.wait_for_url(re.compile(r"tab=claude"))
         # enough requests for both models and the long-context prompt to be in, whatever the timing
-        wanted = [lambda p: p.model == "claude-haiku-4-5", lambda p: p.model == "claude-sonnet-4-5", lambda p: p.prompt.name == "long-context"]
+        wanted = [
+            lambda p: p.model == "claude-haiku-4-5",
+            lambda p: p.model == "claude-sonnet-4-5",
+            lambda p: p.prompt.name == "long-context",
+        ]
         wait_for_requests(page, minimum=max(requests_sure_to_include(ROOT / "scenarios/demo.yaml", 5, w) for w in wanted))
 
         # the tab equals the harness's own figures: the same snapshot, every cell
@@ -279,6 +279,7 @@ def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path,
 
         # stop from the UI: the tab then shows the final figures, equal to the final summary
         page.locator("button", has_text=re.compile("^stop$", re.IGNORECASE)).click()
+
         def stopped_stats() -> dict[str, Any] | None:
             stats = ui.get_json("/claude/stats")
             return None if stats["running"] else stats
@@ -287,14 +288,24 @@ def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path,
         page.get_by_role("tab", name="Download Data").click()
         final = json.loads(download(page, "Download Claude summary (JSON)", tmp_path / "final.json").read_text())
         assert final["run"]["in_progress"] is False and final["run"]["run_id"] == snapshot["run_id"]
-        for group, figures in [(final["totals"], final_stats["totals"]), *[
-            (final["models"][model], final_stats["models"][model]) for model in final["models"]
-        ]]:  # fmt: skip
-            for key in ("requests", "failures", "outcomes", "ttft_ms", "latency_ms", "output_tps", "input_tokens", "output_tokens", "cost_usd"):
+        for group, figures in [
+            (final["totals"], final_stats["totals"]),
+            *[(final["models"][model], final_stats["models"][model]) for model in final["models"]],
+        ]:
+            for key in (
+                "requests",
+                "failures",
+                "outcomes",
+                "ttft_ms",
+                "latency_ms",
+                "output_tps",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+            ):
                 assert group[key] == figures[key], key
         assert [{k: v for k, v in label.items() if k != "hdr"} for label in final["labels"]] == [
-            {k: v for k, v in label.items() if k not in ("rate_limited_share", "overloaded_share")}
-            for label in final_stats["labels"]
+            {k: v for k, v in label.items() if k not in ("rate_limited_share", "overloaded_share")} for label in final_stats["labels"]
         ]
         final_report = download(page, "Download Claude HTML report", tmp_path / "final.html").read_text(encoding="utf-8")
         assert snapshot["run_id"] in final_report
@@ -317,8 +328,16 @@ def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path,
         screenshot(page, "claude-tab-stopped")
 
         # no secret anywhere: the page, the tab, the JSON, the downloads
-        everything = [index_html, page.content(), json.dumps(final_stats), json.dumps(live), json.dumps(final),
-                      report, final_report, ui.get_text("/stats/requests")]  # fmt: skip
+        everything = [
+            index_html,
+            page.content(),
+            json.dumps(final_stats),
+            json.dumps(live),
+            json.dumps(final),
+            report,
+            final_report,
+            ui.get_text("/stats/requests"),
+        ]
         for text in everything:
             assert API_KEY not in text and INFLUX_TOKEN not in text
     finally:
@@ -389,7 +408,7 @@ def test_the_reset_button_opens_a_measurement_window_that_locusts_table_agrees_w
         poll(lambda: ui.get_json("/claude/stats")["totals"]["requests"] >= 4, "requests after the reset")
         post(ui, "/stop")
         summary = poll(lambda: (tmp_path / "s.json").is_file() and json.loads((tmp_path / "s.json").read_text()), "the summary")
-        locust_total = [row for row in ui.get_json("/stats/requests")["stats"] if row["name"] == "Aggregated"][0]
+        locust_total = next(row for row in ui.get_json("/stats/requests")["stats"] if row["name"] == "Aggregated")
     finally:
         ui.stop()
     records = [record for path in (tmp_path / "runs").rglob(RECORDS_FILE) for record in read_records(path)]
@@ -454,16 +473,24 @@ def test_window_parts_sum_to_the_recent_window() -> None:
 def test_tab_rows_show_every_outcome_class_and_warn_when_saturated() -> None:
     stats = _random_stats(5, n=500)
     snapshot = {
-        "snapshot": 7, "at": time.time(), "window_s": 30, "run_id": "r1", "running": True,
-        **webui.stats_figures(stats), "window": webui.stats_figures(RunStats()),
-        "health": {"saturated": True, "unreliable": True, "sources": [
-            {"name": "local", "cpu_percent": 97.0, "loop_lag_p99_ms": 31.5, "saturated": True}]},
-    }  # fmt: skip
+        "snapshot": 7,
+        "at": time.time(),
+        "window_s": 30,
+        "run_id": "r1",
+        "running": True,
+        **webui.stats_figures(stats),
+        "window": webui.stats_figures(RunStats()),
+        "health": {
+            "saturated": True,
+            "unreliable": True,
+            "sources": [{"name": "local", "cpu_percent": 97.0, "loop_lag_p99_ms": 31.5, "saturated": True}],
+        },
+    }
     rows = webui.tab_rows(snapshot)
     assert rows[0]["label"].startswith("⚠ LOAD GENERATOR SATURATED") and "CPU 97 %" in rows[0]["label"]
     assert "snapshot #7" in rows[0]["window"]
     assert [(r["label"], r["window"]) for r in rows[1:5]] == [("ALL", "run"), ("ALL", "last 30 s"), ("a", "run"), ("a", "last 30 s")]
-    assert rows[4]["requests"] == "0" and rows[4]["ttft_p50"] == webui.DASH  # nothing in the last 30 s
+    assert rows[4]["requests"] == "0" and rows[4]["ttft_p50"] == DASH  # nothing in the last 30 s
     failures = rows[1]["failures_by_class"]
     for outcome in ("rate_limited", "overloaded"):
         assert outcome in OUTCOMES and outcome in failures

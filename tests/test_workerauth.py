@@ -6,9 +6,10 @@ are in test_security.py; here every branch of the protocol is driven message by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from harness.workerauth import (
     CHALLENGE_MESSAGE,
@@ -17,7 +18,6 @@ from harness.workerauth import (
     NONCE_TTL_S,
     PROOF_MESSAGE,
     REJOIN_MESSAGE,
-    UNPROVEN_MESSAGE,
     MasterGate,
     WorkerGate,
     proof,
@@ -200,7 +200,7 @@ def test_a_flood_of_joins_keeps_no_state_and_locks_nobody_out() -> None:
 
 def test_a_message_claiming_another_senders_identity_is_dropped() -> None:
     master = MasterRunner()
-    gate, joined = master_gate(master)
+    gate, _joined = master_gate(master)
     connect(master, "w1", SECRET)
     master.locust_saw.clear()
     gate.handle_message("attacker", Message("stats", {}, "w1"))  # routed from one id, claiming another

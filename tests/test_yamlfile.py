@@ -52,7 +52,9 @@ def test_recursive_anchors_and_duplicate_keys_are_errors() -> None:
 def test_a_bomb_in_a_scenario_or_a_profile_is_refused_with_the_file_named(tmp_path: Path) -> None:
     bomb = laughs(levels=12).replace("\n", "\n  ").rstrip() + "\n"
     scenario = tmp_path / "bomb.yaml"
-    scenario.write_text("anchors:\n  " + bomb + "name: bomb\nmodels: [{model: m}]\nprompts: [{name: p, input_tokens: 5, extra: {payload: *l12}}]\n")
+    scenario.write_text(
+        "anchors:\n  " + bomb + "name: bomb\nmodels: [{model: m}]\nprompts: [{name: p, input_tokens: 5, extra: {payload: *l12}}]\n"
+    )
     with pytest.raises(ScenarioError, match=f"{scenario}: invalid YAML: the document expands to more than"):
         load_scenario(scenario)
     profile = tmp_path / "profile.yaml"
@@ -64,7 +66,10 @@ def test_a_bomb_in_a_scenario_or_a_profile_is_refused_with_the_file_named(tmp_pa
 def test_too_many_stats_groups_are_refused_with_the_limit_named(tmp_path: Path) -> None:
     prompts = [{"name": f"p{i}", "input_tokens": 10, "max_tokens": 8} for i in range(MAX_STATS_GROUPS // 2 + 1)]
     path = write_yaml(tmp_path / "many.yaml", {"name": "many", "models": [{"model": "m"}], "prompts": prompts, "stream": 0.5})
-    with pytest.raises(ScenarioError, match=rf"1 model\(s\) x {len(prompts)} prompt\(s\) x 2 mode\(s\) = {len(prompts) * 2} stats groups; at most {MAX_STATS_GROUPS}"):
+    with pytest.raises(
+        ScenarioError,
+        match=rf"1 model\(s\) x {len(prompts)} prompt\(s\) x 2 mode\(s\) = {len(prompts) * 2} stats groups; at most {MAX_STATS_GROUPS}",
+    ):
         load_scenario(path)
     write_yaml(path, {"name": "many", "models": [{"model": "m"}], "prompts": prompts, "stream": 1})
     assert len(load_scenario(path).prompts) == len(prompts)  # one mode: within the bound
@@ -75,7 +80,9 @@ def test_a_run_with_a_bomb_or_ten_thousand_prompts_exits_2_at_once(tmp_path: Pat
     bomb = tmp_path / "bomb.yaml"
     anchors = "anchors:\n  " + laughs(30).replace("\n", "\n  ").rstrip() + "\n"
     bomb.write_text(anchors + "name: bomb\nmodels: [{model: m}]\nprompts: [{name: p, input_tokens: 5, extra: {x: *l30}}]\n")
-    many = write_yaml(tmp_path / "many.yaml", {**SCENARIO, "prompts": [{"name": f"p{i}", "input_tokens": 10, "max_tokens": 8} for i in range(10_000)]})
+    many = write_yaml(
+        tmp_path / "many.yaml", {**SCENARIO, "prompts": [{"name": f"p{i}", "input_tokens": 10, "max_tokens": 8} for i in range(10_000)]}
+    )
     for path, message in [(bomb, "expands to more than 1,000,000 values"), (many, "stats groups; at most")]:
         started = time.monotonic()
         result = run_locust(tmp_path, path, users=1, run_time="2s", timeout_s=60)

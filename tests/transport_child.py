@@ -33,7 +33,9 @@ def main() -> None:
         key = (command["url"], command["transport"], timeouts.connect_s)
         if key not in made:
             target = Target(command["url"], api_key=API_KEY, headers={"anthropic-version": VERSION, "content-type": "application/json"})
-            made[key] = FastTransport(target, timeouts.connect_s) if command["transport"] == "fast" else SdkTransport(target, 4, timeouts.connect_s)
+            made[key] = (
+                FastTransport(target, timeouts.connect_s) if command["transport"] == "fast" else SdkTransport(target, 4, timeouts.connect_s)
+            )
         body = command["body"]
         request = PreparedRequest(body=body, data=json.dumps(body).encode(), stream=command["stream"], timeouts=timeouts)
         record = TimingRecord(model=body["model"], prompt="replay", mode="stream" if command["stream"] else "blocking")

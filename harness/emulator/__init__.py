@@ -36,7 +36,7 @@ from .validate import count_input_tokens
 __all__ = ["Profile", "ProfileError", "count_input_tokens", "default_profile", "load_profile", "main"]
 
 
-def main(argv=None) -> int:  # noqa: ANN001
+def main(argv=None) -> int:
     from .cli import main as _main
 
     return _main(argv)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .profile import ProfileError, default_profile, load_profile
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s emulator %(levelname)s %(message)s")
@@ -64,7 +65,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     finally:
         if gt is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 gt.close()
-            except (OSError, ValueError):
-                pass

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -68,7 +68,7 @@ class OutputTokens(_Strict):
     mean: float = Field(150.0, ge=0)
     sd: float = Field(40.0, ge=0)
     min: int = Field(1, ge=1)
-    max: Optional[int] = Field(None, ge=1)
+    max: int | None = Field(None, ge=1)
 
 
 class Faults(_Strict):
@@ -91,14 +91,14 @@ class ModelProfile(_Strict):
     tokens_per_chunk: int = Field(1, ge=1, le=1000)
     thinking_tokens: int = Field(40, ge=0)
     empty_first_delta: bool = False
-    display_name: Optional[str] = None
-    faults: Optional[Faults] = None  # resolved (merged with the global faults) by Profile
+    display_name: str | None = None
+    faults: Faults | None = None  # resolved (merged with the global faults) by Profile
 
 
 class RateLimits(_Strict):
-    requests_per_minute: Optional[int] = Field(None, ge=1)
-    input_tokens_per_minute: Optional[int] = Field(None, ge=1)
-    output_tokens_per_minute: Optional[int] = Field(None, ge=1)
+    requests_per_minute: int | None = Field(None, ge=1)
+    input_tokens_per_minute: int | None = Field(None, ge=1)
+    output_tokens_per_minute: int | None = Field(None, ge=1)
 
 
 class Profile(_Strict):
@@ -106,7 +106,7 @@ class Profile(_Strict):
     ping: bool = True
     models: dict[str, ModelProfile] = Field(default_factory=dict)
     faults: Faults = Field(default_factory=Faults)
-    rate_limits: Optional[RateLimits] = None
+    rate_limits: RateLimits | None = None
 
     def model_for(self, name: str) -> ModelProfile:
         """The profile of `name`, falling back to `default` (its `faults` already merged by parse_profile)."""

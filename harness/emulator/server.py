@@ -23,6 +23,7 @@ A blocking response is written in one piece at the time the stream would have en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -36,7 +37,7 @@ import threading
 import time
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from harness.compressed import open_lines
 
@@ -52,32 +53,133 @@ VALID_BODY_MAX_BYTES = 64 * 1024  # larger bodies are validated every time
 MAX_HEAD = 64 * 1024
 
 _STATUS = {
-    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
-    429: "Too Many Requests", 500: "Internal Server Error", 529: "Overloaded",
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    529: "Overloaded",
 }
 _ERR_TYPE = {
-    400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-    405: "invalid_request_error", 411: "invalid_request_error", 413: "request_too_large",
-    429: "rate_limit_error", 500: "api_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    411: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
 }
 _OUTCOME = {
-    400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "invalid_request",
-    411: "invalid_request", 413: "invalid_request", 429: "rate_limited", 500: "api_error",
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "invalid_request",
+    411: "invalid_request",
+    413: "invalid_request",
+    429: "rate_limited",
+    500: "api_error",
     529: "overloaded",
 }
 
-_WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven bright stars shine above "
-    "quiet rivers and tall green mountains where patient travelers rest beside warm "
-    "fires telling old stories about distant cities built from stone glass and light "
-    "so every careful answer takes shape one small token at a time"
-).split()
-_THINK_WORDS = (
-    "let me think about this step by step first consider what the user asks then "
-    "check each part of the question and weigh possible answers before writing a "
-    "clear response that is helpful accurate and concise"
-).split()
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "bright",
+    "stars",
+    "shine",
+    "above",
+    "quiet",
+    "rivers",
+    "and",
+    "tall",
+    "green",
+    "mountains",
+    "where",
+    "patient",
+    "travelers",
+    "rest",
+    "beside",
+    "warm",
+    "fires",
+    "telling",
+    "old",
+    "stories",
+    "about",
+    "distant",
+    "cities",
+    "built",
+    "from",
+    "stone",
+    "glass",
+    "and",
+    "light",
+    "so",
+    "every",
+    "careful",
+    "answer",
+    "takes",
+    "shape",
+    "one",
+    "small",
+    "token",
+    "at",
+    "a",
+    "time",
+]
+_THINK_WORDS = [
+    "let",
+    "me",
+    "think",
+    "about",
+    "this",
+    "step",
+    "by",
+    "step",
+    "first",
+    "consider",
+    "what",
+    "the",
+    "user",
+    "asks",
+    "then",
+    "check",
+    "each",
+    "part",
+    "of",
+    "the",
+    "question",
+    "and",
+    "weigh",
+    "possible",
+    "answers",
+    "before",
+    "writing",
+    "a",
+    "clear",
+    "response",
+    "that",
+    "is",
+    "helpful",
+    "accurate",
+    "and",
+    "concise",
+]
 _TEXT_TOK = [" " + w for w in _WORDS]
 _THINK_TOK = [" " + w for w in _THINK_WORDS]
 
@@ -191,7 +293,7 @@ class GroundTruth:
 
 
 class _Bucket:
-    __slots__ = ("cap", "level", "rate", "t", "enforce")
+    __slots__ = ("cap", "enforce", "level", "rate", "t")
 
     def __init__(self, per_minute: int, enforce: bool, now: int) -> None:
         self.cap = float(per_minute)
@@ -236,9 +338,7 @@ class RateLimiter:
             (rl.input_tokens_per_minute if rl else None),
             (rl.output_tokens_per_minute if rl else None),
         )
-        self.req, self.inp, self.out = (
-            _Bucket(v if v is not None else d, v is not None, now) for v, d in zip(vals, self.DEFAULTS)
-        )
+        self.req, self.inp, self.out = (_Bucket(v if v is not None else d, v is not None, now) for v, d in zip(vals, self.DEFAULTS))
 
     def admit(self, input_tokens: int, max_tokens: int) -> tuple[float, list[tuple[str, str]]]:
         """Return (retry_after_s, headers); retry_after_s > 0 means answer 429."""
@@ -324,7 +424,7 @@ class Wheel:
 
 
 class State:
-    def __init__(self, profile: Profile, seed: int, gt: Optional[GroundTruth], uvloop: bool) -> None:
+    def __init__(self, profile: Profile, seed: int, gt: GroundTruth | None, uvloop: bool) -> None:
         self.wheel = Wheel(asyncio.get_running_loop(), uvloop)
         self.profile = profile
         self.seed = seed
@@ -395,8 +495,8 @@ def _head(
     rid: str,
     ctype: str,
     *,
-    length: Optional[int] = None,
-    extra: Optional[list[tuple[str, str]]] = None,
+    length: int | None = None,
+    extra: list[tuple[str, str]] | None = None,
     keep_alive: bool = True,
 ) -> bytes:
     head = _head_prefix(status, ctype, length is None, keep_alive) + f"request-id: {rid}\r\n"
@@ -412,7 +512,7 @@ def _json_response(status: int, rid: str, obj: Any, extra=None, keep_alive: bool
     return _head(status, rid, "application/json", length=len(body), extra=extra, keep_alive=keep_alive) + body
 
 
-def _error_obj(status: int, message: str, rid: str, etype: Optional[str] = None) -> dict[str, Any]:
+def _error_obj(status: int, message: str, rid: str, etype: str | None = None) -> dict[str, Any]:
     return {"type": "error", "error": {"type": etype or _ERR_TYPE.get(status, "api_error"), "message": message}, "request_id": rid}
 
 
@@ -420,45 +520,72 @@ class _Req:
     """Everything the ground truth records about one request."""
 
     __slots__ = (
-        "request_id", "path", "model", "stream", "status", "outcome", "error_type", "seq",
-        "input_tokens", "output_tokens", "stop_reason", "t_received_ns", "t_headers_ns",
-        "t_first_thinking_ns", "t_first_text_ns", "t_last_token_ns", "t_end_ns",
-        "scheduled_first_text_ns", "scheduled_end_ns", "keep_alive",
+        "error_type",
+        "input_tokens",
+        "keep_alive",
+        "model",
+        "outcome",
+        "output_tokens",
+        "path",
+        "request_id",
+        "scheduled_end_ns",
+        "scheduled_first_text_ns",
+        "seq",
+        "status",
+        "stop_reason",
+        "stream",
+        "t_end_ns",
+        "t_first_text_ns",
+        "t_first_thinking_ns",
+        "t_headers_ns",
+        "t_last_token_ns",
+        "t_received_ns",
     )
 
     def __init__(self, rid: str, path: str, t_received: int, keep_alive: bool) -> None:
         self.request_id = rid
         self.path = path
-        self.model: Optional[str] = None
+        self.model: str | None = None
         self.stream = False
         self.status = 0
         self.outcome = ""
-        self.error_type: Optional[str] = None
-        self.seq: Optional[int] = None
-        self.input_tokens: Optional[int] = None
-        self.output_tokens: Optional[int] = None
-        self.stop_reason: Optional[str] = None
+        self.error_type: str | None = None
+        self.seq: int | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.stop_reason: str | None = None
         self.t_received_ns = t_received
-        self.t_headers_ns: Optional[int] = None
-        self.t_first_thinking_ns: Optional[int] = None
-        self.t_first_text_ns: Optional[int] = None
-        self.t_last_token_ns: Optional[int] = None
-        self.t_end_ns: Optional[int] = None
-        self.scheduled_first_text_ns: Optional[int] = None
-        self.scheduled_end_ns: Optional[int] = None
+        self.t_headers_ns: int | None = None
+        self.t_first_thinking_ns: int | None = None
+        self.t_first_text_ns: int | None = None
+        self.t_last_token_ns: int | None = None
+        self.t_end_ns: int | None = None
+        self.scheduled_first_text_ns: int | None = None
+        self.scheduled_end_ns: int | None = None
         self.keep_alive = keep_alive
 
     def record(self) -> dict[str, Any]:
         return {
-            "request_id": self.request_id, "path": self.path, "model": self.model, "stream": self.stream,
+            "request_id": self.request_id,
+            "path": self.path,
+            "model": self.model,
+            "stream": self.stream,
             "status": self.status or None,  # None: no response was sent
-            "outcome": self.outcome, "error_type": self.error_type, "seq": self.seq,
-            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "stop_reason": self.stop_reason,
-            "t_received_ns": self.t_received_ns, "t_headers_ns": self.t_headers_ns,
-            "t_first_thinking_ns": self.t_first_thinking_ns, "t_first_text_ns": self.t_first_text_ns,
-            "t_last_token_ns": self.t_last_token_ns, "t_end_ns": self.t_end_ns,
-            "scheduled_first_text_ns": self.scheduled_first_text_ns, "scheduled_end_ns": self.scheduled_end_ns,
-        }  # fmt: skip
+            "outcome": self.outcome,
+            "error_type": self.error_type,
+            "seq": self.seq,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "stop_reason": self.stop_reason,
+            "t_received_ns": self.t_received_ns,
+            "t_headers_ns": self.t_headers_ns,
+            "t_first_thinking_ns": self.t_first_thinking_ns,
+            "t_first_text_ns": self.t_first_text_ns,
+            "t_last_token_ns": self.t_last_token_ns,
+            "t_end_ns": self.t_end_ns,
+            "scheduled_first_text_ns": self.scheduled_first_text_ns,
+            "scheduled_end_ns": self.scheduled_end_ns,
+        }
 
 
 # ----------------------------------------------------------------------------- connection
@@ -468,7 +595,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, state: State) -> None:
         self.st = state
         self.loop = asyncio.get_running_loop()
-        self.tr: Optional[asyncio.Transport] = None
+        self.tr: asyncio.Transport | None = None
         self.buf = bytearray()
         self.busy = False
         self.in_process = False
@@ -476,7 +603,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self._continued = False  # 100 Continue sent for the pending request
         # active response
-        self.req: Optional[_Req] = None
+        self.req: _Req | None = None
         self.items: list[tuple[int, int, bytes, int]] = []
         self.i = 0
         self.due = 0  # the wheel bucket (ms) this connection waits in; 0: none
@@ -486,10 +613,8 @@ class _Conn(asyncio.Protocol):
         self.tr = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
         self.st.conns.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -501,7 +626,7 @@ class _Conn(asyncio.Protocol):
             self.paused = True
             self.tr.pause_reading()  # type: ignore[union-attr]
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.st.conns.discard(self)
         if self.req is not None:
@@ -600,7 +725,7 @@ class _Conn(asyncio.Protocol):
         if self.buf and not self.in_process:
             self._process(perf_ns())
 
-    def _send_now(self, req: _Req, status: int, data: bytes, outcome: str, error_type: Optional[str] = None) -> None:
+    def _send_now(self, req: _Req, status: int, data: bytes, outcome: str, error_type: str | None = None) -> None:
         req.status = status
         req.outcome = outcome
         req.error_type = error_type
@@ -610,7 +735,7 @@ class _Conn(asyncio.Protocol):
         self.tr.write(data)  # type: ignore[union-attr]
         self._finish(req)
 
-    def _send_error(self, req: _Req, status: int, msg: str, extra=None, etype: Optional[str] = None) -> None:
+    def _send_error(self, req: _Req, status: int, msg: str, extra=None, etype: str | None = None) -> None:
         etype = etype or _ERR_TYPE.get(status, "api_error")
         data = _json_response(status, req.request_id, _error_obj(status, msg, req.request_id, etype), extra, req.keep_alive)
         self._send_now(req, status, data, _OUTCOME.get(status, "api_error"), etype)
@@ -678,19 +803,18 @@ class _Conn(asyncio.Protocol):
             req.model = parsed["model"]
         try:
             if path == "/v1/messages/count_tokens":
-                validate_count_tokens_body(parsed)
-                n = count_input_tokens(parsed)
+                n = count_input_tokens(validate_count_tokens_body(parsed))
                 req.input_tokens = n
                 data = _json_response(200, req.request_id, {"input_tokens": n}, keep_alive=keep)
                 self._send_now(req, 200, data, "ok")
                 return
-            validate_messages_body(parsed, version)
+            body_dict = validate_messages_body(parsed, version)
         except RequestError as err:
             if isinstance(parsed, dict):
                 req.stream = parsed.get("stream") is True
             self._send_error(req, 400, str(err))
             return
-        valid = (parsed, count_input_tokens(parsed))
+        valid = (body_dict, count_input_tokens(body_dict))
         if len(body) <= VALID_BODY_MAX_BYTES:
             if len(st.valid_bodies) >= VALID_BODIES:
                 st.valid_bodies.clear()
@@ -714,7 +838,7 @@ class _Conn(asyncio.Protocol):
         if path == "/v1/models" or path == "/v1/models/":
             obj: Any = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
         else:
-            mid = path[len("/v1/models/"):]
+            mid = path[len("/v1/models/") :]
             found = [d for d in data if d["id"] == mid]
             if not found:
                 self._send_error(req, 404, f"model: {mid}")
@@ -742,8 +866,12 @@ class _Conn(asyncio.Protocol):
 
         retry_hdr = [("retry-after", str(f.retry_after_s))]
         if r_rl < f.rate_limited:
-            self._send_error(req, 429, "This request would exceed the rate limit for your organization. (emulated)",
-                             extra=retry_hdr + st.limiter.headers())
+            self._send_error(
+                req,
+                429,
+                "This request would exceed the rate limit for your organization. (emulated)",
+                extra=retry_hdr + st.limiter.headers(),
+            )
             return
         if r_ov < f.overloaded:
             self._send_error(req, 529, "Overloaded", extra=retry_hdr)
@@ -753,8 +881,12 @@ class _Conn(asyncio.Protocol):
             return
         wait, rl_headers = st.limiter.admit(in_tok, max_tokens)
         if wait > 0:
-            self._send_error(req, 429, "This request would exceed your organization's rate limit. (emulated)",
-                             extra=[("retry-after", str(max(1, int(wait + 0.999))))] + rl_headers)
+            self._send_error(
+                req,
+                429,
+                "This request would exceed your organization's rate limit. (emulated)",
+                extra=[("retry-after", str(max(1, int(wait + 0.999)))), *rl_headers],
+            )
             return
 
         # --- lengths
@@ -768,7 +900,7 @@ class _Conn(asyncio.Protocol):
                 th = min(th, th_cfg["budget_tokens"])  # type: ignore[index]
             th = max(0, min(th, max_tokens - 1))
         ot = mp.output_tokens
-        want = int(round(rng.gauss(ot.mean, ot.sd))) if ot.sd > 0 else int(round(ot.mean))
+        want = round(rng.gauss(ot.mean, ot.sd)) if ot.sd > 0 else round(ot.mean)
         want = max(ot.min, want)
         if ot.max is not None:
             want = min(ot.max, want)
@@ -821,10 +953,10 @@ class _Conn(asyncio.Protocol):
             end_t = tx_t[-1]
             req.scheduled_end_ns = end_t
             if fault_kind is not None:
-                ft = tx_t[min(fault_at, n_chunks)]  # type: ignore[arg-type]
+                assert fault_at is not None  # drawn with the fault's kind
+                ft = tx_t[min(fault_at, n_chunks)]
                 if fault_kind == _ERR:
-                    data = _json_response(529, rid, _error_obj(529, "Overloaded", rid), extra=retry_hdr,
-                                          keep_alive=req.keep_alive)
+                    data = _json_response(529, rid, _error_obj(529, "Overloaded", rid), extra=retry_hdr, keep_alive=req.keep_alive)
                     self.items = [(ft, _ERR, data, 0)]
                 else:
                     self.items = [(ft, _DROP, b"", 0)]
@@ -835,10 +967,20 @@ class _Conn(asyncio.Protocol):
                     content.append({"type": "thinking", "thinking": th_text, "signature": signature})
                 content.append({"type": "text", "text": _words(_TEXT_TOK, woff, n_text).lstrip()})
                 msg = {
-                    "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": content,
-                    "stop_reason": stop_reason, "stop_sequence": None,
-                    "usage": {"input_tokens": in_tok, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                              "output_tokens": total_out, "service_tier": "standard"},
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": stop_reason,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": in_tok,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "output_tokens": total_out,
+                        "service_tier": "standard",
+                    },
                 }
                 data = _json_response(200, rid, msg, extra=rl_headers, keep_alive=req.keep_alive)
                 self.items = [(end_t, _BLOCK, data, total_out)]
@@ -848,14 +990,19 @@ class _Conn(asyncio.Protocol):
 
         # --- streaming plan: (target_ns, kind, bytes, tokens) in write order
         items: list[tuple[int, int, bytes, int]] = []
-        th_start = _sse("content_block_start", '{"type":"content_block_start","index":0,'
-                        '"content_block":{"type":"thinking","thinking":"","signature":""}}') if thinking else b""
-        if thinking:
-            sig = (
-                _sse("content_block_delta", _dumps({"type": "content_block_delta", "index": 0,
-                     "delta": {"type": "signature_delta", "signature": signature}}))
-                + _sse("content_block_stop", '{"type":"content_block_stop","index":0}')
+        th_start = (
+            _sse(
+                "content_block_start",
+                '{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}',
             )
+            if thinking
+            else b""
+        )
+        if thinking:
+            sig = _sse(
+                "content_block_delta",
+                _dumps({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": signature}}),
+            ) + _sse("content_block_stop", '{"type":"content_block_stop","index":0}')
             if omitted or th == 0:
                 items.append((tx_t[0], _SIG, th_start + sig, th))
             else:
@@ -864,8 +1011,9 @@ class _Conn(asyncio.Protocol):
                 th_c[0] = th_start + th_c[0]
                 items.extend(zip(th_t, repeat(_THINK), th_c, _counts(th, k)))
                 items.append((max(th_t[-1], tx_t[0]), _SIG, sig, 0))
-        tstart = _sse("content_block_start", '{"type":"content_block_start","index":%d,'
-                      '"content_block":{"type":"text","text":""}}' % text_index)
+        tstart = _sse(
+            "content_block_start", '{"type":"content_block_start","index":%d,"content_block":{"type":"text","text":""}}' % text_index
+        )
         if mp.empty_first_delta:
             et = max(items[-1][0] if items else 0, tx_t[0] - int(gap / 2))
             items.append((et, _EMPTY, tstart + st.delta_chunk(_TEXT, text_index, ""), 0))
@@ -947,7 +1095,7 @@ class _Conn(asyncio.Protocol):
             i += 1
             if kind == _TEXT:
                 text = True
-            elif kind == _THINK or kind == _SIG:
+            elif kind in (_THINK, _SIG):
                 thinking = True
             elif kind == _TAIL:
                 done = True
@@ -1006,7 +1154,7 @@ class _Conn(asyncio.Protocol):
 # ----------------------------------------------------------------------------- main loop
 
 
-async def serve(host: str, port: int, profile: Profile, seed: int, gt: Optional[GroundTruth], uvloop: bool) -> int:
+async def serve(host: str, port: int, profile: Profile, seed: int, gt: GroundTruth | None, uvloop: bool) -> int:
     loop = asyncio.get_running_loop()
     state = State(profile, seed, gt, uvloop)
     try:
@@ -1017,12 +1165,10 @@ async def serve(host: str, port: int, profile: Profile, seed: int, gt: Optional[
     bound = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover
-            pass
 
-    flusher: Optional[asyncio.TimerHandle] = None
+    flusher: asyncio.TimerHandle | None = None
 
     def tick() -> None:
         nonlocal flusher
@@ -1047,10 +1193,8 @@ async def serve(host: str, port: int, profile: Profile, seed: int, gt: Optional[
     watchdog.daemon = True
     watchdog.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, lambda: os._exit(0))
-        except (NotImplementedError, RuntimeError):  # pragma: no cover
-            pass
     state.accepting = False
     server.close()
     for c in list(state.conns):

@@ -17,7 +17,7 @@ It is not Claude's tokenizer, only a deterministic, cheap stand-in.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["NEW_VERSION", "RequestError", "count_input_tokens", "validate_count_tokens_body", "validate_messages_body"]
 
@@ -70,11 +70,11 @@ def count_input_tokens(body: dict[str, Any]) -> int:
     return max(1, total)
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
+def _is_num(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -152,8 +152,7 @@ def validate_messages_body(body: Any, version: str) -> dict[str, Any]:
         v = body[name]
         if new_api:
             raise RequestError(
-                f"{name}: Extra inputs are not permitted with anthropic-version {version}; "
-                f"use anthropic-version 2023-06-01 to set it"
+                f"{name}: Extra inputs are not permitted with anthropic-version {version}; use anthropic-version 2023-06-01 to set it"
             )
         if name == "top_k":
             if not _is_int(v) or v < 0:
