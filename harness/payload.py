@@ -13,7 +13,8 @@ import json
 import random
 from typing import Any
 
-from harness.scenario import DEFAULT_ANTHROPIC_VERSION, Pick, Prompt, Scenario
+from harness.sampler import Pick
+from harness.scenario import DEFAULT_ANTHROPIC_VERSION, Prompt, Scenario
 
 __all__ = [
     "BYTES_PER_TOKEN",

@@ -27,7 +27,8 @@ from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, POINTS_FILE, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RECORDS_FILE, RecordsFile
 from harness.results import HealthSample
-from harness.scenario import Pick, Sampler, Scenario
+from harness.sampler import Pick, Sampler
+from harness.scenario import Scenario
 from harness.shares import Share
 from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
 from harness.timing import TimingRecord

@@ -21,24 +21,18 @@ Prompt content, in short (see ``scenarios/demo.yaml`` for a commented example):
   followed by a real question). ``cache_synthetic: true`` marks that block with
   ``cache_control: {type: ephemeral}`` (the prompt-caching lever).
 
-Sampling: :class:`Sampler` picks model and prompt by weight and streaming by share with
-its own ``random.Random(seed)``; a prompt's ``stream`` (bool or share) overrides the
-scenario's.
+This module owns the schema and its loading; :mod:`harness.scenario_errors` words the
+messages and :class:`harness.sampler.Sampler` chooses what each request sends.
 """
 
 from __future__ import annotations
 
-import bisect
-import difflib
 import hashlib
 import json
-import random
 import re
-import types
-import typing
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple, Union
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -50,10 +44,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
 
 from harness import yamlfile
 from harness.pricing import Price
+from harness.scenario_errors import field_error, short, validation_problems, yaml_problem
 
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
@@ -61,10 +55,8 @@ __all__ = [
     "Load",
     "Message",
     "ModelChoice",
-    "Pick",
     "Price",
     "Prompt",
-    "Sampler",
     "Scenario",
     "ScenarioError",
     "Thinking",
@@ -106,11 +98,6 @@ class ScenarioError(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _field_error(field: str, msg: str) -> PydanticCustomError:
-    """An error for ``field`` (a dotted/indexed sub-path) raised from a model validator."""
-    return PydanticCustomError("scenario_field", "{field}: {msg}", {"field": field, "msg": msg})
 
 
 _TIMESPAN_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$")
@@ -159,19 +146,14 @@ def _check_content(value: Any) -> Any:
             raise ValueError("must be a non-empty string or a non-empty list of content blocks")
         for i, block in enumerate(value):
             if not isinstance(block, dict):
-                raise ValueError(f"[{i}]: a content block must be a mapping like {{type: text, text: ...}} (got {_short(block)})")
+                raise ValueError(f"[{i}]: a content block must be a mapping like {{type: text, text: ...}} (got {short(block)})")
             btype = block.get("type")
             if not isinstance(btype, str) or not btype:
                 raise ValueError(f"[{i}].type: a content block needs a 'type' (e.g. text)")
             if btype == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
                 raise ValueError(f"[{i}].text: a text block needs a non-empty 'text' string")
         return value
-    raise ValueError(f"must be a string or a list of content blocks (got {_short(value)})")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    raise ValueError(f"must be a string or a list of content blocks (got {short(value)})")
 
 
 # --------------------------------------------------------------------------- models
@@ -328,31 +310,31 @@ class Prompt(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> Prompt:
         if self.messages is None and self.input_tokens is None:
-            raise _field_error("", "needs 'messages' (the conversation) or 'input_tokens' (a synthetic prompt)")
+            raise field_error("", "needs 'messages' (the conversation) or 'input_tokens' (a synthetic prompt)")
         if self.messages is not None and self.messages[0].role != "user":
-            raise _field_error("messages[0].role", f"the first message must be 'user' (got {self.messages[0].role!r})")
+            raise field_error("messages[0].role", f"the first message must be 'user' (got {self.messages[0].role!r})")
         if self.cache_synthetic and self.input_tokens is None:
-            raise _field_error("cache_synthetic", "only applies with 'input_tokens'")
+            raise field_error("cache_synthetic", "only applies with 'input_tokens'")
         th = self.thinking
         if th is not None:
             if th.type == "enabled":
                 if th.budget_tokens is None:
-                    raise _field_error("thinking.budget_tokens", "required when thinking type is 'enabled'")
+                    raise field_error("thinking.budget_tokens", "required when thinking type is 'enabled'")
                 if th.budget_tokens < THINKING_MIN_BUDGET:
-                    raise _field_error("thinking.budget_tokens", f"must be >= {THINKING_MIN_BUDGET} (got {th.budget_tokens})")
+                    raise field_error("thinking.budget_tokens", f"must be >= {THINKING_MIN_BUDGET} (got {th.budget_tokens})")
                 if th.budget_tokens >= self.max_tokens:
-                    raise _field_error(
+                    raise field_error(
                         "thinking.budget_tokens",
                         f"must be < max_tokens ({self.max_tokens}) (got {th.budget_tokens})",
                     )
             elif th.budget_tokens is not None:
-                raise _field_error("thinking.budget_tokens", f"only allowed with type 'enabled' (got type {th.type!r})")
+                raise field_error("thinking.budget_tokens", f"only allowed with type 'enabled' (got type {th.type!r})")
             if th.type != "disabled" and self.temperature is not None and self.temperature != 1:
-                raise _field_error("temperature", f"the API only accepts temperature 1 with thinking on (got {self.temperature})")
+                raise field_error("temperature", f"the API only accepts temperature 1 with thinking on (got {self.temperature})")
         for key in self.extra:
             if key in RESERVED_BODY_FIELDS:
                 hint = "set by the sampler" if key in ("model", "stream") else f"use the prompt's '{key}' field"
-                raise _field_error(f"extra.{key}", f"not allowed in extra ({hint})")
+                raise field_error(f"extra.{key}", f"not allowed in extra ({hint})")
         return self
 
     @property
@@ -500,7 +482,7 @@ class Scenario(_Model):
             data["timeouts"] = {"total_s": total}
         elif isinstance(timeouts, dict):
             if "total_s" in timeouts and timeouts["total_s"] != total:
-                raise _field_error("timeout_s", "give the total time limit once: timeout_s or timeouts.total_s")
+                raise field_error("timeout_s", "give the total time limit once: timeout_s or timeouts.total_s")
             data["timeouts"] = {**timeouts, "total_s": total}
         return data
 
@@ -509,7 +491,7 @@ class Scenario(_Model):
         modes = 2 if 0 < self.stream < 1 else 1
         groups = len(self.models) * len(self.prompts) * modes
         if groups > MAX_STATS_GROUPS:
-            raise _field_error(
+            raise field_error(
                 "prompts",
                 f"{len(self.models)} model(s) x {len(self.prompts)} prompt(s) x {modes} mode(s) = {groups:,} stats groups; "
                 f"at most {MAX_STATS_GROUPS} (each keeps its own latency histograms, about 0.75 MB)",
@@ -517,19 +499,19 @@ class Scenario(_Model):
         seen: dict[str, int] = {}
         for i, p in enumerate(self.prompts):
             if p.name in seen:
-                raise _field_error(f"prompts[{i}].name", f"duplicate prompt name {p.name!r} (also prompts[{seen[p.name]}])")
+                raise field_error(f"prompts[{i}].name", f"duplicate prompt name {p.name!r} (also prompts[{seen[p.name]}])")
             seen[p.name] = i
         seen = {}
         for i, m in enumerate(self.models):
             if m.model in seen:
-                raise _field_error(f"models[{i}].model", f"duplicate model {m.model!r} (also models[{seen[m.model]}])")
+                raise field_error(f"models[{i}].model", f"duplicate model {m.model!r} (also models[{seen[m.model]}])")
             seen[m.model] = i
         if self.effective_anthropic_version >= DEFAULT_ANTHROPIC_VERSION:
             for i, p in enumerate(self.prompts):
                 used = (["temperature"] if p.temperature is not None else []) + [k for k in SAMPLING_PARAMS if k in p.extra]
                 for key in used:
                     where = key if key == "temperature" else f"extra.{key}"
-                    raise _field_error(
+                    raise field_error(
                         f"prompts[{i}].{where}",
                         f'needs anthropic_version: "{SAMPLING_PARAMS_VERSION}" at the top level '
                         f"(anthropic-version {self.effective_anthropic_version} rejects temperature, top_p and top_k)",
@@ -570,167 +552,7 @@ class Scenario(_Model):
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
 
-# --------------------------------------------------------------------------- errors
-
-_TYPE_WORDS = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "list_type": "a list",
-}
-
-
-def _format_loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            part = str(part)
-            if part.startswith("["):
-                out += part
-            elif re.fullmatch(r"[A-Za-z0-9_\-]+", part):
-                out += f".{part}" if out else part
-            else:
-                out += f"[{part!r}]"
-    return out
-
-
-def _join_loc(base: str, sub: str) -> str:
-    if not sub:
-        return base
-    if not base:
-        return sub
-    return base + sub if sub.startswith("[") else f"{base}.{sub}"
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Optional/Annotated so we can walk to the model at an error location."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = args[0] if len(args) == 1 else annotation
-            if len(args) != 1:
-                return annotation
-        else:
-            return annotation
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    current: Any = Scenario
-    for part in loc:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            if not isinstance(part, str) or part not in current.model_fields:
-                return None
-            current = current.model_fields[part].annotation
-            continue
-        origin = typing.get_origin(current)
-        if origin in (list, dict):
-            current = typing.get_args(current)[-1]
-            continue
-        return None
-    current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _describe(err: ErrorDetails) -> tuple[str, str]:
-    loc = tuple(err.get("loc", ()))
-    etype = err.get("type", "")
-    ctx = err.get("ctx") or {}
-    value = err.get("input")
-    path = _format_loc(loc)
-
-    if etype == "scenario_field":
-        return _join_loc(path, ctx["field"]), ctx["msg"]
-    if etype == "missing":
-        return path, "missing required field"
-    if etype == "extra_forbidden":
-        key = str(loc[-1]) if loc else "?"
-        model = _model_at(loc[:-1])
-        msg = "unknown field"
-        if model is not None:
-            allowed = list(model.model_fields)
-            msg += f"; allowed: {', '.join(allowed)}"
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            if close:
-                msg += f" (did you mean {close[0]!r}?)"
-        return path, msg
-    if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[etype]
-        bound = next(iter(ctx.values())) if ctx else "?"
-        if isinstance(bound, float) and bound.is_integer():
-            bound = int(bound)
-        return path, f"must be {op} {bound} (got {_short(value)})"
-    if etype == "too_short":
-        if isinstance(value, (list, dict)) and not value:
-            return path, "must not be empty"
-        if isinstance(value, str):
-            return path, "must not be empty"
-        return path, f"needs at least {ctx.get('min_length')} item(s)"
-    if etype == "string_too_short":
-        return path, "must not be empty"
-    if etype == "string_pattern_mismatch":
-        if path == "anthropic_version":
-            return path, f'must be a date like "2023-06-01" (got {_short(value)})'
-        return path, f"must match {ctx.get('pattern')} (got {_short(value)})"
-    if etype == "literal_error":
-        return path, f"must be one of {ctx.get('expected')} (got {_short(value)})"
-    if etype == "finite_number":
-        return path, f"must be a finite number (got {_short(value)})"
-    if etype in _TYPE_WORDS:
-        return path, f"must be {_TYPE_WORDS[etype]} (got {_short(value)})"
-    if etype == "value_error":
-        msg = str(err.get("msg", ""))
-        msg = msg.removeprefix("Value error, ")
-        if msg.startswith("["):  # sub-path inside the field, e.g. "[2].type: ..."
-            sub, _, rest = msg.partition(": ")
-            return path + sub, rest
-        return path, msg
-    msg = str(err.get("msg", "invalid value"))
-    return path, (msg[:1].lower() + msg[1:]) + (f" (got {_short(value)})" if value is not None else "")
-
-
-_MAX_LISTED = 20
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for err in exc.errors(include_url=False):
-        item = _describe(err)
-        if item not in out:
-            out.append(item)
-    if len(out) > _MAX_LISTED:
-        more = len(out) - _MAX_LISTED
-        out = [*out[:_MAX_LISTED], ("", f"... and {more} more problem(s)")]
-    return out
-
-
 # --------------------------------------------------------------------------- loading
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
-        return f"invalid YAML: character {exc.character!r} at position {exc.position}: {exc.reason}"
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    text = f"{where}invalid YAML: {problem}"
-    if context:
-        text += f" ({context})"
-    return text
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -754,7 +576,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         data = yamlfile.load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(source, [("", _yaml_problem(exc))]) from None
+        raise ScenarioError(source, [("", yaml_problem(exc))]) from None
     if data is None:
         raise ScenarioError(source, [("", "the file is empty; a scenario needs at least name, models and prompts")])
     return scenario_from_dict(data, source=source)
@@ -768,69 +590,10 @@ def scenario_from_dict(data: dict, source: str = "<scenario>") -> Scenario:
         )
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
-        raise ScenarioError(source, [("", f"field names must be strings (got {_short(bad_keys[0])})")])
+        raise ScenarioError(source, [("", f"field names must be strings (got {short(bad_keys[0])})")])
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(source, _problems(exc)) from None
+        raise ScenarioError(source, validation_problems(exc, Scenario)) from None
     scenario._source = source
     return scenario
-
-
-# --------------------------------------------------------------------------- sampling
-
-
-class Pick(NamedTuple):
-    """One sampled request: which model, which prompt, streaming or not."""
-
-    model: str
-    prompt: Prompt
-    stream: bool
-
-    @property
-    def mode(self) -> str:
-        return "stream" if self.stream else "blocking"
-
-
-class Sampler:
-    """Weighted, deterministic choice of (model, prompt, stream) for each request.
-
-    Every ``next()`` draws exactly three numbers from its own ``random.Random(seed)``, so a
-    sequence of picks depends only on the scenario and the seed. A stream share of 0 never
-    streams and 1 always does.
-    """
-
-    def __init__(self, scenario: Scenario, seed: int = 0):
-        self.scenario = scenario
-        self.seed = seed
-        self._rng = random.Random(seed)
-        self._models = [m.model for m in scenario.models]
-        self._model_cum = self._cumulative([m.weight for m in scenario.models])
-        self._prompts = list(scenario.prompts)
-        self._prompt_cum = self._cumulative([p.weight for p in scenario.prompts])
-        self._shares = [scenario.stream if p.stream is None else float(p.stream) for p in scenario.prompts]
-
-    @staticmethod
-    def _cumulative(weights: list[float]) -> list[float]:
-        total = 0.0
-        out = []
-        for w in weights:
-            total += w
-            out.append(total)
-        return out
-
-    def _index(self, cum: list[float]) -> int:
-        i = bisect.bisect_right(cum, self._rng.random() * cum[-1])
-        return min(i, len(cum) - 1)
-
-    def next(self) -> Pick:
-        model = self._models[self._index(self._model_cum)]
-        pi = self._index(self._prompt_cum)
-        stream = self._rng.random() < self._shares[pi]
-        return Pick(model, self._prompts[pi], stream)
-
-    def __iter__(self) -> Sampler:
-        return self
-
-    def __next__(self) -> Pick:
-        return self.next()

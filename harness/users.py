@@ -7,7 +7,7 @@ from locust import User, constant, task
 
 from harness import locust_env
 from harness.run import HarnessRun
-from harness.scenario import Pick
+from harness.sampler import Pick
 from harness.timing import TimingRecord
 from harness.transport import PreparedRequest
 

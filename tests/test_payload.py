@@ -15,7 +15,8 @@ from harness.payload import (
     build_headers,
     synthetic_text,
 )
-from harness.scenario import Pick, Sampler, load_scenario, scenario_from_dict
+from harness.sampler import Pick, Sampler
+from harness.scenario import load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

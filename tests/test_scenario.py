@@ -13,11 +13,10 @@ import pydantic
 import pytest
 import yaml
 
+from harness.sampler import Pick, Sampler
 from harness.scenario import (
     DEFAULT_ANTHROPIC_VERSION,
-    Pick,
     Prompt,
-    Sampler,
     Scenario,
     ScenarioError,
     Slos,

@@ -1,0 +1,72 @@
+"""What the next request sends: the per-request choice of model, prompt and streaming.
+
+:class:`Sampler` picks model and prompt by weight and streaming by share with its own
+``random.Random(seed)``; a prompt's ``stream`` (bool or share) overrides the scenario's.
+The schema it samples from lives in :mod:`harness.scenario`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from typing import NamedTuple
+
+from harness.scenario import Prompt, Scenario
+
+__all__ = ["Pick", "Sampler"]
+
+
+class Pick(NamedTuple):
+    """One sampled request: which model, which prompt, streaming or not."""
+
+    model: str
+    prompt: Prompt
+    stream: bool
+
+    @property
+    def mode(self) -> str:
+        return "stream" if self.stream else "blocking"
+
+
+class Sampler:
+    """Weighted, deterministic choice of (model, prompt, stream) for each request.
+
+    Every ``next()`` draws exactly three numbers from its own ``random.Random(seed)``, so a
+    sequence of picks depends only on the scenario and the seed. A stream share of 0 never
+    streams and 1 always does.
+    """
+
+    def __init__(self, scenario: Scenario, seed: int = 0):
+        self.scenario = scenario
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._models = [m.model for m in scenario.models]
+        self._model_cum = self._cumulative([m.weight for m in scenario.models])
+        self._prompts = list(scenario.prompts)
+        self._prompt_cum = self._cumulative([p.weight for p in scenario.prompts])
+        self._shares = [scenario.stream if p.stream is None else float(p.stream) for p in scenario.prompts]
+
+    @staticmethod
+    def _cumulative(weights: list[float]) -> list[float]:
+        total = 0.0
+        out = []
+        for w in weights:
+            total += w
+            out.append(total)
+        return out
+
+    def _index(self, cum: list[float]) -> int:
+        i = bisect.bisect_right(cum, self._rng.random() * cum[-1])
+        return min(i, len(cum) - 1)
+
+    def next(self) -> Pick:
+        model = self._models[self._index(self._model_cum)]
+        pi = self._index(self._prompt_cum)
+        stream = self._rng.random() < self._shares[pi]
+        return Pick(model, self._prompts[pi], stream)
+
+    def __iter__(self) -> Sampler:
+        return self
+
+    def __next__(self) -> Pick:
+        return self.next()
