@@ -30,6 +30,10 @@ _TPS_SCALE = 1000
 PERCENTILES = (50, 90, 95, 99)
 
 
+def no_pause() -> None:
+    """The default `pause` of a merge: none (the web UI passes a yield to the event loop)."""
+
+
 class Histogram(HdrHistogram):
     """hdrh's histogram without its reference cycle (histogram <-> encoder): freed by reference
     counting as soon as it is dropped. The harness keeps the garbage collector nearly idle
@@ -305,9 +309,25 @@ class RunStats:
     def reset(self) -> None:
         self.labels.clear()
 
-    def merge(self, other: RunStats) -> None:
-        for key, stats in other.labels.items():
-            self.labels.setdefault(key, LabelStats()).merge(stats)
+    def merge(self, other: RunStats, pause: Callable[[], None] = no_pause) -> None:
+        """Add `other`'s labels (new ones in its order), calling `pause` after each."""
+        for key, stats in list(other.labels.items()):
+            mine = self.labels.get(key)
+            if mine is None:
+                mine = self.labels[key] = LabelStats()
+            mine.merge(stats)
+            pause()
+
+    @classmethod
+    def combined(cls, parts: Iterable[RunStats], pause: Callable[[], None] = no_pause) -> RunStats:
+        """A new sum of `parts` (a copy: what is added to them later does not change it)."""
+        result = cls()
+        for part in parts:
+            result.merge(part, pause)
+        return result
+
+    def copy(self, pause: Callable[[], None] = no_pause) -> RunStats:
+        return RunStats.combined([self], pause)
 
     def encode(self) -> list[dict[str, Any]]:
         return [{"model": model, "prompt": prompt, "mode": mode, **stats.encode()} for (model, prompt, mode), stats in self.labels.items()]
@@ -333,26 +353,34 @@ class RunStats:
     def cost_usd(self) -> float:
         return sum(stats.cost_usd for stats in self.labels.values())
 
-    def by_model(self) -> dict[str, LabelStats]:
-        return self._grouped(lambda label: label[0])
+    def by_model(self, pause: Callable[[], None] = no_pause) -> dict[str, LabelStats]:
+        """The labels merged per model (models in sorted order); `pause` runs after each label."""
+        return self._grouped(lambda label: label[0], pause)
 
-    def by_mode(self) -> dict[str, LabelStats]:
-        return self._grouped(lambda label: label[2])
+    def by_mode(self, pause: Callable[[], None] = no_pause) -> dict[str, LabelStats]:
+        return self._grouped(lambda label: label[2], pause)
 
-    def _grouped(self, key: Callable[[Label], str]) -> dict[str, LabelStats]:
+    def _grouped(self, key: Callable[[Label], str], pause: Callable[[], None]) -> dict[str, LabelStats]:
         merged: dict[str, LabelStats] = {}
         for label, stats in sorted(self.labels.items()):
             merged.setdefault(key(label), LabelStats()).merge(stats)
+            pause()
         return merged
 
-    def total(self) -> LabelStats:
-        return _merge(self.labels.values())
+    def total(self, pause: Callable[[], None] = no_pause) -> LabelStats:
+        """All labels merged (in their order); `pause` runs after each label."""
+        return _merge(list(self.labels.values()), pause)
+
+    def sorted_labels(self) -> list[tuple[Label, LabelStats]]:
+        """The labels in (model, prompt, mode) order."""
+        return sorted(self.labels.items())
 
 
-def _merge(items: Iterable[LabelStats]) -> LabelStats:
+def _merge(items: Iterable[LabelStats], pause: Callable[[], None] = no_pause) -> LabelStats:
     total = LabelStats()
     for stats in items:
         total.merge(stats)
+        pause()
     return total
 
 
@@ -392,11 +420,13 @@ class RecentStats:
     def merge(self, delta: RunStats) -> None:
         self._bucket().merge(delta)
 
-    def window(self, seconds: float) -> RunStats:
-        now = int(self._clock() / self.bucket_s)
-        first = max(int((self._clock() - seconds) / self.bucket_s) + 1, now - self.keep + 1)
-        merged = RunStats()
-        for index, bucket in self._buckets.items():
-            if index >= first:
-                merged.merge(bucket)
-        return merged
+    def window_parts(self, seconds: float) -> list[RunStats]:
+        """The time buckets that cover the last `seconds` (up to `keep_s`), oldest first: the
+        live buckets themselves, which later requests are added to (`window` sums a copy)."""
+        now = self._clock()
+        first = max(int((now - seconds) / self.bucket_s) + 1, int(now / self.bucket_s) - self.keep + 1)
+        return [bucket for index, bucket in list(self._buckets.items()) if index >= first]
+
+    def window(self, seconds: float, pause: Callable[[], None] = no_pause) -> RunStats:
+        """The sum of the last `seconds`; `pause` runs after each label of each bucket."""
+        return RunStats.combined(self.window_parts(seconds), pause)

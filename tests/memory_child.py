@@ -29,9 +29,9 @@ from locust.env import Environment  # noqa: E402
 
 import locustfile  # noqa: E402,F401  (registers the plugin)
 from harness import locust_env  # noqa: E402
+from harness.live import Snapshots  # noqa: E402
 from harness.stats import LIVE_WINDOW_S  # noqa: E402
 from harness.users import ClaudeUser  # noqa: E402
-from harness.webui import Snapshots  # noqa: E402
 
 USERS = 40
 WARMUP_S = LIVE_WINDOW_S + 10

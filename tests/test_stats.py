@@ -129,3 +129,28 @@ def test_without_retries_there_are_no_application_figures() -> None:
     stats = RunStats()
     stats.add(record("a", ttft=10.0, latency=20.0))
     assert stats.total().figures().application is None and "application" not in stats.encode()[0]
+
+
+def test_merges_pause_after_each_label_and_copies_stay_apart() -> None:
+    stats = RunStats()
+    for model, prompt in [("b", "p"), ("a", "p"), ("a", "q")]:
+        stats.add(record(model, ttft=10, latency=20, prompt=prompt))
+    pauses: list[int] = []
+    copy = stats.copy(lambda: pauses.append(1))
+    assert len(pauses) == 3 and list(copy.labels) == list(stats.labels)  # labels in their order
+    stats.add(record("a", ttft=10, latency=20))
+    assert (copy.requests, stats.requests) == (3, 4)  # a copy: later requests are not in it
+    assert stats.total(lambda: pauses.append(1)).figures() == RunStats.combined([stats]).total().figures()
+    assert list(stats.by_model(lambda: pauses.append(1))) == ["a", "b"] and len(pauses) == 3 + 3 + 3
+    assert [label for label, _ in stats.sorted_labels()] == [("a", "p", "stream"), ("a", "q", "stream"), ("b", "p", "stream")]
+
+
+def test_the_window_parts_are_the_buckets_of_the_last_seconds() -> None:
+    now = [1000.0]
+    recent = RecentStats(bucket_s=5, keep_s=30, clock=lambda: now[0])
+    for _ in range(4):  # one request in each of four buckets, 5 s apart
+        recent.add(record("a", ttft=100, latency=200))
+        now[0] += 5
+    assert [part.requests for part in recent.window_parts(10)] == [1]  # 1015..1020 s; nothing yet in the current one
+    assert len(recent.window_parts(30)) == 4 and recent.window(30).requests == 4
+    assert recent.window_parts(30)[-1] is recent.window_parts(10)[-1]  # the live buckets, not copies

@@ -6,7 +6,9 @@ tab and compares it with the harness's own `/claude/stats` (the very snapshot th
 downloads the JSON summary and the HTML report through the UI's links, and stops the test.
 Screenshots are kept in test-artifacts/webui-*.png.
 
-The pure parts (fast HDR percentiles, the sliding-window buckets) are checked in-process.
+The pure parts (fast HDR percentiles, the sliding-window buckets) are checked in-process; the
+Locust private web-UI API the harness relies on (harness/webui.py's `LocustWebUI`), on a real
+`locust.web.WebUI` in a child process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -29,9 +32,11 @@ from typing import Any
 import pytest
 
 from harness import webui
-from harness.formatting import DASH
+from harness.formatting import DASH, fmt_ms
+from harness.live import COLUMNS, WINDOW_S, stats_figures, tab_rows
 from harness.records import RECORDS_FILE, read_records
-from harness.scenario import Pick, Sampler, load_scenario
+from harness.sampler import Pick, Sampler
+from harness.scenario import load_scenario
 from harness.stats import LabelStats, RecentStats, RunStats, histogram_values
 from harness.timing import OUTCOMES, TimingRecord
 from tests.processes import LOCUST, ROOT, free_port, write_yaml
@@ -188,7 +193,7 @@ def snapshot_number(table: dict[str, Any]) -> int:
 
 
 def expected_cells(snapshot: dict[str, Any]) -> list[list[str]]:
-    return [[row[key] for key, _ in webui.COLUMNS] for row in webui.tab_rows(snapshot)]
+    return [[row[key] for key, _ in COLUMNS] for row in tab_rows(snapshot)]
 
 
 def wait_for_requests(page: Any, minimum: int) -> dict[str, Any]:
@@ -253,13 +258,13 @@ def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path,
         # the tab equals the harness's own figures: the same snapshot, every cell
         table = read_tab(page)
         snapshot = ui.get_json(f"/claude/stats?snapshot={snapshot_number(table)}")
-        assert table["header"] == [title for _, title in webui.COLUMNS]
+        assert table["header"] == [title for _, title in COLUMNS]
         assert table["rows"] == expected_cells(snapshot)
         assert snapshot["running"] and snapshot["scenario"] == "demo"
         totals, all_row = snapshot["totals"], table["rows"][1]
         assert all_row[:3] == ["ALL", "run", f"{totals['requests']:,}"]
-        assert all_row[7] == webui.fmt_ms(totals["ttft_ms"]["p50"]) and totals["ttft_ms"]["p50"] > 40
-        assert table["rows"][2][:2] == ["ALL", f"last {webui.WINDOW_S} s"]
+        assert all_row[7] == fmt_ms(totals["ttft_ms"]["p50"]) and totals["ttft_ms"]["p50"] > 40
+        assert table["rows"][2][:2] == ["ALL", f"last {WINDOW_S} s"]
         models = [row[0] for row in table["rows"] if row[1] == "run"][1:3]
         assert models == ["claude-haiku-4-5", "claude-sonnet-4-5"]
         assert any(" · long-context" in row[0] for row in table["rows"])
@@ -420,6 +425,97 @@ def test_the_reset_button_opens_a_measurement_window_that_locusts_table_agrees_w
     assert accounting["before_window"] == len(records) - len(inside)
 
 
+# --- Locust's private web-UI API ---------------------------------------------------------------
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def check_locust_web_ui_internals(folder: str) -> None:
+    """In a process of its own (importing Locust monkey-patches the interpreter with gevent):
+    each use of Locust's private web-UI API listed by `webui.LocustWebUI`, on a real `WebUI`."""
+    from types import SimpleNamespace
+
+    from locust import events
+    from locust.argument_parser import LocustArgumentParser, get_parser
+    from locust.env import Environment
+    from locust.html import DEFAULT_BUILD_PATH
+    from locust.web import WebUI
+
+    import locustfile  # noqa: F401  (the harness's options, --scenario among them)
+
+    # an option of an argument group, marked by hand, is a plain field of the start form
+    parser = LocustArgumentParser()
+    webui.add_scenario_argument(parser.add_argument_group("harness"), "a.yaml")
+    assert "scenario" in parser.args_included_in_web_ui
+    assert not {"scenario"} & {
+        *parser.secret_args_included_in_web_ui,
+        *parser.required_args_included_in_web_ui,
+        *parser.multiple_args_included_in_web_ui,
+    }
+
+    # a stub session: no run yet, a scenario in a folder of its own (offered first)
+    scenario = Path(folder) / "mine.yaml"
+    scenario.write_text("name: mine\n")
+    session = SimpleNamespace(run=None, summary=None, link=None, scenario=SimpleNamespace(name="mine", source=str(scenario)))
+    environment = Environment(events=events, parsed_options=get_parser().parse_args([]))
+    environment.create_local_runner()
+    web_ui = environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
+    assert callable(WebUI.update_template_args) and callable(web_ui.auth_required_if_enabled)
+    offered = webui.install(environment, session)
+    assert "update_template_args" in vars(web_ui)  # replaced on the instance
+    client = web_ui.app.test_client()
+
+    # the page hands the template args to the UI, our form options set after Locust's own
+    page = client.get("/")
+    assert page.status_code == 200
+    match = re.search(r"window\.templateArgs = (.*)", page.get_data(as_text=True))
+    assert match, "index.html no longer sets window.templateArgs"
+    args = json.loads(match.group(1))
+    assert args["extended_tabs"] == [{"key": webui.TAB_KEY, "title": webui.TAB_TITLE}]
+    assert args["extended_tables"] == [{"key": webui.TAB_KEY, "structure": [{"key": k, "title": t} for k, t in COLUMNS]}]
+    assert args["extended_csv_files"] == [dict(link) for link in webui.DOWNLOADS]
+    assert list(args["extra_options"]) == ["scenario"]
+    field = args["extra_options"]["scenario"]
+    assert field["choices"] == offered() and field["choices"][0] == str(scenario) and field["default_value"] == str(scenario)
+    assert not (field["is_secret"] or field["is_required"] or field["is_multiple"])
+    # the React UI reads those keys (camel-cased), and the extended tables' rows
+    bundle = "".join(path.read_text(errors="replace") for path in (Path(DEFAULT_BUILD_PATH) / "assets").glob("*.js"))
+    for key in (*webui.LocustWebUI.TEMPLATE_KEYS, "extended_stats"):
+        assert _camel(key) in bundle, key
+
+    # the endpoint the UI polls carries the tab's rows
+    endpoints = {rule.endpoint: rule.rule for rule in web_ui.app.url_map.iter_rules()}
+    assert endpoints[webui.LocustWebUI.REQUEST_STATS_ENDPOINT] == "/stats/requests"
+    stats = client.get("/stats/requests").get_json()
+    assert [table["key"] for table in stats["extended_stats"]] == [webui.TAB_KEY]
+    assert stats["extended_stats"][0]["data"][1]["label"] == "no run yet: start a test"
+    assert client.get("/claude/stats").get_json()["run_id"] is None
+
+    # with --web-login, the harness's routes are behind the login too
+    guarded_environment = Environment(events=events, parsed_options=get_parser().parse_args([]))
+    guarded_environment.create_local_runner()
+    guarded = guarded_environment.create_web_ui("127.0.0.1", 0, web_login=True, delayed_start=True)
+    guarded.app.secret_key = "test"
+    guarded.app.login_manager.user_loader(lambda _user_id: None)
+    webui.install(guarded_environment, session)
+    for path in ("/claude/stats", "/claude/summary.json", "/claude/report.html"):
+        answer = guarded.app.test_client().get(path)
+        assert answer.status_code in (302, 401), (path, answer.status_code)
+
+
+def test_the_locust_web_ui_internals_the_harness_relies_on(tmp_path: Path) -> None:
+    process = subprocess.run(
+        [sys.executable, "-c", f"from tests.test_webui import check_locust_web_ui_internals as c; c({str(tmp_path)!r})"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+
+
 # --- in-process checks of the pure parts -------------------------------------------------------
 def _random_stats(seed: int, n: int = 3000) -> RunStats:
     rng = random.Random(seed)
@@ -447,13 +543,13 @@ def test_one_pass_percentiles_equal_hdrh_exactly(seed: int) -> None:
                 at, mean = histogram_values(histogram, (50, 90, 95, 99, 0, 100))
                 assert at == {q: histogram.get_value_at_percentile(q) for q in (50, 90, 95, 99, 0, 100)}
                 assert mean == histogram.get_mean_value()
-    figures = webui.stats_figures(webui.collect([stats], lambda: None))
+    figures = stats_figures(stats.copy())
     assert {k: v for k, v in figures["totals"].items() if not k.endswith("_share")} == stats.total().figures().model_dump(exclude={"hdr"})
     overloaded = stats.total().outcomes["overloaded"]
     assert figures["totals"]["overloaded_share"] == overloaded / stats.requests
 
 
-def test_window_parts_sum_to_the_recent_window() -> None:
+def test_the_live_window_with_pauses_sums_its_parts() -> None:
     now = [1000.0]
     recent = RecentStats(clock=lambda: now[0])
     source = _random_stats(4, n=600)
@@ -464,10 +560,17 @@ def test_window_parts_sum_to_the_recent_window() -> None:
         key, group = records[step % len(records)]
         delta.labels[key] = group
         recent.merge(delta)
+    pauses: list[int] = []
     for seconds in (10, 30, 60):
-        ours = webui.collect(webui.window_parts(recent, seconds), lambda: None)
-        theirs = recent.window(seconds)
+        parts = recent.window_parts(seconds)
+        ours = RunStats()
+        for part in parts:
+            for key, group in part.labels.items():
+                ours.labels.setdefault(key, LabelStats()).merge(group)
+        before = len(pauses)
+        theirs = recent.window(seconds, lambda: pauses.append(1))  # as the web UI asks: yielding between labels
         assert {k: v.figures() for k, v in ours.labels.items()} == {k: v.figures() for k, v in theirs.labels.items()}
+        assert len(pauses) - before == sum(len(part.labels) for part in parts) > 0
 
 
 def test_tab_rows_show_every_outcome_class_and_warn_when_saturated() -> None:
@@ -478,15 +581,15 @@ def test_tab_rows_show_every_outcome_class_and_warn_when_saturated() -> None:
         "window_s": 30,
         "run_id": "r1",
         "running": True,
-        **webui.stats_figures(stats),
-        "window": webui.stats_figures(RunStats()),
+        **stats_figures(stats),
+        "window": stats_figures(RunStats()),
         "health": {
             "saturated": True,
             "unreliable": True,
             "sources": [{"name": "local", "cpu_percent": 97.0, "loop_lag_p99_ms": 31.5, "saturated": True}],
         },
     }
-    rows = webui.tab_rows(snapshot)
+    rows = tab_rows(snapshot)
     assert rows[0]["label"].startswith("⚠ LOAD GENERATOR SATURATED") and "CPU 97 %" in rows[0]["label"]
     assert "snapshot #7" in rows[0]["window"]
     assert [(r["label"], r["window"]) for r in rows[1:5]] == [("ALL", "run"), ("ALL", "last 30 s"), ("a", "run"), ("a", "last 30 s")]
@@ -495,4 +598,4 @@ def test_tab_rows_show_every_outcome_class_and_warn_when_saturated() -> None:
     for outcome in ("rate_limited", "overloaded"):
         assert outcome in OUTCOMES and outcome in failures
     assert rows[1]["rate_limited_share"].endswith(" %")
-    assert set(rows[1]) == {key for key, _ in webui.COLUMNS} | {"name"}
+    assert set(rows[1]) == {key for key, _ in COLUMNS} | {"name"}
