@@ -59,7 +59,7 @@ import psutil
 import yaml
 
 from harness.compressed import read_lines
-from harness.emulator_process import stop_process
+from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent

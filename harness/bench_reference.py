@@ -32,8 +32,10 @@ from collections.abc import Sequence
 
 import uvloop
 
+from harness.emulator.planning import chunk_targets
 from harness.emulator.profile import ProfileError, load_profile
-from harness.emulator.server import _TEXT_TOK, _THINK_TOK, Wheel, _chunk, _targets
+from harness.emulator.wheel import Wheel
+from harness.emulator.wire import TEXT_TOKENS, THINKING_TOKENS, http_chunk
 
 READY = "reference server listening on "
 perf_ns = time.perf_counter_ns
@@ -43,19 +45,19 @@ perf_ns = time.perf_counter_ns
 # (block start + delta), one delta per chunk, tail (block stop + message_delta + stop)
 HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"
-) + _chunk(
+) + http_chunk(
     b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_ref","content":[]}}\n\n'
     b'event: ping\ndata: {"type":"ping"}\n\n'
 )
-FIRST = _chunk(
+FIRST = http_chunk(
     b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the quick"}}\n\n'
 )
-DELTA = _chunk(
+DELTA = http_chunk(
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" brown fox"}}\n\n'
 )
 TAIL = (
-    _chunk(
+    http_chunk(
         b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
         b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"}}\n\n'
         b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -96,8 +98,8 @@ class Schedule:
         ttft = mp.ttft_ms * 1e6
         if mp.jitter:
             ttft *= 1.0 + mp.jitter * (2.0 * rng.random() - 1.0)
-        rng.randrange(len(_TEXT_TOK)), rng.randrange(len(_THINK_TOK))  # the emulator's words' offsets
-        out = _targets(arrival_ns + ttft, 1e9 / mp.output_tps, mp.jitter, rng.random, 0, n, mp.tokens_per_chunk)
+        rng.randrange(len(TEXT_TOKENS)), rng.randrange(len(THINKING_TOKENS))  # the emulator's words' offsets
+        out = chunk_targets(arrival_ns + ttft, 1e9 / mp.output_tps, mp.jitter, rng.random, 0, n, mp.tokens_per_chunk)
         out.append(out[-1])  # the tail goes with the last chunk
         return out
 
@@ -119,7 +121,7 @@ class Conn(asyncio.Protocol):
         self.active = False
         self.targets: list[int] = []
         self.i = 0
-        self.due = 0  # the wheel bucket this connection waits in (the Wheel's protocol, as _Conn)
+        self.due = 0  # the wheel bucket this connection waits in (the Wheel's Scheduled protocol)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tr = transport  # type: ignore[assignment]
@@ -142,7 +144,7 @@ class Conn(asyncio.Protocol):
         self.targets = self.server.schedule.targets(perf_ns())
         self.i = 0
         self.tr.write(HEAD)  # type: ignore[union-attr]
-        self.server.wheel.add(self, self.targets[0])  # type: ignore[arg-type]
+        self.server.wheel.add(self, self.targets[0])
 
     def _run(self) -> None:
         tr = self.tr
@@ -160,7 +162,7 @@ class Conn(asyncio.Protocol):
             return
         tr.write(data)
         self.i = i + 1
-        self.server.wheel.add(self, targets[i + 1])  # type: ignore[arg-type]
+        self.server.wheel.add(self, targets[i + 1])
 
 
 async def serve(host: str, port: int, schedule: Schedule, ground_truth: str) -> int:

@@ -24,7 +24,7 @@ from harness import credentials, exitcodes, locust_bounds, locust_env, locust_ou
 from harness import options as cli
 from harness.credentials import API_KEY_ENV, EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, take_influx_token
 from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
-from harness.emulator_process import EmulatorError, EmulatorProcess
+from harness.emulator.process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.health import Thresholds
 from harness.outputs import write_outputs

@@ -22,7 +22,7 @@ from typing import IO, Any
 import yaml
 
 from harness.credentials import WORKER_SECRET_ENV
-from harness.emulator_process import stop_process
+from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE, read_records
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from harness import exitcodes
-from harness.emulator_process import EmulatorProcess
+from harness.emulator.process import EmulatorProcess
 from harness.outputs import junit_xml, markdown
 from harness.results import SloResult, json_schema, load_summary
 from harness.scenario import Regression, Slos

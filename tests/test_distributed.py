@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from harness.compressed import read_lines
-from harness.emulator_process import EmulatorProcess
+from harness.emulator.process import EmulatorProcess
 from harness.records import RECORDS_FILE
 from tests.processes import LOCUST, ROOT, VictoriaMetrics, cluster_env, free_port, percentile, write_yaml
 from tests.test_locust_run import FAST_PROFILE, GAP_MS, GAPPED_PROFILE, SCENARIO, messages_truth

@@ -185,17 +185,18 @@ def test_count_input_tokens_formula() -> None:
 
 
 def test_event_templates_are_json_and_records_have_every_field() -> None:
-    from harness.emulator import server
+    from harness.emulator.groundtruth import RequestRecord
+    from harness.emulator.wire import MESSAGE_DELTA, MESSAGE_START, json_string
 
     model = 'we"ird \u00fc\\model'
-    start = json.loads(server._MESSAGE_START % ("msg_1", server._json_str(model), 12))
+    start = json.loads(MESSAGE_START % ("msg_1", json_string(model), 12))
     assert start["type"] == "message_start" and start["message"]["model"] == model
     assert start["message"]["usage"]["input_tokens"] == 12 and start["message"]["content"] == []
-    delta = json.loads(server._MESSAGE_DELTA % ("max_tokens", 12, 34))
+    delta = json.loads(MESSAGE_DELTA % ("max_tokens", 12, 34))
     assert delta["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
     assert delta["usage"]["input_tokens"] == 12 and delta["usage"]["output_tokens"] == 34
-    rec = server._Req("req_1", "/v1/messages", 5, True).record()
-    assert set(rec) == set(server._Req.__slots__) - {"keep_alive"}
+    rec = RequestRecord("req_1", "/v1/messages", 5, True).record()
+    assert set(rec) == set(RequestRecord.__slots__) - {"keep_alive"}
     assert rec["status"] is None  # nothing was sent
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import exitcodes
-from harness.emulator_process import EmulatorProcess
+from harness.emulator.process import EmulatorProcess
 from harness.failures import Backoff, FailFast
 from harness.scenario import Backoff as BackoffRule
 from harness.scenario import FailFast as FailFastRule

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.emulator_process import stop_process
+from harness.emulator.process import stop_process
 from tests import fixed_server
 from tests.processes import ROOT, by_request_id, percentile, read_jsonl, run_locust, write_yaml
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from harness.emulator_process import EmulatorProcess
+from harness.emulator.process import EmulatorProcess
 from harness.records import RECORDS_FILE
 from tests.processes import LOCUST, ROOT, by_request_id, cluster_env, free_port, read_jsonl, run_locust, write_yaml
 

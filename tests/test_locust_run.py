@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.emulator_process import EmulatorProcess
+from harness.emulator.process import EmulatorProcess
 from tests.processes import LocustResult, by_request_id, percentile, read_jsonl, run_locust, write_yaml
 
 pytestmark = pytest.mark.slow

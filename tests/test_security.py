@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from harness.credentials import WEB_PASSWORD_ENV, WEB_USER_ENV, WORKER_SECRET_ENV
-from harness.emulator_process import EmulatorProcess
+from harness.emulator.process import EmulatorProcess
 from tests.processes import LOCUST, ROOT, cluster_env, free_port, own_address, read_jsonl
 from tests.test_distributed import CEILING, Cluster
 from tests.test_webui import ARTIFACTS, LocustUI, new_page

@@ -30,13 +30,13 @@ stop_reason, t_received_ns, t_headers_ns, t_first_thinking_ns, t_first_text_ns,
 t_last_token_ns, t_end_ns, scheduled_first_text_ns, scheduled_end_ns.
 """
 
-from .profile import Profile, ProfileError, default_profile, load_profile
-from .validate import count_input_tokens
+from harness.emulator.profile import Profile, ProfileError, default_profile, load_profile
+from harness.emulator.validate import count_input_tokens
 
 __all__ = ["Profile", "ProfileError", "count_input_tokens", "default_profile", "load_profile", "main"]
 
 
-def main(argv=None) -> int:
-    from .cli import main as _main
+def main(argv: list[str] | None = None) -> int:
+    from harness.emulator.cli import main as _main
 
     return _main(argv)

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .profile import ProfileError, default_profile, load_profile
+from harness.emulator.profile import ProfileError, default_profile, load_profile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     seed = args.seed if args.seed is not None else profile.seed
 
-    from .server import GroundTruth, serve
+    from harness.emulator.groundtruth import GroundTruth
+    from harness.emulator.server import serve
 
     gt = None
     if args.ground_truth:

@@ -1,0 +1,126 @@
+"""The emulator's ground truth: one record per request and the JSON-lines file they go to.
+
+A `RequestRecord` is filled by the connection as the request is answered (timestamps are
+`perf_counter_ns` readings taken immediately before the corresponding socket write) and
+written by `GroundTruth` when the request is finished; the fields are listed in the
+package docstring (`harness.emulator`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.compressed import open_lines
+from harness.emulator.wire import compact_json
+
+OUTCOMES = {  # the recorded outcome of each error status
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "invalid_request",
+    411: "invalid_request",
+    413: "invalid_request",
+    429: "rate_limited",
+    500: "api_error",
+    529: "overloaded",
+}
+
+
+class RequestRecord:
+    """Everything the ground truth records about one request (and whether its connection stays open)."""
+
+    __slots__ = (
+        "error_type",
+        "input_tokens",
+        "keep_alive",
+        "model",
+        "outcome",
+        "output_tokens",
+        "path",
+        "request_id",
+        "scheduled_end_ns",
+        "scheduled_first_text_ns",
+        "seq",
+        "status",
+        "stop_reason",
+        "stream",
+        "t_end_ns",
+        "t_first_text_ns",
+        "t_first_thinking_ns",
+        "t_headers_ns",
+        "t_last_token_ns",
+        "t_received_ns",
+    )
+
+    def __init__(self, rid: str, path: str, t_received: int, keep_alive: bool) -> None:
+        self.request_id = rid
+        self.path = path
+        self.model: str | None = None
+        self.stream = False
+        self.status = 0
+        self.outcome = ""
+        self.error_type: str | None = None
+        self.seq: int | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.stop_reason: str | None = None
+        self.t_received_ns = t_received
+        self.t_headers_ns: int | None = None
+        self.t_first_thinking_ns: int | None = None
+        self.t_first_text_ns: int | None = None
+        self.t_last_token_ns: int | None = None
+        self.t_end_ns: int | None = None
+        self.scheduled_first_text_ns: int | None = None
+        self.scheduled_end_ns: int | None = None
+        self.keep_alive = keep_alive
+
+    def record(self) -> dict[str, Any]:
+        """The ground-truth line (every field but keep_alive)."""
+        return {
+            "request_id": self.request_id,
+            "path": self.path,
+            "model": self.model,
+            "stream": self.stream,
+            "status": self.status or None,  # None: no response was sent
+            "outcome": self.outcome,
+            "error_type": self.error_type,
+            "seq": self.seq,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "stop_reason": self.stop_reason,
+            "t_received_ns": self.t_received_ns,
+            "t_headers_ns": self.t_headers_ns,
+            "t_first_thinking_ns": self.t_first_thinking_ns,
+            "t_first_text_ns": self.t_first_text_ns,
+            "t_last_token_ns": self.t_last_token_ns,
+            "t_end_ns": self.t_end_ns,
+            "scheduled_first_text_ns": self.scheduled_first_text_ns,
+            "scheduled_end_ns": self.scheduled_end_ns,
+        }
+
+
+class GroundTruth:
+    """Buffered JSON-lines writer (gzip-compressed when the name ends in .gz); flushed by the
+    server every 0.5 s and at shutdown."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._f = open_lines(Path(path))
+        self._buf: list[str] = []
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self._buf.append(compact_json(rec))
+
+    def flush(self) -> None:
+        if self._buf:
+            data = "\n".join(self._buf) + "\n"
+            self._buf.clear()
+            self._f.write(data.encode())
+            self._f.flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._f.close()
