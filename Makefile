@@ -45,7 +45,7 @@ test-repeat:
 	$(PYTHON) .ci/test-repeat $(N)
 
 bench: install
-	$(BIN)/python -m harness.bench
+	$(BIN)/python -m benchmarks.bench
 
 # Long-run check (not in CI): 10 min at 100 users, RSS slope per process and disk per million requests.
 SOAK_ARGS ?=

@@ -1,4 +1,4 @@
-"""`python -m harness.bench --quick`: the benchmark runs end to end and writes its JSON.
+"""`python -m benchmarks.bench --quick`: the benchmark runs end to end and writes its JSON.
 
 Only the structure is checked. Timings are judged from the benchmark's own numbers
 (`make bench`), never asserted here: they depend on the machine and its neighbours.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import CONFIGS
+from benchmarks.bench import CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def _is_number(value: object) -> bool:
 def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "harness.bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -92,7 +92,7 @@ def _cap(server: str, streams: int, p99: float, cpu: float) -> dict[str, object]
 
 
 def test_capacity_target_names_the_machines_floor_and_takes_the_first_run_at_1000_or_more() -> None:
-    from harness.bench import add_capacity_ratios, targets
+    from benchmarks.bench import add_capacity_ratios, targets
 
     caps = [
         _cap("reference", 500, 2.0, 30.0),

@@ -20,10 +20,10 @@ from harness.scenario import Regression, Slos
 from harness.slo import Crashes, compare, evaluate, verdict
 from harness.stats import RunStats
 from harness.timing import CANCELLED, RATE_LIMITED
-from tests.processes import LOCUST, ROOT, own_address, run_locust, write_yaml
-from tests.summaries import summary_of
-from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
-from tests.test_stats import record
+from tests.support.processes import LOCUST, ROOT, own_address, run_locust, write_yaml
+from tests.support.records import record
+from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
+from tests.support.summaries import summary_of
 
 SCHEMA = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
 

@@ -11,8 +11,8 @@ import pytest
 
 from harness import exitcodes
 from harness.disk import MB, DiskWatch
-from tests.processes import write_yaml
-from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
+from tests.support.processes import write_yaml
+from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
 
 
 def test_a_warning_as_the_disk_fills_then_no_new_request_until_space_is_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -690,7 +690,7 @@ def _lateness_run(tmp: Path, name: str, n: int) -> list[float]:
 @pytest.mark.slow
 def test_300_concurrent_streams_all_complete_and_are_never_early(tmp_path: Path) -> None:
     """Correctness under concurrency. How late the emulator is under load is measured by
-    the benchmark (`python -m harness.bench`), not asserted here: timed tests are flaky."""
+    the benchmark (`python -m benchmarks.bench`), not asserted here: timed tests are flaky."""
     late = _lateness_run(tmp_path, "concurrent", 300)
     assert late[0] >= 0  # a first text is never written before its scheduled time
 

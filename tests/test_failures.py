@@ -23,8 +23,9 @@ from harness.scenario import FailFast as FailFastRule
 from harness.scenario import Retries as RetriesRule
 from harness.scenario import ScenarioError, scenario_from_dict
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TimingRecord
-from tests.processes import ROOT, free_port, read_jsonl, run_locust, write_yaml
-from tests.test_locust_run import FAST_PROFILE, SCENARIO
+from tests.support.cluster import CEILING, Cluster
+from tests.support.processes import ROOT, free_port, read_jsonl, run_locust, write_yaml
+from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
 
 WITHIN_S = 2.0
 
@@ -186,8 +187,6 @@ def test_a_target_that_comes_up_within_the_window_is_not_stopped(tmp_path: Path)
 
 @pytest.mark.slow
 def test_a_master_stops_when_every_worker_failed_fast(tmp_path: Path) -> None:
-    from tests.test_distributed import Cluster
-
     data = {**SCENARIO, "failures": {"fail_fast": {"within_s": WITHIN_S}}}
     dead = f"http://127.0.0.1:{free_port()}"
     with Cluster(tmp_path, workers=2, run_time="120s", users=4, master_args=("--host", dead), scenario=data) as cluster:
@@ -201,10 +200,10 @@ def test_a_master_stops_when_every_worker_failed_fast(tmp_path: Path) -> None:
 @pytest.mark.slow
 @contextmanager
 def replay_server(tmp_path: Path) -> Iterator[str]:
-    """tests/replay_server.py in its own process: its URL."""
+    """tests/support/replay_server.py in its own process: its URL."""
     log = tmp_path / "replay.jsonl"
     replay = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "replay_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(ROOT / "tests" / "support" / "replay_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert replay.stdout is not None
@@ -256,8 +255,6 @@ def test_a_redirect_fails_fast_with_a_hint_and_is_not_hammered(tmp_path: Path, t
 
 @pytest.mark.slow
 def test_workers_stop_soon_after_their_master_is_lost_and_keep_every_record(tmp_path: Path) -> None:
-    from tests.test_distributed import CEILING, Cluster
-
     with Cluster(tmp_path, workers=1, run_time=CEILING, expect=1, master_args=("--master-lost-timeout", "3")) as cluster:
         cluster.wait_for("requests from worker-0", lambda: len(cluster.worker_lines("worker-0")) >= 5)
         cluster.master.kill()  # SIGKILL: no goodbye to the workers
@@ -282,8 +279,6 @@ def test_workers_on_their_own_spend_no_more_than_their_share_of_the_budget(tmp_p
     was in flight, although the workers go on for 20 s before they give their master up."""
     import os
     import signal
-
-    from tests.test_distributed import CEILING, Cluster
 
     price = {"input": 100.0, "output": 100.0}  # $ per million tokens: a request costs cents
     scenario = {**SCENARIO, "prices": {"model-fast": price, "model-slow": price}}
@@ -339,8 +334,6 @@ def test_a_retry_waits_the_servers_retry_after_or_a_doubling_backoff_and_only_fo
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["fast", "sdk"])
 def test_retries_count_attempts_and_requests_apart_and_time_what_the_application_waits(tmp_path: Path, transport: str) -> None:
-    from tests.test_locust_run import run_against_emulator
-
     profile = {**FAST_PROFILE, "faults": {"rate_limited": 0.3, "retry_after_s": 1}}
     retries = {"max": 2, "on": ["rate_limited"], "wait_retry_after": True}
     scenario = write_yaml(tmp_path / "retries.yaml", {**SCENARIO, "failures": {"retries": retries, "backoff": None}})

@@ -1,4 +1,4 @@
-"""The harness against an independent server with a known script (tests/fixed_server.py).
+"""The harness against an independent server with a known script (tests/support/fixed_server.py).
 
 The emulator and the harness share authors; this server shares nothing with either. Its
 timings are fixed (first text 150 ms after the request, then a delta every 20 ms), and it
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.emulator.process import stop_process
-from tests import fixed_server
-from tests.processes import ROOT, by_request_id, percentile, read_jsonl, run_locust, write_yaml
+from tests.support import fixed_server
+from tests.support.processes import ROOT, by_request_id, percentile, read_jsonl, run_locust, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def server(tmp_path: Path):
     log = tmp_path / "server.jsonl"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "fixed_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(ROOT / "tests" / "support" / "fixed_server.py"), "--log", str(log)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None

@@ -34,7 +34,7 @@ import pytest
 
 from harness.emulator.process import EmulatorProcess
 from harness.records import RECORDS_FILE
-from tests.processes import LOCUST, ROOT, by_request_id, cluster_env, free_port, read_jsonl, run_locust, write_yaml
+from tests.support.processes import LOCUST, ROOT, by_request_id, cluster_env, free_port, read_jsonl, run_locust, write_yaml
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.stats import LIVE_WINDOW_S
-from tests.processes import ROOT, write_yaml
-from tests.test_locust_run import FAST_PROFILE, SCENARIO, start_emulator
+from tests.support.processes import ROOT, write_yaml
+from tests.support.runs import FAST_PROFILE, SCENARIO, start_emulator
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_requests_leave_no_garbage_in_cycles_and_no_objects_behind(tmp_path: Pat
     emulator = start_emulator(tmp_path, {**FAST_PROFILE, "faults": {"rate_limited": 0.05, "retry_after_s": 0}})
     try:
         child = subprocess.run(
-            [sys.executable, "-m", "tests.memory_child", emulator.url or "", str(scenario), str(tmp_path / "runs"), str(N), "3"],
+            [sys.executable, "-m", "tests.support.memory_child", emulator.url or "", str(scenario), str(tmp_path / "runs"), str(N), "3"],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -11,8 +11,9 @@ import pytest
 
 from harness import exitcodes, options
 from harness.records import RECORDS_FILE, read_records
-from tests.processes import read_jsonl, run_locust, write_yaml
-from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator, start_emulator
+from tests.support.cluster import Cluster
+from tests.support.processes import read_jsonl, run_locust, write_yaml
+from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator, start_emulator
 
 
 @pytest.mark.parametrize(
@@ -117,8 +118,6 @@ def test_an_output_that_cannot_be_written_at_the_end_fails_the_run_and_the_other
 
 @pytest.mark.slow
 def test_a_worker_writes_below_its_own_output_dir(tmp_path: Path) -> None:
-    from tests.test_distributed import Cluster
-
     own = tmp_path / "worker-own-runs"
     with Cluster(tmp_path, workers=1, run_time="3s", expect=2) as cluster:
         cluster.add_worker(args=("--output-dir", str(own)))

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.timing import StreamTimer, TimingRecord
 from harness.transport import SdkTransport
-from tests.test_timing import block_start, message_end, message_start, text
+from tests.support.sse import block_start, message_end, message_start, text
 
 SETTINGS = settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

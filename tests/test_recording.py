@@ -16,10 +16,8 @@ from harness.points import line, request_line
 from harness.recording import POINTS_FILE, FileSink, InfluxConfig, PointWriter
 from harness.records import RECORDS_FILE
 from harness.timing import TimingRecord
-from tests.processes import Background, FaultProxy, LocustResult, VictoriaMetrics, free_port, read_jsonl, write_yaml
-from tests.test_locust_run import FAST_PROFILE, SCENARIO, run_against_emulator
-
-INFLUX_ENV = {"INFLUXDB_V2_TOKEN": "test-token", "INFLUXDB_V2_ORG": "test-org", "INFLUXDB_V2_BUCKET": "test"}
+from tests.support.processes import INFLUX_ENV, Background, FaultProxy, LocustResult, VictoriaMetrics, free_port, read_jsonl, write_yaml
+from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
 
 
 # --- line protocol -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 
 from harness.report import load_records, main, render_report
 from harness.results import parse_summary
-from tests.processes import ROOT, run_locust, write_yaml
+from tests.support.processes import ROOT, run_locust, write_yaml
 
 PLOTS = ("ttft-dist", "latency-dist", "ttft-time", "throughput", "errors", "tokens-cost", "health")
 TIME_SERIES = ("ttft-time", "throughput")

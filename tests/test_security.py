@@ -26,9 +26,9 @@ import requests
 
 from harness.credentials import WEB_PASSWORD_ENV, WEB_USER_ENV, WORKER_SECRET_ENV
 from harness.emulator.process import EmulatorProcess
-from tests.processes import LOCUST, ROOT, cluster_env, free_port, own_address, read_jsonl
-from tests.test_distributed import CEILING, Cluster
-from tests.test_webui import ARTIFACTS, LocustUI, new_page
+from tests.support.cluster import CEILING, Cluster
+from tests.support.processes import LOCUST, ROOT, cluster_env, free_port, own_address, read_jsonl
+from tests.support.webui import ARTIFACTS, LocustUI, new_page
 
 pytestmark = pytest.mark.slow
 
@@ -283,8 +283,8 @@ def test_the_master_listens_for_workers_on_loopback_only_by_default(tmp_path: Pa
 
 
 def stranger(mode: str, port: int, out: Path, seconds: float, env: dict[str, str]) -> list[dict[str, Any]]:
-    """tests/stranger_worker.py from this machine's network address; the messages it was sent."""
-    command = [sys.executable, "-m", "tests.stranger_worker", mode, own_address(), str(port), str(seconds), str(out)]
+    """tests/support/stranger_worker.py from this machine's network address; the messages it was sent."""
+    command = [sys.executable, "-m", "tests.support.stranger_worker", mode, own_address(), str(port), str(seconds), str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return read_jsonl(out)

@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.stats import RecentStats, RunStats
-from harness.timing import OK, RATE_LIMITED, TimingRecord
-
-
-def record(model: str, ttft: float | None, latency: float, outcome: str = OK, prompt: str = "p") -> TimingRecord:
-    mode = "blocking" if ttft is None else "stream"
-    rec = TimingRecord(model=model, prompt=prompt, mode=mode, outcome=outcome, latency_ms=latency)
-    if ttft is not None:
-        rec.ttft_ms, rec.first_content, rec.last_token_ms = ttft, "text", latency
-    rec.input_tokens, rec.output_tokens, rec.cost_usd = 10, 11, 0.5
-    return rec
+from harness.timing import RATE_LIMITED
+from tests.support.records import record
 
 
 def test_percentiles_are_precise_to_three_digits() -> None:

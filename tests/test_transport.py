@@ -1,6 +1,6 @@
 """Both transports against the same recorded streams: identical records and outcomes.
 
-tests/replay_server.py replays scripted responses (clean streams, thinking, tool use,
+tests/support/replay_server.py replays scripted responses (clean streams, thinking, tool use,
 mid-stream errors, truncated and dropped streams, HTTP errors, a stall, malformed and
 unknown events) and logs when it wrote the first text. Each script is sent through
 FastTransport and through SdkTransport; the two TimingRecords must agree field by field,
@@ -27,8 +27,8 @@ import pytest
 from harness.deadlines import CHECK_S
 from harness.scenario import Timeouts
 from harness.timing import API_ERROR, CONNECTION_ERROR, OK, OVERLOADED, PROTOCOL_ERROR, RATE_LIMITED, TIMEOUT, TimingRecord
-from tests import replay_server
-from tests.processes import ROOT
+from tests.support import replay_server
+from tests.support.processes import ROOT
 
 # every test is bounded, the module's fixtures (run with the first test) included; the file takes ~60 s
 pytestmark = pytest.mark.timeout(120)
@@ -153,7 +153,7 @@ class Replay:
 def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
     log = tmp_path_factory.mktemp("replay") / "replay.jsonl"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "replay_server.py"), "--log", str(log)],
+        [sys.executable, str(ROOT / "tests" / "support" / "replay_server.py"), "--log", str(log)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -174,7 +174,7 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
 
 
 class Transport:
-    """One transport of tests/transport_child.py (a gevent-patched process, as inside Locust)."""
+    """One transport of tests/support/transport_child.py (a gevent-patched process, as inside Locust)."""
 
     def __init__(self, child: subprocess.Popen[str], name: str, url: str) -> None:
         self.child, self.name, self.url = child, name, url
@@ -192,7 +192,7 @@ class Transport:
 @contextmanager
 def transport_child(url: str) -> Iterator[dict[str, Transport]]:
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.transport_child"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.support.transport_child"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"

@@ -13,12 +13,10 @@ Locust private web-UI API the harness relies on (harness/webui.py's `LocustWebUI
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -39,30 +37,16 @@ from harness.sampler import Pick, Sampler
 from harness.scenario import load_scenario
 from harness.stats import LabelStats, RecentStats, RunStats, histogram_values
 from harness.timing import OUTCOMES, TimingRecord
-from tests.processes import LOCUST, ROOT, free_port, write_yaml
+from tests.support.processes import ROOT, write_yaml
+from tests.support.webui import API_KEY, ARTIFACTS, WAIT_S, LocustUI, new_page
 
-ARTIFACTS = ROOT / "test-artifacts"
-PROFILE = {
-    "seed": 3,
-    "models": {
-        "default": {
-            "ttft_ms": 50,
-            "ttft_ms_per_1k_input": 5,
-            "output_tps": 300,
-            "jitter": 0.2,
-            "output_tokens": {"mean": 30, "sd": 8, "min": 5},
-        },
-    },
-}
 SMALL_SCENARIO = {
     "name": "small",
     "models": [{"model": "claude-haiku-4-5", "weight": 1}],
     "prompts": [{"name": "hi", "weight": 1, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 32}],
     "stream": 1.0,
 }
-API_KEY = "sk-ant-" + "api03-WEBUI-TEST-KEY-never-shown-0123456789"  # split: no key-like literal in the repo
 INFLUX_TOKEN = "influx-token-WEBUI-never-shown-9876543210"
-WAIT_S = 90.0  # for one piece of evidence: a process may be held up for seconds on this VM
 
 
 def poll(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
@@ -72,80 +56,6 @@ def poll(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> 
         assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
         time.sleep(0.5)
     return value
-
-
-# --- the Locust process --------------------------------------------------------------------
-class LocustUI:
-    """`locust` with its web UI on a free loopback port; killed (with the emulator) at the end."""
-
-    def __init__(
-        self, tmp_path: Path, scenario: str | Path, *args: str, web_host: str | None = "127.0.0.1", env: dict[str, str] | None = None
-    ) -> None:
-        """`web_host` None: the harness's default."""
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / "locust.log"
-        profile = write_yaml(tmp_path / "profile.yaml", PROFILE)
-        command = [
-            LOCUST,
-            "-f",
-            "locustfile.py",
-            *(["--web-host", web_host] if web_host else []),
-            "--web-port",
-            str(self.port),
-            "--scenario",
-            str(scenario),
-            "--emulator-profile",
-            str(profile),
-            "--output-dir",
-            str(tmp_path / "runs"),
-            "--points",
-            "off",
-            *args,
-        ]
-        env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY, **(env or {})}
-        with self.log.open("wb") as log:
-            # its own session: the emulator it starts is in the same process group
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = WAIT_S) -> LocustUI:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"locust exited early:\n{self.output()}"
-            try:
-                with urllib.request.urlopen(self.url + "/claude/stats", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"the web UI did not come up:\n{self.output()}")
-
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=20) as response:
-            return json.loads(response.read())
-
-    def get_text(self, path: str) -> str:
-        with urllib.request.urlopen(self.url + path, timeout=60) as response:
-            return response.read().decode("utf-8", "replace")
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # locust quits and stops its emulator
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of its group
-        self.process.wait(10)
-
-
-def new_page(browser: Any) -> Any:
-    context = browser.new_context(viewport={"width": 1920, "height": 1080}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(WAIT_S * 1000)
-    return page
 
 
 def screenshot(page: Any, name: str, full_page: bool = True) -> None:

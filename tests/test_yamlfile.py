@@ -13,8 +13,8 @@ import yaml
 from harness import exitcodes, yamlfile
 from harness.emulator.profile import ProfileError, load_profile
 from harness.scenario import MAX_STATS_GROUPS, ScenarioError, load_scenario
-from tests.processes import run_locust, write_yaml
-from tests.test_locust_run import SCENARIO
+from tests.support.processes import run_locust, write_yaml
+from tests.support.runs import SCENARIO
 
 
 def laughs(levels: int, width: int = 9) -> str:

@@ -1,7 +1,7 @@
 """The emulator's timer wheel: millisecond buckets of connections with a write due.
 
 Shared by the emulator's connections and the benchmark's reference server
-(`harness.bench_reference`), so both time their writes the same way.
+(`benchmarks/reference.py`), so both time their writes the same way.
 """
 
 from __future__ import annotations

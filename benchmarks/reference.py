@@ -1,8 +1,8 @@
 """The benchmark's capacity floor: the least a Python server can do for the same streams.
 
-    python -m harness.bench_reference --profile PROFILE --ground-truth FILE [--port 0]
+    python -m benchmarks.reference --profile PROFILE --ground-truth FILE [--port 0]
 
-`harness.bench` measures the emulator's capacity (streams on one core, first-text
+`benchmarks.bench` measures the emulator's capacity (streams on one core, first-text
 lateness) with a raw client. On a shared or nested-virtualised machine part of that
 lateness belongs to the machine (the host taking the core away, costly wake-ups), not to
 the emulator. This server is the same-run reference that separates the two: it answers
@@ -184,7 +184,7 @@ async def serve(host: str, port: int, schedule: Schedule, ground_truth: str) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.bench_reference", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.reference", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--profile", required=True, help="emulator profile YAML; its `default` model gives the schedule")
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         schedule = Schedule(args.profile, args.seed)
     except ProfileError as err:
-        print(f"bench_reference: {err}", file=sys.stderr)
+        print(f"benchmarks.reference: {err}", file=sys.stderr)
         return 2
     return uvloop.run(serve(args.host, args.port, schedule, args.ground_truth))
 

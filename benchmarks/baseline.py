@@ -1,6 +1,6 @@
 """The benchmark's baseline: the hand-written AsyncAnthropic loop a user would write.
 
-    python -m harness.bench_baseline --url URL --concurrency N --run-time S --out FILE
+    python -m benchmarks.baseline --url URL --concurrency N --run-time S --out FILE
 
 N asyncio tasks (started evenly over `--ramp` seconds) each loop
 ``await client.messages.create(..., stream=True)`` and iterate the events, taking
@@ -10,7 +10,7 @@ docs suggest for many concurrent requests: ``max_retries=0`` and a connection po
 least N (``DefaultAsyncHttpxClient(limits=...)``); everything else is the SDK default.
 Runs on uvloop when it is installed.
 
-Prints ``all tasks started`` to stdout once the last task has begun (so `harness.bench`
+Prints ``all tasks started`` to stdout once the last task has begun (so `benchmarks.bench`
 can start its measured window), stops starting requests after `--run-time` seconds,
 waits for the requests in flight (bounded), then writes one JSON line per request to
 `--out`: request_id, start_ns, first_text_ns, end_ns, events, outcome, error.
@@ -31,7 +31,7 @@ perf_ns = time.perf_counter_ns
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.bench_baseline", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True, help="base URL of the Messages API (the emulator)")
     p.add_argument("--concurrency", type=int, required=True, help="concurrent streams (tasks)")
     p.add_argument("--ramp", type=float, default=1.0, help="seconds over which the tasks start")

@@ -25,7 +25,7 @@ from harness.credentials import WORKER_SECRET_ENV
 from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE, read_records
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).with_name("locust"))
 # a master and its workers share a secret (harness/workerauth.py): every cluster a test starts has this one
 CLUSTER_ENV = {WORKER_SECRET_ENV: "tests-worker-secret-7f3a9c1e"}
@@ -201,6 +201,10 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+# the InfluxDB settings of a run that writes its points to a test server (each test adds INFLUXDB_V2_URL)
+INFLUX_ENV = {"INFLUXDB_V2_TOKEN": "test-token", "INFLUXDB_V2_ORG": "test-org", "INFLUXDB_V2_BUCKET": "test"}
+
+
 class VictoriaMetrics:
     """Debian's victoria-metrics on loopback: it accepts influxdb-client's /api/v2/write."""
 
@@ -249,14 +253,14 @@ class VictoriaMetrics:
 
 
 class FaultProxy:
-    """tests/fault_proxy.py in its own process, in front of a server on `upstream_port`:
+    """tests/support/fault_proxy.py in its own process, in front of a server on `upstream_port`:
     `set("refuse")`, `set("stall")` and `set("pass")` simulate an outage while the server stays up."""
 
     def __init__(self, upstream_port: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fault_proxy", str(self.port), str(upstream_port)],
+            [sys.executable, "-m", "tests.support.fault_proxy", str(self.port), str(upstream_port)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

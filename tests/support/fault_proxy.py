@@ -10,7 +10,7 @@ line on stdin; each is acknowledged on stdout with `ok <mode>` once it is in eff
             `pass`, what was held is delivered, requests of clients that gave up included
             (the server then handles a request its client already resent: a legitimate duplicate).
 
-Usage: python -m tests.fault_proxy LISTEN_PORT UPSTREAM_PORT   (loopback only; prints `ready`)
+Usage: python -m tests.support.fault_proxy LISTEN_PORT UPSTREAM_PORT   (loopback only; prints `ready`)
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""Benchmark of the load generator itself: `python -m harness.bench` (`make bench`).
+"""Benchmark of the load generator itself: `python -m benchmarks.bench` (`make bench`).
 
-    python -m harness.bench [--levels 50,100,200,500] [--duration 15] [--json PATH]
-                            [--configs baseline,sdk,fast,fast-norecord] [--quick]
+    python -m benchmarks.bench [--levels 50,100,200,500] [--duration 15] [--json PATH]
+                               [--configs baseline,sdk,fast,fast-norecord] [--quick]
 
 For each level N (concurrent streams) and each configuration, against the emulator in
 its own process (pinned to one CPU, the load generator to another when there are 2+),
 with a bench profile that keeps the emulator far from saturation:
 
 - `baseline`: the hand-written AsyncAnthropic loop a user would write
-  (`harness.bench_baseline`, its own process, uvloop when installed);
+  (`benchmarks.baseline`, its own process, uvloop when installed);
 - `sdk`: the harness in Locust with `--transport sdk`;
 - `fast`: the harness in Locust with the default fast transport;
 - `fast-norecord`: as `fast` with points off (`NO_RECORD_ARGS`): the recording overhead.
@@ -21,7 +21,7 @@ baseline at the same level, and the client's TTFT error against the emulator's g
 perf_counter_ns = CLOCK_MONOTONIC) plus the emulator's own lateness (first text written
 minus scheduled), so that a late server is visible. Then the capacity: a raw asyncio
 client (bytes only, no parsing) holding 500, 750 and 1000 streams against the emulator on one
-core, and the same against `harness.bench_reference`, the least a Python server can do
+core, and the same against `benchmarks.reference`, the least a Python server can do
 for the same schedule: its lateness in the same run is the machine's floor (steal time of
 the server's core is reported too). Everything goes to a JSON file with the machine,
 package versions and the profile.
@@ -62,7 +62,7 @@ from harness.compressed import read_lines
 from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository: children run from it
 CONFIGS = ("baseline", "sdk", "fast", "fast-norecord")
 NO_RECORD_ARGS = ["--points", "off"]  # recording (points) off
 
@@ -87,7 +87,7 @@ BENCH_PROFILE: dict[str, Any] = {
 
 BENCH_SCENARIO: dict[str, Any] = {
     "name": "bench",
-    "description": "harness.bench: one short streamed prompt",
+    "description": "benchmarks.bench: one short streamed prompt",
     "models": [{"model": MODEL, "weight": 1}],
     "prompts": [{"name": "short", "weight": 1, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS}],
     "stream": 1.0,
@@ -104,7 +104,7 @@ EXIT_TIMEOUT_S = 60  # ...and exit this long after its run time
 PACKAGES = ("anthropic", "httpx2", "locust", "gevent", "geventhttpclient", "uvloop", "psutil", "pydantic")
 
 HEADER = (
-    "Benchmark of the load generator (harness.bench). Absolute times depend on this machine and\n"
+    "Benchmark of the load generator (benchmarks.bench). Absolute times depend on this machine and\n"
     "its neighbours: compare the RATIOS (CPU per request vs the hand-written AsyncAnthropic\n"
     "baseline at the same level) and the TTFT errors against the emulator's ground truth."
 )
@@ -247,9 +247,9 @@ class Emulator:
 
 
 class ReferenceServer(Emulator):
-    """`python -m harness.bench_reference`: the machine's floor for the capacity test."""
+    """`python -m benchmarks.reference`: the machine's floor for the capacity test."""
 
-    MODULE = "harness.bench_reference"
+    MODULE = "benchmarks.reference"
     READY = "reference server listening on "
 
 
@@ -470,7 +470,7 @@ def baseline_command(setup: Setup, url: str, users: int, out: Path) -> list[str]
     return [
         sys.executable,
         "-m",
-        "harness.bench_baseline",
+        "benchmarks.baseline",
         "--url",
         url,
         "--concurrency",
@@ -900,7 +900,7 @@ def machine_info(cpus: list[int], loadgen: set[int] | None, emulator: set[int] |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default=None, help="concurrent streams, comma-separated (default 50,100,200,500)")
     p.add_argument("--duration", type=float, default=None, help="seconds of measured load per configuration (default 15)")
     p.add_argument("--warmup", type=float, default=None, help="seconds after all users run before measuring (default 3)")
@@ -974,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     previous_handler = signal.signal(signal.SIGTERM, _sigterm)
     report: dict[str, Any] = {
-        "benchmark": "harness.bench",
+        "benchmark": "benchmarks.bench",
         "note": "Absolute times depend on the machine; compare ratios (CPU per request vs the baseline) and TTFT errors.",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(cpus, loadgen_cpus, emulator_cpus),

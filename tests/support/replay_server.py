@@ -17,7 +17,7 @@ non-empty text delta, `empty_text`, `message_start`, `first_thinking`, `first_to
 always `headers` = the status line, and `last_delta` = the last content_block_delta), and
 `max_delta_gap_ms`, the largest pause between two content_block_delta writes.
 
-    python tests/replay_server.py --log FILE     # prints "listening on http://127.0.0.1:PORT"
+    python tests/support/replay_server.py --log FILE     # prints "listening on http://127.0.0.1:PORT"
 """
 
 from __future__ import annotations

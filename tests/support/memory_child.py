@@ -2,7 +2,7 @@
 the plugin, the users, the guard with an abort rule, the web UI's live figures), against the
 emulator, for tests/test_memory.py:
 
-    python -m tests.memory_child URL SCENARIO OUTPUT_DIR N CHECKPOINTS
+    python -m tests.support.memory_child URL SCENARIO OUTPUT_DIR N CHECKPOINTS
 
 After a warm-up of N requests, and of WARMUP_S seconds (the live figures' time buckets fill up
 by then), the garbage collector is switched off; then at each of

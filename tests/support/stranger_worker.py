@@ -1,7 +1,7 @@
 """A process that connects to a master's worker port as a Locust worker would, and writes down
 every message the master sends it (tests/test_security.py).
 
-    python -m tests.stranger_worker MODE MASTER_HOST MASTER_PORT SECONDS OUT
+    python -m tests.support.stranger_worker MODE MASTER_HOST MASTER_PORT SECONDS OUT
 
 - `stranger`: knows no secret. Sends Locust's client_ready, heartbeats, a forged stats report
   (an entry named "forged" with 1,000 requests), then the harness's join and a made-up proof,

@@ -2,7 +2,7 @@
 sockets then yield to gevent, so the harness's deadlines hold for it too), for
 tests/test_transport.py. A pytest process must not be patched (tests/conftest.py).
 
-    python -m tests.transport_child      # prints "ready"; then one JSON command per stdin line:
+    python -m tests.support.transport_child      # prints "ready"; then one JSON command per stdin line:
     {"url": ..., "transport": "fast"|"sdk", "body": {...}, "stream": bool, "timeouts": {...}}
     -> one JSON line per command: the TimingRecord's fields
 """

@@ -5,7 +5,7 @@ text delta, the first real text at 150 ms and nine more deltas 20 ms apart; bloc
 requests get the whole message after 200 ms. Every write time is logged (perf_counter_ns,
 CLOCK_MONOTONIC) so tests can check the harness's timings against it.
 
-    python tests/fixed_server.py --log FILE      # prints "listening on http://127.0.0.1:PORT"
+    python tests/support/fixed_server.py --log FILE      # prints "listening on http://127.0.0.1:PORT"
 """
 
 from __future__ import annotations
