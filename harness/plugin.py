@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -23,7 +24,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 from harness import credentials, exitcodes, locust_bounds, locust_env, locust_outputs, pauses, slo, webaccess, webui
 from harness import options as cli
 from harness.credentials import API_KEY_ENV, EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, take_influx_token
-from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, worker_output_dir
+from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, WorkerState, worker_output_dir
 from harness.emulator.process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.health import Thresholds
@@ -94,9 +95,13 @@ class Session:
             self.options.max_cost_usd or scenario.budget_usd,
             self.options.max_requests,
             scenario.abort,
-            workers=self.link.workers.values if self.link is not None else None,
+            workers=self._workers if self.link is not None else None,
         )
         self.baseline = load_baseline(self.options.baseline) if self.options.baseline else None
+
+    def _workers(self) -> Iterable[WorkerState]:
+        """The workers of the current run (the link makes their states anew at each run)."""
+        return self.link.workers.values() if self.link is not None else ()
 
     @property
     def role(self) -> str:
