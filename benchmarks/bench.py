@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import yaml
@@ -569,19 +569,19 @@ class _RawStream(asyncio.Protocol):
         self.done = done
         self.tail = b""
         self.new_response = True
-        self.tr: asyncio.Transport | None = None
+        self.tr: asyncio.Transport  # set by connection_made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.tr = transport  # type: ignore[assignment]
+        self.tr = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is no asyncio.Transport subclass)
         self._send()
 
     def _send(self) -> None:
         if self.stop.is_set():
-            self.tr.close()  # type: ignore[union-attr]
+            self.tr.close()
             return
         self.new_response = True
         self.tail = b""
-        self.tr.write(self.request)  # type: ignore[union-attr]
+        self.tr.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         c = self.c
@@ -589,7 +589,7 @@ class _RawStream(asyncio.Protocol):
             self.new_response = False
             if not data.startswith(b"HTTP/1.1 200"):
                 c["errors"] += 1
-                self.tr.close()  # type: ignore[union-attr]
+                self.tr.close()
                 return
         c["bytes"] += len(data)
         c["events"] += data.count(b"\n\n")

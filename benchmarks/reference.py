@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import uvloop
 
@@ -116,7 +117,7 @@ class Conn(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.tr: asyncio.Transport | None = None
+        self.tr: asyncio.Transport  # set by connection_made
         self.buf = b""
         self.active = False
         self.targets: list[int] = []
@@ -124,7 +125,7 @@ class Conn(asyncio.Protocol):
         self.due = 0  # the wheel bucket this connection waits in (the Wheel's Scheduled protocol)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.tr = transport  # type: ignore[assignment]
+        self.tr = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is no asyncio.Transport subclass)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -143,7 +144,7 @@ class Conn(asyncio.Protocol):
         self.active = True
         self.targets = self.server.schedule.targets(perf_ns())
         self.i = 0
-        self.tr.write(HEAD)  # type: ignore[union-attr]
+        self.tr.write(HEAD)
         self.server.wheel.add(self, self.targets[0])
 
     def _run(self) -> None:

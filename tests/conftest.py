@@ -1,13 +1,22 @@
-"""Session-wide guards and shared fixtures of the test suite."""
+"""Session-wide guards and shared fixtures of the test suite.
+
+The interpreter is gevent-patched here, before any test module is collected: Locust patches it
+when it is first imported, and test modules import it at collection, so without this a class
+defined before that import (tests/support's `Background` thread) would be a native thread in
+one run order and a greenlet in another, waiting on gevent primitives from a foreign thread.
+"""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
 from gevent import monkey
+
+monkey.patch_all()
+
+import shutil  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
 
 BROWSER_ARGS = [
     "--no-sandbox",
