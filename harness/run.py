@@ -99,7 +99,7 @@ class HarnessRun:
         self.scenario = config.scenario
         self.ledger = Ledger()
         self.stats = RunStats()  # the figures: requests that started inside the measurement window
-        self.recent = self._new_recent()  # the same over a sliding window (web UI, abort rule)
+        self._recent = self._new_recent()
         self.in_flight = 0
         self.admitted = 0
         self.on_limit: Callable[[str], None] | None = None  # told when the request limit (or the share) refuses
@@ -124,9 +124,17 @@ class HarnessRun:
             SdkTransport(config.target, config.pool_size, config.scenario.timeouts.connect_s) if config.transport == "sdk" else None
         )
 
-    def _new_recent(self) -> RecentStats:
+    def _new_recent(self) -> RecentStats | None:
+        if self.config.role == "worker":
+            return None  # its requests reach the master's sliding window in its reports
         abort = self.scenario.abort
         return RecentStats(keep_s=max(LIVE_WINDOW_S, abort.window_s if abort is not None else 0.0))
+
+    @property
+    def recent(self) -> RecentStats:
+        """The figures over a sliding window (web UI, abort rule): a local process's or a master's."""
+        assert self._recent is not None, "a worker keeps no sliding window"
+        return self._recent
 
     @staticmethod
     def _point_writer(config: RunConfig) -> PointWriter | None:
@@ -219,7 +227,7 @@ class HarnessRun:
         ledger.openings.append(time.perf_counter_ns())
         ledger.window_opened_at = time.time()
         self.stats.reset()
-        self.recent = self._new_recent()
+        self._recent = self._new_recent()
 
     def emit(self, record: TimingRecord) -> None:
         """Fan one finished request out to every sink, exactly once: the records and points
@@ -256,7 +264,8 @@ class HarnessRun:
         if record.ok and record.first_content == "text":
             self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)  # type: ignore[arg-type]  # float ms, as in request events (typed int)
         self.stats.add(record)
-        self.recent.add(record)
+        if self._recent is not None:
+            self._recent.add(record)
 
     # --- lifecycle --------------------------------------------------------------------
     def _on_health(self, sample: HealthSample) -> None:
@@ -296,7 +305,7 @@ class HarnessRun:
             self.records.flush()  # on disk: at least every request this report counts
         return {
             "run_id": self.config.run_id,
-            "stats": self.stats.take().encode(),
+            "stats": self.stats.encode_delta(),
             "health": self.health.latest.fields() if self.health.latest else {},
             "saturated_samples": self.health.saturated_samples,
             "unreliable": self.health.unreliable,

@@ -6,7 +6,8 @@
 Runs the harness headless at steady load against its built-in emulator (locally, or as a
 master with `--workers N` worker processes on this machine), samples the resident memory
 (RSS) of every process every few seconds, and prints, per process, the RSS after warm-up and
-at the end and the slope of a least-squares line through the samples after warm-up, in MB
+at the end and the slope of a least-squares line through the samples at steady load (after
+warm-up, until the run time is up: the stop and the last reports are not steady load), in MB
 per hour and in percent per hour of the RSS after warm-up (the target: under 5 % per hour).
 Then the disk a run takes: the bytes of every file it wrote (records, points, the emulator's
 log, reports) per million requests recorded. Exit code 0 unless the soak could not run (a
@@ -50,8 +51,10 @@ class Track:
         if rss:  # 0: it has exited, and not yet been waited for
             self.samples.append((at_s, rss))
 
-    def after(self, warmup_s: float) -> list[tuple[float, int]]:
-        return [(t, rss) for t, rss in self.samples if t >= warmup_s]
+    def steady(self, warmup_s: float, end_s: float) -> list[tuple[float, int]]:
+        """The samples at steady load: after the warm-up, before the run's end (its stop and
+        final reports are not steady load)."""
+        return [(t, rss) for t, rss in self.samples if warmup_s <= t <= end_s]
 
 
 def slope_per_hour(samples: list[tuple[float, int]]) -> float | None:
@@ -67,8 +70,8 @@ def slope_per_hour(samples: list[tuple[float, int]]) -> float | None:
     return sum((t - mean_t) * (rss - mean_rss) for t, rss in samples) / spread * 3600
 
 
-def growth(track: Track, warmup_s: float) -> dict[str, Any]:
-    samples = track.after(warmup_s)
+def growth(track: Track, warmup_s: float, end_s: float) -> dict[str, Any]:
+    samples = track.steady(warmup_s, end_s)
     slope = slope_per_hour(samples)
     start = samples[0][1] if samples else None
     return {
@@ -170,7 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_minutes": args.warmup_minutes,
         "requests": recorded,
         "exit_code": processes[0].returncode,
-        "processes": [growth(track, warmup_s) for track in tracks],
+        "processes": [growth(track, warmup_s, args.minutes * 60) for track in tracks],
         "disk_bytes": written,
         "disk_bytes_per_request": written / recorded if recorded else None,
         "output_dir": str(output_dir),

@@ -9,15 +9,20 @@ which merges them: the merged percentiles are exactly those of all requests toge
 
 from __future__ import annotations
 
+import base64
+import ctypes
+import sys
 import weakref
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any
 
-from hdrh.codec import HdrHistogramEncoder
+from hdrh.codec import V2_MAX_WORD_SIZE_IN_BYTES, HdrHistogramEncoder, HdrPayload, ext_header_size, payload_header_size
 from hdrh.histogram import HdrHistogram
+from pyhdrh import encode as encode_varints
 
 from harness.results import Application, Group, Histograms, Percentiles
 from harness.timing import CANCELLED, OK, OUTCOMES, TimingRecord
@@ -54,6 +59,58 @@ class Histogram(HdrHistogram):
 
     def decode_and_add(self, encoded_histogram: bytes | str) -> None:
         self.add(Histogram.decode(encoded_histogram, self.b64_wrap))
+
+    def encode(self) -> bytes:
+        """hdrh's encoding (V2, zlib, base64), byte for byte, without a new ctypes type per call:
+        see `_compressed_counts`."""
+        assert self.b64_wrap
+        relevant = self.get_counts_array_index(self.max_value) + 1 if self.total_count else 0
+        compressed = _compressed_counts(self.encoder.payload, relevant)
+        header = self.encoder.header
+        header.length = len(compressed)
+        return base64.b64encode(ctypes.string_at(ctypes.addressof(header), ext_header_size) + compressed)
+
+    def reset(self) -> None:
+        """hdrh's reset, with the counters zeroed in one call (hdrh sets them one by one in Python:
+        about a millisecond per histogram, with the event loop stalled)."""
+        ctypes.memset(self.counts, 0, ctypes.sizeof(self.counts))
+        self.total_count = 0
+        self.min_value = sys.maxsize
+        self.max_value = 0
+        self.start_time_stamp_msec = sys.maxsize
+        self.end_time_stamp_msec = 0
+
+
+class _EncodeBuffer:
+    """The one scratch buffer of `_compressed_counts` (the event loop runs one encoding at a time)."""
+
+    array: ctypes.Array[ctypes.c_byte] | None = None
+
+    @classmethod
+    def at_least(cls, size: int) -> ctypes.Array[ctypes.c_byte]:
+        if cls.array is None or len(cls.array) < size:
+            cls.array = (ctypes.c_byte * size)()
+        return cls.array
+
+
+def _compressed_counts(payload: HdrPayload, counts_limit: int) -> bytes:
+    """hdrh's `HdrPayload.compress`, into one buffer kept for the process. hdrh allocates its
+    buffer as a ctypes array of the exact size, and each new size is a new ctypes type: a type
+    lives in reference cycles, which the harness's rare collections (harness/pauses.py) leave in
+    memory, about 2 KB for each size met. A worker encodes dozens of histograms per report, of
+    ever new sizes: its memory crept up for hours."""
+    buffer = _EncodeBuffer.at_least(payload_header_size + payload.counts_len * V2_MAX_WORD_SIZE_IN_BYTES)
+    start = ctypes.addressof(buffer)
+    varint_len = encode_varints(
+        ctypes.addressof(payload.counts),
+        counts_limit,
+        payload.word_size,
+        start + payload_header_size,
+        counts_limit * V2_MAX_WORD_SIZE_IN_BYTES,
+    )
+    payload.payload.payload_len = varint_len
+    ctypes.memmove(start, ctypes.addressof(payload.payload), payload_header_size)
+    return zlib.compress(ctypes.string_at(start, payload_header_size + varint_len))
 
 
 def new_histogram() -> HdrHistogram:
@@ -148,6 +205,12 @@ class AppStats:
         self.latency.add(other.latency)
         self.ttft.add(other.ttft)
 
+    def clear(self) -> None:
+        self.outcomes.clear()
+        self.attempts = self.retried = 0
+        self.latency.reset()
+        self.ttft.reset()
+
     def figures(self) -> Application:
         requests = sum(self.outcomes.values())
         return Application(
@@ -227,6 +290,20 @@ class LabelStats:
         self.unpriced += other.unpriced
         if other.application is not None:
             self._application().merge(other.application)
+
+    def clear(self) -> None:
+        """Back to no requests, keeping the histograms' memory."""
+        self.outcomes.clear()
+        for name in HISTOGRAMS:
+            getattr(self, name).reset()
+        self.input_tokens = self.output_tokens = self.unpriced = 0
+        self.cost_usd = 0.0
+        if self.application is not None:
+            self.application.clear()
+
+    @property
+    def empty(self) -> bool:
+        return not self.outcomes and (self.application is None or not self.application.outcomes)
 
     @property
     def requests(self) -> int:
@@ -330,7 +407,7 @@ class RunStats:
         return RunStats.combined([self], pause)
 
     def encode(self) -> list[dict[str, Any]]:
-        return [{"model": model, "prompt": prompt, "mode": mode, **stats.encode()} for (model, prompt, mode), stats in self.labels.items()]
+        return [self._encode_label(label, stats) for label, stats in self.labels.items()]
 
     @classmethod
     def decode(cls, items: list[dict[str, Any]]) -> RunStats:
@@ -339,11 +416,20 @@ class RunStats:
             run_stats.labels[(item["model"], item["prompt"], item["mode"])] = LabelStats.decode(item)
         return run_stats
 
-    def take(self) -> RunStats:
-        """Hand over everything added so far and start empty (a worker's report delta)."""
-        delta = RunStats()
-        delta.labels, self.labels = self.labels, {}
+    def encode_delta(self) -> list[dict[str, Any]]:
+        """A worker's report delta: the labels with requests since the last one, encoded; then
+        every label back to zero. The histograms are kept and zeroed, not made anew: a worker
+        reports every few seconds, and new ones each time would churn megabytes through the
+        allocator, whose fragments stay in the process (its memory would creep up for hours)."""
+        delta = [self._encode_label(label, stats) for label, stats in self.labels.items() if not stats.empty]
+        for stats in self.labels.values():
+            stats.clear()
         return delta
+
+    @staticmethod
+    def _encode_label(label: Label, stats: LabelStats) -> dict[str, Any]:
+        model, prompt, mode = label
+        return {"model": model, "prompt": prompt, "mode": mode, **stats.encode()}
 
     @property
     def requests(self) -> int:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import gc
+import random
 
-from harness.stats import RecentStats, RunStats
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from harness.stats import Histogram, RecentStats, RunStats, new_histogram
 from harness.timing import RATE_LIMITED
 from tests.support.records import record
 
@@ -70,9 +74,62 @@ def test_encoded_deltas_merge_to_the_same_percentiles() -> None:
         (worker_a if i % 3 else worker_b).add(rec)
     merged = RunStats()
     for worker in (worker_a, worker_b):
-        merged.merge(RunStats.decode(worker.take().encode()))
-    assert worker_a.requests == 0  # take() hands the delta over
+        merged.merge(RunStats.decode(worker.encode_delta()))
+    assert worker_a.requests == 0 and worker_a.encode_delta() == []  # the delta is handed over once
     assert merged.total().figures(with_histograms=True) == whole.total().figures(with_histograms=True)
+
+
+def test_a_worker_reuses_its_histograms_from_one_delta_to_the_next() -> None:
+    worker, second_only = RunStats(), RunStats()
+    for i in range(1, 501):
+        worker.add(record("a", ttft=float(i), latency=1000.0 + i))
+    worker.add(record("b", ttft=5.0, latency=50.0))
+    first = worker.encode_delta()
+    histograms = [id(stats.ttft) for stats in worker.labels.values()]
+    for i in range(1, 301):  # only label "a" has requests in the second delta
+        rec = record("a", ttft=float(i % 50) + 0.25, latency=3000.0 + i)
+        worker.add(rec)
+        second_only.add(rec)
+    second = worker.encode_delta()
+    assert [id(stats.ttft) for stats in worker.labels.values()] == histograms  # zeroed, not made anew
+    assert len(first) == 2 and [item["model"] for item in second] == ["a"]  # a label without requests is not sent
+    assert RunStats.decode(second).total().figures(with_histograms=True) == second_only.total().figures(with_histograms=True)
+
+
+def test_a_reset_histogram_is_a_new_one() -> None:
+    histogram, fresh = new_histogram(), new_histogram()
+    for value in (1, 7, 123_456, 3_600_000_000):
+        histogram.record_value(value)
+    histogram.reset()
+    assert histogram.get_total_count() == 0 and not any(histogram.counts)
+    assert (histogram.get_min_value(), histogram.get_max_value()) == (fresh.get_min_value(), fresh.get_max_value())
+    histogram.record_value(42)
+    fresh.record_value(42)
+    assert histogram.encode() == fresh.encode()
+
+
+def test_histograms_encode_as_hdrh_does_without_a_ctypes_type_per_size() -> None:
+    rng = random.Random(3)
+    histograms = []
+    for _ in range(200):  # maxima far apart: hdrh would make an array type per encoded size
+        histogram = new_histogram()
+        for _ in range(rng.randint(0, 50)):
+            histogram.record_value(rng.randint(1, 3_600_000_000))
+        histograms.append(histogram)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        encoded = [histogram.encode() for histogram in histograms]
+        gc.collect()
+        types_left = [o for o in gc.garbage if isinstance(o, type)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert not types_left
+    assert encoded == [HdrHistogram.encode(histogram) for histogram in histograms]  # hdrh's own encoding, byte for byte
+    for histogram, blob in zip(histograms, encoded, strict=True):
+        decoded = Histogram.decode(blob)
+        assert (decoded.get_total_count(), decoded.get_max_value()) == (histogram.get_total_count(), histogram.get_max_value())
 
 
 def test_recent_stats_cover_a_sliding_window() -> None:
@@ -108,7 +165,7 @@ def test_requests_as_the_application_sees_them_count_once_and_travel_in_deltas()
     whole.abandon(cut)  # the run stopped while it waited for its retry
     worker.abandon(cut)
     merged = RunStats()
-    merged.merge(RunStats.decode(worker.take().encode()))
+    merged.merge(RunStats.decode(worker.encode_delta()))
     app = merged.total().figures().application
     assert app == whole.total().figures().application
     assert app is not None and (app.requests, app.attempts, app.retried, app.failures) == (301, 401, 101, 1)

@@ -3,6 +3,10 @@ the plugin, the users, the guard with an abort rule, the web UI's live figures),
 emulator, for tests/test_memory.py:
 
     python -m tests.support.memory_child URL SCENARIO OUTPUT_DIR N CHECKPOINTS
+    python -m tests.support.memory_child --worker MASTER_PORT N CHECKPOINTS
+
+or as a worker of a real master on loopback (Locust's worker runner: the run and the users come
+from the master, a report of the stats goes to it every few seconds).
 
 After a warm-up of N requests, and of WARMUP_S seconds (the live figures' time buckets fill up
 by then), the garbage collector is switched off; then at each of
@@ -26,10 +30,12 @@ import gevent.lock  # noqa: E402
 from locust import events  # noqa: E402
 from locust.argument_parser import get_parser  # noqa: E402
 from locust.env import Environment  # noqa: E402
+from locust.runners import Runner  # noqa: E402
 
 import locustfile  # noqa: E402,F401  (registers the plugin)
 from harness import locust_env  # noqa: E402
 from harness.live import Snapshots  # noqa: E402
+from harness.plugin import WorkerSession  # noqa: E402
 from harness.stats import LIVE_WINDOW_S  # noqa: E402
 from harness.users import ClaudeUser  # noqa: E402
 
@@ -37,8 +43,7 @@ USERS = 40
 WARMUP_S = LIVE_WINDOW_S + 10
 
 
-def main() -> None:
-    url, scenario, output_dir, n, checkpoints = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def local(url: str, scenario: str, output_dir: str) -> tuple[Environment, Runner]:
     options = get_parser().parse_args(
         [
             "-f",
@@ -60,9 +65,28 @@ def main() -> None:
     runner = environment.create_local_runner()
     events.init.fire(environment=environment, runner=runner, web_ui=None)
     runner.start(USERS, spawn_rate=USERS)
+    return environment, runner
+
+
+def worker(master_port: int) -> tuple[Environment, Runner]:
+    options = get_parser().parse_args(["-f", "locustfile.py", "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)])
+    environment = Environment(user_classes=[ClaudeUser], events=events, parsed_options=options)
+    runner = environment.create_worker_runner("127.0.0.1", master_port)
+    events.init.fire(environment=environment, runner=runner, web_ui=None)
+    return environment, runner
+
+
+def main() -> None:
+    if sys.argv[1] == "--worker":
+        environment, runner = worker(int(sys.argv[2]))
+        n, checkpoints = int(sys.argv[3]), int(sys.argv[4])
+    else:
+        environment, runner = local(*sys.argv[1:4])
+        n, checkpoints = int(sys.argv[4]), int(sys.argv[5])
     session = locust_env.session(environment)
-    live, quiet = Snapshots(session), gevent.lock.Semaphore()
-    gevent.spawn(poll, live, quiet)
+    quiet = gevent.lock.Semaphore()
+    if not isinstance(session, WorkerSession):
+        gevent.spawn(poll, Snapshots(session), quiet)
 
     def wait_for(count: int) -> None:
         while session.run is None or session.run.ledger.recorded < count:
