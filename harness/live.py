@@ -154,11 +154,13 @@ def run_figures(run: HarnessRun, link: MasterLink | None, pause: Callable[[], No
     timing of every request in flight, for tens of milliseconds, so `pause` runs between groups.
     Copies first (totals then equal the sum of their parts), the window before the totals:
     requests that end while the totals are copied count in the totals only, so that a total is
-    never below its window's figure."""
+    never below its window's figure. Whether the run is still running is read before the copies:
+    a request may end while they yield, so only a run that had ended before they began has
+    final figures in them."""
+    running = run.ended_at is None
     window = run.recent.window(WINDOW_S, pause)
     totals = run.stats.copy(pause)
     health = health_figures(run, link)
-    running = run.ended_at is None
     return {
         "run_id": run.config.run_id,
         "scenario": run.scenario.name,

@@ -378,5 +378,7 @@ def test_retries_count_attempts_and_requests_apart_and_time_what_the_application
         assert 1000 * (r["attempt"] - 1) <= waited_ms < 1600 * (r["attempt"] - 1) + 1, r
         if r["ttft_ms"] is not None:
             assert r["app_ttft_ms"] == pytest.approx(waited_ms + r["ttft_ms"], abs=0.01)
-    assert app["latency_ms"]["max"] >= 2000 > summary["totals"]["latency_ms"]["max"]  # a request retried twice
+    # the longest wait of a successful request (two retries in about 9 % of them, not in every short run)
+    retried_most = max((r["attempt"] - 1 for r in last if r["outcome"] == "ok"), default=0)
+    assert retried_most >= 1 and app["latency_ms"]["max"] >= 1000 * retried_most > summary["totals"]["latency_ms"]["max"]
     assert "requests as the application sees them" in result.stdout and "retried" in result.stdout
