@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -79,6 +80,7 @@ class Session:
         self._next_run_id = new_run_id()  # reserved at start-up: the emulator logs into its folder
         self.link: MasterLink | None = None
         self.gate: MasterGate | None = None
+        self._warmup: gevent.Greenlet | None = None  # an open loop's warm-up: opens the measurement window
         if isinstance(environment.runner, MasterRunner):
             assert worker_secret is not None, "a master has the worker secret"
             self.link = MasterLink(
@@ -151,8 +153,33 @@ class Session:
         logger.info("run %s: output in %s", run_id, output_dir)
 
     def on_test_stopping(self) -> None:
+        run = self.run
+        if run is not None and run.open_loop is not None:
+            run.open_loop.close()  # nothing more arrives; the users waiting for an arrival stop
         if self.link is not None:
             self.link.drain(self.environment.stop_timeout or 0.0)
+
+    def on_spawning_complete(self) -> None:
+        """Every user is up: `--reset-stats` opens the measurement window; an open loop's
+        arrivals start (until the cool-down), and its warm-up ends the window's wait."""
+        if self.environment.reset_stats:
+            self.open_window()
+        run = self.run
+        if run is None or run.open_loop is None or run.open_loop.start_ns is not None:
+            return
+        load = run.open_loop.load
+        until_s = None
+        if self.options.run_time:
+            until_s = max(0.0, self.options.run_time - load.cooldown_s - (time.time() - run.started_at))
+        run.open_loop.start(time.perf_counter_ns(), until_s)
+        if load.warmup_s:
+            self._warmup = gevent.spawn_later(load.warmup_s, self._end_warmup)
+
+    def _end_warmup(self) -> None:
+        """The warm-up is over: the figures start now, Locust's tables too (as on --reset-stats)."""
+        self._warmup = None
+        locust_env.runner(self.environment).stats.reset_all()
+        self.open_window()
 
     def open_window(self) -> None:
         """`--reset-stats` (spawning complete) or the web UI's "Reset stats": the figures start
@@ -166,6 +193,9 @@ class Session:
         run = self.run
         if run is None:
             return
+        if self._warmup is not None:
+            self._warmup.kill(block=False)
+            self._warmup = None
         self.guard.stop()
         run.close()
         built = build_summary(run, self.environment.stats.total.num_requests, self.options, self.link)
@@ -412,6 +442,9 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         scenario = load_scenario(options.scenario)
     except ScenarioError as exc:
         fail_usage(str(exc))
+    problem = load_problem(options, scenario, master)
+    if problem:
+        fail_usage(problem)
     _apply_load_defaults(options, scenario)
     if options.transport == "sdk":
         preload_sdk()
@@ -420,7 +453,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
     environment.events.quit.add_listener(lambda **_: session.on_quit())
     environment.events.quitting.add_listener(lambda **_: session.on_quitting())
     environment.events.reset_stats.add_listener(session.open_window)
-    environment.events.spawning_complete.add_listener(lambda **_: session.open_window() if environment.reset_stats else None)
+    environment.events.spawning_complete.add_listener(lambda **_: session.on_spawning_complete())
     STALE_REPORTS.link = session.link
     locust_bounds.keep_bounded(environment)
     if environment.web_ui is not None:
@@ -477,11 +510,34 @@ def announce_cost(scenario: Scenario, options: Any) -> None:
     )
 
 
+def load_problem(options: Any, scenario: Scenario, master: bool) -> str | None:
+    """Why the scenario's `load` may not run with these options, if it may not."""
+    load = scenario.load
+    if load is None:
+        return None
+    if not load.open_loop:
+        if load.stages:
+            return f"{scenario.source}: load.stages with users are not available yet; use -u/--users, or an open loop's rate stages"
+        return None
+    where = f"{scenario.source}: load.arrival is an open loop"
+    if options.num_users is not None:
+        return f"{where}: its users are load.max_in_flight ({load.in_flight_limit}); leave out -u/--users"
+    if options.reset_stats:
+        return f"{where}: its measurement window opens after load.warmup; leave out --reset-stats"
+    if master:
+        return f"{where}: open-loop runs on a master and workers are not available yet; run it in one process"
+    return None
+
+
 def _apply_load_defaults(options: Any, scenario: Scenario) -> None:
-    """The scenario's `load` section fills in what the command line left unset."""
+    """The scenario's `load` section fills in what the command line left unset. In an open loop
+    the users are the slots of max_in_flight, all spawned at once before the first arrival."""
     load = scenario.load
     if load is None:
         return
+    if load.open_loop:
+        options.num_users = load.in_flight_limit
+        options.spawn_rate = options.spawn_rate or load.in_flight_limit
     if options.num_users is None and load.users:
         options.num_users = load.users
     if options.spawn_rate is None and load.spawn_rate:

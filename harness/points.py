@@ -92,7 +92,8 @@ def line(measurement: str, tags: Mapping[str, Any], fields: Mapping[str, Any], t
 
 
 def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
-    """The point of one finished request, stamped at the request's start (wall clock, ns)."""
+    """The point of one finished request, stamped at the request's start (wall clock, ns), or in
+    an open loop at the time it was due."""
     tags = {**labels, "model": record.model, "prompt": record.prompt, "mode": record.mode, "outcome": record.outcome}
     fields = {
         "ttft_ms": record.ttft_ms if record.first_content == "text" else None,
@@ -118,5 +119,7 @@ def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
         "retried": True if record.retried else None,
         "app_latency_ms": record.app_latency_ms,
         "app_ttft_ms": record.app_ttft_ms,
+        # in an open loop: how late it was sent (its point is stamped at the time it was due)
+        "send_lag_ms": record.send_lag_ms,
     }
-    return line(REQUEST_MEASUREMENT, tags, fields, record.wall_start_ns)
+    return line(REQUEST_MEASUREMENT, tags, fields, record.scheduled_wall_ns or record.wall_start_ns)

@@ -49,7 +49,7 @@ from harness.report_plots import (
     svg,
 )
 from harness.results import Group, InputError, Summary, WorkerInfo, load_summary
-from harness.summary import accounting_text, application_text, lost_text
+from harness.summary import accounting_text, application_text, lost_text, render_arrivals
 from harness.timing import OK, OUTCOMES
 
 if TYPE_CHECKING:
@@ -232,7 +232,8 @@ def section_tables(summary: Summary) -> dict[str, Any]:
         models += [Row([f"ALL / {m}"], stats(g)) for m, g in summary.modes.items()]
     models.append(Row(["ALL"], stats(summary.totals), total=True))
     labels = [Row([g.model, g.prompt, g.mode], stats(g)) for g in summary.labels]
-    return {"models": models, "labels": labels, "application": application_lines(summary)}
+    arrivals = [line.strip() for line in render_arrivals(summary)]
+    return {"models": models, "labels": labels, "application": application_lines(summary), "arrivals": arrivals}
 
 
 def application_lines(summary: Summary) -> list[str]:

@@ -69,6 +69,15 @@ class Application(_Result):
     ttft_ms: Percentiles | None = Field(description="from the first attempt's start to the first text of the last one")
 
 
+class FromSchedule(_Result):
+    """In an open loop: the times from when each request was due, what a user of the service
+    felt (the SLOs judge these), and how late the requests were sent."""
+
+    send_lag_ms: Percentiles | None = Field(description="from the time a request was due to its (first attempt's) send")
+    latency_ms: Percentiles | None = Field(description="from the time a request was due to its last attempt's end")
+    ttft_ms: Percentiles | None = Field(description="from the time a request was due to the first text of its last attempt")
+
+
 class Group(_Result):
     """The figures of one group of requests: the whole run, a model, a mode or a label.
 
@@ -90,6 +99,7 @@ class Group(_Result):
     unpriced_requests: int = Field(default=0, ge=0, description="requests of models without a price: not in cost_usd")
     hdr: Histograms | None = None
     application: Application | None = Field(default=None, description="with retries: the requests as the application sees them")
+    from_schedule: FromSchedule | None = Field(default=None, description="in an open loop: the times from when each request was due")
 
     def count(self, outcome: str) -> int:
         return self.outcomes.get(outcome, 0)
@@ -263,6 +273,31 @@ class WorkerInfo(_Result):
 Status = Literal["PASS", "FAIL", "DONE", "ERRORS", "ABORTED", "STOPPED", "UNRELIABLE", "FAILED_FAST"]
 
 
+class Arrivals(_Result):
+    """An open loop's arrivals (the scenario's `load`): the target and what was achieved.
+    scheduled = sent + dropped + refused, exactly."""
+
+    arrival: Literal["poisson", "constant"]
+    unit: Literal["requests", "input_tokens", "output_tokens"] = Field(description="what the rates count")
+    span_s: float = Field(ge=0, description="the time arrivals were scheduled (from the start to the cool-down or the stop)")
+    target_per_s: float = Field(ge=0, description="the mean target rate over the span")
+    achieved_per_s: float = Field(ge=0, description="what was sent, per second of the span")
+    scheduled: int = Field(ge=0)
+    sent: int = Field(ge=0)
+    dropped: int = Field(ge=0, description="arrivals that found every one of max_in_flight busy")
+    refused: int = Field(ge=0, description="arrivals a limit refused (budget, request limit, disk)")
+    min_achieved: float = Field(description="the scenario's floor for achieved / target")
+
+    @property
+    def achieved_share(self) -> float | None:
+        return self.achieved_per_s / self.target_per_s if self.target_per_s else None
+
+    @property
+    def below_target(self) -> bool:
+        share = self.achieved_share
+        return share is not None and share < self.min_achieved
+
+
 class Verdict(_Result):
     status: Status
     exit_code: int | None = Field(description="the process's exit code (README: exit codes)")
@@ -289,6 +324,7 @@ class Summary(_Result):
     lost_workers: list[str] = Field(default_factory=list)
     refused_workers: dict[str, str] = Field(default_factory=dict)
     records_path: str | None = None
+    arrivals: Arrivals | None = Field(default=None, description="an open loop's arrivals; None: a closed loop")
     verdict: Verdict | None = None
 
     def to_json(self) -> str:

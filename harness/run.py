@@ -22,6 +22,7 @@ from harness import payload
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
 from harness.failures import Backoff, FailFast, Retrying
 from harness.health import Gauges, HealthMonitor, Thresholds
+from harness.openloop import Arrival, OpenLoop, TokenDemand
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
 from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, POINTS_FILE, FileSink, InfluxConfig, InfluxSink, PointWriter
@@ -120,9 +121,21 @@ class HarnessRun:
         self._retry_seq = itertools.count()
         # the SDK client is shared by all users and built now: building it in a user's
         # on_start would stall the requests of the users already running
+        self.token_demand: TokenDemand | None = None  # a token rate's pacing
+        self.open_loop = self._new_open_loop()
         self._shared_transport: Transport | None = (
             SdkTransport(config.target, config.pool_size, config.scenario.timeouts.connect_s) if config.transport == "sdk" else None
         )
+
+    def _new_open_loop(self) -> OpenLoop | None:
+        """An open loop's arrivals (the scenario's `load.arrival`); None: a closed loop."""
+        load = self.scenario.load
+        if load is None or not load.open_loop:
+            return None
+        if load.rate_unit != "requests":
+            self.token_demand = TokenDemand(load.rate_unit, lambda pick: len(self.prepare(pick).data))
+        seed = self.scenario.seed * 1_000_003 - 1  # apart from every user's sampler
+        return OpenLoop(load, Sampler(self.scenario, seed), self.token_demand or (lambda _pick: 1.0), self.scenario.seed)
 
     def _new_recent(self) -> RecentStats | None:
         if self.config.role == "worker":
@@ -207,11 +220,17 @@ class HarnessRun:
             return f"--max-requests {limit} reached"
         return self.share.refusal(self.ledger.spent_usd, self.admitted) if self.share is not None else None
 
-    def new_record(self, pick: Pick, attempt: int = 1) -> TimingRecord:
+    def new_record(self, pick: Pick, attempt: int = 1, arrival: Arrival | None = None) -> TimingRecord:
         """A record for a request (or a retry's attempt) about to be sent; it is in flight until
-        `emit`. The transport sets the precise start when it sends."""
+        `emit`. The transport sets the precise start when it sends. In an open loop it keeps the
+        time its request was due (`arrival`)."""
         self.in_flight += 1
-        return TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=time.perf_counter_ns(), attempt=attempt)
+        now_ns = time.perf_counter_ns()
+        record = TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=now_ns, attempt=attempt)
+        if arrival is not None:
+            record.scheduled_ns = arrival.scheduled_ns
+            record.scheduled_wall_ns = time.time_ns() - (now_ns - arrival.scheduled_ns)
+        return record
 
     def abandon(self, record: TimingRecord) -> None:
         """The run stopped while `record`'s request waited to be tried again: the request ends
@@ -236,6 +255,10 @@ class HarnessRun:
         record.cost_usd = self.prices.cost(
             record.model, record.input_tokens, record.output_tokens, record.cache_read_tokens, record.cache_creation_tokens
         )
+        if record.scheduled_ns is not None:
+            record.send_lag_ms = (record.start_ns - record.scheduled_ns) / 1e6
+            if self.token_demand is not None:
+                self.token_demand.observe(record, self._prompts[record.prompt].max_tokens)
         ledger = self.ledger
         ledger.recorded += 1
         ledger.spent_usd += record.cost_usd or 0.0
@@ -287,6 +310,8 @@ class HarnessRun:
     def close(self) -> None:
         """End of the run: every request has been emitted; flush and close every sink."""
         self.ended_at = time.time()
+        if self.open_loop is not None:
+            self.open_loop.close()
         self.health.stop()
         self.disk.stop()
         self._marker("stop", f"{self.stats.requests} requests")

@@ -29,15 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -46,6 +43,8 @@ from pydantic import (
 )
 
 from harness import yamlfile
+from harness.fields import StrictModel, parse_timespan
+from harness.load import Load
 from harness.pricing import Price
 from harness.scenario_errors import field_error, short, validation_problems, yaml_problem
 
@@ -100,31 +99,6 @@ class ScenarioError(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-_TIMESPAN_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$")
-
-
-def parse_timespan(value: str | int | float) -> int:
-    """Seconds in a Locust-style time span: ``30``, ``"30s"``, ``"5m"``, ``"1h30m"``."""
-    if isinstance(value, bool):
-        raise ValueError("must be a time span like 30s, 5m or 1h30m")
-    if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"must be > 0 seconds (got {value!r})")
-        return int(value)
-    text = str(value).strip().lower()
-    if text.isdigit():
-        seconds = int(text)
-    else:
-        m = _TIMESPAN_RE.match(text)
-        if not text or not m or not any(m.groups()):
-            raise ValueError(f"must be a time span like 30s, 5m or 1h30m (got {value!r})")
-        h, mi, s = (int(g) if g else 0 for g in m.groups())
-        seconds = h * 3600 + mi * 60 + s
-    if seconds <= 0:
-        raise ValueError(f"must be > 0 seconds (got {value!r})")
-    return seconds
-
-
 def _check_share(value: Any, allow_bool_passthrough: bool) -> Any:
     """A streaming share: a number in 0..1, or a bool (true = 1, false = 0)."""
     if isinstance(value, bool):
@@ -159,18 +133,14 @@ def _check_content(value: Any) -> Any:
 # --------------------------------------------------------------------------- models
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-
-class ModelChoice(_Model):
+class ModelChoice(StrictModel):
     """One model in the mix. ``models:`` also accepts a bare model name (weight 1)."""
 
     model: str = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0)
 
 
-class Thinking(_Model):
+class Thinking(StrictModel):
     """Extended thinking, passed through as the request's ``thinking`` object."""
 
     type: Literal["enabled", "adaptive", "disabled"]
@@ -181,7 +151,7 @@ class Thinking(_Model):
         return self.model_dump(exclude_none=True)
 
 
-class Message(_Model):
+class Message(StrictModel):
     role: Literal["user", "assistant"]
     content: Any
 
@@ -191,27 +161,7 @@ class Message(_Model):
         return _check_content(value)
 
 
-class Load(_Model):
-    """Default load settings (Locust's ``-u``, ``-r``, ``-t``); the command line wins."""
-
-    users: int | None = Field(default=None, ge=1)
-    spawn_rate: float | None = Field(default=None, gt=0)
-    run_time: str | None = None
-
-    @field_validator("run_time", mode="before")
-    @classmethod
-    def _run_time(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        parse_timespan(value)
-        return str(value).strip() if not isinstance(value, str) else value.strip()
-
-    @property
-    def run_time_s(self) -> int | None:
-        return None if self.run_time is None else parse_timespan(self.run_time)
-
-
-class Timeouts(_Model):
+class Timeouts(StrictModel):
     """A request's time limits; each gives the outcome `timeout` with its own error type."""
 
     connect_s: float = Field(default=10.0, gt=0)  # `connect_timeout`: the TCP (and TLS) connection
@@ -220,13 +170,13 @@ class Timeouts(_Model):
     total_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)  # `timeout`: the whole request
 
 
-class FailFast(_Model):
+class FailFast(StrictModel):
     """Stop the run (exit 2) when every request of its first seconds failed with one cause."""
 
     within_s: float = Field(default=10.0, gt=0)
 
 
-class Backoff(_Model):
+class Backoff(StrictModel):
     """A user that met `after` identical failures in a row waits before its next request,
     0.5 s at first, doubling up to `max_s`; a different outcome resets it."""
 
@@ -238,7 +188,7 @@ RetryOn = Literal["rate_limited", "overloaded", "api_error", "timeout", "connect
 DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("rate_limited", "overloaded", "connection_error")
 
 
-class Retries(_Model):
+class Retries(StrictModel):
     """A production client's retries (off by default): a failed attempt whose outcome is one of
     `on` is tried again, up to `max` more times, after a wait of `first_wait_s` doubling up to
     `max_wait_s` (with jitter, as the SDK does), or the server's `retry-after` (up to 60 s) when
@@ -255,7 +205,7 @@ class Retries(_Model):
 INHERIT: Final = "inherit"
 
 
-class PromptFailures(_Model):
+class PromptFailures(StrictModel):
     """A prompt's own failure policy: what it gives overrides the scenario's (`inherit`, the
     default, takes the scenario's)."""
 
@@ -264,7 +214,7 @@ class PromptFailures(_Model):
     retries: Retries | Literal["inherit"] | None = INHERIT
 
 
-class Failures(_Model):
+class Failures(StrictModel):
     """What the harness does when requests fail (`null` turns a part off)."""
 
     fail_fast: FailFast | None = Field(default_factory=FailFast)
@@ -272,7 +222,7 @@ class Failures(_Model):
     retries: Retries | None = None
 
 
-class Prompt(_Model):
+class Prompt(StrictModel):
     """One prompt in the mix. Needs ``messages`` or ``input_tokens`` (or both: the
     synthetic context is prepended to the first user message)."""
 
@@ -342,7 +292,7 @@ class Prompt(_Model):
         return None if self.stream is None else float(self.stream)
 
 
-class SloLimits(_Model):
+class SloLimits(StrictModel):
     """Service-level objectives, checked at the end on the precise (HDR) statistics."""
 
     ttft_p50_ms: float | None = Field(default=None, gt=0)
@@ -366,7 +316,7 @@ class Slos(SloLimits):
     models: dict[str, SloLimits] = Field(default_factory=dict)
 
 
-class AbortRule(_Model):
+class AbortRule(StrictModel):
     """Stop early when a breach cannot recover, as k6's abortOnFail does."""
 
     error_rate: float = Field(gt=0, le=1)
@@ -387,7 +337,7 @@ RegressionMetric = Literal[
 DEFAULT_REGRESSION_METRICS: tuple[RegressionMetric, ...] = ("ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms")
 
 
-class Regression(_Model):
+class Regression(StrictModel):
     """How much worse than a baseline run (`--baseline`) a percentile may get."""
 
     threshold_pct: float = Field(default=10.0, gt=0)
@@ -397,7 +347,7 @@ class Regression(_Model):
 MAX_STATS_GROUPS = 256  # (model, prompt, mode) groups a run keeps statistics for
 
 
-class Scenario(_Model):
+class Scenario(StrictModel):
     """A validated scenario. Build one with :func:`load_scenario` or :func:`scenario_from_dict`."""
 
     name: str = Field(min_length=1)

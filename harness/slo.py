@@ -22,7 +22,7 @@ from typing import Literal
 from hdrh.histogram import HdrHistogram
 
 from harness import exitcodes
-from harness.results import Group, Percentiles, RegressionResult, SloResult, Summary, Verdict
+from harness.results import FromSchedule, Group, Percentiles, RegressionResult, SloResult, Summary, Verdict
 from harness.scenario import Regression, SloLimits, Slos
 from harness.stats import new_histogram
 from harness.timing import OVERLOADED, RATE_LIMITED
@@ -37,19 +37,26 @@ class SloMetric:
     value: Callable[[Group], float | None]
 
 
-def _percentile(field: str, key: str) -> Callable[[Group], float | None]:
-    def read(group: Group) -> float | None:
-        values: Percentiles | None = getattr(group, field)
+def _percentile(field: str, key: str) -> Callable[[Group | FromSchedule], float | None]:
+    def read(figures: Group | FromSchedule) -> float | None:
+        values: Percentiles | None = getattr(figures, field)
         return getattr(values, key) if values else None
 
     return read
+
+
+def _felt(field: str, key: str) -> Callable[[Group], float | None]:
+    """A TTFT or latency percentile as a user of the service felt it: in an open loop, from
+    the time each request was due (a late send is part of the wait); else from the send."""
+    read = _percentile(field, key)
+    return lambda group: read(group.from_schedule if group.from_schedule is not None else group)
 
 
 def _slo_metrics() -> dict[str, SloMetric]:
     metrics = {}
     for field, words in (("ttft", "TTFT"), ("latency", "latency")):
         for q in (50, 90, 95, 99):
-            metrics[f"{field}_p{q}_ms"] = SloMetric(f"{words} p{q} (ms)", "max", _percentile(f"{field}_ms", f"p{q}"))
+            metrics[f"{field}_p{q}_ms"] = SloMetric(f"{words} p{q} (ms)", "max", _felt(f"{field}_ms", f"p{q}"))
     metrics["error_rate"] = SloMetric("share of judged requests that failed", "max", lambda g: g.error_rate)
     metrics["rate_limited_share"] = SloMetric("share of judged requests rate limited (429)", "max", lambda g: g.share(RATE_LIMITED))
     metrics["overloaded_share"] = SloMetric("share of judged requests overloaded (529)", "max", lambda g: g.share(OVERLOADED))
@@ -65,7 +72,10 @@ def judge(name: str, limit: float, group: Group | None, scope: str) -> SloResult
     definition = SLO_METRICS[name]
     value = definition.value(group) if group is not None else None
     passed = value is not None and (value <= limit if definition.bound == "max" else value >= limit)
-    return SloResult(name=name, metric=definition.metric, scope=scope, bound=definition.bound, limit=limit, value=value, passed=passed)
+    metric = definition.metric
+    if group is not None and group.from_schedule is not None and name.startswith(("ttft_", "latency_")):
+        metric += " from the scheduled time"
+    return SloResult(name=name, metric=metric, scope=scope, bound=definition.bound, limit=limit, value=value, passed=passed)
 
 
 def _judge_all(limits: SloLimits, group: Group | None, scope: str) -> list[SloResult]:
@@ -194,6 +204,12 @@ def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_o
     reasons += [r.describe() for r in summary.regressions if r.regressed]
     if aborted:
         reasons.insert(0, f"aborted early: {aborted}")
+    arrivals = summary.arrivals
+    if arrivals is not None and arrivals.below_target:
+        reasons.append(
+            f"achieved {arrivals.achieved_per_s:.4g}/s of a target {arrivals.target_per_s:.4g}/s ({arrivals.unit}): "
+            f"below min_achieved {arrivals.min_achieved:g} ({arrivals.dropped} dropped, {arrivals.refused} refused)"
+        )
     if not summary.totals.cost_known:
         reasons.append(f"cost unknown: {summary.totals.unpriced_requests} requests of models without a price")
     if stopped_by:
@@ -204,7 +220,8 @@ def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_o
             return Verdict(status="UNRELIABLE", exit_code=exitcodes.UNRELIABLE, reasons=reasons)
     if aborted:
         return Verdict(status="ABORTED", exit_code=exitcodes.FAILED, reasons=reasons)
-    if any(not r.passed for r in summary.slos) or any(r.regressed for r in summary.regressions):
+    below_target = summary.slos and arrivals is not None and arrivals.below_target
+    if any(not r.passed for r in summary.slos) or any(r.regressed for r in summary.regressions) or below_target:
         return Verdict(status="FAIL", exit_code=exitcodes.FAILED, reasons=reasons)
     if summary.slos or summary.regressions:
         return Verdict(status="PASS", exit_code=exitcodes.OK, reasons=reasons)

@@ -24,7 +24,7 @@ from hdrh.codec import V2_MAX_WORD_SIZE_IN_BYTES, HdrHistogramEncoder, HdrPayloa
 from hdrh.histogram import HdrHistogram
 from pyhdrh import encode as encode_varints
 
-from harness.results import Application, Group, Histograms, Percentiles
+from harness.results import Application, FromSchedule, Group, Histograms, Percentiles
 from harness.timing import CANCELLED, OK, OUTCOMES, TimingRecord
 
 # Values are recorded in microseconds: 1 us .. 1 hour at 3 significant digits.
@@ -241,6 +241,49 @@ class AppStats:
 
 
 @dataclass
+class ScheduledStats:
+    """In an open loop: how late requests were sent (first attempts), and latency and TTFT from
+    the time each request was due (on its last attempt, successful ones)."""
+
+    send_lag: HdrHistogram = field(default_factory=new_histogram)
+    latency: HdrHistogram = field(default_factory=new_histogram)
+    ttft: HdrHistogram = field(default_factory=new_histogram)
+
+    NAMES = ("send_lag", "latency", "ttft")
+
+    def add(self, record: TimingRecord) -> None:
+        if record.attempt == 1:
+            _record_ms(self.send_lag, record.send_lag_ms)
+        if record.outcome == OK and not record.retried:
+            _record_ms(self.latency, record.latency_from_schedule_ms)
+            _record_ms(self.ttft, record.ttft_from_schedule_ms)
+
+    def _histograms(self) -> list[HdrHistogram]:
+        return [self.send_lag, self.latency, self.ttft]
+
+    def merge(self, other: ScheduledStats) -> None:
+        for mine, theirs in zip(self._histograms(), other._histograms(), strict=True):
+            mine.add(theirs)
+
+    def clear(self) -> None:
+        for histogram in self._histograms():
+            histogram.reset()
+
+    def figures(self) -> FromSchedule:
+        return FromSchedule(send_lag_ms=percentiles(self.send_lag), latency_ms=percentiles(self.latency), ttft_ms=percentiles(self.ttft))
+
+    def encode(self) -> dict[str, str]:
+        return {name: histogram.encode().decode() for name, histogram in zip(self.NAMES, self._histograms(), strict=True)}
+
+    @classmethod
+    def decode(cls, data: dict[str, str]) -> ScheduledStats:
+        stats = cls()
+        for name, histogram in zip(cls.NAMES, stats._histograms(), strict=True):
+            histogram.decode_and_add(data[name].encode())
+        return stats
+
+
+@dataclass
 class LabelStats:
     """Everything the summary needs about one label (or a merge of labels)."""
 
@@ -254,6 +297,7 @@ class LabelStats:
     cost_usd: float = 0.0
     unpriced: int = 0  # requests whose model has no price
     application: AppStats | None = None  # with retries: the requests as the application sees them
+    scheduled: ScheduledStats | None = None  # in an open loop: the times from when requests were due
 
     def _application(self) -> AppStats:
         if self.application is None:
@@ -263,6 +307,10 @@ class LabelStats:
     def add(self, record: TimingRecord) -> None:
         if record.app_latency_ms is not None:  # the last attempt of a request whose client retries
             self._application().add(record)
+        if record.send_lag_ms is not None:
+            if self.scheduled is None:
+                self.scheduled = ScheduledStats()
+            self.scheduled.add(record)
         self.outcomes[record.outcome] += 1
         self.input_tokens += record.input_tokens or 0
         self.output_tokens += record.output_tokens or 0
@@ -290,6 +338,10 @@ class LabelStats:
         self.unpriced += other.unpriced
         if other.application is not None:
             self._application().merge(other.application)
+        if other.scheduled is not None:
+            if self.scheduled is None:
+                self.scheduled = ScheduledStats()
+            self.scheduled.merge(other.scheduled)
 
     def clear(self) -> None:
         """Back to no requests, keeping the histograms' memory."""
@@ -300,6 +352,8 @@ class LabelStats:
         self.cost_usd = 0.0
         if self.application is not None:
             self.application.clear()
+        if self.scheduled is not None:
+            self.scheduled.clear()
 
     @property
     def empty(self) -> bool:
@@ -335,6 +389,7 @@ class LabelStats:
             unpriced_requests=self.unpriced,
             hdr=hdr,
             application=self.application.figures() if self.application is not None else None,
+            from_schedule=self.scheduled.figures() if self.scheduled is not None else None,
         )
 
     def encode(self) -> dict[str, Any]:
@@ -346,6 +401,7 @@ class LabelStats:
             "cost_usd": self.cost_usd,
             "unpriced": self.unpriced,
             **({"application": self.application.encode()} if self.application is not None else {}),
+            **({"scheduled": self.scheduled.encode()} if self.scheduled is not None else {}),
         }
 
     @classmethod
@@ -357,6 +413,8 @@ class LabelStats:
         stats.cost_usd, stats.unpriced = data["cost_usd"], data["unpriced"]
         if "application" in data:
             stats.application = AppStats.decode(data["application"])
+        if "scheduled" in data:
+            stats.scheduled = ScheduledStats.decode(data["scheduled"])
         return stats
 
 

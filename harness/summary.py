@@ -11,7 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.formatting import failures_by_class, fmt_cost, fmt_ms, fmt_tps
-from harness.results import Accounting, Application, Group, Health, LabelGroup, Points, RunInfo, ScenarioInfo, Summary, WorkerInfo
+from harness.results import (
+    Accounting,
+    Application,
+    Arrivals,
+    Group,
+    Health,
+    LabelGroup,
+    Points,
+    RunInfo,
+    ScenarioInfo,
+    Summary,
+    WorkerInfo,
+)
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
 
@@ -107,7 +119,16 @@ def build_summary(
         lost_workers=[w.name for w in workers if w.lost],
         refused_workers=dict(link.refused) if link else {},
         records_path=str(run.records.path) if run.records is not None else None,
+        arrivals=_arrivals(run),
     )
+
+
+def _arrivals(run: HarnessRun) -> Arrivals | None:
+    open_loop = run.open_loop
+    if open_loop is None or open_loop.start_ns is None:
+        return None
+    load = open_loop.load
+    return Arrivals(**open_loop.figures(), unit=load.rate_unit, min_achieved=load.achieved_floor)
 
 
 # --- console -----------------------------------------------------------------------------
@@ -193,6 +214,35 @@ def render_application(summary: Summary) -> list[str]:
     return ["requests as the application sees them (the table above counts each attempt; latency here includes retries and waits):", *lines]
 
 
+def render_arrivals(summary: Summary) -> list[str]:
+    """An open loop's target and achieved rate, where every arrival went, and the times from
+    when requests were due."""
+    arrivals = summary.arrivals
+    if arrivals is None:
+        return []
+    unit = "" if arrivals.unit == "requests" else f" {arrivals.unit}"
+    share = arrivals.achieved_share
+    verdict = f" BELOW min_achieved {arrivals.min_achieved:g}" if arrivals.below_target else ""
+    lines = [
+        f"arrivals ({arrivals.arrival}, over {arrivals.span_s:.1f} s): target {arrivals.target_per_s:.4g}{unit}/s, "
+        f"achieved {arrivals.achieved_per_s:.4g}{unit}/s ({100 * share:.3g} %){verdict}; "
+        f"{arrivals.scheduled} scheduled = {arrivals.sent} sent + {arrivals.dropped} dropped (max_in_flight busy) "
+        f"+ {arrivals.refused} refused (a limit)"
+        if share is not None
+        else f"arrivals ({arrivals.arrival}): none scheduled"
+    ]
+    timed = summary.totals.from_schedule
+    if timed is not None:
+        lines.append(
+            f"  from the scheduled time, ms (what the SLOs judge): TTFT p50 {fmt_ms(_pick(timed.ttft_ms, 'p50'))} "
+            f"p95 {fmt_ms(_pick(timed.ttft_ms, 'p95'))} p99 {fmt_ms(_pick(timed.ttft_ms, 'p99'))}, "
+            f"latency p50 {fmt_ms(_pick(timed.latency_ms, 'p50'))} p95 {fmt_ms(_pick(timed.latency_ms, 'p95'))} "
+            f"p99 {fmt_ms(_pick(timed.latency_ms, 'p99'))}; send lag p50 {fmt_ms(_pick(timed.send_lag_ms, 'p50'))} "
+            f"p99 {fmt_ms(_pick(timed.send_lag_ms, 'p99'))} max {fmt_ms(_pick(timed.send_lag_ms, 'max'))}"
+        )
+    return lines
+
+
 def accounting_text(accounting: Accounting) -> str:
     """Where every request went, checkable: recorded = in the figures + before the window."""
     parts = [f"{accounting.requests} in the figures"]
@@ -218,6 +268,7 @@ def render_text(summary: Summary) -> str:
         f"Claude summary: scenario {run.scenario.name}, run {run.run_id}: {accounting_text(summary.accounting)}",
         render_table(summary),
         *render_application(summary),
+        *render_arrivals(summary),
     ]
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"
     lines.append(

@@ -97,6 +97,23 @@ class TimingRecord:
     retried: bool = False  # its failure was tried again: the application did not see it
     app_latency_ms: float | None = None  # on a request's last attempt: from its first attempt's start, waits included
     app_ttft_ms: float | None = None  # the same for the first text of the last attempt
+    # in an open loop (harness/openloop.py): when the request was due, and how late this attempt
+    # was sent (a retry's lag includes the attempts and waits before it)
+    scheduled_wall_ns: int | None = None
+    send_lag_ms: float | None = None
+    scheduled_ns: int | None = None  # perf_counter_ns; not written (it means nothing outside the process)
+
+    @property
+    def latency_from_schedule_ms(self) -> float | None:
+        """From the time the request was due to this attempt's end: what a user of the service
+        felt, on a request's last attempt."""
+        return None if self.send_lag_ms is None or self.latency_ms is None else self.send_lag_ms + self.latency_ms
+
+    @property
+    def ttft_from_schedule_ms(self) -> float | None:
+        if self.send_lag_ms is None or self.ttft_ms is None or self.first_content != "text":
+            return None
+        return self.send_lag_ms + self.ttft_ms
 
     @property
     def ok(self) -> bool:
@@ -172,7 +189,7 @@ class TimingRecord:
         self.error_message = message
 
 
-_FIELD_NAMES = tuple(field.name for field in fields(TimingRecord))
+_FIELD_NAMES = tuple(field.name for field in fields(TimingRecord) if field.name != "scheduled_ns")
 
 
 def retry_after_s(header: Callable[[str], str | None]) -> float | None:

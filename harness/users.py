@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gevent
 from locust import User, constant, task
+from locust.exception import StopUser
 
 from harness import locust_env
+from harness.openloop import Arrival
 from harness.run import HarnessRun
 from harness.sampler import Pick
 from harness.timing import TimingRecord
@@ -15,8 +17,10 @@ from harness.transport import PreparedRequest
 class ClaudeUser(User):
     """Picks model and prompt by weight, streams or blocks per the scenario's share.
 
-    A closed loop without think time: each user has one request in flight at a time. With
-    retries, a request is one or more attempts, each sent, recorded and counted as such.
+    A closed loop without think time: each user has one request in flight at a time. In an
+    open loop (the scenario's `load.arrival`) the users are the slots of `max_in_flight`: each
+    waits for an arrival, whose model and prompt were picked when it was scheduled, and sends
+    it. With retries, a request is one or more attempts, each sent, recorded and counted as such.
     """
 
     wait_time = constant(0)
@@ -30,12 +34,20 @@ class ClaudeUser(User):
 
     @task
     def call_claude(self) -> None:
+        open_loop = self.claude.open_loop
+        arrival = None
+        if open_loop is not None:  # an open loop: wait for the next arrival
+            arrival = open_loop.take()
+            if arrival is None:
+                raise StopUser()  # the run stops: nothing more arrives
         if not self.claude.admit():
+            if open_loop is not None and arrival is not None:
+                open_loop.refuse(arrival)
             gevent.sleep(0.5)  # a limit (or this worker's share) is reached: idle until the run ends or the share grows
             return
-        pick = self.sampler.next()
+        pick = arrival.pick if arrival is not None else self.sampler.next()
         request = self.claude.prepare(pick)
-        record, retry_in = self.attempt(pick, request, 1, None)
+        record, retry_in = self.attempt(pick, request, 1, None, arrival)
         first_start_ns = record.start_ns
         while retry_in is not None:
             try:
@@ -43,14 +55,16 @@ class ClaudeUser(User):
             except gevent.GreenletExit:  # the run stopped during the wait: the request ends there
                 self.claude.abandon(record)
                 raise
-            record, retry_in = self.attempt(pick, request, record.attempt + 1, first_start_ns)
+            record, retry_in = self.attempt(pick, request, record.attempt + 1, first_start_ns, arrival)
         wait = self.backoff.wait_after(record)  # identical failures in a row: the user waits
-        if wait:
+        if wait and open_loop is None:  # (an open loop's arrivals do not wait for the service)
             gevent.sleep(wait)
 
-    def attempt(self, pick: Pick, request: PreparedRequest, number: int, first_start_ns: int | None) -> tuple[TimingRecord, float | None]:
+    def attempt(
+        self, pick: Pick, request: PreparedRequest, number: int, first_start_ns: int | None, arrival: Arrival | None
+    ) -> tuple[TimingRecord, float | None]:
         """Send one attempt and record it; the wait before the next one, if it is retried."""
-        record = self.claude.new_record(pick, number)
+        record = self.claude.new_record(pick, number, arrival)
         retry_in = None
         try:
             self.transport.send(record, request)

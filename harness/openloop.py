@@ -1,0 +1,159 @@
+"""An open loop in one process: requests arrive at their scheduled times (harness/arrivals.py),
+each handed to an idle user, or dropped when every user is busy, and all of it counted.
+
+The process's users are its share of the load's `max_in_flight`: each waits for an arrival,
+sends it (with its retries) and waits again, so at most that many requests are under way. An
+arrival keeps its scheduled time: the record's send lag is the time from it to the actual send,
+and the figures "from the scheduled time" are what a user of the service would feel.
+
+Counts: scheduled = sent + dropped (no idle user) + refused (a limit: budget, request limit,
+disk). With a token rate each arrival asks for its prompt's tokens: input tokens as the last
+response of that prompt reported them (before any, the request's size at 4 bytes a token), or
+output tokens as max_tokens times the share of it the prompt's responses have used so far.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.queue import Channel, Full
+
+from harness.arrivals import RateProfile, WorkerArrivals
+from harness.load import Load
+from harness.sampler import Pick, Sampler
+from harness.timing import TimingRecord
+
+NS = 1_000_000_000
+BYTES_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Arrival:
+    scheduled_ns: int  # perf_counter_ns: when it was due
+    pick: Pick
+    demand: float  # its units: 1 request, or its tokens
+
+
+@dataclass
+class ArrivalCounts:
+    scheduled: int = 0
+    sent: int = 0  # handed to an idle user
+    dropped: int = 0  # every user was busy
+    refused: int = 0  # a limit refused it after it was handed over (sent counts it no more)
+    sent_demand: float = 0.0  # the units (requests or tokens) of the arrivals sent
+
+    def as_dict(self) -> dict[str, int]:
+        return {"scheduled": self.scheduled, "sent": self.sent, "dropped": self.dropped, "refused": self.refused}
+
+
+@dataclass
+class TokenDemand:
+    """Each arrival's tokens, for a token rate, corrected by the usage that comes back."""
+
+    unit: str
+    request_bytes: Callable[[Pick], int]
+    _input: dict[str, int] = field(default_factory=dict)  # prompt -> input tokens last reported
+    _output_share: dict[str, tuple[int, int]] = field(default_factory=dict)  # prompt -> (output tokens, max_tokens) summed
+
+    def __call__(self, pick: Pick) -> float:
+        name = pick.prompt.name
+        if self.unit == "input_tokens":
+            return float(self._input.get(name) or max(1, self.request_bytes(pick) // BYTES_PER_TOKEN))
+        used, allowed = self._output_share.get(name, (0, 0))
+        return pick.prompt.max_tokens * (used / allowed if allowed else 1.0) or 1.0
+
+    def observe(self, record: TimingRecord, max_tokens: int) -> None:
+        if record.input_tokens:
+            self._input[record.prompt] = record.input_tokens
+        if record.output_tokens is not None and record.ok:
+            used, allowed = self._output_share.get(record.prompt, (0, 0))
+            self._output_share[record.prompt] = (used + record.output_tokens, allowed + max_tokens)
+
+
+class OpenLoop:
+    """This process's arrivals: started at a common start, stopped at the cool-down."""
+
+    def __init__(self, load: Load, sampler: Sampler, demand: Callable[[Pick], float], seed: int) -> None:
+        assert load.arrival is not None
+        self.load = load
+        self.arrival = load.arrival
+        self.profile = RateProfile.of(load)
+        self.sampler = sampler
+        self.demand = demand
+        self.seed = seed
+        self.counts = ArrivalCounts()
+        self.start_ns: int | None = None  # the schedule's time 0 (perf_counter_ns)
+        self.until_s: float | None = None  # no arrival from then on (the cool-down)
+        self.ended_ns: int | None = None  # when the last arrival was scheduled, or the loop stopped
+        self.closed = False
+        self._channel: Channel[Arrival | None] = Channel()
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self, start_ns: int, until_s: float | None, index: int = 0, count: int = 1) -> None:
+        """Arrivals from `start_ns` on, as worker `index` of `count`, none from `until_s` on."""
+        self.start_ns, self.until_s = start_ns, until_s
+        rng = random.Random(f"{self.seed}:{index}:{count}")
+        schedule = WorkerArrivals(self.profile, self.arrival, index, count, rng)
+        self._greenlet = gevent.spawn(self._run, schedule)
+
+    def close(self) -> None:
+        """No more arrivals (the run stops): the users waiting for one are let go."""
+        self.closed = True
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+            self.ended_ns = self.ended_ns or time.perf_counter_ns()
+        while self._channel.getters:
+            self._channel.put(None, block=False)
+
+    def take(self) -> Arrival | None:
+        """For a user: wait for the next arrival (None: there will be none)."""
+        return None if self.closed else self._channel.get()
+
+    def refuse(self, arrival: Arrival) -> None:
+        """A limit refused an arrival a user took: it was not sent."""
+        self.counts.sent -= 1
+        self.counts.sent_demand -= arrival.demand
+        self.counts.refused += 1
+
+    def _run(self, schedule: WorkerArrivals) -> None:
+        assert self.start_ns is not None
+        until_s = self.until_s if self.until_s is not None else float("inf")
+        counts = self.counts
+        while True:
+            pick = self.sampler.next()
+            demand = self.demand(pick)
+            at_s = schedule.next(demand)
+            if at_s >= until_s:
+                break
+            due_ns = self.start_ns + int(at_s * NS)
+            # a scheduler behind its times still yields at each arrival: at a rate beyond what
+            # the process can send it must not starve the users, the timers and the stop
+            gevent.sleep(max(0.0, (due_ns - time.perf_counter_ns()) / NS))
+            counts.scheduled += 1
+            try:
+                self._channel.put(Arrival(due_ns, pick, demand), block=False)
+            except Full:
+                counts.dropped += 1
+            else:
+                counts.sent += 1
+                counts.sent_demand += demand
+        self.ended_ns = self.start_ns + int(until_s * NS) if until_s != float("inf") else time.perf_counter_ns()
+
+    def figures(self) -> dict[str, float | int | str | None]:
+        """Target and achieved rates over the time arrivals were scheduled."""
+        if self.start_ns is None:
+            return {}
+        end_ns = self.ended_ns or time.perf_counter_ns()
+        span_s = max((end_ns - self.start_ns) / NS, 1e-9)
+        return {
+            "arrival": self.arrival,
+            "span_s": span_s,
+            "target_per_s": self.profile.demand_at(span_s) / span_s,
+            "achieved_per_s": self.counts.sent_demand / span_s,
+            **self.counts.as_dict(),
+        }
