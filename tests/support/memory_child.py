@@ -8,8 +8,8 @@ emulator, for tests/test_memory.py:
 or as a worker of a real master on loopback (Locust's worker runner: the run and the users come
 from the master, a report of the stats goes to it every few seconds).
 
-After a warm-up of N requests, and of WARMUP_S seconds (the live figures' time buckets fill up
-by then), the garbage collector is switched off; then at each of
+After a warm-up of N requests, and in a local process of WARMUP_S seconds (the live figures'
+time buckets fill up by then; a worker keeps none), the garbage collector is switched off; then at each of
 CHECKPOINTS checkpoints, N requests apart (counted, not timed), it prints one JSON line: the
 requests since the last one, the objects in reference cycles that became garbage meanwhile
 (found by one full collection, by type), and the objects the collector tracks, by type.
@@ -94,7 +94,8 @@ def main() -> None:
 
     started = time.monotonic()
     wait_for(n)
-    gevent.sleep(max(0.0, WARMUP_S - (time.monotonic() - started)))
+    if not isinstance(session, WorkerSession):
+        gevent.sleep(max(0.0, WARMUP_S - (time.monotonic() - started)))
     gc.disable()
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)
