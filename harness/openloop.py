@@ -6,8 +6,8 @@ sends it (with its retries) and waits again, so at most that many requests are u
 arrival keeps its scheduled time: the record's send lag is the time from it to the actual send,
 and the figures "from the scheduled time" are what a user of the service would feel.
 
-Counts: scheduled = sent + dropped (no idle user) + refused (a limit: budget, request limit,
-disk). With a token rate each arrival asks for its prompt's tokens: input tokens as the last
+Counts: scheduled = sent + dropped (no idle user) + refused (handed to a user and not sent: a
+limit such as the budget, the request limit or the disk came first, or the run stopped). With a token rate each arrival asks for its prompt's tokens: input tokens as the last
 response of that prompt reported them (before any, the request's size at 4 bytes a token), or
 output tokens as max_tokens times the share of it the prompt's responses have used so far.
 """
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
-from gevent.queue import Channel, Full
+from gevent.event import AsyncResult
 
 from harness.arrivals import RateProfile, WorkerArrivals
 from harness.load import Load
@@ -43,7 +44,7 @@ class ArrivalCounts:
     scheduled: int = 0
     sent: int = 0  # handed to an idle user
     dropped: int = 0  # every user was busy
-    refused: int = 0  # a limit refused it after it was handed over (sent counts it no more)
+    refused: int = 0  # handed over and not sent: a limit, or the run's stop (sent counts it no more)
     sent_demand: float = 0.0  # the units (requests or tokens) of the arrivals sent
 
     def as_dict(self) -> dict[str, int]:
@@ -90,7 +91,7 @@ class OpenLoop:
         self.until_s: float | None = None  # no arrival from then on (the cool-down)
         self.ended_ns: int | None = None  # when the last arrival was scheduled, or the loop stopped
         self.closed = False
-        self._channel: Channel[Arrival | None] = Channel()
+        self._idle: deque[AsyncResult[Arrival | None]] = deque()  # the users waiting for an arrival
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self, start_ns: int, until_s: float | None, index: int = 0, count: int = 1) -> None:
@@ -107,15 +108,26 @@ class OpenLoop:
             self._greenlet.kill(block=False)
             self._greenlet = None
             self.ended_ns = self.ended_ns or time.perf_counter_ns()
-        while self._channel.getters:
-            self._channel.put(None, block=False)
+        while self._idle:
+            self._idle.popleft().set(None)
 
     def take(self) -> Arrival | None:
         """For a user: wait for the next arrival (None: there will be none)."""
-        return None if self.closed else self._channel.get()
+        if self.closed:
+            return None
+        slot: AsyncResult[Arrival | None] = AsyncResult()
+        self._idle.append(slot)
+        try:
+            return slot.get()
+        except BaseException:  # the user is stopped while it waits
+            if not slot.ready():
+                self._idle.remove(slot)
+            elif (arrival := slot.get()) is not None:
+                self.refuse(arrival)  # handed over, and the stop came before its send
+            raise
 
     def refuse(self, arrival: Arrival) -> None:
-        """A limit refused an arrival a user took: it was not sent."""
+        """An arrival a user took was not sent (a limit, or the run's stop)."""
         self.counts.sent -= 1
         self.counts.sent_demand -= arrival.demand
         self.counts.refused += 1
@@ -134,14 +146,16 @@ class OpenLoop:
             # a scheduler behind its times still yields at each arrival: at a rate beyond what
             # the process can send it must not starve the users, the timers and the stop
             gevent.sleep(max(0.0, (due_ns - time.perf_counter_ns()) / NS))
+            if self.closed:
+                return
+            # no switch from here to the counts: the hand-over is one step, whatever stops the run
             counts.scheduled += 1
-            try:
-                self._channel.put(Arrival(due_ns, pick, demand), block=False)
-            except Full:
-                counts.dropped += 1
-            else:
+            if self._idle:
+                self._idle.popleft().set(Arrival(due_ns, pick, demand))  # wakes its user later, never now
                 counts.sent += 1
                 counts.sent_demand += demand
+            else:
+                counts.dropped += 1
         self.ended_ns = self.start_ns + int(until_s * NS) if until_s != float("inf") else time.perf_counter_ns()
 
     def figures(self) -> dict[str, float | int | str | None]:

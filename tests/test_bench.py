@@ -31,7 +31,7 @@ def _is_number(value: object) -> bool:
 def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--duration", "2", "--warmup", "0.5", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.timeout(120)
 API_KEY = "test-key"
 VERSION = "2023-06-01"
 REPS = 5  # every script is sent five times through each transport
+TIMEOUT_REPS = 3  # a script that waits for its limit: three times (its timings are checked as coarsely)
 TIMEOUT_S = 5.0  # a request that should finish quickly
 LIMIT_S = 1.0  # the one limit a timeout script is meant to hit
 # the scripts that end in a time limit: which limit, set to LIMIT_S (the others stay far off)
@@ -301,7 +302,8 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
 def test_both_transports_give_the_same_record(replay: Replay, transports: dict[str, Any], script: str) -> None:
     expect = EXPECTED[script]
     runs: dict[str, list[tuple[TimingRecord, dict[str, Any]]]] = {"fast": [], "sdk": []}
-    for rep in range(REPS):
+    reps = TIMEOUT_REPS if script in TIMEOUT_SCRIPTS else REPS
+    for rep in range(reps):
         order = ("fast", "sdk") if rep % 2 == 0 else ("sdk", "fast")
         for name in order:
             runs[name].append(send(replay, transports[name], script, expect.stream))
@@ -350,7 +352,7 @@ def test_both_transports_give_the_same_record(replay: Replay, transports: dict[s
     # timings between the transports: the same value within TTFT_AGREEMENT_MS
     for (field, _mark), parts in client_parts.items():
         if len(parts) == 2 and abs(parts["fast"] - parts["sdk"]) >= TTFT_AGREEMENT_MS:
-            problems.append(f"{field}: fast and sdk differ by >= {TTFT_AGREEMENT_MS} ms (client part, best of {REPS}): {parts}")
+            problems.append(f"{field}: fast and sdk differ by >= {TTFT_AGREEMENT_MS} ms (client part, best of {reps}): {parts}")
 
     assert not problems, f"{script}:\n  " + "\n  ".join(problems)
 
