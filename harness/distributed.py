@@ -10,6 +10,8 @@ secret (harness/workerauth.py: a worker that has not joined gets none of them):
   is initialised: its users wait).
 - master -> worker `claude_share`: the worker's share of the budget and of --max-requests
   (harness/shares.py), every second while the run has such limits.
+- master -> worker `claude_arrivals`: in an open loop, the worker's share of the arrivals
+  (harness/cluster_arrivals.py).
 - worker -> master `claude_refused`: the worker runs another harness version; it quits.
 - master -> worker `claude_drain`: the run is ending: stop the users (in-flight requests
   finish within --stop-timeout or are cancelled), send the final report, confirm.
@@ -39,6 +41,8 @@ from locust.runners import HEARTBEAT_INTERVAL
 from locust.stats import StatsEntry
 
 from harness import __version__, locust_env
+from harness.cluster_arrivals import ARRIVALS_MESSAGE, ArrivalShare, ClusterArrivals
+from harness.openloop import ArrivalCounts
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
 from harness.shares import INTERVAL_S, Share, Spent, split
 from harness.stats import RunStats
@@ -84,6 +88,7 @@ class WorkerState:
     rate_per_s: float = 0.0  # requests recorded per second between its last two reports
     last_heartbeat_at: float = 0.0
     drained: bool = False
+    arrivals: dict[str, float] | None = None  # an open loop's counts, at its last report
 
     def unreported(self) -> tuple[int, int] | None:
         """For a lost worker: about how many requests it sent that no report counted, as a range:
@@ -112,6 +117,7 @@ class WorkerState:
             "last_health": self.health,
             "lost": not self.drained,
             "unreported": None if self.drained else self.unreported(),
+            "arrivals": self.arrivals,
         }
 
 
@@ -137,6 +143,7 @@ class MasterLink:
         self.epoch = 0  # the measurement window's number: reports of an older one are stale
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
+        self.arrivals: ClusterArrivals | None = None  # an open loop's split among the workers
         runner = self.runner
         runner.register_message(REFUSED_MESSAGE, self._on_refused)
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
@@ -166,13 +173,33 @@ class MasterLink:
         self._stop_splitting()
         if any(limit is not None for limit in self.limits()):
             self._splitting = gevent.spawn(self._keep_splitting)
+        if self.arrivals is not None:
+            self.arrivals.stop()
+        self.arrivals = (
+            ClusterArrivals(run_id, self._sending, self._send_arrivals) if self.scenario.load and self.scenario.load.open_loop else None
+        )
+
+    def _working(self) -> list[str]:
+        """The workers that take part in the run, in the order of their index."""
+        working = [c.id for c in self.runner.clients.all if c.state != "missing" and not self._drained(c.id)]
+        return sorted(working, key=self.runner.get_worker_index)
+
+    def _sending(self) -> list[str]:
+        """The workers that can send an open loop's arrivals: those with users (its slots)."""
+        clients = self.runner.clients
+        return [client_id for client_id in self._working() if clients[client_id].user_count > 0]
+
+    def _send_arrivals(self, client_id: str, share: dict[str, Any]) -> None:
+        self.runner.send_message(ARRIVALS_MESSAGE, share, client_id=client_id)
+
+    def arrival_counts(self) -> ArrivalCounts:
+        """The workers' arrivals, summed from their last reports."""
+        return ArrivalCounts.total(state.arrivals for state in self.workers.values() if state.arrivals is not None)
 
     def shares(self) -> dict[str, Share]:
         """Each working worker's share of the limits, from what all of them reported."""
-        runner = self.runner
-        working = [c.id for c in runner.clients.all if c.state != "missing" and not self._drained(c.id)]
         spent = {client_id: Spent(state.spent_usd, state.recorded) for client_id, state in self.workers.items()}
-        return split(*self.limits(), spent, working)
+        return split(*self.limits(), spent, self._working())
 
     def _keep_splitting(self) -> None:
         while True:
@@ -255,6 +282,7 @@ class MasterLink:
         state.recorded, state.before_window, state.spent_usd = report["recorded"], report["before_window"], report["spent_usd"]
         state.failed_fast = report.get("failed_fast")
         state.saturated_samples, state.unreliable = report["saturated_samples"], report["unreliable"]
+        state.arrivals = report.get("arrivals")
         state.last_report_at = now
         if report["health"]:
             if report["health"].get("saturated") and not state.health.get("saturated"):
@@ -264,6 +292,8 @@ class MasterLink:
     def drain(self, stop_timeout_s: float) -> None:
         """Stop every worker's users and wait for every last report (bounded in time)."""
         self._stop_splitting()
+        if self.arrivals is not None:
+            self.arrivals.stop()
         runner = self.runner
         active = [client.id for client in runner.clients.all if client.state != "missing"]
         if not active:
@@ -297,6 +327,7 @@ class WorkerLink:
         report: Callable[[], dict[str, Any] | None],
         on_window: Callable[[str, int], None],
         on_share: Callable[[str, Share], None],
+        on_arrivals: Callable[[ArrivalShare], None],
         master_proven: Callable[[], bool],
         give_up: Callable[[str], None],
     ) -> None:
@@ -314,6 +345,7 @@ class WorkerLink:
         runner.register_message(RUN_MESSAGE, self._on_run)
         runner.register_message(WINDOW_MESSAGE, lambda msg, **_: self.on_window(msg.data["run_id"], msg.data["epoch"]))
         runner.register_message(SHARE_MESSAGE, lambda msg, **_: on_share(msg.data["run_id"], Share.from_dict(msg.data)))
+        runner.register_message(ARRIVALS_MESSAGE, lambda msg, **_: on_arrivals(ArrivalShare.from_dict(msg.data)))
         runner.register_message(DRAIN_MESSAGE, self._on_drain, concurrent=True)
         environment.events.report_to_master.add_listener(self._on_report_to_master)
 

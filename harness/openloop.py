@@ -14,14 +14,15 @@ output tokens as max_tokens times the share of it the prompt's responses have us
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 
 from harness.arrivals import RateProfile, WorkerArrivals
 from harness.load import Load
@@ -47,8 +48,20 @@ class ArrivalCounts:
     refused: int = 0  # handed over and not sent: a limit, or the run's stop (sent counts it no more)
     sent_demand: float = 0.0  # the units (requests or tokens) of the arrivals sent
 
-    def as_dict(self) -> dict[str, int]:
-        return {"scheduled": self.scheduled, "sent": self.sent, "dropped": self.dropped, "refused": self.refused}
+    def as_dict(self) -> dict[str, float]:
+        return dict(vars(self))
+
+    @classmethod
+    def total(cls, each: Iterable[dict[str, float]]) -> ArrivalCounts:
+        """The sum of processes' counts (their `as_dict()`), e.g. a master's of its workers'."""
+        total = cls()
+        for counts in each:
+            total.scheduled += int(counts["scheduled"])
+            total.sent += int(counts["sent"])
+            total.dropped += int(counts["dropped"])
+            total.refused += int(counts["refused"])
+            total.sent_demand += counts["sent_demand"]
+        return total
 
 
 @dataclass
@@ -75,8 +88,17 @@ class TokenDemand:
             self._output_share[record.prompt] = (used + record.output_tokens, allowed + max_tokens)
 
 
+@dataclass(frozen=True)
+class Switch:
+    """A new share of the arrivals from `since_s` on (a worker joined or was lost)."""
+
+    since_s: float
+    schedule: WorkerArrivals
+
+
 class OpenLoop:
-    """This process's arrivals: started at a common start, stopped at the cool-down."""
+    """This process's arrivals: started at a common start, stopped at the cool-down, its share
+    of the cluster's arrivals changed when the master splits them anew."""
 
     def __init__(self, load: Load, sampler: Sampler, demand: Callable[[Pick], float], seed: int) -> None:
         assert load.arrival is not None
@@ -88,18 +110,34 @@ class OpenLoop:
         self.seed = seed
         self.counts = ArrivalCounts()
         self.start_ns: int | None = None  # the schedule's time 0 (perf_counter_ns)
-        self.until_s: float | None = None  # no arrival from then on (the cool-down)
-        self.ended_ns: int | None = None  # when the last arrival was scheduled, or the loop stopped
+        self.until_s = math.inf  # no arrival from then on (the cool-down)
+        self.ended_ns: int | None = None  # when the loop stopped
         self.closed = False
         self._idle: deque[AsyncResult[Arrival | None]] = deque()  # the users waiting for an arrival
+        self._schedule: WorkerArrivals | None = None
+        self._switch: Switch | None = None
+        self._changed = Event()  # a switch came: the time of the next arrival may change
         self._greenlet: gevent.Greenlet | None = None
 
-    def start(self, start_ns: int, until_s: float | None, index: int = 0, count: int = 1) -> None:
-        """Arrivals from `start_ns` on, as worker `index` of `count`, none from `until_s` on."""
-        self.start_ns, self.until_s = start_ns, until_s
-        rng = random.Random(f"{self.seed}:{index}:{count}")
-        schedule = WorkerArrivals(self.profile, self.arrival, index, count, rng)
-        self._greenlet = gevent.spawn(self._run, schedule)
+    @property
+    def started(self) -> bool:
+        return self.start_ns is not None
+
+    def start(self, start_ns: int, until_s: float | None, index: int = 0, count: int = 1, since_s: float = 0.0) -> None:
+        """Arrivals from `start_ns` on (the schedule's time 0), as worker `index` of `count` from
+        `since_s` on, none from `until_s` on."""
+        self.start_ns, self.until_s = start_ns, math.inf if until_s is None else until_s
+        self._schedule = self._share(index, count, since_s)
+        self._greenlet = gevent.spawn(self._run)
+
+    def rearrange(self, index: int, count: int, since_s: float) -> None:
+        """From `since_s` on (seconds since the start), this process is worker `index` of `count`."""
+        self._switch = Switch(since_s, self._share(index, count, since_s))
+        self._changed.set()
+
+    def _share(self, index: int, count: int, since_s: float) -> WorkerArrivals:
+        rng = random.Random(f"{self.seed}:{index}:{count}:{since_s}")
+        return WorkerArrivals(self.profile, self.arrival, index, count, rng, since_s)
 
     def close(self) -> None:
         """No more arrivals (the run stops): the users waiting for one are let go."""
@@ -132,42 +170,60 @@ class OpenLoop:
         self.counts.sent_demand -= arrival.demand
         self.counts.refused += 1
 
-    def _run(self, schedule: WorkerArrivals) -> None:
-        assert self.start_ns is not None
-        until_s = self.until_s if self.until_s is not None else float("inf")
-        counts = self.counts
+    def _run(self) -> None:
+        assert self.start_ns is not None and self._schedule is not None
+        pick = self.sampler.next()
+        demand = self.demand(pick)
+        at_s = self._schedule.next(demand)
         while True:
+            switch = self._switch
+            if switch is not None and at_s >= switch.since_s:  # the new share holds from here
+                self._switch, self._schedule = None, switch.schedule
+                at_s = self._schedule.next(demand)
+                continue
+            due_s = min(at_s, self.until_s)
+            wait_s = None if due_s == math.inf else max(0.0, (self._at_ns(due_s) - time.perf_counter_ns()) / NS)
+            if self._wait(wait_s):  # a switch came: the next arrival's time may change
+                self._changed.clear()
+                continue
+            if self.closed or at_s >= self.until_s:
+                break
+            self._hand_over(Arrival(self._at_ns(at_s), pick, demand))
             pick = self.sampler.next()
             demand = self.demand(pick)
-            at_s = schedule.next(demand)
-            if at_s >= until_s:
-                break
-            due_ns = self.start_ns + int(at_s * NS)
+            at_s = self._schedule.next(demand)
+        self.ended_ns = self._at_ns(self.until_s) if self.until_s != math.inf else time.perf_counter_ns()
+
+    def _wait(self, wait_s: float | None) -> bool:
+        """Wait `wait_s` seconds (None: until a switch); True when a switch came."""
+        if wait_s == 0.0:
             # a scheduler behind its times still yields at each arrival: at a rate beyond what
             # the process can send it must not starve the users, the timers and the stop
-            gevent.sleep(max(0.0, (due_ns - time.perf_counter_ns()) / NS))
-            if self.closed:
-                return
-            # no switch from here to the counts: the hand-over is one step, whatever stops the run
-            counts.scheduled += 1
-            if self._idle:
-                self._idle.popleft().set(Arrival(due_ns, pick, demand))  # wakes its user later, never now
-                counts.sent += 1
-                counts.sent_demand += demand
-            else:
-                counts.dropped += 1
-        self.ended_ns = self.start_ns + int(until_s * NS) if until_s != float("inf") else time.perf_counter_ns()
+            gevent.sleep(0)
+            return self._changed.is_set()
+        return self._changed.wait(wait_s)
 
-    def figures(self) -> dict[str, float | int | str | None]:
-        """Target and achieved rates over the time arrivals were scheduled."""
-        if self.start_ns is None:
-            return {}
-        end_ns = self.ended_ns or time.perf_counter_ns()
-        span_s = max((end_ns - self.start_ns) / NS, 1e-9)
-        return {
-            "arrival": self.arrival,
-            "span_s": span_s,
-            "target_per_s": self.profile.demand_at(span_s) / span_s,
-            "achieved_per_s": self.counts.sent_demand / span_s,
-            **self.counts.as_dict(),
-        }
+    def _at_ns(self, at_s: float) -> int:
+        assert self.start_ns is not None
+        return self.start_ns + int(at_s * NS)
+
+    def _hand_over(self, arrival: Arrival) -> None:
+        """To an idle user, or dropped: no switch from here to the counts, whatever stops the run."""
+        counts = self.counts
+        counts.scheduled += 1
+        if self._idle:
+            self._idle.popleft().set(arrival)  # wakes its user later, never now
+            counts.sent += 1
+            counts.sent_demand += arrival.demand
+        else:
+            counts.dropped += 1
+
+    def span_s(self) -> float:
+        """The time arrivals were scheduled: from the start to the cool-down or the stop."""
+        assert self.start_ns is not None
+        return span_s(self.start_ns, self.ended_ns or time.perf_counter_ns(), self.until_s)
+
+
+def span_s(start: float, now: float, until_s: float, unit: float = NS) -> float:
+    """From `start` to `now` (in `unit`s of a second), at most `until_s` seconds."""
+    return max(min((now - start) / unit, until_s), 0.0)

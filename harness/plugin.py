@@ -24,6 +24,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 
 from harness import credentials, exitcodes, locust_bounds, locust_env, locust_outputs, pauses, slo, webaccess, webui
 from harness import options as cli
+from harness.cluster_arrivals import MARGIN_S, ArrivalShare
 from harness.credentials import API_KEY_ENV, EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, take_influx_token
 from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, WorkerState, worker_output_dir
 from harness.emulator.process import EmulatorError, EmulatorProcess
@@ -165,15 +166,24 @@ class Session:
         if self.environment.reset_stats:
             self.open_window()
         run = self.run
-        if run is None or run.open_loop is None or run.open_loop.start_ns is not None:
+        load = self.scenario.load
+        if run is None or load is None or not load.open_loop or self._arrivals_started(run):
             return
-        load = run.open_loop.load
+        start = time.time()
         until_s = None
-        if self.options.run_time:
-            until_s = max(0.0, self.options.run_time - load.cooldown_s - (time.time() - run.started_at))
-        run.open_loop.start(time.perf_counter_ns(), until_s)
+        if self.options.run_time:  # the cool-down's start, from the arrivals' start
+            until_s = max(0.0, self.options.run_time - load.cooldown_s - (start - run.started_at))
+        if self.link is not None and self.link.arrivals is not None:
+            start = self.link.arrivals.start(max(0.0, until_s - MARGIN_S) if until_s is not None else None)
+        elif run.open_loop is not None:
+            run.open_loop.start(time.perf_counter_ns(), until_s)
         if load.warmup_s:
-            self._warmup = gevent.spawn_later(load.warmup_s, self._end_warmup)
+            self._warmup = gevent.spawn_later(start + load.warmup_s - time.time(), self._end_warmup)
+
+    def _arrivals_started(self, run: HarnessRun) -> bool:
+        if self.link is not None:
+            return self.link.arrivals is None or self.link.arrivals.started
+        return run.open_loop is None or run.open_loop.started
 
     def _end_warmup(self) -> None:
         """The warm-up is over: the figures start now, Locust's tables too (as on --reset-stats)."""
@@ -269,8 +279,16 @@ class WorkerSession:
         self.epoch = 0  # the master's measurement window when this worker got the run
         self.share = Share()  # this worker's share of the run's limits (harness/shares.py)
         self._waiting_for: str | None = None  # why the users wait (their share is used up)
+        self.arrivals: ArrivalShare | None = None  # an open loop: this worker's share of the arrivals
         self.link = WorkerLink(
-            environment, self._on_run, self._report, self._on_window, self._on_share, lambda: self.gate.master_proven, self.give_up
+            environment,
+            self._on_run,
+            self._report,
+            self._on_window,
+            self._on_share,
+            self._on_arrivals,
+            lambda: self.gate.master_proven,
+            self.give_up,
         )
         self.gate = WorkerGate(locust_env.worker(environment), worker_secret, self.give_up, locust_version)
         gevent.spawn(self.link.watch_master, lambda: locust_env.options(environment).master_lost_timeout, self.master_lost)
@@ -287,6 +305,23 @@ class WorkerSession:
         self.share = share
         if self.run is not None and self.run.config.run_id == run_id:
             self.run.share = share
+
+    def _on_arrivals(self, share: ArrivalShare) -> None:
+        """The master's (new) split of an open loop's arrivals."""
+        if share.run_id != self.run_id:
+            return  # a message of another run
+        self.arrivals = share
+        self._follow_arrivals()
+
+    def _follow_arrivals(self) -> None:
+        """This worker's open loop sends its share: from the common start, or anew from the split's time."""
+        share, run = self.arrivals, self.run
+        if share is None or run is None or run.open_loop is None or run.config.run_id != share.run_id:
+            return
+        if run.open_loop.started:
+            run.open_loop.rearrange(share.index, share.count, share.since_s)
+        else:
+            run.open_loop.start(share.start_ns(), share.until_s, share.index, share.count, share.since_s)
 
     def _share_used_up(self, reason: str) -> None:
         """A user found no room in this worker's share: said once per run."""
@@ -361,11 +396,16 @@ class WorkerSession:
         self._waiting_for = None
         pauses.settle()
         self.run.start()
+        self._follow_arrivals()
         self._ready.set()
 
     def on_test_start(self) -> None:
         self._testing = True
         self._start_run()
+
+    def on_test_stopping(self) -> None:
+        if self.run is not None and self.run.open_loop is not None:
+            self.run.open_loop.close()  # nothing more arrives; the users waiting for an arrival stop
 
     def on_test_stop(self) -> None:
         self._testing = False
@@ -442,7 +482,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         scenario = load_scenario(options.scenario)
     except ScenarioError as exc:
         fail_usage(str(exc))
-    problem = load_problem(options, scenario, master)
+    problem = load_problem(options, scenario)
     if problem:
         fail_usage(problem)
     _apply_load_defaults(options, scenario)
@@ -510,7 +550,7 @@ def announce_cost(scenario: Scenario, options: Any) -> None:
     )
 
 
-def load_problem(options: Any, scenario: Scenario, master: bool) -> str | None:
+def load_problem(options: Any, scenario: Scenario) -> str | None:
     """Why the scenario's `load` may not run with these options, if it may not."""
     load = scenario.load
     if load is None:
@@ -524,8 +564,6 @@ def load_problem(options: Any, scenario: Scenario, master: bool) -> str | None:
         return f"{where}: its users are load.max_in_flight ({load.in_flight_limit}); leave out -u/--users"
     if options.reset_stats:
         return f"{where}: its measurement window opens after load.warmup; leave out --reset-stats"
-    if master:
-        return f"{where}: open-loop runs on a master and workers are not available yet; run it in one process"
     return None
 
 

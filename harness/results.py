@@ -250,6 +250,16 @@ class Points(_Result):
     dropped: int
 
 
+class ArrivalTally(_Result):
+    """One process's open-loop arrivals: scheduled = sent + dropped + refused."""
+
+    scheduled: int = Field(ge=0)
+    sent: int = Field(ge=0)
+    dropped: int = Field(ge=0)
+    refused: int = Field(ge=0)
+    sent_demand: float = Field(ge=0, description="the units (requests or tokens) of the arrivals sent")
+
+
 class WorkerInfo(_Result):
     name: str
     requests: int = Field(description="in the figures")
@@ -268,6 +278,7 @@ class WorkerInfo(_Result):
         description="a lost worker's requests that no report counted, about: from .. to (in flight at its last report, "
         "plus those started at its last rate until it died); None: not lost, or it never reported",
     )
+    arrivals: ArrivalTally | None = Field(default=None, description="an open loop: its arrivals, at its last report")
 
 
 Status = Literal["PASS", "FAIL", "DONE", "ERRORS", "ABORTED", "STOPPED", "UNRELIABLE", "FAILED_FAST"]
@@ -285,7 +296,9 @@ class Arrivals(_Result):
     scheduled: int = Field(ge=0)
     sent: int = Field(ge=0)
     dropped: int = Field(ge=0, description="arrivals that found every one of max_in_flight busy")
-    refused: int = Field(ge=0, description="arrivals a limit refused (budget, request limit, disk)")
+    refused: int = Field(
+        ge=0, description="arrivals handed to a user and not sent: a limit (budget, request limit, disk) or the stop came first"
+    )
     min_achieved: float = Field(description="the scenario's floor for achieved / target")
 
     @property

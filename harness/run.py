@@ -130,8 +130,8 @@ class HarnessRun:
     def _new_open_loop(self) -> OpenLoop | None:
         """An open loop's arrivals (the scenario's `load.arrival`); None: a closed loop."""
         load = self.scenario.load
-        if load is None or not load.open_loop:
-            return None
+        if load is None or not load.open_loop or self.config.role == "master":
+            return None  # (a master's workers send the arrivals)
         if load.rate_unit != "requests":
             self.token_demand = TokenDemand(load.rate_unit, lambda pick: len(self.prepare(pick).data))
         seed = self.scenario.seed * 1_000_003 - 1  # apart from every user's sampler
@@ -343,4 +343,5 @@ class HarnessRun:
             "failed_fast": self.fail_fast.verdict(time.monotonic()),
             "points_written": points.written if points else 0,
             "points_dropped": points.dropped if points else 0,
+            "arrivals": self.open_loop.counts.as_dict() if self.open_loop is not None else None,
         }

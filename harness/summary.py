@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from harness import __version__
+from harness.arrivals import RateProfile
 from harness.formatting import failures_by_class, fmt_cost, fmt_ms, fmt_tps
 from harness.results import (
     Accounting,
@@ -119,16 +120,37 @@ def build_summary(
         lost_workers=[w.name for w in workers if w.lost],
         refused_workers=dict(link.refused) if link else {},
         records_path=str(run.records.path) if run.records is not None else None,
-        arrivals=_arrivals(run),
+        arrivals=_arrivals(run, link),
     )
 
 
-def _arrivals(run: HarnessRun) -> Arrivals | None:
-    open_loop = run.open_loop
-    if open_loop is None or open_loop.start_ns is None:
+def _arrivals(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
+    """An open loop's arrivals: this process's, or on a master its workers' summed."""
+    load = run.scenario.load
+    if load is None or load.arrival is None:
         return None
-    load = open_loop.load
-    return Arrivals(**open_loop.figures(), unit=load.rate_unit, min_achieved=load.achieved_floor)
+    if link is not None:
+        cluster = link.arrivals
+        if cluster is None or not cluster.started:
+            return None
+        counts, span = link.arrival_counts(), cluster.span_s()
+    else:
+        if run.open_loop is None or not run.open_loop.started:
+            return None
+        counts, span = run.open_loop.counts, run.open_loop.span_s()
+    per_s = max(span, 1e-9)
+    return Arrivals(
+        arrival=load.arrival,
+        unit=load.rate_unit,
+        span_s=span,
+        target_per_s=RateProfile.of(load).demand_at(span) / per_s,
+        achieved_per_s=counts.sent_demand / per_s,
+        scheduled=counts.scheduled,
+        sent=counts.sent,
+        dropped=counts.dropped,
+        refused=counts.refused,
+        min_achieved=load.achieved_floor,
+    )
 
 
 # --- console -----------------------------------------------------------------------------
@@ -227,7 +249,7 @@ def render_arrivals(summary: Summary) -> list[str]:
         f"arrivals ({arrivals.arrival}, over {arrivals.span_s:.1f} s): target {arrivals.target_per_s:.4g}{unit}/s, "
         f"achieved {arrivals.achieved_per_s:.4g}{unit}/s ({100 * share:.3g} %){verdict}; "
         f"{arrivals.scheduled} scheduled = {arrivals.sent} sent + {arrivals.dropped} dropped (max_in_flight busy) "
-        f"+ {arrivals.refused} refused (a limit)"
+        f"+ {arrivals.refused} refused (a limit or the stop)"
         if share is not None
         else f"arrivals ({arrivals.arrival}): none scheduled"
     ]

@@ -54,7 +54,7 @@ def test_an_arrival_goes_to_an_idle_user_or_is_dropped_and_counted() -> None:
     assert all(user.dead for user in users)  # closing let the waiting users go
     due = [(a.scheduled_ns - start) / 1e9 for a in taken if a is not None]
     assert all(abs(t * 100 - round(t * 100)) < 1e-6 for t in due)  # each keeps its own slot: k / 100 s
-    assert loop.figures()["target_per_s"] == pytest.approx(100) and loop.take() is None
+    assert loop.span_s() == pytest.approx(1.0) and loop.take() is None  # the cool-down came at 1 s
 
 
 def test_stopping_at_any_moment_leaves_every_arrival_counted_once() -> None:
