@@ -46,7 +46,8 @@ class ArrivalCounts:
     sent: int = 0  # handed to an idle user
     dropped: int = 0  # every user was busy
     refused: int = 0  # handed over and not sent: a limit, or the run's stop (sent counts it no more)
-    sent_demand: float = 0.0  # the units (requests or tokens) of the arrivals sent
+    scheduled_demand: float = 0.0  # the units (requests or tokens) of the arrivals scheduled
+    sent_demand: float = 0.0  # of those sent
 
     def as_dict(self) -> dict[str, float]:
         return dict(vars(self))
@@ -60,6 +61,7 @@ class ArrivalCounts:
             total.sent += int(counts["sent"])
             total.dropped += int(counts["dropped"])
             total.refused += int(counts["refused"])
+            total.scheduled_demand += counts["scheduled_demand"]
             total.sent_demand += counts["sent_demand"]
         return total
 
@@ -211,6 +213,7 @@ class OpenLoop:
         """To an idle user, or dropped: no switch from here to the counts, whatever stops the run."""
         counts = self.counts
         counts.scheduled += 1
+        counts.scheduled_demand += arrival.demand
         if self._idle:
             self._idle.popleft().set(arrival)  # wakes its user later, never now
             counts.sent += 1

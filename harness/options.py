@@ -20,6 +20,7 @@ from typing import Any
 from harness import credentials, exitcodes, webui
 from harness.disk import DEFAULT_MIN_FREE_MB
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS
+from harness.load import parse_rate
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, WRITE_TIMEOUT_S
 from harness.transport import TRANSPORTS
 
@@ -56,6 +57,20 @@ non_negative_count = number(int, 0, False, "a whole number")
 positive_ms = number(float, 0, True, "a number of milliseconds")
 positive_percent = number(float, 0, True, "a percentage")
 non_negative_mb = number(float, 0, False, "a number of megabytes")
+
+
+def rate(text: str) -> str:
+    """A rate as a scenario's load.rate takes it (checked here so that a typo is a usage error)."""
+    try:
+        parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
+def load_overrides(options: Any) -> dict[str, str]:
+    """The scenario's load settings the command line gives."""
+    return {name: value for name in ("arrival", "rate") if (value := getattr(options, name, None))}
 
 
 def tcp_port(text: str) -> int:
@@ -125,6 +140,18 @@ def add_arguments(parser: Any) -> None:
         type=positive_percent,
         default=None,
         help="percent a percentile may grow over the baseline (default: the scenario's regression.threshold_pct, 10)",
+    )
+    group.add_argument(
+        "--arrival",
+        choices=("poisson", "constant"),
+        default=None,
+        help="an open loop: requests arrive at --rate whatever the answers (the scenario's load.arrival, overridden)",
+    )
+    group.add_argument(
+        "--rate",
+        type=rate,
+        default=None,
+        help="an open loop's rate for the whole run, e.g. 20/s, 600/min, 400000 input_tokens/min (load.rate, overridden)",
     )
     group.add_argument("--max-cost-usd", type=positive_usd, default=None, help="stop the run when it has spent this much")
     group.add_argument(

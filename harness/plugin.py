@@ -30,13 +30,14 @@ from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, WorkerSta
 from harness.emulator.process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.health import Thresholds
+from harness.load_options import apply_load_defaults, load_problem, read_scenario
 from harness.outputs import write_outputs
 from harness.payload import build_headers
 from harness.pricing import PriceTable
 from harness.recording import InfluxConfig
 from harness.results import InputError, Summary, load_summary
 from harness.run import HarnessRun, RunConfig, new_run_id
-from harness.scenario import Scenario, ScenarioError, load_scenario
+from harness.scenario import Scenario, ScenarioError
 from harness.shares import Share
 from harness.summary import build_summary, render_text
 from harness.transport import Target, preload_sdk
@@ -130,11 +131,15 @@ class Session:
     def real_api_problem(self, host: str, scenario: Scenario) -> str | None:
         return real_api_problem(host, scenario, self.options)
 
+    def read_scenario(self, path: str) -> Scenario:
+        """A scenario file as this process runs it: with the command line's load settings."""
+        return read_scenario(path, self.options)
+
     def reload_scenario(self) -> None:
         """The web UI's start form may name another scenario file than the one loaded."""
         path = self.options.scenario
         if path and path != self.scenario.source:
-            self.scenario = load_scenario(path)  # validated again by the web UI before it starts
+            self.scenario = self.read_scenario(path)  # validated again by the web UI before it starts
             self.guard.abort = self.scenario.abort
             self.guard.budget_usd = self.options.max_cost_usd or self.scenario.budget_usd
             if self.link is not None:
@@ -479,13 +484,13 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
             preload_sdk()
         return
     try:
-        scenario = load_scenario(options.scenario)
+        scenario = read_scenario(options.scenario, options)
     except ScenarioError as exc:
         fail_usage(str(exc))
     problem = load_problem(options, scenario)
     if problem:
         fail_usage(problem)
-    _apply_load_defaults(options, scenario)
+    apply_load_defaults(options, scenario)
     if options.transport == "sdk":
         preload_sdk()
     session = Session(environment, scenario, environment.host or None, influx_token, secret)
@@ -548,40 +553,6 @@ def announce_cost(scenario: Scenario, options: Any) -> None:
         users,
         per_request * users * 60,
     )
-
-
-def load_problem(options: Any, scenario: Scenario) -> str | None:
-    """Why the scenario's `load` may not run with these options, if it may not."""
-    load = scenario.load
-    if load is None:
-        return None
-    if not load.open_loop:
-        if load.stages:
-            return f"{scenario.source}: load.stages with users are not available yet; use -u/--users, or an open loop's rate stages"
-        return None
-    where = f"{scenario.source}: load.arrival is an open loop"
-    if options.num_users is not None:
-        return f"{where}: its users are load.max_in_flight ({load.in_flight_limit}); leave out -u/--users"
-    if options.reset_stats:
-        return f"{where}: its measurement window opens after load.warmup; leave out --reset-stats"
-    return None
-
-
-def _apply_load_defaults(options: Any, scenario: Scenario) -> None:
-    """The scenario's `load` section fills in what the command line left unset. In an open loop
-    the users are the slots of max_in_flight, all spawned at once before the first arrival."""
-    load = scenario.load
-    if load is None:
-        return
-    if load.open_loop:
-        options.num_users = load.in_flight_limit
-        options.spawn_rate = options.spawn_rate or load.in_flight_limit
-    if options.num_users is None and load.users:
-        options.num_users = load.users
-    if options.spawn_rate is None and load.spawn_rate:
-        options.spawn_rate = load.spawn_rate
-    if not options.run_time and load.run_time_s:
-        options.run_time = load.run_time_s
 
 
 def register(events: Any) -> None:

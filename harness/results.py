@@ -14,6 +14,7 @@ version-1 file still loads (for `--baseline`), upgraded on the way in.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -257,6 +258,7 @@ class ArrivalTally(_Result):
     sent: int = Field(ge=0)
     dropped: int = Field(ge=0)
     refused: int = Field(ge=0)
+    scheduled_demand: float = Field(ge=0, description="the units (requests or tokens) of the arrivals scheduled")
     sent_demand: float = Field(ge=0, description="the units (requests or tokens) of the arrivals sent")
 
 
@@ -292,6 +294,9 @@ class Arrivals(_Result):
     unit: Literal["requests", "input_tokens", "output_tokens"] = Field(description="what the rates count")
     span_s: float = Field(ge=0, description="the time arrivals were scheduled (from the start to the cool-down or the stop)")
     target_per_s: float = Field(ge=0, description="the mean target rate over the span")
+    scheduled_per_s: float = Field(
+        ge=0, description="what was scheduled, per second of the span (a Poisson schedule varies around the target by 1/sqrt(n))"
+    )
     achieved_per_s: float = Field(ge=0, description="what was sent, per second of the span")
     scheduled: int = Field(ge=0)
     sent: int = Field(ge=0)
@@ -303,12 +308,24 @@ class Arrivals(_Result):
 
     @property
     def achieved_share(self) -> float | None:
-        return self.achieved_per_s / self.target_per_s if self.target_per_s else None
+        """What was sent of what was scheduled (not of the target: a Poisson schedule's own
+        count varies around it)."""
+        return self.achieved_per_s / self.scheduled_per_s if self.scheduled_per_s else None
+
+    @property
+    def behind_schedule(self) -> bool:
+        """The schedule itself fell short of the target (the load generator could not keep up),
+        by more than a Poisson count's chance (3 sigma) below min_achieved of it."""
+        expected = self.target_per_s * self.span_s
+        got = self.scheduled_per_s * self.span_s
+        per_arrival = got / self.scheduled if self.scheduled else 1.0  # 1, or an arrival's tokens
+        chance = 3 * math.sqrt(expected * per_arrival) if self.arrival == "poisson" else per_arrival
+        return got < self.min_achieved * expected - chance
 
     @property
     def below_target(self) -> bool:
         share = self.achieved_share
-        return share is not None and share < self.min_achieved
+        return (share is not None and share < self.min_achieved) or self.behind_schedule
 
 
 class Verdict(_Result):

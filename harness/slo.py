@@ -205,9 +205,14 @@ def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_o
     if aborted:
         reasons.insert(0, f"aborted early: {aborted}")
     arrivals = summary.arrivals
-    if arrivals is not None and arrivals.below_target:
+    if arrivals is not None and arrivals.behind_schedule:
         reasons.append(
-            f"achieved {arrivals.achieved_per_s:.4g}/s of a target {arrivals.target_per_s:.4g}/s ({arrivals.unit}): "
+            f"scheduled {arrivals.scheduled_per_s:.4g}/s of a target {arrivals.target_per_s:.4g}/s ({arrivals.unit}): "
+            f"the load generator fell behind its schedule (below min_achieved {arrivals.min_achieved:g})"
+        )
+    elif arrivals is not None and arrivals.below_target:
+        reasons.append(
+            f"achieved {arrivals.achieved_per_s:.4g}/s of {arrivals.scheduled_per_s:.4g}/s scheduled ({arrivals.unit}): "
             f"below min_achieved {arrivals.min_achieved:g} ({arrivals.dropped} dropped, {arrivals.refused} refused)"
         )
     if not summary.totals.cost_known:

@@ -144,6 +144,7 @@ def _arrivals(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
         unit=load.rate_unit,
         span_s=span,
         target_per_s=RateProfile.of(load).demand_at(span) / per_s,
+        scheduled_per_s=counts.scheduled_demand / per_s,
         achieved_per_s=counts.sent_demand / per_s,
         scheduled=counts.scheduled,
         sent=counts.sent,
@@ -247,7 +248,8 @@ def render_arrivals(summary: Summary) -> list[str]:
     verdict = f" BELOW min_achieved {arrivals.min_achieved:g}" if arrivals.below_target else ""
     lines = [
         f"arrivals ({arrivals.arrival}, over {arrivals.span_s:.1f} s): target {arrivals.target_per_s:.4g}{unit}/s, "
-        f"achieved {arrivals.achieved_per_s:.4g}{unit}/s ({100 * share:.3g} %){verdict}; "
+        f"scheduled {arrivals.scheduled_per_s:.4g}{unit}/s, achieved {arrivals.achieved_per_s:.4g}{unit}/s "
+        f"({100 * share:.3g} % of scheduled){verdict}; "
         f"{arrivals.scheduled} scheduled = {arrivals.sent} sent + {arrivals.dropped} dropped (max_in_flight busy) "
         f"+ {arrivals.refused} refused (a limit or the stop)"
         if share is not None

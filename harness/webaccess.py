@@ -33,10 +33,12 @@ from gevent.lock import BoundedSemaphore
 from harness import credentials, locust_env
 from harness.credentials import CredentialsError, is_loopback, is_loopback_host, same_target
 from harness.options import LOOPBACK
-from harness.scenario import ScenarioError, load_scenario
+from harness.scenario import ScenarioError
 
 if TYPE_CHECKING:
     from locust.env import Environment
+
+    from harness.load import Load
 
 if TYPE_CHECKING:
     from harness.plugin import Session
@@ -95,19 +97,29 @@ def form_problem(form: Any, session: Session, offered: list[str], running: bool)
     if path not in offered:
         return f"scenario {path!r} is not one of the offered files: {', '.join(offered)}"
     try:
-        chosen = load_scenario(path)
+        chosen = session.read_scenario(path)
     except ScenarioError as exc:
         return f"bad scenario, the test was not started: {exc}"
     target = host or session.environment.host
     return session.real_api_problem(target, chosen) if target else None  # none: the built-in emulator
 
 
-def checked_form(form: Any) -> Any:
+def checked_form(form: Any, load: Load | None) -> Any:
     """The form as Locust may read it: no empty field outside the allow-list (Locust would set
-    it as an option), the host as it was checked (without surrounding spaces)."""
+    it as an option), the host as it was checked (without surrounding spaces); the chosen
+    scenario's `load` fills in the run time left empty, and an open loop's users are its
+    max_in_flight slots whatever the form says."""
     from werkzeug.datastructures import ImmutableMultiDict
 
-    kept = [(k, v.strip() if k == "host" else v) for k, v in form.items(multi=True) if k in FORM_FIELDS or v]
+    kept = {k: v.strip() if k == "host" else v for k, v in form.items() if k in FORM_FIELDS or v}
+    if load is not None and load.run_time_s and not kept.get("run_time"):
+        kept["run_time"] = f"{load.run_time_s:g}s"
+    if load is not None and load.open_loop:
+        if kept.get("user_count") not in (None, str(load.in_flight_limit)):
+            logger.info(
+                "web UI: an open loop's users are load.max_in_flight (%d), not the form's %s", load.in_flight_limit, kept["user_count"]
+            )
+        kept["user_count"] = kept["spawn_rate"] = str(load.in_flight_limit)
     return ImmutableMultiDict(kept)
 
 
@@ -160,7 +172,8 @@ def install(environment: Environment, session: Session, login: tuple[str, str] |
         problem = form_problem(request.form, session, offered(), running)
         if problem:
             return refuse(problem)
-        request.form = checked_form(request.form)
+        chosen = session.read_scenario(request.form.get("scenario") or session.scenario.source)  # checked above
+        request.form = checked_form(request.form, chosen.load)
         return None
 
     app.wsgi_app = without_cors_headers(app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware

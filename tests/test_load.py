@@ -3,12 +3,14 @@ clear message for every inconsistent combination."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
 from harness.load import Load, Rate
-from harness.scenario import ScenarioError, scenario_from_dict
+from harness.options import rate
+from harness.scenario import ScenarioError, scenario_from_dict, with_load_overrides
 
 BASE = {"name": "t", "models": ["m"], "prompts": [{"name": "p", "max_tokens": 5, "input_tokens": 10}]}
 
@@ -114,3 +116,20 @@ def test_a_load_section_survives_the_trip_to_the_workers(section: dict) -> None:
     scenario = scenario_from_dict({**BASE, "load": section}, source="x.yaml")
     shipped = json.loads(json.dumps(scenario.model_dump(mode="json")))
     assert scenario_from_dict(shipped, source="from the master") == scenario
+
+
+def test_the_command_line_overrides_the_load_and_names_itself_in_a_problem() -> None:
+    closed = scenario_from_dict({**BASE, "load": {"users": 5, "run_time": "1m"}}, source="x.yaml")
+    opened = with_load_overrides(closed, {"arrival": "constant", "rate": "90/min"})
+    assert opened.load is not None and opened.load.arrival == "constant" and opened.load.rate == Rate(per_s=1.5)
+    assert opened.source == "x.yaml" and opened.load.run_time_s == 60  # the rest of the file stays
+    assert with_load_overrides(closed, {}) is closed
+    with pytest.raises(ScenarioError) as caught:
+        with_load_overrides(closed, {"rate": "5/s"})  # a rate without an arrival
+    assert str(caught.value).startswith("x.yaml with --rate 5/s: load: ") and "needs `arrival: poisson`" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["5", "5/h", "-2/s", "0/s", "fast"])
+def test_a_bad_rate_on_the_command_line_is_a_usage_error(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="must be a rate"):
+        rate(text)

@@ -18,6 +18,7 @@ import pytest
 
 from harness.compressed import read_lines
 from harness.openloop import Arrival, OpenLoop, TokenDemand
+from harness.results import Arrivals
 from harness.sampler import Sampler
 from harness.scenario import scenario_from_dict
 from harness.timing import OK, TimingRecord
@@ -91,6 +92,33 @@ def test_a_token_rate_paces_by_the_tokens_the_responses_report() -> None:
     assert output(pick) == 32  # max_tokens, before any response
     output.observe(TimingRecord("m", "short", "stream", input_tokens=12, output_tokens=8, outcome=OK), max_tokens=32)
     assert output(pick) == 8  # a quarter of max_tokens used
+
+
+def arrivals(scheduled: int, sent: int, target_per_s: float = 10.0, span_s: float = 100.0, kind: str = "poisson") -> Arrivals:
+    return Arrivals.model_validate(
+        {
+            "arrival": kind,
+            "unit": "requests",
+            "span_s": span_s,
+            "target_per_s": target_per_s,
+            "scheduled_per_s": scheduled / span_s,
+            "achieved_per_s": sent / span_s,
+            "scheduled": scheduled,
+            "sent": sent,
+            "dropped": scheduled - sent,
+            "refused": 0,
+            "min_achieved": 0.95,
+        }
+    )
+
+
+def test_the_achieved_rate_is_judged_against_the_schedule_and_the_schedule_against_chance() -> None:
+    # 1000 arrivals expected: a Poisson schedule's count has a sigma of about 32
+    assert not arrivals(940, 940).below_target  # a schedule 2 sigma short, all sent: chance
+    assert arrivals(1000, 940).below_target and not arrivals(1000, 940).behind_schedule  # 6 % dropped
+    assert arrivals(840, 840).behind_schedule  # 5 sigma below the floor: the generator fell behind
+    assert arrivals(940, 940, kind="constant").behind_schedule  # constant arrivals have no chance in them
+    assert not arrivals(999, 999, kind="constant").below_target
 
 
 def scenario(tmp_path: Path, load: dict, **extra: object) -> Path:

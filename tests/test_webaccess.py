@@ -12,6 +12,8 @@ from werkzeug.datastructures import Headers, MultiDict
 
 from harness import credentials
 from harness.credentials import EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, same_target
+from harness.load import Load
+from harness.scenario import load_scenario
 from harness.webaccess import FORM_FIELDS, checked_form, cross_site_problem, exposed, form_problem, required_login
 
 DEMO = "scenarios/demo.yaml"
@@ -25,6 +27,7 @@ def session(startup_host: str | None, host: str | None = None, problem: str | No
         environment=SimpleNamespace(host=host or startup_host or "http://127.0.0.1:8000"),
         scenario=SimpleNamespace(source=DEMO),
         real_api_problem=lambda host, scenario: problem,
+        read_scenario=load_scenario,
     )
 
 
@@ -130,8 +133,25 @@ def test_every_other_field_is_refused_by_name(field: str) -> None:
 def test_empty_fields_outside_the_allow_list_are_dropped_not_refused() -> None:
     posted = form(profile="", influx_url="")
     assert form_problem(posted, session(None), OFFERED, False) is None
-    assert sorted(checked_form(posted)) == ["spawn_rate", "user_count"]
-    assert checked_form(form(host=" http://127.0.0.1:8000 \n"))["host"] == "http://127.0.0.1:8000"
+    assert sorted(checked_form(posted, None)) == ["spawn_rate", "user_count"]
+    assert checked_form(form(host=" http://127.0.0.1:8000 \n"), None)["host"] == "http://127.0.0.1:8000"
+
+
+def test_the_first_of_two_values_is_the_one_checked_and_kept() -> None:
+    posted = MultiDict([("host", "http://127.0.0.1:8000"), ("host", "http://evil.example"), ("user_count", "1")])
+    assert checked_form(posted, None)["host"] == posted["host"] == "http://127.0.0.1:8000"
+
+
+def test_the_chosen_scenarios_load_fills_the_form() -> None:
+    """The run time the form leaves empty comes from the scenario; an open loop's users are its slots."""
+    closed = Load.model_validate({"users": 4, "run_time": "2m"})
+    assert checked_form(form(run_time=""), closed)["run_time"] == "120s"
+    assert checked_form(form(run_time="30s"), closed)["run_time"] == "30s"
+    open_loop = Load.model_validate(
+        {"arrival": "poisson", "rate": "5/s", "max_in_flight": 7, "stages": [{"duration": "20s", "rate": "9/s"}]}
+    )
+    checked = checked_form(form(user_count="50", spawn_rate="1"), open_loop)
+    assert (checked["user_count"], checked["spawn_rate"], checked["run_time"]) == ("7", "7", "20s")
 
 
 @pytest.mark.parametrize(
