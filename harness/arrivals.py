@@ -104,6 +104,11 @@ class RateProfile:
         return self.segments[-1]
 
 
+def span_between(start: float, now: float, until_s: float, unit: float = 1.0) -> float:
+    """The seconds from `start` to `now` (times in `unit`s of a second), at most `until_s`."""
+    return max(min((now - start) / unit, until_s), 0.0)
+
+
 class WorkerArrivals:
     """One worker's arrival times (seconds since the run's common start), as worker `index` of
     `count`, from `since_s` on."""

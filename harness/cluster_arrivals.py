@@ -12,10 +12,11 @@ worker whose clock is off by d sends its share d early or late).
 
     master -> worker  claude_arrivals  {run_id, start_wall, until_s, since_s, index, count}
 
-the worker's share from `since_s` on (seconds since `start_wall`), none from `until_s` on (the
-cool-down). Sent to every working worker once spawning is complete (since 0, the start
+the worker's share from `since_s` on (seconds since `start_wall`; count 0: none), none from
+`until_s` on (the cool-down). Sent to every working worker once spawning is complete (since 0, the start
 MARGIN_S ahead, time for the message to arrive), and again whenever the set of working
-workers changes (one joined, quit or was lost): the new split holds from MARGIN_S ahead. The
+workers changes (one joined, quit or was lost): the new split holds from MARGIN_S ahead (a
+worker that gets it late starts its new share where its old one left off). The
 arrivals a lost worker would have sent between its loss and the new split are sent by nobody:
 the achieved rate shows them. Workers report their arrival counts in every report; the master
 sums them.
@@ -32,7 +33,7 @@ from typing import Any
 
 import gevent
 
-from harness.openloop import span_s
+from harness.arrivals import span_between
 
 logger = logging.getLogger("harness.distributed")
 
@@ -75,7 +76,6 @@ class ClusterArrivals:
         self.until_s: float | None = None
         self.ended_wall: float | None = None
         self.members: list[str] = []
-        self.splits = 0
         self._watching: gevent.Greenlet | None = None
 
     @property
@@ -100,7 +100,7 @@ class ClusterArrivals:
         """The time arrivals were scheduled: from the start to the cool-down or the stop."""
         assert self.start_wall is not None
         until_s = math.inf if self.until_s is None else self.until_s
-        return span_s(self.start_wall, self.ended_wall or time.time(), until_s, unit=1.0)
+        return span_between(self.start_wall, self.ended_wall or time.time(), until_s)
 
     def _watch(self) -> None:
         assert self.start_wall is not None
@@ -112,10 +112,13 @@ class ClusterArrivals:
                 self._split(working, max(0.0, since_s))
 
     def _split(self, working: list[str], since_s: float) -> None:
+        """Each working worker's share; a worker left out (missing but maybe alive, or without
+        users now) gets none from then on."""
         assert self.start_wall is not None
+        left_out = [client_id for client_id in self.members if client_id not in working]
         self.members = working
-        self.splits += 1
-        for index, client_id in enumerate(working):
-            share = ArrivalShare(self.run_id, self.start_wall, self.until_s, since_s, index, len(working))
+        shares = [(client_id, index, len(working)) for index, client_id in enumerate(working)]
+        for client_id, index, count in shares + [(client_id, 0, 0) for client_id in left_out]:
+            share = ArrivalShare(self.run_id, self.start_wall, self.until_s, since_s, index, count)
             self.send(client_id, share.as_dict())
         logger.info("arrivals split among %d workers from %.1f s after the start", len(working), since_s)

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
+from harness.arrivals import RateProfile
 from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
 from harness.results import Group
 from harness.stats import LIVE_WINDOW_S, LabelStats, RunStats, no_pause
+from harness.summary import arrivals_of
 from harness.timing import OVERLOADED, RATE_LIMITED
 
 if TYPE_CHECKING:
@@ -168,7 +170,17 @@ def run_figures(run: HarnessRun, link: MasterLink | None, pause: Callable[[], No
         **stats_figures(totals, pause),
         "window": stats_figures(window, pause),
         "health": health,
+        "arrivals": arrival_figures(run, link),
     }
+
+
+def arrival_figures(run: HarnessRun, link: MasterLink | None) -> dict[str, Any] | None:
+    """An open loop's arrivals so far (the summary's figures) and the target rate now."""
+    arrivals = arrivals_of(run, link)
+    load = run.scenario.load
+    if arrivals is None or load is None:
+        return None
+    return {**arrivals.model_dump(), "rate_now_per_s": RateProfile.of(load).rate_at(arrivals.span_s)}
 
 
 class Snapshots:
@@ -244,6 +256,19 @@ def health_text(health: dict[str, Any]) -> str:
     return f"load generator {verdict}: {detail}"
 
 
+def arrivals_text(arrivals: dict[str, Any]) -> str:
+    """An open loop in one line: the target now, the rates so far, where every arrival went."""
+    unit = "" if arrivals["unit"] == "requests" else f" {arrivals['unit']}"
+    scheduled = arrivals["scheduled_per_s"]
+    share = f" ({fmt_share(arrivals['achieved_per_s'] / scheduled)} of scheduled)" if scheduled else ""
+    return (
+        f"open loop ({arrivals['arrival']}): target now {arrivals['rate_now_per_s']:.4g}{unit}/s; over "
+        f"{arrivals['span_s']:.0f} s target {arrivals['target_per_s']:.4g}/s, scheduled {scheduled:.4g}/s, "
+        f"sent {arrivals['achieved_per_s']:.4g}/s{share}; {fmt_int(arrivals['scheduled'])} scheduled = "
+        f"{fmt_int(arrivals['sent'])} sent + {fmt_int(arrivals['dropped'])} dropped + {fmt_int(arrivals['refused'])} refused"
+    )
+
+
 def snapshot_label(stats: dict[str, Any]) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(stats["at"]))
     return f"snapshot #{stats['snapshot']} at {clock}"
@@ -253,6 +278,8 @@ def tab_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
     """The Claude tab's rows for one `/claude/stats` snapshot."""
     empty = {key: "" for key, _ in COLUMNS}
     rows = [{**empty, "name": "health", "label": health_text(stats["health"]), "window": snapshot_label(stats)}]
+    if stats.get("arrivals"):
+        rows.append({**empty, "name": "arrivals", "label": arrivals_text(stats["arrivals"]), "window": "run"})
     if stats["run_id"] is None:
         rows.append({**empty, "name": "idle", "label": "no run yet: start a test"})
     else:

@@ -7,8 +7,9 @@ arrival keeps its scheduled time: the record's send lag is the time from it to t
 and the figures "from the scheduled time" are what a user of the service would feel.
 
 Counts: scheduled = sent + dropped (no idle user) + refused (handed to a user and not sent: a
-limit such as the budget, the request limit or the disk came first, or the run stopped). With a token rate each arrival asks for its prompt's tokens: input tokens as the last
-response of that prompt reported them (before any, the request's size at 4 bytes a token), or
+limit such as the budget, the request limit or the disk came first, or the run stopped). With
+a token rate each arrival asks for its prompt's tokens: input tokens as the last response of
+that prompt reported them (before any, the request's size at 4 bytes a token), or
 output tokens as max_tokens times the share of it the prompt's responses have used so far.
 """
 
@@ -19,12 +20,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import gevent
 from gevent.event import AsyncResult, Event
 
-from harness.arrivals import RateProfile, WorkerArrivals
+from harness.arrivals import RateProfile, WorkerArrivals, span_between
 from harness.load import Load
 from harness.sampler import Pick, Sampler
 from harness.timing import TimingRecord
@@ -50,19 +51,15 @@ class ArrivalCounts:
     sent_demand: float = 0.0  # of those sent
 
     def as_dict(self) -> dict[str, float]:
-        return dict(vars(self))
+        return asdict(self)
 
     @classmethod
     def total(cls, each: Iterable[dict[str, float]]) -> ArrivalCounts:
         """The sum of processes' counts (their `as_dict()`), e.g. a master's of its workers'."""
         total = cls()
         for counts in each:
-            total.scheduled += int(counts["scheduled"])
-            total.sent += int(counts["sent"])
-            total.dropped += int(counts["dropped"])
-            total.refused += int(counts["refused"])
-            total.scheduled_demand += counts["scheduled_demand"]
-            total.sent_demand += counts["sent_demand"]
+            for name in total.as_dict():
+                setattr(total, name, getattr(total, name) + counts[name])
         return total
 
 
@@ -92,10 +89,10 @@ class TokenDemand:
 
 @dataclass(frozen=True)
 class Switch:
-    """A new share of the arrivals from `since_s` on (a worker joined or was lost)."""
+    """A new share of the arrivals from `since_s` on (a worker joined or was lost); None: none."""
 
     since_s: float
-    schedule: WorkerArrivals
+    schedule: WorkerArrivals | None
 
 
 class OpenLoop:
@@ -117,7 +114,7 @@ class OpenLoop:
         self.closed = False
         self._idle: deque[AsyncResult[Arrival | None]] = deque()  # the users waiting for an arrival
         self._schedule: WorkerArrivals | None = None
-        self._switch: Switch | None = None
+        self._switches: list[Switch] = []  # in the order of their times
         self._changed = Event()  # a switch came: the time of the next arrival may change
         self._greenlet: gevent.Greenlet | None = None
 
@@ -127,17 +124,25 @@ class OpenLoop:
 
     def start(self, start_ns: int, until_s: float | None, index: int = 0, count: int = 1, since_s: float = 0.0) -> None:
         """Arrivals from `start_ns` on (the schedule's time 0), as worker `index` of `count` from
-        `since_s` on, none from `until_s` on."""
+        `since_s` on (count 0: none), none from `until_s` on."""
+        if self.closed or self.started:
+            return
         self.start_ns, self.until_s = start_ns, math.inf if until_s is None else until_s
         self._schedule = self._share(index, count, since_s)
         self._greenlet = gevent.spawn(self._run)
 
     def rearrange(self, index: int, count: int, since_s: float) -> None:
-        """From `since_s` on (seconds since the start), this process is worker `index` of `count`."""
-        self._switch = Switch(since_s, self._share(index, count, since_s))
+        """From `since_s` on (seconds since the start), this process is worker `index` of `count`
+        (count 0: it sends none)."""
+        if self.closed:
+            return
+        self._switches.append(Switch(since_s, self._share(index, count, since_s)))
+        self._switches.sort(key=lambda switch: switch.since_s)
         self._changed.set()
 
-    def _share(self, index: int, count: int, since_s: float) -> WorkerArrivals:
+    def _share(self, index: int, count: int, since_s: float) -> WorkerArrivals | None:
+        if count == 0:
+            return None
         rng = random.Random(f"{self.seed}:{index}:{count}:{since_s}")
         return WorkerArrivals(self.profile, self.arrival, index, count, rng, since_s)
 
@@ -146,7 +151,6 @@ class OpenLoop:
         self.closed = True
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
-            self._greenlet = None
             self.ended_ns = self.ended_ns or time.perf_counter_ns()
         while self._idle:
             self._idle.popleft().set(None)
@@ -169,19 +173,27 @@ class OpenLoop:
     def refuse(self, arrival: Arrival) -> None:
         """An arrival a user took was not sent (a limit, or the run's stop)."""
         self.counts.sent -= 1
-        self.counts.sent_demand -= arrival.demand
+        self.counts.sent_demand = max(0.0, self.counts.sent_demand - arrival.demand)  # (no float residue below 0)
         self.counts.refused += 1
 
+    def _next_at(self, demand: float, after_s: float) -> float:
+        """The time of the next arrival in this process's share: after `after_s` (a split that
+        came late starts where the old share left off: no time is sent twice)."""
+        at_s = math.inf
+        while self._schedule is not None and (at_s := self._schedule.next(demand)) <= after_s:
+            pass
+        return at_s if self._schedule is not None else math.inf
+
     def _run(self) -> None:
-        assert self.start_ns is not None and self._schedule is not None
+        assert self.start_ns is not None
         pick = self.sampler.next()
         demand = self.demand(pick)
-        at_s = self._schedule.next(demand)
-        while True:
-            switch = self._switch
-            if switch is not None and at_s >= switch.since_s:  # the new share holds from here
-                self._switch, self._schedule = None, switch.schedule
-                at_s = self._schedule.next(demand)
+        last_s = -math.inf  # the time of the last arrival handed over
+        at_s = self._next_at(demand, last_s)
+        while not self.closed:
+            if self._switches and at_s >= self._switches[0].since_s:  # the next share holds from here
+                self._schedule = self._switches.pop(0).schedule
+                at_s = self._next_at(demand, last_s)
                 continue
             due_s = min(at_s, self.until_s)
             wait_s = None if due_s == math.inf else max(0.0, (self._at_ns(due_s) - time.perf_counter_ns()) / NS)
@@ -191,10 +203,12 @@ class OpenLoop:
             if self.closed or at_s >= self.until_s:
                 break
             self._hand_over(Arrival(self._at_ns(at_s), pick, demand))
+            last_s = at_s
             pick = self.sampler.next()
             demand = self.demand(pick)
-            at_s = self._schedule.next(demand)
-        self.ended_ns = self._at_ns(self.until_s) if self.until_s != math.inf else time.perf_counter_ns()
+            at_s = self._next_at(demand, last_s)
+        now_ns = time.perf_counter_ns()
+        self.ended_ns = self.ended_ns or (min(now_ns, self._at_ns(self.until_s)) if self.until_s != math.inf else now_ns)
 
     def _wait(self, wait_s: float | None) -> bool:
         """Wait `wait_s` seconds (None: until a switch); True when a switch came."""
@@ -224,9 +238,4 @@ class OpenLoop:
     def span_s(self) -> float:
         """The time arrivals were scheduled: from the start to the cool-down or the stop."""
         assert self.start_ns is not None
-        return span_s(self.start_ns, self.ended_ns or time.perf_counter_ns(), self.until_s)
-
-
-def span_s(start: float, now: float, until_s: float, unit: float = NS) -> float:
-    """From `start` to `now` (in `unit`s of a second), at most `until_s` seconds."""
-    return max(min((now - start) / unit, until_s), 0.0)
+        return span_between(self.start_ns, self.ended_ns or time.perf_counter_ns(), self.until_s, unit=NS)

@@ -159,9 +159,8 @@ class Session:
         logger.info("run %s: output in %s", run_id, output_dir)
 
     def on_test_stopping(self) -> None:
-        run = self.run
-        if run is not None and run.open_loop is not None:
-            run.open_loop.close()  # nothing more arrives; the users waiting for an arrival stop
+        if self.run is not None:
+            self.run.end_arrivals()
         if self.link is not None:
             self.link.drain(self.environment.stop_timeout or 0.0)
 
@@ -172,7 +171,7 @@ class Session:
             self.open_window()
         run = self.run
         load = self.scenario.load
-        if run is None or load is None or not load.open_loop or self._arrivals_started(run):
+        if run is None or load is None or not load.open_loop or self._nothing_to_start(run):
             return
         start = time.time()
         until_s = None
@@ -185,7 +184,9 @@ class Session:
         if load.warmup_s:
             self._warmup = gevent.spawn_later(start + load.warmup_s - time.time(), self._end_warmup)
 
-    def _arrivals_started(self, run: HarnessRun) -> bool:
+    def _nothing_to_start(self, run: HarnessRun) -> bool:
+        """No open loop here, or its arrivals have started already (spawning completes again
+        when users are rebalanced)."""
         if self.link is not None:
             return self.link.arrivals is None or self.link.arrivals.started
         return run.open_loop is None or run.open_loop.started
@@ -324,6 +325,9 @@ class WorkerSession:
         if share is None or run is None or run.open_loop is None or run.config.run_id != share.run_id:
             return
         if run.open_loop.started:
+            late_s = time.time() - (share.start_wall + share.since_s)
+            if late_s > 0:
+                logger.warning("%s: the master's new split of the arrivals came %.1f s after its time", self.link.name, late_s)
             run.open_loop.rearrange(share.index, share.count, share.since_s)
         else:
             run.open_loop.start(share.start_ns(), share.until_s, share.index, share.count, share.since_s)
@@ -409,8 +413,8 @@ class WorkerSession:
         self._start_run()
 
     def on_test_stopping(self) -> None:
-        if self.run is not None and self.run.open_loop is not None:
-            self.run.open_loop.close()  # nothing more arrives; the users waiting for an arrival stop
+        if self.run is not None:
+            self.run.end_arrivals()
 
     def on_test_stop(self) -> None:
         self._testing = False

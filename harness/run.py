@@ -13,6 +13,7 @@ import itertools
 import random
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,8 @@ class HarnessRun:
             return None  # (a master's workers send the arrivals)
         if load.rate_unit != "requests":
             self.token_demand = TokenDemand(load.rate_unit, lambda pick: len(self.prepare(pick).data))
-        seed = self.scenario.seed * 1_000_003 - 1  # apart from every user's sampler
+        # apart from every user's sampler, and each worker's picks its own
+        seed = self.scenario.seed * 1_000_003 - 1 - (zlib.crc32(self.config.worker.encode()) if self.config.role == "worker" else 0)
         return OpenLoop(load, Sampler(self.scenario, seed), self.token_demand or (lambda _pick: 1.0), self.scenario.seed)
 
     def _new_recent(self) -> RecentStats | None:
@@ -310,8 +312,7 @@ class HarnessRun:
     def close(self) -> None:
         """End of the run: every request has been emitted; flush and close every sink."""
         self.ended_at = time.time()
-        if self.open_loop is not None:
-            self.open_loop.close()
+        self.end_arrivals()
         self.health.stop()
         self.disk.stop()
         self._marker("stop", f"{self.stats.requests} requests")
@@ -322,6 +323,11 @@ class HarnessRun:
             self._shared_transport = None
         if self.records is not None:
             self.records.close()
+
+    def end_arrivals(self) -> None:
+        """The run stops: nothing more arrives, and the users waiting for an arrival stop."""
+        if self.open_loop is not None:
+            self.open_loop.close()
 
     def report(self) -> dict[str, Any]:
         """A worker's periodic report: the stats added since the last one, health, counters."""

@@ -120,11 +120,11 @@ def build_summary(
         lost_workers=[w.name for w in workers if w.lost],
         refused_workers=dict(link.refused) if link else {},
         records_path=str(run.records.path) if run.records is not None else None,
-        arrivals=_arrivals(run, link),
+        arrivals=arrivals_of(run, link),
     )
 
 
-def _arrivals(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
+def arrivals_of(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
     """An open loop's arrivals: this process's, or on a master its workers' summed."""
     load = run.scenario.load
     if load is None or load.arrival is None:

@@ -136,6 +136,41 @@ def download(page: Any, link_text: str, target: Path) -> Path:
 
 # --- tests -------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_an_open_loop_chosen_in_the_form_runs_its_slots_and_the_tab_shows_its_rates(tmp_path: Path, browser: Any) -> None:
+    """The form's user count gives way to the scenario's max_in_flight; its run time to the
+    stages'; the tab's first rows say the target rate now and where every arrival went."""
+    ui = LocustUI(tmp_path, "scenarios/demo.yaml")
+    try:
+        ui.wait_ready()
+        page = new_page(browser)
+        page.goto(ui.url)
+        start_from_form(page, users=5, scenario="scenarios/open-loop.yaml")
+        page.get_by_role("tab", name="Claude").click()
+
+        def arrivals_shown() -> dict[str, Any] | None:
+            table = page.evaluate(READ_TABLE)
+            ready = table and len(table["rows"]) > 2 and table["rows"][1][0].startswith("open loop")
+            return table if ready and " 0 scheduled" not in table["rows"][1][0] and table["rows"][2][0] == "ALL" else None
+
+        table = poll(arrivals_shown, "the open loop's row in the Claude tab")
+        snapshot = ui.get_json(f"/claude/stats?snapshot={snapshot_number(table)}")
+        assert table["rows"] == expected_cells(snapshot) and snapshot["scenario"] == "open-loop"
+        arrivals = snapshot["arrivals"]
+        assert 5 <= arrivals["rate_now_per_s"] <= 10 and arrivals["arrival"] == "poisson"
+        assert f"target now {arrivals['rate_now_per_s']:.4g}/s" in table["rows"][1][0]
+        locust = ui.get_json("/stats/requests")
+        assert locust["user_count"] == 50  # max_in_flight, not the form's 5
+        screenshot(page, "open-loop")
+        # the run time came from the stages (30 s): the run ends by itself, its summary says so
+        final = poll(lambda: (stats := ui.get_json("/claude/stats"))["running"] is False and stats, "the run's end", 60)
+        assert final["arrivals"]["span_s"] == pytest.approx(25, abs=1.5)  # 30 s less the cool-down
+        assert final["arrivals"]["scheduled"] == final["arrivals"]["sent"] + final["arrivals"]["dropped"] + final["arrivals"]["refused"]
+    finally:
+        ui.stop()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_claude_tab_matches_the_harness_stats_and_downloads_work(tmp_path: Path, browser: Any) -> None:
     ui = LocustUI(tmp_path, "scenarios/demo.yaml", "--influx-token", INFLUX_TOKEN)
