@@ -8,6 +8,7 @@ from typing import Any
 
 from harness import options as cli
 from harness.scenario import Scenario, load_scenario, with_load_overrides
+from harness.shapes import stages_shape
 
 
 def read_scenario(path: str, options: Any) -> Scenario:
@@ -21,8 +22,10 @@ def load_problem(options: Any, scenario: Scenario) -> str | None:
     if load is None:
         return None
     if not load.open_loop:
-        if load.stages:
-            return f"{scenario.source}: load.stages with users are not available yet; use -u/--users, or an open loop's rate stages"
+        if load.stages and options.num_users is not None:
+            return f"{scenario.source}: load.stages set the users over time; leave out -u/--users"
+        if load.stages and options.run_time:
+            return f"{scenario.source}: load.stages set the run time ({load.run_time_s} s); leave out -t/--run-time"
         return None
     where = f"{scenario.source}: load.arrival is an open loop"
     if options.num_users is not None:
@@ -41,6 +44,9 @@ def apply_load_defaults(options: Any, scenario: Scenario) -> None:
     if load.open_loop:
         options.num_users = load.in_flight_limit
         options.spawn_rate = options.spawn_rate or load.in_flight_limit
+    shape = stages_shape(load)
+    if shape is not None:  # (the most users, for what is sized by them)
+        options.num_users = shape.most_users
     if options.num_users is None and load.users:
         options.num_users = load.users
     if options.spawn_rate is None and load.spawn_rate:

@@ -38,6 +38,7 @@ from harness.recording import InfluxConfig
 from harness.results import InputError, Summary, load_summary
 from harness.run import HarnessRun, RunConfig, new_run_id
 from harness.scenario import Scenario, ScenarioError
+from harness.shapes import stages_shape
 from harness.shares import Share
 from harness.summary import build_summary, render_text
 from harness.transport import Target, preload_sdk
@@ -130,6 +131,13 @@ class Session:
 
     def real_api_problem(self, host: str, scenario: Scenario) -> str | None:
         return real_api_problem(host, scenario, self.options)
+
+    def use_stages(self, scenario: Scenario) -> None:
+        """A scenario with user stages runs them as Locust's load shape; any other, none."""
+        shape = stages_shape(scenario.load)
+        if shape is not None:
+            shape.runner = self.environment.runner
+        self.environment.shape_class = shape
 
     def read_scenario(self, path: str) -> Scenario:
         """A scenario file as this process runs it: with the command line's load settings."""
@@ -498,6 +506,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
     if options.transport == "sdk":
         preload_sdk()
     session = Session(environment, scenario, environment.host or None, influx_token, secret)
+    session.use_stages(scenario)
     locust_env.attach_session(environment, session)
     environment.events.quit.add_listener(lambda **_: session.on_quit())
     environment.events.quitting.add_listener(lambda **_: session.on_quitting())

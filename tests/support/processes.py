@@ -67,7 +67,7 @@ def run_locust(
     scenario: Path,
     *args: str,
     users: int | None = 10,  # None: none given (an open loop's users are its max_in_flight)
-    run_time: str = "4s",
+    run_time: str | None = "4s",  # None: none given (the scenario's stages set it)
     timeout_s: float = 120,
     env: dict[str, str] | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
@@ -86,8 +86,7 @@ def run_locust(
         "--output-dir",
         str(output_dir),
         *(["-u", str(users), "-r", str(users)] if users is not None else []),
-        "-t",
-        run_time,
+        *(["-t", run_time] if run_time is not None else []),
         *args,
     ]
     process = subprocess.Popen(
