@@ -120,24 +120,29 @@ class HarnessRun:
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
         self._retry_seq = itertools.count()
+        self.token_demand = self._new_token_demand()
+        self.open_loop = self._new_open_loop(self.token_demand)
         # the SDK client is shared by all users and built now: building it in a user's
         # on_start would stall the requests of the users already running
-        self.token_demand: TokenDemand | None = None  # a token rate's pacing
-        self.open_loop = self._new_open_loop()
         self._shared_transport: Transport | None = (
             SdkTransport(config.target, config.pool_size, config.scenario.timeouts.connect_s) if config.transport == "sdk" else None
         )
 
-    def _new_open_loop(self) -> OpenLoop | None:
+    def _new_token_demand(self) -> TokenDemand | None:
+        """A token rate's pacing: each arrival's tokens, corrected by the usage that comes back."""
+        load = self.scenario.load
+        if load is None or not load.open_loop or load.rate_unit == "requests":
+            return None
+        return TokenDemand(load.rate_unit, lambda pick: len(self.prepare(pick).data))
+
+    def _new_open_loop(self, token_demand: TokenDemand | None) -> OpenLoop | None:
         """An open loop's arrivals (the scenario's `load.arrival`); None: a closed loop."""
         load = self.scenario.load
         if load is None or not load.open_loop or self.config.role == "master":
             return None  # (a master's workers send the arrivals)
-        if load.rate_unit != "requests":
-            self.token_demand = TokenDemand(load.rate_unit, lambda pick: len(self.prepare(pick).data))
         # apart from every user's sampler, and each worker's picks its own
         seed = self.scenario.seed * 1_000_003 - 1 - (zlib.crc32(self.config.worker.encode()) if self.config.role == "worker" else 0)
-        return OpenLoop(load, Sampler(self.scenario, seed), self.token_demand or (lambda _pick: 1.0), self.scenario.seed)
+        return OpenLoop(load, Sampler(self.scenario, seed), token_demand or (lambda _pick: 1.0), self.scenario.seed)
 
     def _new_recent(self) -> RecentStats | None:
         if self.config.role == "worker":
