@@ -12,7 +12,7 @@ import pytest
 from harness.load import Load
 from harness.shapes import StagesShape, stages_shape
 from tests.support.processes import run_locust, write_yaml
-from tests.support.runs import FAST_PROFILE, SCENARIO, start_emulator
+from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
 
 
 def at(shape: StagesShape, elapsed_s: float) -> tuple[int, float] | None:
@@ -45,21 +45,8 @@ def user_counts(history: Path) -> list[tuple[float, int]]:
 def test_user_stages_run_headless_and_locusts_history_shows_the_ramps(tmp_path: Path) -> None:
     stages = [{"duration": "4s", "users": 8}, {"duration": "4s", "users": 8}, {"duration": "3s", "users": 2}]
     scenario = write_yaml(tmp_path / "staged.yaml", {**SCENARIO, "load": {"stages": stages}})
-    emulator = start_emulator(tmp_path, FAST_PROFILE)
-    try:
-        result = run_locust(
-            tmp_path,
-            scenario,
-            "--host",
-            emulator.url or "",
-            "--csv",
-            str(tmp_path / "locust"),
-            "--csv-full-history",
-            users=None,
-            run_time=None,
-        )
-    finally:
-        emulator.stop()
+    history = ("--csv", str(tmp_path / "locust"), "--csv-full-history")
+    result, _truth = run_against_emulator(tmp_path, scenario, FAST_PROFILE, *history, users=None, run_time=None)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = user_counts(tmp_path / "locust_stats_history.csv")
     users = [n for _, n in counts]
