@@ -8,6 +8,7 @@ import json
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -20,7 +21,7 @@ from harness.scenario import Regression, Slos
 from harness.slo import Crashes, compare, evaluate, verdict
 from harness.stats import RunStats
 from harness.timing import CANCELLED, RATE_LIMITED
-from tests.support.processes import LOCUST, ROOT, own_address, run_locust, write_yaml
+from tests.support.processes import LOCUST, ROOT, LocustResult, own_address, run_locust, write_yaml
 from tests.support.records import record
 from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
 from tests.support.summaries import summary_of
@@ -173,24 +174,25 @@ def scenario_with(tmp_path: Path, **extra: object) -> Path:
     return write_yaml(tmp_path / "scenario.yaml", {**SCENARIO, **extra})
 
 
+def ci_run(
+    folder: Path, scenario: Path, *args: str, profile: dict = FAST_PROFILE, users: int = 4, run_time: str = "3s", **kwargs: Any
+) -> tuple[LocustResult, list[dict]]:
+    """A headless run as CI makes one (against the emulator, in `folder`): the run and the server's log."""
+    return run_against_emulator(folder, scenario, profile, "--stop-timeout", "10", *args, users=users, run_time=run_time, **kwargs)
+
+
 @pytest.mark.slow
 def test_exit_0_when_slos_hold_with_schema_valid_json_junit_and_markdown(tmp_path: Path) -> None:
     scenario = scenario_with(tmp_path, slos={"ttft_p95_ms": 5000, "error_rate": 0.01, "models": {"model-fast": {"ttft_p50_ms": 5000}}})
-    result, truth = run_against_emulator(
-        tmp_path,
-        scenario,
-        FAST_PROFILE,
-        "--stop-timeout",
-        "10",
+    outputs = (
         "--summary-json",
         str(tmp_path / "s.json"),
         "--junit",
         str(tmp_path / "junit.xml"),
         "--markdown",
         str(tmp_path / "summary.md"),
-        users=4,
-        run_time="3s",
     )
+    result, truth = ci_run(tmp_path, scenario, *outputs)
     assert result.returncode == exitcodes.OK, result.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
     jsonschema.validate(summary, SCHEMA)
@@ -206,19 +208,7 @@ def test_exit_0_when_slos_hold_with_schema_valid_json_junit_and_markdown(tmp_pat
 @pytest.mark.slow
 def test_exit_1_when_an_slo_is_breached_and_the_report_says_why(tmp_path: Path) -> None:
     scenario = scenario_with(tmp_path, slos={"models": {"model-slow": {"ttft_p50_ms": 10}}})
-    result, _ = run_against_emulator(
-        tmp_path,
-        scenario,
-        FAST_PROFILE,
-        "--stop-timeout",
-        "10",
-        "--summary-json",
-        str(tmp_path / "s.json"),
-        "--junit",
-        str(tmp_path / "junit.xml"),
-        users=4,
-        run_time="3s",
-    )
+    result, _ = ci_run(tmp_path, scenario, "--summary-json", str(tmp_path / "s.json"), "--junit", str(tmp_path / "junit.xml"))
     assert result.returncode == exitcodes.FAILED
     summary = json.loads((tmp_path / "s.json").read_text())
     jsonschema.validate(summary, SCHEMA)
@@ -240,23 +230,10 @@ def test_exit_1_on_a_regression_against_a_baseline(tmp_path: Path) -> None:
     def profile(ttft_ms: int) -> dict:
         return {"seed": 7, "models": {"default": {**FAST_PROFILE["models"]["default"], "ttft_ms": ttft_ms, "jitter": 0.1}}}
 
-    result, _ = run_against_emulator(
-        first, scenario, profile(60), "--stop-timeout", "10", "--summary-json", str(tmp_path / "base.json"), users=4, run_time="3s"
-    )
+    result, _ = ci_run(first, scenario, "--summary-json", str(tmp_path / "base.json"), profile=profile(60))
     assert result.returncode == 0, result.stderr[-3000:]
-    result, _ = run_against_emulator(
-        second,
-        scenario,
-        profile(160),
-        "--stop-timeout",
-        "10",
-        "--baseline",
-        str(tmp_path / "base.json"),
-        "--summary-json",
-        str(tmp_path / "new.json"),
-        users=4,
-        run_time="3s",
-    )
+    new = ("--baseline", str(tmp_path / "base.json"), "--summary-json", str(tmp_path / "new.json"))
+    result, _ = ci_run(second, scenario, *new, profile=profile(160))
     assert result.returncode == exitcodes.FAILED, result.stdout[-3000:]
     summary = json.loads((tmp_path / "new.json").read_text())
     jsonschema.validate(summary, SCHEMA)
@@ -293,19 +270,8 @@ def test_exit_3_when_the_cost_guard_stops_the_run_at_the_budget(tmp_path: Path) 
     priced = scenario_with(
         tmp_path, prices={"model-fast": {"input": 1000.0, "output": 5000.0}, "model-slow": {"input": 1000.0, "output": 5000.0}}
     )
-    result, truth = run_against_emulator(
-        tmp_path,
-        priced,
-        FAST_PROFILE,
-        "--stop-timeout",
-        "10",
-        "--max-cost-usd",
-        "2",
-        "--summary-json",
-        str(tmp_path / "s.json"),
-        users=4,
-        run_time="120s",
-        timeout_s=240,
+    result, truth = ci_run(
+        tmp_path, priced, "--max-cost-usd", "2", "--summary-json", str(tmp_path / "s.json"), run_time="120s", timeout_s=240
     )
     assert result.returncode == exitcodes.COST_GUARD, result.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
@@ -317,18 +283,7 @@ def test_exit_3_when_the_cost_guard_stops_the_run_at_the_budget(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_exit_3_with_max_requests_sends_exactly_that_many(tmp_path: Path) -> None:
-    result, truth = run_against_emulator(
-        tmp_path,
-        scenario_with(tmp_path),
-        FAST_PROFILE,
-        "--stop-timeout",
-        "10",
-        "--max-requests",
-        "17",
-        users=5,
-        run_time="30s",
-        timeout_s=90,
-    )
+    result, truth = ci_run(tmp_path, scenario_with(tmp_path), "--max-requests", "17", users=5, run_time="30s", timeout_s=90)
     assert result.returncode == exitcodes.COST_GUARD
     assert len(truth) == len(result.records()) == 17
 
@@ -336,18 +291,8 @@ def test_exit_3_with_max_requests_sends_exactly_that_many(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_exit_4_when_asked_to_fail_on_an_unreliable_load_generator(tmp_path: Path) -> None:
     # a CPU limit of 0.001 % makes every health sample "saturated": the mechanism, end to end
-    result, _ = run_against_emulator(
-        tmp_path,
-        scenario_with(tmp_path),
-        FAST_PROFILE,
-        "--stop-timeout",
-        "10",
-        "--max-cpu-percent",
-        "0.001",
-        "--fail-on-unreliable",
-        users=2,
-        run_time="5s",
-    )
+    unreliable = ("--max-cpu-percent", "0.001", "--fail-on-unreliable")
+    result, _ = ci_run(tmp_path, scenario_with(tmp_path), *unreliable, users=2, run_time="5s")
     assert result.returncode == exitcodes.UNRELIABLE
     assert "UNRELIABLE" in result.stdout and "load generator saturated" in result.stderr
 
@@ -356,18 +301,7 @@ def test_exit_4_when_asked_to_fail_on_an_unreliable_load_generator(tmp_path: Pat
 def test_the_abort_rule_stops_a_failing_run_early(tmp_path: Path) -> None:
     failing = {"models": {"default": {**FAST_PROFILE["models"]["default"], "faults": {"rate_limited": 0.9}}}}
     scenario = scenario_with(tmp_path, abort={"error_rate": 0.5, "window_s": 5, "min_requests": 10})
-    result, truth = run_against_emulator(
-        tmp_path,
-        scenario,
-        failing,
-        "--stop-timeout",
-        "10",
-        "--summary-json",
-        str(tmp_path / "s.json"),
-        users=4,
-        run_time="120s",
-        timeout_s=240,
-    )
+    result, truth = ci_run(tmp_path, scenario, "--summary-json", str(tmp_path / "s.json"), profile=failing, run_time="120s", timeout_s=240)
     assert result.returncode == exitcodes.FAILED
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["verdict"]["status"] == "ABORTED"

@@ -17,12 +17,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -34,7 +32,7 @@ import pytest
 
 from harness.emulator.process import EmulatorProcess
 from harness.records import RECORDS_FILE
-from tests.support.processes import LOCUST, ROOT, by_request_id, cluster_env, free_port, read_jsonl, run_locust, write_yaml
+from tests.support.processes import LOCUST, ROOT, by_request_id, check_in_child, cluster_env, free_port, read_jsonl, run_locust, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -228,6 +226,22 @@ def end_processes(*processes: subprocess.Popen[Any], grace_s: float = 30) -> Non
 
 
 # --- headless ----------------------------------------------------------------------------------
+def every_output(prefix: Path, html: Path, json_file: Path) -> tuple[str, ...]:
+    """Locust's own files, all of them: CSV with history, HTML, JSON on stdout and in a file."""
+    return (
+        "--stop-timeout",
+        STOP_TIMEOUT,
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--html",
+        str(html),
+        "--json",
+        "--json-file",
+        str(json_file),
+    )
+
+
 def test_a_headless_run_writes_every_request_to_locusts_files(tmp_path: Path) -> None:
     scenario = write_yaml(tmp_path / "scenario.yaml", SCENARIO)
     prefix, json_file, html = tmp_path / "out" / "locust", tmp_path / "out" / "locust-json", tmp_path / "out" / "report.html"
@@ -238,16 +252,7 @@ def test_a_headless_run_writes_every_request_to_locusts_files(tmp_path: Path) ->
             scenario,
             "--host",
             emulator.url or "",
-            "--stop-timeout",
-            STOP_TIMEOUT,
-            "--csv",
-            str(prefix),
-            "--csv-full-history",
-            "--html",
-            str(html),
-            "--json",
-            "--json-file",
-            str(json_file),
+            *every_output(prefix, html, json_file),
             users=USERS,
             run_time="4s",
         )
@@ -296,16 +301,7 @@ def test_a_headless_master_with_two_workers_writes_every_request_to_locusts_file
                 str(scenario),
                 "--output-dir",
                 str(tmp_path / "runs"),
-                "--stop-timeout",
-                STOP_TIMEOUT,
-                "--csv",
-                str(prefix),
-                "--csv-full-history",
-                "--html",
-                str(html),
-                "--json",
-                "--json-file",
-                str(json_file),
+                *every_output(prefix, html, json_file),
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -494,12 +490,4 @@ def check_locust_internals(folder: str) -> None:
 
 
 def test_the_locust_internals_the_fix_relies_on(tmp_path: Path) -> None:
-    process = subprocess.run(
-        [sys.executable, "-c", f"from tests.test_locust_outputs import check_locust_internals as c; c({str(tmp_path)!r})"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
+    check_in_child("tests.test_locust_outputs", "check_locust_internals", tmp_path)

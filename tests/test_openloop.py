@@ -148,7 +148,7 @@ def ks_exponential(times_s: list[float], rate: float) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_poisson_arrivals_reach_the_server_as_a_poisson_process(tmp_path: Path) -> None:
-    summary, records, truth = run(tmp_path, {"arrival": "poisson", "rate": "30/s", "max_in_flight": 40}, run_time="22s")
+    summary, records, truth = run(tmp_path, {"arrival": "poisson", "rate": "30/s", "max_in_flight": 40}, run_time="13s")
     arrivals = summary["arrivals"]
     expected = 30 * arrivals["span_s"]
     assert arrivals["dropped"] == arrivals["refused"] == 0

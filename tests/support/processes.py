@@ -283,3 +283,17 @@ class FaultProxy:
         for pipe in (self._process.stdin, self._process.stdout):
             if pipe is not None:
                 pipe.close()
+
+
+def check_in_child(module: str, function: str, tmp_path: Path) -> None:
+    """Run `module.function(tmp_path)` in a fresh interpreter (Locust's internals checked on
+    their own, away from this process's state); it must succeed."""
+    process = subprocess.run(
+        [sys.executable, "-c", f"from {module} import {function} as check; check({str(tmp_path)!r})"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
