@@ -21,7 +21,7 @@ from tests.support.runs import FAST_PROFILE, SCENARIO, start_emulator
 
 pytestmark = pytest.mark.slow
 
-N = 2000
+N = 1500
 WINDOW_S = 10  # the local child's live window (the web UI's is 30 s): its buckets fill up sooner
 HARNESS_TYPES = {"Histogram", "HdrHistogramEncoder", "LabelStats", "RunStats", "AppStats", "TimingRecord", "HealthSample", "Group"}
 
