@@ -181,7 +181,7 @@ class MasterLink:
 
     def _working(self) -> list[str]:
         """The workers that take part in the run, in the order of their index."""
-        working = [c.id for c in self.runner.clients.all if c.state != "missing" and not self._drained(c.id)]
+        working = [c.id for c in self.runner.clients.all if self._present(c) and not self._drained(c.id)]
         return sorted(working, key=self.runner.get_worker_index)
 
     def _sending(self) -> list[str]:
@@ -295,7 +295,7 @@ class MasterLink:
         if self.arrivals is not None:
             self.arrivals.stop()
         runner = self.runner
-        active = [client.id for client in runner.clients.all if client.state != "missing"]
+        active = [client.id for client in runner.clients.all if self._present(client)]
         if not active:
             return
         for client_id in active:
@@ -308,6 +308,10 @@ class MasterLink:
             gevent.sleep(0.05)
         missing = [cid for cid in active if not self._drained(cid)]
         logger.error("no final report from %s within %.0f s", ", ".join(missing), stop_timeout_s + DRAIN_MARGIN_S)
+
+    def _present(self, client: Any) -> bool:
+        """A worker that has not gone missing and has not refused the run (it quits)."""
+        return bool(client.state != "missing" and client.id not in self.refused)
 
     def _drained(self, client_id: str) -> bool:
         state = self.workers.get(client_id)

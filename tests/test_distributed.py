@@ -8,10 +8,7 @@ summary and the workers' records, and equal the emulator's own log.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import CEILING, Cluster
-from tests.support.processes import INFLUX_ENV, ROOT, VictoriaMetrics, free_port, percentile
+from tests.support.processes import INFLUX_ENV, ROOT, VictoriaMetrics, check_in_child, free_port, percentile
 from tests.support.runs import GAP_MS, GAPPED_PROFILE, SCENARIO
 
 pytestmark = pytest.mark.slow
@@ -223,15 +220,7 @@ def test_a_report_of_a_closed_window_reaches_neither_the_harness_nor_locusts_sta
     merged by the master after it did. On a real Locust master runner whose own stats listener is
     registered after the harness's filter, as in a real run (locustfile first); in a process of
     its own, since importing Locust monkey-patches the interpreter (this one's threads included)."""
-    process = subprocess.run(
-        [sys.executable, "-c", "from tests.test_distributed import check_stale_reports_are_dropped as c; c()"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
+    check_in_child("tests.test_distributed", "check_stale_reports_are_dropped")
 
 
 def check_stale_reports_are_dropped() -> None:

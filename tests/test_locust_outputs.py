@@ -490,4 +490,4 @@ def check_locust_internals(folder: str) -> None:
 
 
 def test_the_locust_internals_the_fix_relies_on(tmp_path: Path) -> None:
-    check_in_child("tests.test_locust_outputs", "check_locust_internals", tmp_path)
+    check_in_child("tests.test_locust_outputs", "check_locust_internals", str(tmp_path))

@@ -451,7 +451,7 @@ def check_locust_web_ui_internals(folder: str) -> None:
 
 
 def test_the_locust_web_ui_internals_the_harness_relies_on(tmp_path: Path) -> None:
-    check_in_child("tests.test_webui", "check_locust_web_ui_internals", tmp_path)
+    check_in_child("tests.test_webui", "check_locust_web_ui_internals", str(tmp_path))
 
 
 # --- in-process checks of the pure parts -------------------------------------------------------

@@ -285,11 +285,11 @@ class FaultProxy:
                 pipe.close()
 
 
-def check_in_child(module: str, function: str, tmp_path: Path) -> None:
-    """Run `module.function(tmp_path)` in a fresh interpreter (Locust's internals checked on
-    their own, away from this process's state); it must succeed."""
+def check_in_child(module: str, function: str, *args: str) -> None:
+    """Run `module.function(*args)` in a fresh interpreter (Locust's internals checked on their
+    own, away from this process's state: importing Locust monkey-patches it); it must succeed."""
     process = subprocess.run(
-        [sys.executable, "-c", f"from {module} import {function} as check; check({str(tmp_path)!r})"],
+        [sys.executable, "-c", f"from {module} import {function} as check; check(*{args!r})"],
         cwd=ROOT,
         capture_output=True,
         text=True,
