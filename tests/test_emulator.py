@@ -20,6 +20,9 @@ import anthropic
 import pytest
 import yaml
 
+from harness.emulator.capacity import Servers
+from harness.emulator.profile import Capacity
+
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-do-not-log-123"
 # hang guards only: a working emulator answers in a small fraction of these
@@ -612,21 +615,75 @@ def test_bad_profile_exits_2(tmp_path: Path, doc: dict[str, Any], field: str) ->
 
 
 @pytest.mark.slow
-def test_rate_limit_buckets(tmp_path: Path) -> None:
-    prof = dict(FAST, rate_limits={"requests_per_minute": 2})
-    e = Emu(tmp_path, prof)
+def test_rate_limit_buckets_per_model(tmp_path: Path) -> None:
+    """The global limit is each model's own; a model entry overrides it for itself."""
+    models = {**FAST["models"], "roomy": {"rate_limits": {"requests_per_minute": 5}}}
+    e = Emu(tmp_path, dict(FAST, models=models, rate_limits={"requests_per_minute": 2}))
     try:
         c = e.client()
         r = c.messages.with_raw_response.create(model="m", max_tokens=5, messages=MSG)
         assert r.headers["anthropic-ratelimit-requests-limit"] == "2"
         assert r.headers["anthropic-ratelimit-requests-remaining"] == "1"
-        c.messages.create(model="m", max_tokens=5, messages=MSG)
+        c.messages.create(model="m2", max_tokens=5, messages=MSG)  # another model of `default`: the same bucket
         with pytest.raises(anthropic.RateLimitError) as ei:
             c.messages.create(model="m", max_tokens=5, messages=MSG)
         assert int(ei.value.response.headers["retry-after"]) >= 1
         assert ei.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+        r = c.messages.with_raw_response.create(model="roomy", max_tokens=5, messages=MSG)  # its own bucket
+        assert (r.headers["anthropic-ratelimit-requests-limit"], r.headers["anthropic-ratelimit-requests-remaining"]) == ("5", "4")
+        r = c.messages.with_raw_response.create(model="long", max_tokens=5, messages=MSG)  # listed: its own, at the global limit
+        assert (r.headers["anthropic-ratelimit-requests-limit"], r.headers["anthropic-ratelimit-requests-remaining"]) == ("2", "1")
     finally:
         assert e.stop() == 0
+
+
+def test_servers_serve_queue_and_refuse_in_order_of_arrival() -> None:
+    servers = Servers(Capacity(concurrency=2, queue=1))
+    starts = []
+    for _ in range(3):  # three at once: two served, one waits for the first to end
+        start = servers.start_at(0)
+        assert start is not None
+        starts.append(start)
+        servers.occupy(start + 100)
+    assert starts == [0, 0, 100] and servers.start_at(0) is None  # two served + one queued: full
+    assert servers.in_system(150) == 1 and servers.start_at(150) == 150  # both first ended at 100
+    assert Servers(Capacity(concurrency=1)).start_at(5) == 5
+
+
+@pytest.mark.slow
+def test_a_capacity_queues_past_its_concurrency_and_answers_529_past_its_queue(tmp_path: Path) -> None:
+    """Six requests at once to a model serving 2 with a queue of 2, each 100 ms: two start now,
+    two wait 100 ms (their first token comes that much later), two are refused with 529."""
+    fixed = {"ttft_ms": 50, "output_tps": 100, "jitter": 0.0, "output_tokens": {"mean": 5, "sd": 0, "min": 5}}
+    models = {**FAST["models"], "small": {**fixed, "capacity": {"concurrency": 2, "queue": 2}}}
+    e = Emu(tmp_path, dict(FAST, models=models))
+    try:
+
+        async def burst() -> list[int]:
+            client = anthropic.AsyncAnthropic(api_key=KEY, base_url=e.url, max_retries=0)
+
+            async def one() -> int:
+                try:
+                    async with client.messages.stream(model="small", max_tokens=16, messages=MSG) as stream:
+                        await stream.get_final_message()
+                    return 200
+                except anthropic.APIStatusError as err:
+                    return err.status_code
+
+            return list(await asyncio.gather(*(one() for _ in range(6))))
+
+        statuses = asyncio.run(burst())
+        rows = sorted(e.gt(at_least=6), key=lambda row: row["t_received_ns"])
+    finally:
+        assert e.stop() == 0
+    assert sorted(statuses) == [200, 200, 200, 200, 529, 529]
+    served = [row for row in rows if row["status"] == 200]
+    assert [row["outcome"] for row in rows if row["status"] == 529] == ["overloaded", "overloaded"]
+    waits_ms = sorted(row["queued_ns"] / 1e6 for row in served)
+    assert waits_ms[:2] == [0, 0] and all(80 < wait < 140 for wait in waits_ms[2:]), waits_ms  # ~ one service time
+    for row in served:  # the first token comes the wait after the arrival plus the model's TTFT
+        ttft_ms = (row["t_first_text_ns"] - row["t_received_ns"]) / 1e6
+        assert row["queued_ns"] / 1e6 + 50 <= ttft_ms < row["queued_ns"] / 1e6 + 50 + 30, (ttft_ms, row["queued_ns"])
 
 
 def _lateness_run(tmp: Path, name: str, n: int) -> list[float]:

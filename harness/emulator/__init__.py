@@ -27,7 +27,8 @@ rate_limited | overloaded | api_error | invalid_request | unauthorized | not_fou
 stream_error | disconnect | client_closed | shutdown), error_type, seq (Messages
 sequence number), input_tokens, output_tokens (delivered so far for a broken stream),
 stop_reason, t_received_ns, t_headers_ns, t_first_thinking_ns, t_first_text_ns,
-t_last_token_ns, t_end_ns, scheduled_first_text_ns, scheduled_end_ns.
+t_last_token_ns, t_end_ns, scheduled_first_text_ns, scheduled_end_ns, queued_ns (the wait
+for a server of the model's capacity: its response starts that much later).
 """
 
 from harness.emulator.profile import Profile, ProfileError, default_profile, load_profile

@@ -38,6 +38,7 @@ class RequestRecord:
         "outcome",
         "output_tokens",
         "path",
+        "queued_ns",
         "request_id",
         "scheduled_end_ns",
         "scheduled_first_text_ns",
@@ -73,6 +74,7 @@ class RequestRecord:
         self.t_end_ns: int | None = None
         self.scheduled_first_text_ns: int | None = None
         self.scheduled_end_ns: int | None = None
+        self.queued_ns = 0  # the wait for a server of the model's capacity
         self.keep_alive = keep_alive
 
     def record(self) -> dict[str, Any]:
@@ -97,6 +99,7 @@ class RequestRecord:
             "t_end_ns": self.t_end_ns,
             "scheduled_first_text_ns": self.scheduled_first_text_ns,
             "scheduled_end_ns": self.scheduled_end_ns,
+            "queued_ns": self.queued_ns,
         }
 
 

@@ -16,6 +16,10 @@ A profile file looks like::
         empty_first_delta: false # send an empty text_delta before the first real one
         display_name: null
         faults: {...}            # per-model override of the global faults, field by field
+        rate_limits: {...}       # per-model override of the global rate limits, field by field
+        capacity:                # optional: requests served at once, the others queue
+          concurrency: 8         #   first come first served (their TTFT grows by the wait)
+          queue: 16              #   queued at most; past it 529 overloaded_error (null: no bound)
       claude-haiku-4-5: {ttft_ms: 250, output_tps: 150}   # missing keys come from `default`
     faults:                      # probabilities per request
       rate_limited: 0.0          # 429 rate_limit_error (+ retry-after) before the stream starts
@@ -26,14 +30,16 @@ A profile file looks like::
       stall: 0.0                 # probability of one pause of `stall_ms` mid-stream
       stall_ms: 0
       retry_after_s: 1           # value of the retry-after header on injected 429/529
-    rate_limits:                 # optional token buckets; a limit given here is enforced
+    rate_limits:                 # optional token buckets, each model its own; a limit given is enforced
       requests_per_minute: null
       input_tokens_per_minute: null
       output_tokens_per_minute: null   # charged up front from max_tokens, like the real API
 
 Model entries inherit every key they do not set from `models.default` (which itself
-defaults to the built-in values above); `faults` inside a model entry override the global
-faults key by key.  Unknown keys are errors.
+defaults to the built-in values above); `faults` and `rate_limits` inside a model entry
+override the global ones key by key. Every model listed (and `default`, for the others) has
+its own rate-limit buckets and its own capacity, as the API's limits are per model. Unknown
+keys are errors.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness import yamlfile
 
 __all__ = [
+    "Capacity",
     "Faults",
     "ModelProfile",
     "OutputTokens",
@@ -82,6 +89,17 @@ class Faults(_Strict):
     retry_after_s: int = Field(1, ge=0)
 
 
+class RateLimits(_Strict):
+    requests_per_minute: int | None = Field(None, ge=1)
+    input_tokens_per_minute: int | None = Field(None, ge=1)
+    output_tokens_per_minute: int | None = Field(None, ge=1)
+
+
+class Capacity(_Strict):
+    concurrency: int = Field(ge=1)
+    queue: int | None = Field(None, ge=0)
+
+
 class ModelProfile(_Strict):
     ttft_ms: float = Field(300.0, ge=0)
     ttft_ms_per_1k_input: float = Field(20.0, ge=0)
@@ -93,12 +111,8 @@ class ModelProfile(_Strict):
     empty_first_delta: bool = False
     display_name: str | None = None
     faults: Faults | None = None  # resolved (merged with the global faults) by Profile
-
-
-class RateLimits(_Strict):
-    requests_per_minute: int | None = Field(None, ge=1)
-    input_tokens_per_minute: int | None = Field(None, ge=1)
-    output_tokens_per_minute: int | None = Field(None, ge=1)
+    rate_limits: RateLimits | None = None  # resolved (merged with the global rate limits) by Profile
+    capacity: Capacity | None = None
 
 
 class Profile(_Strict):
@@ -110,8 +124,12 @@ class Profile(_Strict):
 
     def model_for(self, name: str) -> ModelProfile:
         """The profile of `name`, falling back to `default` (its `faults` already merged by parse_profile)."""
-        mp = self.models.get(name) or self.models.get("default")
+        mp = self.models.get(self.entry_of(name))
         return mp if mp is not None else ModelProfile()
+
+    def entry_of(self, name: str) -> str:
+        """The entry that serves model `name`: its own, or `default` (a bounded set of keys)."""
+        return name if name in self.models else "default"
 
 
 class ProfileError(Exception):
@@ -160,6 +178,9 @@ def parse_profile(raw: Any, source: str = "<profile>") -> Profile:
     faults_raw = raw.get("faults", {}) or {}
     if not isinstance(faults_raw, dict):
         raise ProfileError(f"invalid profile {source}: field 'faults': must be a mapping")
+    limits_raw = raw.get("rate_limits", {}) or {}
+    if not isinstance(limits_raw, dict):
+        raise ProfileError(f"invalid profile {source}: field 'rate_limits': must be a mapping")
     default_raw = models_raw.get("default", {}) or {}
     if not isinstance(default_raw, dict):
         raise ProfileError(f"invalid profile {source}: field 'models.default': must be a mapping")
@@ -173,11 +194,15 @@ def parse_profile(raw: Any, source: str = "<profile>") -> Profile:
         mf = merged.get("faults")
         if mf is not None and not isinstance(mf, dict):
             raise ProfileError(f"invalid profile {source}: field 'models.{name}.faults': must be a mapping")
+        mr = merged.get("rate_limits")
+        if mr is not None and not isinstance(mr, dict):
+            raise ProfileError(f"invalid profile {source}: field 'models.{name}.rate_limits': must be a mapping")
         merged = dict(merged)
         merged["faults"] = _deep_merge(faults_raw, mf or {})
+        merged["rate_limits"] = _deep_merge(limits_raw, mr or {})
         resolved[str(name)] = merged
     if "default" not in resolved:
-        resolved["default"] = {"faults": copy.deepcopy(faults_raw)}
+        resolved["default"] = {"faults": copy.deepcopy(faults_raw), "rate_limits": copy.deepcopy(limits_raw)}
     doc = dict(raw)
     doc["models"] = resolved
     try:

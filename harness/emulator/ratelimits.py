@@ -1,8 +1,9 @@
 """The emulator's rate limits: token buckets and the `anthropic-ratelimit-*` headers.
 
 Three buckets refill continuously per minute: requests, input tokens and output tokens
-(charged up front from max_tokens, like the real API). A limit set in the profile's
-`rate_limits` is enforced (a request it cannot admit is answered 429 with retry-after);
+(charged up front from max_tokens, like the real API); each model has its own, as the API's
+limits are per model. A limit set in the profile's `rate_limits` (the model's, else the
+global one) is enforced (a request it cannot admit is answered 429 with retry-after);
 the others only feed the headers with plausible values. Times are `perf_counter_ns`.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from harness.emulator.profile import Profile
+from harness.emulator.profile import RateLimits
 from harness.emulator.wire import rfc3339
 
 perf_ns = time.perf_counter_ns
@@ -64,8 +65,7 @@ class RateLimiter:
 
     DEFAULTS = (4000, 2_000_000, 400_000)
 
-    def __init__(self, profile: Profile) -> None:
-        rl = profile.rate_limits
+    def __init__(self, rl: RateLimits | None) -> None:
         now = perf_ns()
         vals = (
             (rl.requests_per_minute if rl else None),

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any, cast
 
+from harness.emulator.capacity import Servers
 from harness.emulator.groundtruth import OUTCOMES, GroundTruth, RequestRecord
 from harness.emulator.planning import (
     ITEM_BLOCK,
@@ -77,7 +78,8 @@ class State:
         self.seed = seed
         self.gt = gt
         self.uvloop = uvloop
-        self.limiter = RateLimiter(profile)
+        self.limiters: dict[str, RateLimiter] = {}  # per profile entry (model, or default)
+        self.servers: dict[str, Servers | None] = {}  # per profile entry: its capacity, if it has one
         self.conns: set[HttpConnection] = set()
         self.seq = 0  # Messages requests, drives the per-request random draws
         self.rid = 0  # all requests, for request ids
@@ -91,6 +93,22 @@ class State:
         self.deltas = DeltaEvents()
         self.valid_bodies: dict[tuple[str, bytes], tuple[dict[str, Any], int]] = {}
         self.accepting = True
+
+    def limiter_for(self, model: str) -> RateLimiter:
+        """The model's own rate-limit buckets (the API's limits are per model)."""
+        entry = self.profile.entry_of(model)
+        limiter = self.limiters.get(entry)
+        if limiter is None:
+            limiter = self.limiters[entry] = RateLimiter(self.profile.model_for(model).rate_limits)
+        return limiter
+
+    def servers_for(self, model: str) -> Servers | None:
+        """The model's servers, when its profile gives it a capacity."""
+        entry = self.profile.entry_of(model)
+        if entry not in self.servers:
+            capacity = self.profile.model_for(model).capacity
+            self.servers[entry] = Servers(capacity) if capacity is not None else None
+        return self.servers[entry]
 
     def new_request_id(self) -> str:
         self.rid += 1
@@ -473,11 +491,12 @@ class ApiConnection(HttpConnection):
 
         # --- errors instead of a response: injected, then the rate limits
         retry_headers = [("retry-after", str(faults.retry_after_s))]
+        limiter = st.limiter_for(model)
         injected = injected_error(faults, draws)
         if injected is not None:
-            self._send_injected_error(req, injected, retry_headers)
+            self._send_injected_error(req, injected, retry_headers, limiter)
             return
-        wait, rl_headers = st.limiter.admit(in_tok, body["max_tokens"])
+        wait, rl_headers = limiter.admit(in_tok, body["max_tokens"])
         if wait > 0:
             self._send_error(
                 req,
@@ -487,8 +506,16 @@ class ApiConnection(HttpConnection):
             )
             return
 
+        # --- the model's capacity: served now, queued (the response starts later), or 529
+        servers = st.servers_for(model)
+        start_ns = req.t_received_ns if servers is None else servers.start_at(req.t_received_ns)
+        if start_ns is None:
+            self._send_injected_error(req, 529, retry_headers, limiter)
+            return
+        req.queued_ns = start_ns - req.t_received_ns
+
         # --- lengths, times and fault of the response
-        plan = plan_response(mp, faults, draws, rng, body, in_tok, req.t_received_ns)
+        plan = plan_response(mp, faults, draws, rng, body, in_tok, start_ns)
         req.stop_reason = plan.stop_reason
         req.output_tokens = plan.output_tokens
         req.scheduled_first_text_ns = plan.text_targets[0] if stream else None
@@ -496,6 +523,8 @@ class ApiConnection(HttpConnection):
         signature = f"EmuSig{st.seed}x{seq}" + "A" * 24
         if not stream:
             req.scheduled_end_ns = plan.text_targets[-1]
+            if servers is not None:
+                servers.occupy(int(req.scheduled_end_ns))
             items = blocking_items(
                 plan,
                 request_id=req.request_id,
@@ -511,12 +540,14 @@ class ApiConnection(HttpConnection):
             return
         items = stream_items(plan, st.deltas, signature=signature, input_tokens=in_tok, empty_first_delta=mp.empty_first_delta)
         req.scheduled_end_ns = items[-1][0]  # the tail or the fault
+        if servers is not None:
+            servers.occupy(int(req.scheduled_end_ns))
         self._start_stream(req, items, stream_head(req.request_id, message_id, model, in_tok, rl_headers, req.keep_alive, st.profile.ping))
 
-    def _send_injected_error(self, req: RequestRecord, status: int, retry_headers: list[tuple[str, str]]) -> None:
+    def _send_injected_error(self, req: RequestRecord, status: int, retry_headers: list[tuple[str, str]], limiter: RateLimiter) -> None:
         extra = None
         if status == 429:
-            extra = retry_headers + self.st.limiter.headers()
+            extra = retry_headers + limiter.headers()
         elif status == 529:
             extra = retry_headers
         self._send_error(req, status, _INJECTED_ERRORS[status], extra=extra)
