@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import heapq
 
-from harness.emulator.profile import Capacity
+from harness.emulator.profile import Capacity, Profile
+from harness.emulator.ratelimits import RateLimiter
 
 
 class Servers:
@@ -40,3 +41,27 @@ class Servers:
         """The request just admitted (at `start_at`) holds the first free server until `end_ns`."""
         heapq.heapreplace(self.free_at, end_ns)
         heapq.heappush(self._ends, end_ns)
+
+
+class PerModel:
+    """Each model's rate-limit buckets and servers (the API's limits are per model), made when
+    first asked for, one per profile entry (a model listed, or `default` for the others)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._limiters: dict[str, RateLimiter] = {}
+        self._servers: dict[str, Servers | None] = {}
+
+    def limiter(self, model: str) -> RateLimiter:
+        entry = self.profile.entry_of(model)
+        if entry not in self._limiters:
+            self._limiters[entry] = RateLimiter(self.profile.model_for(model).rate_limits)
+        return self._limiters[entry]
+
+    def servers(self, model: str) -> Servers | None:
+        """None: the model has no capacity (it serves every request at once)."""
+        entry = self.profile.entry_of(model)
+        if entry not in self._servers:
+            capacity = self.profile.model_for(model).capacity
+            self._servers[entry] = Servers(capacity) if capacity is not None else None
+        return self._servers[entry]

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any, cast
 
-from harness.emulator.capacity import Servers
+from harness.emulator.capacity import PerModel
 from harness.emulator.groundtruth import OUTCOMES, GroundTruth, RequestRecord
 from harness.emulator.planning import (
     ITEM_BLOCK,
@@ -78,8 +78,7 @@ class State:
         self.seed = seed
         self.gt = gt
         self.uvloop = uvloop
-        self.limiters: dict[str, RateLimiter] = {}  # per profile entry (model, or default)
-        self.servers: dict[str, Servers | None] = {}  # per profile entry: its capacity, if it has one
+        self.per_model = PerModel(profile)  # each model's rate limits and capacity
         self.conns: set[HttpConnection] = set()
         self.seq = 0  # Messages requests, drives the per-request random draws
         self.rid = 0  # all requests, for request ids
@@ -93,22 +92,6 @@ class State:
         self.deltas = DeltaEvents()
         self.valid_bodies: dict[tuple[str, bytes], tuple[dict[str, Any], int]] = {}
         self.accepting = True
-
-    def limiter_for(self, model: str) -> RateLimiter:
-        """The model's own rate-limit buckets (the API's limits are per model)."""
-        entry = self.profile.entry_of(model)
-        limiter = self.limiters.get(entry)
-        if limiter is None:
-            limiter = self.limiters[entry] = RateLimiter(self.profile.model_for(model).rate_limits)
-        return limiter
-
-    def servers_for(self, model: str) -> Servers | None:
-        """The model's servers, when its profile gives it a capacity."""
-        entry = self.profile.entry_of(model)
-        if entry not in self.servers:
-            capacity = self.profile.model_for(model).capacity
-            self.servers[entry] = Servers(capacity) if capacity is not None else None
-        return self.servers[entry]
 
     def new_request_id(self) -> str:
         self.rid += 1
@@ -491,7 +474,7 @@ class ApiConnection(HttpConnection):
 
         # --- errors instead of a response: injected, then the rate limits
         retry_headers = [("retry-after", str(faults.retry_after_s))]
-        limiter = st.limiter_for(model)
+        limiter = st.per_model.limiter(model)
         injected = injected_error(faults, draws)
         if injected is not None:
             self._send_injected_error(req, injected, retry_headers, limiter)
@@ -507,7 +490,7 @@ class ApiConnection(HttpConnection):
             return
 
         # --- the model's capacity: served now, queued (the response starts later), or 529
-        servers = st.servers_for(model)
+        servers = st.per_model.servers(model)
         start_ns = req.t_received_ns if servers is None else servers.start_at(req.t_received_ns)
         if start_ns is None:
             self._send_injected_error(req, 529, retry_headers, limiter)
