@@ -22,6 +22,7 @@ from tests.support.runs import FAST_PROFILE, SCENARIO, start_emulator
 pytestmark = pytest.mark.slow
 
 N = 1500
+SATELLITES_PER_HISTOGRAM = 12
 WINDOW_S = 10  # the local child's live window (the web UI's is 30 s): its buckets fill up sooner
 HARNESS_TYPES = {"Histogram", "HdrHistogramEncoder", "LabelStats", "RunStats", "AppStats", "TimingRecord", "HealthSample", "Group"}
 
@@ -87,7 +88,9 @@ def assert_flat(checkpoints: list[dict], max_histograms: int) -> None:
         for kind in after
         if kind.startswith(("Histogram", "HdrHistogram", "HdrPayload", "PayloadHeader", "ExternalHeader", "c_ulong_Array"))
     }
-    assert sum(n for kind, n in grown.items() if kind not in histogram_family) < 0.05 * N, sorted(grown.items(), key=lambda item: -item[1])[
-        :10
-    ]
+    # a histogram comes with its own small objects (its encoder's weak references, bound methods,
+    # dicts): as many more are allowed as the histograms gained (a time bucket that began since)
+    satellites = SATELLITES_PER_HISTOGRAM * max(0, after["Histogram"] - before.get("Histogram", 0))
+    others = sum(n for kind, n in grown.items() if kind not in histogram_family)
+    assert others < 0.05 * N + satellites, sorted(grown.items(), key=lambda item: -item[1])[:10]
     assert after["Histogram"] <= max_histograms, after["Histogram"]
