@@ -179,10 +179,12 @@ class OpenLoop:
     def _next_at(self, demand: float, after_s: float) -> float:
         """The time of the next arrival in this process's share: after `after_s` (a split that
         came late starts where the old share left off: no time is sent twice)."""
-        at_s = math.inf
-        while self._schedule is not None and (at_s := self._schedule.next(demand)) <= after_s:
-            pass
-        return at_s if self._schedule is not None else math.inf
+        if self._schedule is None:
+            return math.inf  # this process's share is none
+        at_s = self._schedule.next(demand)
+        while at_s <= after_s:
+            at_s = self._schedule.next(demand)
+        return at_s
 
     def _run(self) -> None:
         assert self.start_ns is not None
