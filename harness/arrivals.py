@@ -83,6 +83,19 @@ class RateProfile:
         start = load.rate.per_s if load.rate is not None else 0.0
         return cls(start, [(stage.duration_s, stage.rate.per_s if stage.rate else 0.0) for stage in load.stages or ()])
 
+    def then(self, at_s: float, per_s: float) -> RateProfile:
+        """This profile up to `at_s`, then a steady `per_s` (a sweep's next step). Only after
+        the last stage: the profile's last segment is steady."""
+        last = self.segments[-1]
+        if at_s < last.start_s:
+            raise ValueError(f"a rate change at {at_s} s, before the last one ({last.start_s} s)")
+        changed = RateProfile(0.0)
+        changed.segments = self.segments[:-1]
+        if at_s > last.start_s:
+            changed.segments.append(Segment(last.start_s, at_s, last.from_per_s, last.from_per_s, last.demand_before))
+        changed.segments.append(Segment(at_s, math.inf, per_s, per_s, self.demand_at(at_s)))
+        return changed
+
     def rate_at(self, t: float) -> float:
         return self._segment_at(t).rate_at(t)
 

@@ -10,10 +10,11 @@ All schedules run from one start in wall-clock time, sent by the master: the clo
 and workers are taken to be synchronized (NTP keeps a real cluster within milliseconds; a
 worker whose clock is off by d sends its share d early or late).
 
-    master -> worker  claude_arrivals  {run_id, start_wall, until_s, since_s, index, count}
+    master -> worker  claude_arrivals  {run_id, start_wall, until_s, since_s, index, count, rates}
 
 the worker's share from `since_s` on (seconds since `start_wall`; count 0: none), none from
-`until_s` on (the cool-down). Sent to every working worker once spawning is complete (since 0, the start
+`until_s` on (the cool-down); `rates`: a sweep's changes of the target rate so far, each a
+new split from its time on (harness/sweep_run.py). Sent to every working worker once spawning is complete (since 0, the start
 MARGIN_S ahead, time for the message to arrive), and again whenever the set of working
 workers changes (one joined, quit or was lost): the new split holds from MARGIN_S ahead (a
 worker that gets it late starts its new share where its old one left off). The
@@ -28,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import gevent
@@ -52,6 +53,7 @@ class ArrivalShare:
     since_s: float
     index: int
     count: int
+    rates: list[tuple[float, float]] = field(default_factory=list)  # a sweep's rate changes so far: (from s, per s)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +78,7 @@ class ClusterArrivals:
         self.until_s: float | None = None
         self.ended_wall: float | None = None
         self.members: list[str] = []
+        self.rates: list[tuple[float, float]] = []  # a sweep's rate changes: (from s, per s)
         self._watching: gevent.Greenlet | None = None
 
     @property
@@ -88,6 +91,14 @@ class ClusterArrivals:
         self._split(self.working(), 0.0)
         self._watching = gevent.spawn(self._watch)
         return self.start_wall
+
+    def change_rate(self, from_wall: float, per_s: float) -> None:
+        """A sweep's next step: the cluster's target rate is `per_s` from `from_wall` (epoch s) on,
+        for the same workers."""
+        assert self.start_wall is not None
+        since_s = max(0.0, from_wall - self.start_wall)
+        self.rates.append((since_s, per_s))
+        self._split(self.members, since_s)
 
     def stop(self) -> None:
         if self._watching is not None:
@@ -119,6 +130,6 @@ class ClusterArrivals:
         self.members = working
         shares = [(client_id, index, len(working)) for index, client_id in enumerate(working)]
         for client_id, index, count in shares + [(client_id, 0, 0) for client_id in left_out]:
-            share = ArrivalShare(self.run_id, self.start_wall, self.until_s, since_s, index, count)
+            share = ArrivalShare(self.run_id, self.start_wall, self.until_s, since_s, index, count, list(self.rates))
             self.send(client_id, share.as_dict())
         logger.info("arrivals split among %d workers from %.1f s after the start", len(working), since_s)

@@ -12,6 +12,8 @@ secret (harness/workerauth.py: a worker that has not joined gets none of them):
   (harness/shares.py), every second while the run has such limits.
 - master -> worker `claude_arrivals`: in an open loop, the worker's share of the arrivals
   (harness/cluster_arrivals.py).
+- master -> worker `claude_sweep_step`: a sweep's step and its measured window (wall clock),
+  ahead of its start (harness/sweep_steps.py); the run message carries the windows so far.
 - worker -> master `claude_refused`: the worker runs another harness version; it quits.
 - master -> worker `claude_drain`: the run is ending: stop the users (in-flight requests
   finish within --stop-timeout or are cancelled), send the final report, confirm.
@@ -61,6 +63,7 @@ DRAIN_MESSAGE = "claude_drain"
 DRAINED_MESSAGE = "claude_drained"
 WINDOW_MESSAGE = "claude_window"
 SHARE_MESSAGE = "claude_share"
+SWEEP_STEP_MESSAGE = "claude_sweep_step"
 REPORT_KEY = "claude"
 DRAIN_MARGIN_S = 15.0
 
@@ -159,7 +162,26 @@ class MasterLink:
             "scenario": self.scenario.model_dump(mode="json"),
             "startup_host": self.startup_host,
             "share": share.as_dict(),
+            "sweep_steps": self._sweep_windows(),
         }
+
+    def _sweep_windows(self) -> list[list[float]]:
+        """A sweep's step windows so far: [step, from, until] (epoch s) each."""
+        run = self.run()
+        steps = run.steps if run is not None and run.config.run_id == self.run_id else None
+        return [[window.step, window.from_ns / 1e9, window.until_ns / 1e9] for window in steps.windows] if steps is not None else []
+
+    def idle_since(self, since_wall: float) -> bool:
+        """No request in flight on any working worker, in reports made since `since_wall`."""
+        states = [self.workers.get(client_id) for client_id in self.working()]
+        return all(state is not None and state.last_report_at >= since_wall and not state.in_flight for state in states)
+
+    def announce_step(self, step: int, from_wall: float, until_wall: float) -> None:
+        """A sweep's step, to every worker of the run."""
+        for client_id in self.workers:
+            self.runner.send_message(
+                SWEEP_STEP_MESSAGE, {"run_id": self.run_id, "window": [step, from_wall, until_wall]}, client_id=client_id
+            )
 
     def start_run(self, run_id: str) -> None:
         self.run_id = run_id
@@ -179,7 +201,7 @@ class MasterLink:
             ClusterArrivals(run_id, self._sending, self._send_arrivals) if self.scenario.load and self.scenario.load.open_loop else None
         )
 
-    def _working(self) -> list[str]:
+    def working(self) -> list[str]:
         """The workers that take part in the run, in the order of their index."""
         working = [c.id for c in self.runner.clients.all if self._present(c) and not self._drained(c.id)]
         return sorted(working, key=self.runner.get_worker_index)
@@ -187,7 +209,7 @@ class MasterLink:
     def _sending(self) -> list[str]:
         """The workers that can send an open loop's arrivals: those with users (its slots)."""
         clients = self.runner.clients
-        return [client_id for client_id in self._working() if clients[client_id].user_count > 0]
+        return [client_id for client_id in self.working() if clients[client_id].user_count > 0]
 
     def _send_arrivals(self, client_id: str, share: dict[str, Any]) -> None:
         self.runner.send_message(ARRIVALS_MESSAGE, share, client_id=client_id)
@@ -199,7 +221,7 @@ class MasterLink:
     def shares(self) -> dict[str, Share]:
         """Each working worker's share of the limits, from what all of them reported."""
         spent = {client_id: Spent(state.spent_usd, state.recorded) for client_id, state in self.workers.items()}
-        return split(*self.limits(), spent, self._working())
+        return split(*self.limits(), spent, self.working())
 
     def _keep_splitting(self) -> None:
         while True:
@@ -272,6 +294,8 @@ class MasterLink:
         delta = RunStats.decode(report["stats"])
         run.stats.merge(delta)
         run.recent.merge(delta)
+        if report.get("steps") is not None and run.steps is not None:
+            run.steps.merge(client_id, report["steps"])
         state = self._worker(client_id, report["name"])
         now = time.time()
         state.rate_per_s = max(0, report["recorded"] - state.recorded) / max(now - state.counted_from, 1e-3)
@@ -327,7 +351,7 @@ class WorkerLink:
     def __init__(
         self,
         environment: Environment,
-        on_run: Callable[[Scenario, str, int, str | None, Share], None],
+        on_run: Callable[[Scenario, str, int, str | None, Share, list[list[float]]], None],
         report: Callable[[], dict[str, Any] | None],
         on_window: Callable[[str, int], None],
         on_share: Callable[[str, Share], None],
@@ -373,7 +397,8 @@ class WorkerLink:
             runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
             return
         logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
-        self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"), Share.from_dict(data.get("share")))
+        share, windows = Share.from_dict(data.get("share")), data.get("sweep_steps") or []
+        self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"), share, windows)
 
     def _on_report_to_master(self, data: dict[str, Any], **_: Any) -> None:
         report = self.report()

@@ -7,18 +7,44 @@ from __future__ import annotations
 from typing import Any
 
 from harness import options as cli
-from harness.scenario import Scenario, load_scenario, with_load_overrides
+from harness.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict, with_load_overrides
 from harness.shapes import stages_shape
+
+DEFAULT_STEP_TIME = "60s"  # --sweep's steps for a scenario without a sweep
 
 
 def read_scenario(path: str, options: Any) -> Scenario:
     """A scenario file with the command line's load settings; a problem raises ScenarioError."""
-    return with_load_overrides(load_scenario(path), cli.load_overrides(options))
+    scenario = with_load_overrides(load_scenario(path), cli.load_overrides(options))
+    return with_sweep_steps(scenario, getattr(options, "sweep", None))
+
+
+def with_sweep_steps(scenario: Scenario, steps: str | None) -> Scenario:
+    """The scenario with `--sweep`'s steps in place of its sweep's (rates or users); `--sweep`
+    alone needs the scenario's own sweep."""
+    if steps is None or steps == cli.SCENARIO_SWEEP:
+        if steps is not None and scenario.sweep is None:
+            raise ScenarioError(
+                scenario.source, [("sweep", "--sweep without steps needs a `sweep:` section (or give steps: --sweep 2/s,4/s,8/s)")]
+            )
+        return scenario
+    values = steps.split(",")
+    kind = "users" if all(value.isdigit() for value in values) else "rates"
+    data = scenario.model_dump(mode="json")
+    sweep = {key: value for key, value in (data.get("sweep") or {"step_time": DEFAULT_STEP_TIME}).items() if key not in ("rates", "users")}
+    data["sweep"] = {**sweep, kind: [int(value) for value in values] if kind == "users" else values}
+    if kind == "rates" and data.get("load"):
+        data["load"] = {key: value for key, value in data["load"].items() if key != "rate"}  # the first step's
+    changed = scenario_from_dict(data, source=f"{scenario.source} with --sweep {steps}")
+    changed._source = scenario.source
+    return changed
 
 
 def load_problem(options: Any, scenario: Scenario) -> str | None:
     """Why the scenario's `load` may not run with these options, if it may not."""
     load = scenario.load
+    if scenario.sweep is not None and (problem := _sweep_problem(options, scenario)):
+        return problem
     if load is None:
         return None
     if not load.open_loop:
@@ -35,11 +61,26 @@ def load_problem(options: Any, scenario: Scenario) -> str | None:
     return None
 
 
+def _sweep_problem(options: Any, scenario: Scenario) -> str | None:
+    where = f"{scenario.source}: a sweep"
+    if options.run_time:
+        return f"{where} runs until its search is over; leave out -t/--run-time"
+    if options.num_users is not None and scenario.sweep is not None and scenario.sweep.kind == "users":
+        return f"{where}'s steps set the users; leave out -u/--users"
+    if getattr(options, "rate", None) and scenario.sweep is not None and scenario.sweep.kind == "rates":
+        return f"{where}'s steps set the rate; leave out --rate"
+    if options.reset_stats:
+        return f"{where} measures each step after its warm-up; leave out --reset-stats"
+    return None
+
+
 def apply_load_defaults(options: Any, scenario: Scenario) -> None:
     """The scenario's `load` section fills in what the command line left unset. In an open loop
     the users are the slots of max_in_flight, all spawned at once before the first arrival."""
     load = scenario.load
     if load is None:
+        if scenario.sweep is not None and scenario.sweep.users:
+            options.num_users = max(scenario.sweep.users)
         return
     if load.open_loop:
         options.num_users = load.in_flight_limit
@@ -47,6 +88,8 @@ def apply_load_defaults(options: Any, scenario: Scenario) -> None:
     shape = stages_shape(load)
     if shape is not None:  # (the most users, for what is sized by them)
         options.num_users = shape.most_users
+    if scenario.sweep is not None and scenario.sweep.users:
+        options.num_users = max(scenario.sweep.users)
     if options.num_users is None and load.users:
         options.num_users = load.users
     if options.spawn_rate is None and load.spawn_rate:

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import gevent
@@ -32,6 +32,7 @@ from harness.timing import TimingRecord
 
 NS = 1_000_000_000
 BYTES_PER_TOKEN = 4
+Rates = Iterable[Sequence[float]]  # a sweep's rate changes: (from s, per s) each
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,15 @@ class OpenLoop:
         self.seed = seed
         self.counts = ArrivalCounts()
         self.start_ns: int | None = None  # the schedule's time 0 (perf_counter_ns)
+        self.start_wall: float | None = None  # the same on the wall clock (epoch s)
+        self.on_arrival: Callable[[bool], None] | None = None  # told of each arrival: dropped or not (a sweep's steps)
         self.until_s = math.inf  # no arrival from then on (the cool-down)
         self.ended_ns: int | None = None  # when the loop stopped
         self.closed = False
         self._idle: deque[AsyncResult[Arrival | None]] = deque()  # the users waiting for an arrival
         self._schedule: WorkerArrivals | None = None
         self._switches: list[Switch] = []  # in the order of their times
+        self._rates: list[tuple[float, float]] = []  # a sweep's rate changes, in a process alone
         self._changed = Event()  # a switch came: the time of the next arrival may change
         self._greenlet: gevent.Greenlet | None = None
 
@@ -122,23 +126,38 @@ class OpenLoop:
     def started(self) -> bool:
         return self.start_ns is not None
 
-    def start(self, start_ns: int, until_s: float | None, index: int = 0, count: int = 1, since_s: float = 0.0) -> None:
+    def start(self, start_ns: int, until_s: float | None, index: int = 0, count: int = 1, since_s: float = 0.0, rates: Rates = ()) -> None:
         """Arrivals from `start_ns` on (the schedule's time 0), as worker `index` of `count` from
-        `since_s` on (count 0: none), none from `until_s` on."""
+        `since_s` on (count 0: none), none from `until_s` on; `rates`: a sweep's changes so far."""
         if self.closed or self.started:
             return
+        self._use_rates(rates)
         self.start_ns, self.until_s = start_ns, math.inf if until_s is None else until_s
+        self.start_wall = time.time() + (start_ns - time.perf_counter_ns()) / NS
         self._schedule = self._share(index, count, since_s)
         self._greenlet = gevent.spawn(self._run)
 
-    def rearrange(self, index: int, count: int, since_s: float) -> None:
+    def rearrange(self, index: int, count: int, since_s: float, rates: Rates = ()) -> None:
         """From `since_s` on (seconds since the start), this process is worker `index` of `count`
-        (count 0: it sends none)."""
+        (count 0: it sends none); `rates`: a sweep's rate changes so far."""
         if self.closed:
             return
+        self._use_rates(rates)
         self._switches.append(Switch(since_s, self._share(index, count, since_s)))
         self._switches.sort(key=lambda switch: switch.since_s)
         self._changed.set()
+
+    def change_rate(self, since_s: float, per_s: float) -> None:
+        """A sweep's next step in a process alone: the target rate is `per_s` from `since_s` on."""
+        self._rates.append((since_s, per_s))
+        self.rearrange(0, 1, since_s, self._rates)
+
+    def _use_rates(self, rates: Rates) -> None:
+        """The load's rate profile with a sweep's changes (from s, per s), in their order."""
+        profile = RateProfile.of(self.load)
+        for at_s, per_s in rates:
+            profile = profile.then(at_s, per_s)
+        self.profile = profile
 
     def _share(self, index: int, count: int, since_s: float) -> WorkerArrivals | None:
         if count == 0:
@@ -230,12 +249,15 @@ class OpenLoop:
         counts = self.counts
         counts.scheduled += 1
         counts.scheduled_demand += arrival.demand
-        if self._idle:
+        dropped = not self._idle
+        if dropped:
+            counts.dropped += 1
+        else:
             self._idle.popleft().set(arrival)  # wakes its user later, never now
             counts.sent += 1
             counts.sent_demand += arrival.demand
-        else:
-            counts.dropped += 1
+        if self.on_arrival is not None:
+            self.on_arrival(dropped)
 
     def span_s(self) -> float:
         """The time arrivals were scheduled: from the start to the cool-down or the stop."""

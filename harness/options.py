@@ -59,6 +59,9 @@ positive_percent = number(float, 0, True, "a percentage")
 non_negative_mb = number(float, 0, False, "a number of megabytes")
 
 
+SCENARIO_SWEEP = "scenario"  # `--sweep` without steps: the scenario's own
+
+
 def rate(text: str) -> str:
     """A rate as a scenario's load.rate takes it (checked here so that a typo is a usage error)."""
     try:
@@ -66,6 +69,14 @@ def rate(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text.strip()
+
+
+def sweep_steps(text: str) -> str:
+    """`--sweep`'s steps: rates (2/s,4/s,8/s) or users (5,10,20), checked with the scenario."""
+    steps = [step.strip() for step in text.split(",")]
+    if not all(steps):
+        raise argparse.ArgumentTypeError(f"{text!r}: give steps as rates (2/s,4/s,8/s) or users (5,10,20), comma-separated")
+    return ",".join(steps)
 
 
 def load_overrides(options: Any) -> dict[str, str]:
@@ -152,6 +163,15 @@ def add_arguments(parser: Any) -> None:
         type=rate,
         default=None,
         help="an open loop's rate for the whole run, e.g. 20/s, 600/min, 400000 input_tokens/min (load.rate, overridden)",
+    )
+    group.add_argument(
+        "--sweep",
+        nargs="?",
+        const=SCENARIO_SWEEP,
+        type=sweep_steps,
+        default=None,
+        help="run the scenario's sweep (a scenario with `sweep:` runs it anyway), or sweep these steps: "
+        "rates 2/s,4/s,8/s (an open loop) or users 5,10,20; exit 0 when a step met every SLO, 1 when none did",
     )
     group.add_argument("--max-cost-usd", type=positive_usd, default=None, help="stop the run when it has spent this much")
     group.add_argument(

@@ -18,31 +18,31 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import gevent
 import gevent.event
-from locust import __version__ as locust_version
+from locust import LoadTestShape
 from locust import log as locust_log
-from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
+from locust.runners import MasterRunner
 
 from harness import credentials, exitcodes, locust_bounds, locust_env, locust_outputs, pauses, slo, webaccess, webui
 from harness import options as cli
-from harness.cluster_arrivals import MARGIN_S, ArrivalShare
-from harness.credentials import API_KEY_ENV, EMULATOR_API_KEY, CredentialsError, api_key_for, is_loopback, take_influx_token
-from harness.distributed import STALE_REPORTS, MasterLink, WorkerLink, WorkerState, worker_output_dir
+from harness.cluster_arrivals import MARGIN_S
+from harness.credentials import API_KEY_ENV, CredentialsError, is_loopback, take_influx_token
+from harness.distributed import STALE_REPORTS, MasterLink, WorkerState
 from harness.emulator.process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
-from harness.health import Thresholds
 from harness.load_options import apply_load_defaults, load_problem, read_scenario
 from harness.outputs import write_outputs
-from harness.payload import build_headers
 from harness.pricing import PriceTable
-from harness.recording import InfluxConfig
 from harness.results import InputError, Summary, load_summary
-from harness.run import HarnessRun, RunConfig, new_run_id
+from harness.run import HarnessRun, new_run_id
+from harness.run_setup import run_config
 from harness.scenario import Scenario, ScenarioError
 from harness.shapes import stages_shape
-from harness.shares import Share
 from harness.summary import build_summary, render_text
-from harness.transport import Target, preload_sdk
-from harness.workerauth import MasterGate, WorkerGate
+from harness.sweep_run import SweepController, SweepHooks, SweepShape
+from harness.sweep_steps import StepBook
+from harness.transport import preload_sdk
+from harness.worker_session import WorkerSession
+from harness.workerauth import MasterGate
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -133,11 +133,57 @@ class Session:
         return real_api_problem(host, scenario, self.options)
 
     def use_stages(self, scenario: Scenario) -> None:
-        """A scenario with user stages runs them as Locust's load shape; any other, none."""
-        shape = stages_shape(scenario.load)
+        """A scenario with user stages or a sweep runs them as Locust's load shape; any other, none."""
+        shape: LoadTestShape | None = stages_shape(scenario.load)
+        if scenario.sweep is not None:
+            shape = SweepShape(lambda: SweepController(self.scenario, self._sweep_hooks()))
         if shape is not None:
             shape.runner = self.environment.runner
         self.environment.shape_class = shape
+
+    @property
+    def sweep(self) -> SweepController | None:
+        shape = self.environment.shape_class
+        return shape.controller if isinstance(shape, SweepShape) else None
+
+    def _current_run(self) -> HarnessRun | None:
+        """The run under way, if any (not the last one, which has ended)."""
+        run = self.run
+        return run if run is not None and run.ended_at is None else None
+
+    def _sweep_hooks(self) -> SweepHooks:
+        def steps() -> StepBook | None:
+            run = self._current_run()
+            return run.steps if run is not None else None
+
+        def arrivals_start() -> float | None:
+            if self.link is not None:
+                return self.link.arrivals.start_wall if self.link.arrivals is not None else None
+            run = self._current_run()
+            return run.open_loop.start_wall if run is not None and run.open_loop is not None else None
+
+        def set_rate(from_wall: float, per_s: float) -> None:
+            run = self._current_run()
+            if self.link is not None and self.link.arrivals is not None:
+                self.link.arrivals.change_rate(from_wall, per_s)
+            elif run is not None and run.open_loop is not None and run.open_loop.start_wall is not None:
+                run.open_loop.change_rate(from_wall - run.open_loop.start_wall, per_s)
+
+        def idle(since_wall: float) -> bool:
+            if self.link is not None:
+                return self.link.idle_since(since_wall)
+            run = self._current_run()
+            return run is None or run.in_flight == 0
+
+        link = self.link
+        return SweepHooks(
+            book=steps,
+            arrivals_start=arrivals_start,
+            set_rate=set_rate,
+            announce=link.announce_step if link is not None else lambda *_: None,
+            sources=link.working if link is not None else list,
+            idle=idle,
+        )
 
     def read_scenario(self, path: str) -> Scenario:
         """A scenario file as this process runs it: with the command line's load settings."""
@@ -222,7 +268,8 @@ class Session:
             self._warmup = None
         self.guard.stop()
         run.close()
-        built = build_summary(run, self.environment.stats.total.num_requests, self.options, self.link)
+        sweep = self.sweep.result(stopped=True) if self.sweep is not None else None
+        built = build_summary(run, self.environment.stats.total.num_requests, self.options, self.link, sweep=sweep)
         rule = self.scenario.regression
         if self.options.regression_threshold:
             rule = rule.model_copy(update={"threshold_pct": self.options.regression_threshold})
@@ -266,210 +313,6 @@ class Session:
             self.show(render_text(self.summary))
         if self.emulator is not None:
             self.emulator.stop()
-
-
-class WorkerSession:
-    """A worker: gets the scenario and run id from the master, runs users, reports deltas.
-
-    Locust may start a worker's test (its spawn message) before the run from the master has
-    arrived (a worker joining mid-run); the run starts when both have happened, and users
-    wait for it."""
-
-    RUN_WAIT_S = 30.0
-    GIVE_UP_AFTER_S = 0.5  # time for a last message to the master to leave
-
-    def __init__(self, environment: Environment, worker_secret: bytes, influx_token: str | None, output_dir: str | None) -> None:
-        self.environment = environment
-        self.influx_token = influx_token
-        self.output_dir = output_dir  # None: below the master's --output-dir (a shared file system)
-        self.scenario: Scenario | None = None
-        self.run_id: str | None = None
-        self.startup_host: str | None = None  # the master's: the only host this worker's API key goes to
-        self.run: HarnessRun | None = None
-        # Locust can process the master's spawn message (test_start) before this plugin is
-        # initialised: a test may already be under way
-        self._testing = locust_env.worker(environment).worker_state in (STATE_SPAWNING, STATE_RUNNING)
-        self._ready = gevent.event.Event()
-        self.epoch = 0  # the master's measurement window when this worker got the run
-        self.share = Share()  # this worker's share of the run's limits (harness/shares.py)
-        self._waiting_for: str | None = None  # why the users wait (their share is used up)
-        self.arrivals: ArrivalShare | None = None  # an open loop: this worker's share of the arrivals
-        self.link = WorkerLink(
-            environment,
-            self._on_run,
-            self._report,
-            self._on_window,
-            self._on_share,
-            self._on_arrivals,
-            lambda: self.gate.master_proven,
-            self.give_up,
-        )
-        self.gate = WorkerGate(locust_env.worker(environment), worker_secret, self.give_up, locust_version)
-        gevent.spawn(self.link.watch_master, lambda: locust_env.options(environment).master_lost_timeout, self.master_lost)
-
-    def _on_run(self, scenario: Scenario, run_id: str, epoch: int, startup_host: str | None, share: Share) -> None:
-        self.scenario, self.run_id, self.epoch, self.startup_host = scenario, run_id, epoch, startup_host
-        self._on_share(run_id, share)
-        self._start_run()
-
-    def _on_share(self, run_id: str, share: Share) -> None:
-        """The master's new split of the limits: what this worker may still spend and send."""
-        if run_id != self.run_id:
-            return  # a message of another run
-        self.share = share
-        if self.run is not None and self.run.config.run_id == run_id:
-            self.run.share = share
-
-    def _on_arrivals(self, share: ArrivalShare) -> None:
-        """The master's (new) split of an open loop's arrivals."""
-        if share.run_id != self.run_id:
-            return  # a message of another run
-        self.arrivals = share
-        self._follow_arrivals()
-
-    def _follow_arrivals(self) -> None:
-        """This worker's open loop sends its share: from the common start, or anew from the split's time."""
-        share, run = self.arrivals, self.run
-        if share is None or run is None or run.open_loop is None or run.config.run_id != share.run_id:
-            return
-        if run.open_loop.started:
-            late_s = time.time() - (share.start_wall + share.since_s)
-            if late_s > 0:
-                logger.warning("%s: the master's new split of the arrivals came %.1f s after its time", self.link.name, late_s)
-            run.open_loop.rearrange(share.index, share.count, share.since_s)
-        else:
-            run.open_loop.start(share.start_ns(), share.until_s, share.index, share.count, share.since_s)
-
-    def _share_used_up(self, reason: str) -> None:
-        """A user found no room in this worker's share: said once per run."""
-        if self._waiting_for is None:
-            self._waiting_for = reason
-            logger.warning("%s: %s; its users wait until that changes or the run ends", self.link.name, reason)
-
-    def give_up(self, reason: str) -> None:
-        """This worker cannot work for its master: it says why and quits with the usage exit code."""
-        logger.error("this worker stops: %s", reason)
-        self.environment.process_exit_code = exitcodes.USAGE
-        gevent.spawn_later(self.GIVE_UP_AFTER_S, locust_env.runner(self.environment).quit)
-
-    def master_lost(self, silent_s: float) -> None:
-        """The master stopped answering: stop now (requests in flight are cancelled, every one
-        recorded), say what this worker did, and exit with its own code."""
-        logger.error("no heartbeat from the master for %.0f s: it is lost; this worker stops its users", silent_s)
-        environment = self.environment
-        environment.process_exit_code = exitcodes.MASTER_LOST
-        environment.stop_timeout = 0.0
-        locust_env.runner(environment).stop()  # test_stop closes the run: records flushed
-        run = self.run
-        if run is not None:
-            where = run.records.path if run.records is not None else "no records file"
-            logger.error(
-                "%s: %d requests recorded in run %s (%s), $%.4f spent on priced models, before the master was lost",
-                self.link.name,
-                run.ledger.recorded,
-                run.config.run_id,
-                where,
-                run.ledger.spent_usd,
-            )
-        locust_env.runner(environment).quit()
-
-    def _on_window(self, run_id: str, epoch: int) -> None:
-        """The master opened the measurement window: what this worker has not reported yet
-        started before it (dropped from the stats, Locust's too), what starts now is in it."""
-        if run_id != self.run_id:
-            return  # a message of another run
-        run = self.run
-        if run is None or run.config.run_id != run_id:
-            self.epoch = epoch  # the run starts in this window
-            return
-        if epoch <= run.ledger.window:
-            return  # this worker joined in that window already
-        run.open_window()
-        locust_env.runner(self.environment).stats.reset_all()
-
-    def _report(self) -> dict[str, Any] | None:
-        return self.run.report() if self.run is not None else None
-
-    def current_run(self) -> HarnessRun:
-        """For a user starting: the run, once it exists (bounded wait)."""
-        if not self._ready.wait(self.RUN_WAIT_S) or self.run is None:
-            raise RuntimeError("no run from the master: is it running the same harness and locustfile?")
-        return self.run
-
-    def _start_run(self) -> None:
-        if not self._testing or self.scenario is None or self.run_id is None:
-            return
-        if self.run is not None and self.run.config.run_id == self.run_id:
-            return
-        options = locust_env.options(self.environment)
-        output_dir = worker_output_dir(self.output_dir or options.output_dir, self.run_id, self.scenario, self.link.name)
-        config = run_config(
-            self.environment, self.scenario, self.run_id, output_dir, "worker", self.startup_host, self.influx_token, worker=self.link.name
-        )
-        self.run = HarnessRun(config, self.environment)
-        self.run.ledger.base_window = self.epoch
-        self.run.share = self.share
-        self.run.on_limit = self._share_used_up
-        self._waiting_for = None
-        pauses.settle()
-        self.run.start()
-        self._follow_arrivals()
-        self._ready.set()
-
-    def on_test_start(self) -> None:
-        self._testing = True
-        self._start_run()
-
-    def on_test_stopping(self) -> None:
-        if self.run is not None:
-            self.run.end_arrivals()
-
-    def on_test_stop(self) -> None:
-        self._testing = False
-        self._ready.clear()
-        if self.run is not None:
-            self.run.close()
-            self.link.send_final_report()
-
-
-def run_config(
-    environment: Environment,
-    scenario: Scenario,
-    run_id: str,
-    output_dir: Path,
-    role: str,
-    startup_host: str | None,
-    influx_token: str | None,
-    worker: str = "local",
-) -> RunConfig:
-    """A run's configuration from the (master's) command-line options, on any process; the
-    secrets are this process's own."""
-    options, host = locust_env.options(environment), environment.host
-    assert host, "the emulator's or the --host given"
-    key = EMULATOR_API_KEY if options.host_is_emulator else api_key_for(host, startup_host)
-    return RunConfig(
-        scenario,
-        Target(base_url=host, api_key=key, headers=build_headers(scenario)),
-        options.transport,
-        output_dir,
-        run_id,
-        pool_size=max(options.num_users or 1, 100),
-        worker=worker,
-        role=role,
-        points=options.points,
-        influx=InfluxConfig.resolve(
-            timeout_s=options.influx_timeout,
-            url=options.influx_url,
-            token=influx_token,
-            org=options.influx_org,
-            bucket=options.influx_bucket,
-        ),
-        points_buffer=options.influx_buffer,
-        points_flush_timeout_s=options.points_flush_timeout,
-        thresholds=Thresholds(options.max_cpu_percent, options.max_loop_lag_ms),
-        max_requests=options.max_requests if role == "local" else None,
-        min_free_disk_mb=options.min_free_disk_mb,
-    )
 
 
 def on_init(environment: Environment, **_kwargs: Any) -> None:

@@ -16,7 +16,7 @@ REQUEST_MEASUREMENT = "claude_request"
 HEALTH_MEASUREMENT = "harness_health"
 RUN_MEASUREMENT = "harness_run"
 
-REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "outcome", "worker")
+REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "outcome", "worker", "step")
 REQUEST_FIELDS = (
     "ttft_ms",
     "latency_ms",
@@ -94,7 +94,7 @@ def line(measurement: str, tags: Mapping[str, Any], fields: Mapping[str, Any], t
 def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
     """The point of one finished request, stamped at the request's start (wall clock, ns), or in
     an open loop at the time it was due."""
-    tags = {**labels, "model": record.model, "prompt": record.prompt, "mode": record.mode, "outcome": record.outcome}
+    tags = {**labels, "model": record.model, "prompt": record.prompt, "mode": record.mode, "outcome": record.outcome, "step": record.step}
     fields = {
         "ttft_ms": record.ttft_ms if record.first_content == "text" else None,
         "latency_ms": record.latency_ms,

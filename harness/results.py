@@ -328,6 +328,64 @@ class Arrivals(_Result):
         return (share is not None and share < self.min_achieved) or self.behind_schedule
 
 
+class Interval(_Result):
+    """A quantile with its 95 % distribution-free interval (harness.stats.quantile_intervals)."""
+
+    value: float
+    low: float
+    high: float
+
+
+class StepQuantiles(_Result):
+    p50: Interval
+    p95: Interval
+    p99: Interval
+
+
+class SweepStep(_Result):
+    """One step of a sweep: the requests due (or sent) in its measured window, judged on the SLOs."""
+
+    index: int = Field(ge=0)
+    value: float = Field(description="the step's load: a rate per second (requests or tokens), or users")
+    label: str = Field(description="the load as the scenario writes it, e.g. 4/s")
+    bisection: bool = Field(description="a step placed by bisection, not listed in the scenario")
+    started_at: float = Field(description="epoch seconds: the load changed to this step's (its warm-up began)")
+    measured_from: float = Field(description="epoch seconds")
+    measured_until: float = Field(description="epoch seconds")
+    requests: int = Field(ge=0)
+    unsettled: int = Field(ge=0, description="requests of the window still in flight when the step was judged (not in its figures)")
+    offered_per_s: float = Field(ge=0, description="requests due (open loop) or sent (closed loop) per second of the window")
+    achieved_per_s: float = Field(ge=0, description="successful requests per second of the window")
+    scheduled: int | None = Field(default=None, description="open loop: arrivals due in the window")
+    dropped: int | None = Field(default=None, description="open loop: of those, dropped (every slot of max_in_flight busy)")
+    ttft_ms: StepQuantiles | None = Field(description="from the scheduled time in an open loop, as the SLOs judge it")
+    latency_ms: StepQuantiles | None = Field(description="from the scheduled time in an open loop, as the SLOs judge it")
+    error_share: float | None
+    rate_limited_share: float | None
+    overloaded_share: float | None
+    output_tokens_per_s: float = Field(ge=0)
+    slos: list[SloResult]
+    passed: bool
+    breaches: list[str] = Field(description="why the step failed, in words")
+
+
+class Sweep(_Result):
+    """A capacity sweep (the scenario's `sweep`): its steps and the sustainable load."""
+
+    kind: Literal["rates", "users"]
+    unit: Literal["requests", "input_tokens", "output_tokens", "users"]
+    step_time_s: float
+    resolution: float = Field(description="bisection stops within this share of the last good step")
+    state: Literal["running", "done", "stopped"] = Field(description="stopped: the run ended before the search did")
+    steps: list[SweepStep]
+    sustainable: float | None = Field(description="the highest step that met every SLO, below the first that did not")
+    sustainable_label: str | None
+    first_bad: float | None = Field(description="the lowest step that breached an SLO; None: none did")
+    sustainable_rate_rps: float | None = Field(default=None, description="rate sweeps in requests")
+    sustainable_tokens_per_min: float | None = Field(default=None, description="token-rate sweeps")
+    sustainable_users: int | None = Field(default=None, description="user sweeps")
+
+
 class Verdict(_Result):
     status: Status
     exit_code: int | None = Field(description="the process's exit code (README: exit codes)")
@@ -355,6 +413,7 @@ class Summary(_Result):
     refused_workers: dict[str, str] = Field(default_factory=dict)
     records_path: str | None = None
     arrivals: Arrivals | None = Field(default=None, description="an open loop's arrivals; None: a closed loop")
+    sweep: Sweep | None = Field(default=None, description="a capacity sweep's steps and sustainable load")
     verdict: Verdict | None = None
 
     def to_json(self) -> str:

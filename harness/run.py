@@ -33,6 +33,7 @@ from harness.sampler import Pick, Sampler
 from harness.scenario import Scenario
 from harness.shares import Share
 from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
+from harness.sweep_steps import StepBook
 from harness.timing import TimingRecord
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
 
@@ -122,6 +123,9 @@ class HarnessRun:
         self._retry_seq = itertools.count()
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
+        self.steps = StepBook() if config.scenario.sweep is not None else None  # a sweep's steps
+        if self.open_loop is not None and self.steps is not None:
+            self.open_loop.on_arrival = self.steps.arrival
         # the SDK client is shared by all users and built now: building it in a user's
         # on_start would stall the requests of the users already running
         self._shared_transport: Transport | None = (
@@ -237,6 +241,8 @@ class HarnessRun:
         if arrival is not None:
             record.scheduled_ns = arrival.scheduled_ns
             record.scheduled_wall_ns = time.time_ns() - (now_ns - arrival.scheduled_ns)
+        if self.steps is not None:
+            self.steps.start(record, record.scheduled_wall_ns or time.time_ns())
         return record
 
     def abandon(self, record: TimingRecord) -> None:
@@ -275,6 +281,8 @@ class HarnessRun:
             self.records.write(record)
         if self.points is not None:
             self.points.add(request_line(record, self.labels))
+        if self.steps is not None:
+            self.steps.add(record)
         if record.window != ledger.window:
             ledger.before_window += 1
             return
@@ -355,4 +363,5 @@ class HarnessRun:
             "points_written": points.written if points else 0,
             "points_dropped": points.dropped if points else 0,
             "arrivals": self.open_loop.counts.as_dict() if self.open_loop is not None else None,
+            "steps": self.steps.report() if self.steps is not None else None,
         }

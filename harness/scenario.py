@@ -47,6 +47,7 @@ from harness.fields import StrictModel, parse_timespan
 from harness.load import Load
 from harness.pricing import Price
 from harness.scenario_errors import field_error, short, validation_problems, yaml_problem
+from harness.sweep import Sweep, sweep_problem, with_first_rate
 
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
@@ -366,6 +367,7 @@ class Scenario(StrictModel):
     abort: AbortRule | None = None
     regression: Regression = Field(default_factory=Regression)
     budget_usd: float | None = Field(default=None, gt=0)
+    sweep: Sweep | None = None
 
     _source: str = PrivateAttr(default="<scenario>")
     _cache: dict = PrivateAttr(default_factory=dict)  # used by harness.payload
@@ -422,7 +424,10 @@ class Scenario(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _timeout_shorthand(cls, data: Any) -> Any:
-        """`timeout_s: N` (the older spelling) is `timeouts: {total_s: N}`."""
+        """`timeout_s: N` (the older spelling) is `timeouts: {total_s: N}`; an open loop swept by
+        rates starts at the sweep's first."""
+        if isinstance(data, dict):
+            data = with_first_rate(data)
         if not isinstance(data, dict) or "timeout_s" not in data:
             return data
         data = dict(data)
@@ -456,6 +461,9 @@ class Scenario(StrictModel):
             if m.model in seen:
                 raise field_error(f"models[{i}].model", f"duplicate model {m.model!r} (also models[{seen[m.model]}])")
             seen[m.model] = i
+        load = self.load or Load()
+        if self.sweep is not None and (problem := sweep_problem(self.sweep, load.open_loop, bool(load.stages), load.run_time is not None)):
+            raise field_error(*problem)
         if self.effective_anthropic_version >= DEFAULT_ANTHROPIC_VERSION:
             for i, p in enumerate(self.prompts):
                 used = (["temperature"] if p.temperature is not None else []) + [k for k in SAMPLING_PARAMS if k in p.extra]

@@ -14,7 +14,6 @@ and the whole interval lies above zero.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -23,11 +22,10 @@ from hdrh.histogram import HdrHistogram
 
 from harness import exitcodes
 from harness.results import FromSchedule, Group, Percentiles, RegressionResult, SloResult, Summary, Verdict
+from harness.results import Sweep as SweepResult
 from harness.scenario import Regression, SloLimits, Slos
-from harness.stats import new_histogram
+from harness.stats import new_histogram, quantile_intervals
 from harness.timing import OVERLOADED, RATE_LIMITED
-
-Z_95 = 1.96
 
 
 @dataclass(frozen=True)
@@ -83,9 +81,14 @@ def _judge_all(limits: SloLimits, group: Group | None, scope: str) -> list[SloRe
 
 
 def evaluate(slos: Slos, summary: Summary) -> list[SloResult]:
-    results = _judge_all(slos, summary.totals, "all")
+    return evaluate_groups(slos, summary.totals, summary.models)
+
+
+def evaluate_groups(slos: Slos, totals: Group, models: dict[str, Group]) -> list[SloResult]:
+    """The SLOs judged on a group of requests (a run's, a sweep step's) and its models."""
+    results = _judge_all(slos, totals, "all")
     for model, limits in slos.models.items():
-        results += _judge_all(limits, summary.models.get(model), model)
+        results += _judge_all(limits, models.get(model), model)
     return results
 
 
@@ -101,15 +104,7 @@ def _histogram(group: Group, metric: str) -> HdrHistogram | None:
 
 def quantile_interval(histogram: HdrHistogram, quantile: float) -> tuple[float, float, float]:
     """(low, estimate, high) in ms of a quantile (0..100), 95 % distribution-free interval."""
-    n, q = histogram.get_total_count(), quantile / 100
-    spread = Z_95 * math.sqrt(n * q * (1 - q))
-    low_q = max(0.0, (n * q - spread) / n) * 100
-    high_q = min(1.0, (n * q + spread + 1) / n) * 100
-
-    def at(p: float) -> float:
-        return histogram.get_value_at_percentile(p) / 1000
-
-    return at(low_q), at(quantile), at(high_q)
+    return quantile_intervals(histogram, [quantile])[quantile]
 
 
 def compare(current: Summary, baseline: Summary, rule: Regression) -> list[RegressionResult]:
@@ -158,14 +153,26 @@ def judge_run(
     crashes: Crashes | None = None,
 ) -> Summary:
     """The summary with its judgements: SLO results, the regression check, the verdict."""
-    judged = summary.model_copy(
-        update={"slos": evaluate(slos, summary), "regressions": compare(summary, baseline, rule) if baseline else []}
-    )
+    # a sweep's steps are judged one by one (harness/sweep_run.py); the run as a whole, past the
+    # knee on purpose, is not
+    judged_slos = evaluate(slos, summary) if summary.sweep is None else []
+    judged = summary.model_copy(update={"slos": judged_slos, "regressions": compare(summary, baseline, rule) if baseline else []})
     if failed_fast:  # a wrong target: nothing else was measured
         run_verdict = Verdict(status="FAILED_FAST", exit_code=exitcodes.USAGE, reasons=[f"failed fast: {failed_fast}"])
     else:
         run_verdict = verdict(judged, stopped_by, aborted, fail_on_unreliable, exit_code_on_error, crashes or Crashes())
     return judged.model_copy(update={"verdict": run_verdict})
+
+
+def _sweep_verdict(sweep: SweepResult, reasons: list[str]) -> Verdict:
+    """A sweep passes when it found a sustainable load: a step that met every SLO."""
+    if sweep.sustainable_label is None:
+        tried = ", ".join(step.label for step in sweep.steps) or "none judged"
+        return Verdict(status="FAIL", exit_code=exitcodes.FAILED, reasons=[f"sweep: no step met the SLOs (steps: {tried})", *reasons])
+    above = "" if sweep.first_bad is not None else "; every step met the SLOs: the limit lies above the last"
+    cut = "; the run ended before the search did" if sweep.state == "stopped" else ""
+    reason = f"sweep: sustainable {sweep.sustainable_label} under the SLOs{above}{cut}"
+    return Verdict(status="PASS", exit_code=exitcodes.OK, reasons=[reason, *reasons])
 
 
 @dataclass(frozen=True)
@@ -204,7 +211,7 @@ def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_o
     reasons += [r.describe() for r in summary.regressions if r.regressed]
     if aborted:
         reasons.insert(0, f"aborted early: {aborted}")
-    arrivals = summary.arrivals
+    arrivals = summary.arrivals if summary.sweep is None else None  # (a sweep judges each step's arrivals)
     if arrivals is not None and arrivals.behind_schedule:
         reasons.append(
             f"scheduled {arrivals.scheduled_per_s:.4g}/s of a target {arrivals.target_per_s:.4g}/s ({arrivals.unit}): "
@@ -225,6 +232,8 @@ def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_o
             return Verdict(status="UNRELIABLE", exit_code=exitcodes.UNRELIABLE, reasons=reasons)
     if aborted:
         return Verdict(status="ABORTED", exit_code=exitcodes.FAILED, reasons=reasons)
+    if summary.sweep is not None:
+        return _sweep_verdict(summary.sweep, reasons)
     below_target = summary.slos and arrivals is not None and arrivals.below_target
     if any(not r.passed for r in summary.slos) or any(r.regressed for r in summary.regressions) or below_target:
         return Verdict(status="FAIL", exit_code=exitcodes.FAILED, reasons=reasons)

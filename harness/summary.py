@@ -23,6 +23,7 @@ from harness.results import (
     RunInfo,
     ScenarioInfo,
     Summary,
+    Sweep,
     WorkerInfo,
 )
 from harness.stats import LabelStats, RunStats
@@ -73,6 +74,7 @@ def build_summary(
     link: MasterLink | None = None,
     stats: RunStats | None = None,
     pause: Callable[[], None] = lambda: None,
+    sweep: Sweep | None = None,
 ) -> Summary:
     """Everything a person or a CI job needs to judge and reproduce the run; no secrets.
     A run still in progress gets a summary of what it has so far (of `stats`, a copy of the
@@ -121,6 +123,7 @@ def build_summary(
         refused_workers=dict(link.refused) if link else {},
         records_path=str(run.records.path) if run.records is not None else None,
         arrivals=arrivals_of(run, link),
+        sweep=sweep,
     )
 
 
@@ -143,7 +146,7 @@ def arrivals_of(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
         arrival=load.arrival,
         unit=load.rate_unit,
         span_s=span,
-        target_per_s=RateProfile.of(load).demand_at(span) / per_s,
+        target_per_s=_profile(run, link).demand_at(span) / per_s,
         scheduled_per_s=counts.scheduled_demand / per_s,
         achieved_per_s=counts.sent_demand / per_s,
         scheduled=counts.scheduled,
@@ -152,6 +155,17 @@ def arrivals_of(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
         refused=counts.refused,
         min_achieved=load.achieved_floor,
     )
+
+
+def _profile(run: HarnessRun, link: MasterLink | None) -> RateProfile:
+    """The target rate over the run: the load's, with a sweep's changes."""
+    if link is not None and link.arrivals is not None:
+        profile = RateProfile.of(run.scenario.load) if run.scenario.load is not None else RateProfile(0.0)
+        for at_s, per_s in link.arrivals.rates:
+            profile = profile.then(at_s, per_s)
+        return profile
+    assert run.open_loop is not None
+    return run.open_loop.profile
 
 
 # --- console -----------------------------------------------------------------------------
