@@ -296,6 +296,7 @@ class MasterLink:
         run.recent.merge(delta)
         if report.get("steps") is not None and run.steps is not None:
             run.steps.merge(client_id, report["steps"])
+        run.headroom.merge_encoded(report.get("headroom") or {})
         state = self._worker(client_id, report["name"])
         now = time.time()
         state.rate_per_s = max(0, report["recorded"] - state.recorded) / max(now - state.counted_from, 1e-3)

@@ -19,15 +19,16 @@ import gevent
 
 from harness.arrivals import RateProfile
 from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
-from harness.results import Group
+from harness.results import Group, RateLimitFigures
 from harness.stats import LIVE_WINDOW_S, LabelStats, RunStats, no_pause
-from harness.summary import arrivals_of
+from harness.summary import arrivals_of, rate_limits_line, sweep_cells, sweep_conclusion
 from harness.timing import OVERLOADED, RATE_LIMITED
 
 if TYPE_CHECKING:
     from harness.distributed import MasterLink
     from harness.run import HarnessRun
     from harness.scenario import Scenario
+    from harness.sweep_run import SweepController
 
 WINDOW_S = LIVE_WINDOW_S
 KEEP_SNAPSHOTS = 30
@@ -65,6 +66,9 @@ class LiveSession(Protocol):
 
     @property
     def link(self) -> MasterLink | None: ...
+
+    @property
+    def sweep(self) -> SweepController | None: ...
 
 
 # --- figures of one snapshot ---------------------------------------------------------------------
@@ -171,6 +175,7 @@ def run_figures(run: HarnessRun, link: MasterLink | None, pause: Callable[[], No
         "window": stats_figures(window, pause),
         "health": health,
         "arrivals": arrival_figures(run, link),
+        "rate_limits": {model: figures.model_dump() for model, figures in run.headroom.figures().items()},
     }
 
 
@@ -181,6 +186,13 @@ def arrival_figures(run: HarnessRun, link: MasterLink | None) -> dict[str, Any] 
     if arrivals is None or load is None:
         return None
     return {**arrivals.model_dump(), "rate_now_per_s": RateProfile.of(load).rate_at(arrivals.span_s)}
+
+
+def sweep_figures(sweep: SweepController | None) -> dict[str, Any] | None:
+    """A sweep's steps so far (the summary's figures) and the step under way."""
+    if sweep is None:
+        return None
+    return {**sweep.result().model_dump(), "current": sweep.phase()}
 
 
 class Snapshots:
@@ -201,6 +213,7 @@ class Snapshots:
             snapshot.update(idle_figures(self.session.scenario.name))
         else:
             snapshot.update(run_figures(run, self.session.link, self.pause))
+        snapshot["sweep"] = sweep_figures(self.session.sweep)
         self._kept[self._seq] = snapshot
         while len(self._kept) > self.keep:
             self._kept.popitem(last=False)
@@ -269,6 +282,41 @@ def arrivals_text(arrivals: dict[str, Any]) -> str:
     )
 
 
+# the Sweep tab: the columns of the summary's sweep table (harness/summary.py), keyed for the UI
+SWEEP_COLUMNS = (
+    ("step", "Step"),
+    ("load", "Load"),
+    ("requests", "Requests"),
+    ("offered", "Offered /s"),
+    ("achieved", "Achieved /s"),
+    ("ttft_p50", "TTFT p50 ms"),
+    ("ttft_p95", "TTFT p95 ms"),
+    ("ttft_p99", "TTFT p99 ms"),
+    ("latency_p95", "Latency p95 ms"),
+    ("error_share", "Errors"),
+    ("rate_limited_share", "429 share"),
+    ("overloaded_share", "529 share"),
+    ("output_tps", "Output tok/s"),
+    ("verdict", "Verdict"),
+)
+_SWEEP_KEYS = [key for key, _ in SWEEP_COLUMNS]
+
+
+def sweep_rows(sweep: SweepController | None) -> list[dict[str, str]]:
+    """The Sweep tab's rows: each judged step, the step under way, and the sustainable load."""
+    empty = dict.fromkeys(_SWEEP_KEYS, "")
+    if sweep is None:
+        return _in_order([{**empty, "name": "none", "load": "no sweep: this scenario has no `sweep:` section"}])
+    result = sweep.result()
+    rows = [{"name": f"step {step.index}", **dict(zip(_SWEEP_KEYS, sweep_cells(step), strict=True))} for step in result.steps]
+    current = sweep.phase()
+    if current is not None:
+        load = current["label"] + (" (bisection)" if current["bisection"] else "")
+        rows.append({**empty, "name": "current", "step": str(current["index"]), "load": load, "verdict": current["phase"]})
+    rows.append({**empty, "name": "result", "load": sweep_conclusion(result)})
+    return _in_order(rows)
+
+
 def snapshot_label(stats: dict[str, Any]) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(stats["at"]))
     return f"snapshot #{stats['snapshot']} at {clock}"
@@ -280,6 +328,9 @@ def tab_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
     rows = [{**empty, "name": "health", "label": health_text(stats["health"]), "window": snapshot_label(stats)}]
     if stats.get("arrivals"):
         rows.append({**empty, "name": "arrivals", "label": arrivals_text(stats["arrivals"]), "window": "run"})
+    for model, figures in (stats.get("rate_limits") or {}).items():
+        line = rate_limits_line(model, RateLimitFigures.model_validate(figures))
+        rows.append({**empty, "name": f"rate limits:{model}", "label": line, "window": "run"})
     if stats["run_id"] is None:
         rows.append({**empty, "name": "idle", "label": "no run yet: start a test"})
     else:

@@ -128,7 +128,7 @@ class Load(StrictModel):
         if open_loop:
             self._check_open_loop()
         else:
-            for name in ("rate", "warmup", "cooldown", "max_in_flight", "min_achieved"):
+            for name in ("rate", "cooldown", "max_in_flight", "min_achieved"):  # (warmup: a sweep's steps have one)
                 if getattr(self, name) is not None:
                     raise ValueError(f"`{name}` needs `arrival: poisson` or `arrival: constant` (an open loop)")
             if any(stage.rate is not None for stage in self.stages or ()):

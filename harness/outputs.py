@@ -13,6 +13,7 @@ from typing import Any
 from harness.formatting import fmt_cost, fmt_ms, fmt_tps
 from harness.records import read_records
 from harness.results import Group, Summary
+from harness.summary import SWEEP_COLUMNS, sweep_cells, sweep_conclusion
 
 logger = logging.getLogger("harness.outputs")
 
@@ -47,7 +48,7 @@ def _p(group: Group, field: str, key: str) -> float | None:
 
 
 def markdown(summary: Summary) -> str:
-    """A CI job summary: verdict, SLOs, per-model figures."""
+    """A CI job summary: verdict, SLOs, per-model figures, a sweep's steps."""
     run, verdict = summary.run, summary.verdict
     status = verdict.status if verdict else "IN PROGRESS"
     lines = [
@@ -73,7 +74,19 @@ def markdown(summary: Summary) -> str:
             f"| {model} | {g.requests} | {g.failures} | {fmt_ms(_p(g, 'ttft_ms', 'p50'))} | {fmt_ms(_p(g, 'ttft_ms', 'p95'))} | "
             f"{fmt_ms(_p(g, 'latency_ms', 'p95'))} | {fmt_tps(_p(g, 'output_tps', 'p50'))} | {fmt_cost(g.cost_usd, g.cost_known)} |"
         )
+    lines += _sweep_markdown(summary)
     return "\n".join(lines) + "\n"
+
+
+def _sweep_markdown(summary: Summary) -> list[str]:
+    """A capacity sweep: its steps in the order run, and the sustainable load."""
+    sweep = summary.sweep
+    if sweep is None:
+        return []
+    header = [name for name, _ in SWEEP_COLUMNS]
+    rule = ["---:" if align == ">" else "---" for _, align in SWEEP_COLUMNS]
+    rows = [header, rule, *map(sweep_cells, sweep.steps)]
+    return ["", "### Sweep", "", *(f"| {' | '.join(row)} |" for row in rows), "", f"**Sweep:** {sweep_conclusion(sweep)}."]
 
 
 def _write(path: Path, text: str, what: str) -> None:

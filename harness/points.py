@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from harness.headroom import BUCKETS, rate_limit_fields
 from harness.timing import TimingRecord
 
 REQUEST_MEASUREMENT = "claude_request"
@@ -39,8 +40,13 @@ REQUEST_FIELDS = (
     "retried",
     "app_latency_ms",
     "app_ttft_ms",
+    "send_lag_ms",
+    *(f"ratelimit_{bucket}_{kind}" for bucket in BUCKETS for kind in ("limit", "remaining")),
 )
-INT_FIELDS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window", "attempt"})
+INT_FIELDS = frozenset(
+    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window", "attempt"}
+    | {name for name in REQUEST_FIELDS if name.startswith("ratelimit_")}
+)
 STRING_FIELDS = frozenset({"request_id", "error_type", "event", "detail"})
 
 HEALTH_TAGS = ("run_id", "scenario", "worker", "role")
@@ -121,5 +127,7 @@ def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
         "app_ttft_ms": record.app_ttft_ms,
         # in an open loop: how late it was sent (its point is stamped at the time it was due)
         "send_lag_ms": record.send_lag_ms,
+        # the API's rate-limit headers (harness/headroom.py): each limit and what remained of it
+        **rate_limit_fields(record),
     }
     return line(REQUEST_MEASUREMENT, tags, fields, record.scheduled_wall_ns or record.wall_start_ns)

@@ -11,7 +11,7 @@ drawn by harness/report_plots.py.
 
 The template is autoescaped and every value it prints is redacted (`redact`: anything that
 looks like an API key, and credentials in URLs). The plots' SVG is the only markup printed as
-it is: it is marked safe (`Markup`) in `section_plots`, where it is made, and nowhere else.
+it is: it is marked safe (`Markup`) in `drawn`, where it is made, and nowhere else.
 
     python -m harness.report SUMMARY.json [--records requests.jsonl] -o report.html
 """
@@ -43,13 +43,25 @@ from harness.report_plots import (
     plot_errors,
     plot_health,
     plot_percentiles,
+    plot_sweep_errors,
+    plot_sweep_rate,
+    plot_sweep_times,
     plot_throughput,
     plot_tokens_cost,
     plot_ttft_over_time,
     svg,
 )
-from harness.results import Group, InputError, Summary, WorkerInfo, load_summary
-from harness.summary import accounting_text, application_text, lost_text, render_arrivals
+from harness.results import Group, InputError, Summary, Sweep, SweepStep, WorkerInfo, load_summary
+from harness.summary import (
+    SWEEP_COLUMNS,
+    accounting_text,
+    application_text,
+    lost_text,
+    render_arrivals,
+    render_rate_limits,
+    sweep_cells,
+    sweep_conclusion,
+)
 from harness.timing import OK, OUTCOMES
 
 if TYPE_CHECKING:
@@ -233,7 +245,8 @@ def section_tables(summary: Summary) -> dict[str, Any]:
     models.append(Row(["ALL"], stats(summary.totals), total=True))
     labels = [Row([g.model, g.prompt, g.mode], stats(g)) for g in summary.labels]
     arrivals = [line.strip() for line in render_arrivals(summary)]
-    return {"models": models, "labels": labels, "application": application_lines(summary), "arrivals": arrivals}
+    rate_limits = render_rate_limits(summary)
+    return {"models": models, "labels": labels, "application": application_lines(summary), "arrivals": arrivals, "rate_limits": rate_limits}
 
 
 def application_lines(summary: Summary) -> list[str]:
@@ -303,14 +316,60 @@ def _health_plot(summary: Summary) -> Plot:
     return Plot("health", title, caption, partial(plot_health, summary))
 
 
-def section_plots(summary: Summary, columns: Columns | None) -> list[Plot]:
+def drawn(plots: list[Plot]) -> list[Plot]:
     """The plots, drawn. Their SVG is printed as it is: made by matplotlib, which escapes the
     text it writes (model names, error types), it is the one value marked safe."""
-    plots = plot_list(summary, columns)
     for plot in plots:
         if plot.draw is not None:
             plot.svg = Markup(svg(plot.draw(), plot.key))
     return plots
+
+
+def section_plots(summary: Summary, columns: Columns | None) -> list[Plot]:
+    return drawn(plot_list(summary, columns))
+
+
+def section_sweep(summary: Summary) -> dict[str, Any] | None:
+    """A capacity sweep: its steps in the order run, the sustainable load in words, the capacity curve."""
+    sweep = summary.sweep
+    if sweep is None:
+        return None
+    return {
+        "columns": [(name, _align(align)) for name, align in SWEEP_COLUMNS],
+        "rows": [_sweep_row(step) for step in sweep.steps],
+        "conclusion": sweep_conclusion(sweep),
+        "plots": drawn(sweep_plots(sweep)),
+    }
+
+
+def _align(align: str) -> str:
+    return "l" if align == "<" else ""
+
+
+def _sweep_row(step: SweepStep) -> list[tuple[str, str]]:
+    """A step's cells with their CSS classes; the last, its verdict, in the verdict's colour."""
+    *cells, verdict = sweep_cells(step)
+    classes = [_align(align) for _, align in SWEEP_COLUMNS]
+    return [*zip(cells, classes), (verdict, f"l {'ok' if step.passed else 'bad'}")]
+
+
+def sweep_plots(sweep: Sweep) -> list[Plot]:
+    marks = "Filled markers: the listed steps; hollow: steps placed by bisection; dashed line: the sustainable load."
+    return [
+        Plot(
+            "sweep-rate",
+            "Offered and achieved rate",
+            f"Requests per second of each step's window. {marks}",
+            partial(plot_sweep_rate, sweep),
+        ),
+        Plot(
+            "sweep-times",
+            "TTFT and latency",
+            f"p50, p95 and p99 of each step, as the SLOs judge them, with their 95 % intervals as error bars. {marks}",
+            partial(plot_sweep_times, sweep),
+        ),
+        Plot("sweep-errors", "Errors, 429s and 529s", f"Each step's share of failed requests. {marks}", partial(plot_sweep_errors, sweep)),
+    ]
 
 
 def section_health_workers(summary: Summary) -> dict[str, Any]:
@@ -387,6 +446,7 @@ def build_html(summary: Summary, records: list[dict[str, Any]] | None) -> str:
             slos=section_slos(summary),
             tables=section_tables(summary),
             plots=section_plots(summary, columns),
+            sweep=section_sweep(summary),
             health=section_health_workers(summary),
             scenario=section_scenario(summary),
             footer={"version": run.versions.get("harness"), "run_id": run.run_id},

@@ -3,8 +3,9 @@ and per-request records, returned as inline SVG text. No HTML here: the report's
 (harness/templates/report.html.j2) places the SVG.
 
 Owns: the records as numpy columns, the colours of models and outcome classes, one function
-per plot (data in, a matplotlib Figure out) and `svg`, which turns a Figure into
-self-contained SVG text (ids unique per plot; rasterized scatters are PNG inside the SVG).
+per plot (data in, a matplotlib Figure out; a sweep's capacity curve among them) and `svg`,
+which turns a Figure into self-contained SVG text (ids unique per plot; rasterized scatters are
+PNG inside the SVG).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from harness.results import Group, Summary
+from harness.results import Group, Summary, Sweep, SweepStep
 from harness.timing import OK, OUTCOMES
 
 OUTCOME_COLOURS = {
@@ -340,3 +341,91 @@ def _health_panel(ax: plt.Axes, summary: Summary, t: np.ndarray, key: str, label
     ax.set_ylabel(label)
     ax.set_ylim(bottom=0)
     _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+# --- a capacity sweep --------------------------------------------------------------------
+_QUANTILE_COLOURS = {"p50": MODEL_COLOURS[0], "p95": MODEL_COLOURS[1], "p99": MODEL_COLOURS[4]}
+
+
+def _step_x(sweep: Sweep) -> str:
+    return "users" if sweep.kind == "users" else f"target rate ({sweep.unit} / s)"
+
+
+def _step_series(
+    ax: plt.Axes, steps: list[SweepStep], y: np.ndarray, yerr: np.ndarray | None = None, *, colour: str, label: str, linestyle: str = "-"
+) -> None:
+    """One figure over the step values: a line (with error bars when given), a filled marker on
+    each listed step and a hollow one on each bisection step."""
+    x = [step.value for step in steps]
+    ax.errorbar(x, y, yerr=yerr, color=colour, linewidth=1.4, linestyle=linestyle, capsize=3, label=label)
+    ax.scatter(x, y, s=26, color=colour, facecolors=["white" if step.bisection else colour for step in steps], zorder=3)
+
+
+def _step_frame(ax: plt.Axes, sweep: Sweep, title: str, ylabel: str) -> None:
+    """Titles, the sustainable value as a vertical line, and the legend (with the marker kinds)."""
+    if sweep.sustainable is not None:
+        ax.axvline(sweep.sustainable, color="#1d2329", linestyle="--", linewidth=1.2, label=f"sustainable {sweep.sustainable_label}")
+    ax.set(title=title, xlabel=_step_x(sweep), ylabel=ylabel)
+    ax.set_ylim(bottom=0)
+    handles, labels = ax.get_legend_handles_labels()
+    markers = [("listed step", "#69737c")]
+    if any(step.bisection for step in sweep.steps):
+        markers.append(("bisection step", "white"))
+    handles += [Line2D([], [], marker="o", color="#69737c", markerfacecolor=face, linestyle="") for _, face in markers]
+    ax.legend(handles, [*labels, *(name for name, _ in markers)], frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def _by_value(sweep: Sweep) -> list[SweepStep]:
+    return sorted(sweep.steps, key=lambda step: step.value)
+
+
+def _values(items: list[Any]) -> np.ndarray:
+    return np.array([np.nan if item is None else item for item in items], dtype=float)
+
+
+def plot_sweep_rate(sweep: Sweep) -> plt.Figure:
+    """The rate each step offered and achieved against its load; the identity line when the load is a request rate."""
+    steps = _by_value(sweep)
+    fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
+    if sweep.kind == "rates" and sweep.unit == "requests":
+        ax.axline((0, 0), slope=1, color="#9aa3ab", linestyle=":", linewidth=1, label="achieved = target")
+    _step_series(ax, steps, _values([step.achieved_per_s for step in steps]), colour=OUTCOME_COLOURS[OK], label="achieved (successful)")
+    _step_series(ax, steps, _values([step.offered_per_s for step in steps]), colour=MODEL_COLOURS[0], label="offered", linestyle="--")
+    _step_frame(ax, sweep, "Offered and achieved rate per step", "requests / s")
+    return fig
+
+
+def _quantile_bars(steps: list[SweepStep], metric: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """A quantile over the steps, and its 95 % interval as error bars (NaN where a step has no value)."""
+    intervals = [None if (quantiles := getattr(step, metric)) is None else getattr(quantiles, key) for step in steps]
+    value, low, high = (_values([None if i is None else getattr(i, part) for i in intervals]) for part in ("value", "low", "high"))
+    return value, np.array([value - low, high - value])
+
+
+def plot_sweep_times(sweep: Sweep) -> plt.Figure:
+    """TTFT and latency p50, p95 and p99 per step, each with its 95 % interval as error bars."""
+    steps = _by_value(sweep)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True, layout="constrained")
+    for ax, (metric, label) in zip(axes, (("ttft_ms", "TTFT"), ("latency_ms", "Latency"))):
+        for key, colour in _QUANTILE_COLOURS.items():
+            _step_series(ax, steps, *_quantile_bars(steps, metric, key), colour=colour, label=key)
+        _step_frame(ax, sweep, f"{label} per step", f"{label} (ms)")
+    axes[0].get_legend().remove()
+    return fig
+
+
+def plot_sweep_errors(sweep: Sweep) -> plt.Figure:
+    """The share of failed, rate-limited (429) and overloaded (529) requests per step."""
+    steps = _by_value(sweep)
+    fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
+    series = (
+        ("error_share", "failed (any class)", "#5d6d7e"),
+        ("rate_limited_share", "429 rate limited", OUTCOME_COLOURS["rate_limited"]),
+        ("overloaded_share", "529 overloaded", OUTCOME_COLOURS["overloaded"]),
+    )
+    percents = [100 * _values([getattr(step, field) for step in steps]) for field, _, _ in series]
+    for y, (_, label, colour) in zip(percents, series):
+        _step_series(ax, steps, y, colour=colour, label=label)
+    _step_frame(ax, sweep, "Errors, 429s and 529s per step", "% of the step's requests")
+    ax.set_ylim(top=max(np.nan_to_num(percents).max(initial=0) * 1.15, 1))  # no failures: a flat line at 0 of 1 %
+    return fig

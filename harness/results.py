@@ -328,6 +328,40 @@ class Arrivals(_Result):
         return (share is not None and share < self.min_achieved) or self.behind_schedule
 
 
+class BucketLow(_Result):
+    """The lowest remaining share of one rate limit seen in the run's responses."""
+
+    share: float = Field(description="remaining / limit")
+    remaining: int
+    limit: int
+    reset: str | None = Field(description="the limit's reset time as the response gave it (RFC 3339)")
+
+
+class RetryAfter(_Result):
+    count: int
+    min: float
+    max: float
+    mean: float
+
+
+class RateLimitFigures(_Result):
+    """One model's rate limits as the API's `anthropic-ratelimit-*` headers and 429s showed them
+    over the whole run (harness.headroom)."""
+
+    responses_with_headers: int = Field(ge=0)
+    limits: dict[str, int] = Field(description="per limit (requests, tokens, input_tokens, output_tokens): the highest seen")
+    lowest_remaining: dict[str, BucketLow] = Field(description="per limit: the lowest remaining share seen")
+    rate_limited: int = Field(ge=0, description="429 responses")
+    first_429_at: float | None = Field(description="epoch seconds: the first 429's request was sent")
+    offered_rps_at_first_429: float | None = Field(description="requests of this model sent per second in the 10 s before it")
+    retry_after_s: RetryAfter | None = Field(description="the retry-after values the responses carried")
+
+    @property
+    def lowest_share(self) -> float | None:
+        """The least headroom of any limit."""
+        return min((low.share for low in self.lowest_remaining.values()), default=None)
+
+
 class Interval(_Result):
     """A quantile with its 95 % distribution-free interval (harness.stats.quantile_intervals)."""
 
@@ -414,6 +448,9 @@ class Summary(_Result):
     records_path: str | None = None
     arrivals: Arrivals | None = Field(default=None, description="an open loop's arrivals; None: a closed loop")
     sweep: Sweep | None = Field(default=None, description="a capacity sweep's steps and sustainable load")
+    rate_limits: dict[str, RateLimitFigures] = Field(
+        default_factory=dict, description="per model: the API's rate-limit headers and 429s (models with either)"
+    )
     verdict: Verdict | None = None
 
     def to_json(self) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from harness import payload
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
 from harness.failures import Backoff, FailFast, Retrying
+from harness.headroom import Headroom
 from harness.health import Gauges, HealthMonitor, Thresholds
 from harness.openloop import Arrival, OpenLoop, TokenDemand
 from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_line
@@ -123,6 +124,7 @@ class HarnessRun:
         self._retry_seq = itertools.count()
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
+        self.headroom = Headroom()  # rate-limit headers and 429s per model, over the whole run
         self.steps = StepBook() if config.scenario.sweep is not None else None  # a sweep's steps
         if self.open_loop is not None and self.steps is not None:
             self.open_loop.on_arrival = self.steps.arrival
@@ -281,6 +283,7 @@ class HarnessRun:
             self.records.write(record)
         if self.points is not None:
             self.points.add(request_line(record, self.labels))
+        self.headroom.add(record)
         if self.steps is not None:
             self.steps.add(record)
         if record.window != ledger.window:
@@ -364,4 +367,5 @@ class HarnessRun:
             "points_dropped": points.dropped if points else 0,
             "arrivals": self.open_loop.counts.as_dict() if self.open_loop is not None else None,
             "steps": self.steps.report() if self.steps is not None else None,
+            "headroom": self.headroom.encode_delta(),
         }

@@ -464,6 +464,8 @@ class Scenario(StrictModel):
         load = self.load or Load()
         if self.sweep is not None and (problem := sweep_problem(self.sweep, load.open_loop, bool(load.stages), load.run_time is not None)):
             raise field_error(*problem)
+        if self.sweep is None and not load.open_loop and load.warmup is not None:
+            raise field_error("load.warmup", "needs `arrival: poisson` or `arrival: constant` (an open loop), or a `sweep` (each step's)")
         if self.effective_anthropic_version >= DEFAULT_ANTHROPIC_VERSION:
             for i, p in enumerate(self.prompts):
                 used = (["temperature"] if p.temperature is not None else []) + [k for k in SAMPLING_PARAMS if k in p.extra]

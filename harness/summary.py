@@ -1,17 +1,19 @@
 """The end-of-run summary: a `harness.results.Summary` built from a run's precise stats and
-accounting, and its console rendering (a row per model, per mode and per model x prompt x mode)."""
+accounting, and its console rendering (a row per model, per mode and per model x prompt x mode;
+a sweep's row per step, shared with Markdown and the HTML report)."""
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.arrivals import RateProfile
-from harness.formatting import failures_by_class, fmt_cost, fmt_ms, fmt_tps
+from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_num, fmt_share, fmt_tps
 from harness.results import (
     Accounting,
     Application,
@@ -20,10 +22,13 @@ from harness.results import (
     Health,
     LabelGroup,
     Points,
+    RateLimitFigures,
     RunInfo,
     ScenarioInfo,
+    StepQuantiles,
     Summary,
     Sweep,
+    SweepStep,
     WorkerInfo,
 )
 from harness.stats import LabelStats, RunStats
@@ -124,6 +129,7 @@ def build_summary(
         records_path=str(run.records.path) if run.records is not None else None,
         arrivals=arrivals_of(run, link),
         sweep=sweep,
+        rate_limits=run.headroom.figures(),
     )
 
 
@@ -205,24 +211,30 @@ def _row(label: str, group: Group) -> list[str]:
     ]
 
 
+def aligned_table(columns: Sequence[tuple[str, str]], *blocks: list[list[str]]) -> list[str]:
+    """A console table: the header, then each block of rows, between rules; `columns` are
+    (name, alignment: "<" or ">")."""
+    header = [name for name, _ in columns]
+    widths = [max(len(row[i]) for row in [header, *chain(*blocks)]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(f"{cell:{align}{width}}" for cell, (_, align), width in zip(cells, columns, widths)).rstrip()
+
+    rule = "-" * len(line(header))
+    out = [rule, line(header)]
+    for block in blocks:
+        out += [rule, *map(line, block)]
+    return [*out, rule]
+
+
 def render_table(summary: Summary) -> str:
     rows = [_row(model, group) for model, group in summary.models.items()]
     if len(summary.modes) > 1:
         rows += [_row(f"ALL / {mode}", group) for mode, group in summary.modes.items()]
     rows.append(_row("ALL", summary.totals))
     detail = [_row(f"{g.model} / {g.prompt} / {g.mode}", g) for g in summary.labels]
-    header = [name for name, _ in _COLUMNS]
-    widths = [max(len(r[i]) for r in [header, *rows, *detail]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(f"{cell:{align}{width}}" for cell, (_, align), width in zip(cells, _COLUMNS, widths))
-
-    rule = "-" * len(line(header))
-    out = ["times in ms (TTFT: streamed requests only; percentiles from HDR histograms)", rule, line(header)]
-    out += [rule, *map(line, rows)]
-    if len(detail) > 1:
-        out += [rule, *map(line, detail)]
-    out.append(rule)
+    blocks = [rows, detail] if len(detail) > 1 else [rows]
+    out = ["times in ms (TTFT: streamed requests only; percentiles from HDR histograms)", *aligned_table(_COLUMNS, *blocks)]
     thinking = [(name, group.first_thinking_ms) for name, group in [*summary.models.items(), ("ALL", summary.totals)]]
     out += [
         f"first thinking {name}: p50 {fmt_ms(values.p50)}, p95 {fmt_ms(values.p95)}, p99 {fmt_ms(values.p99)} ms ({values.count} requests)"
@@ -281,6 +293,91 @@ def render_arrivals(summary: Summary) -> list[str]:
     return lines
 
 
+def rate_limits_line(model: str, figures: RateLimitFigures) -> str:
+    """A model's rate-limit headroom in one line: each limit and its lowest remaining share, the 429s."""
+    lows = figures.lowest_remaining
+    limits = ", ".join(
+        f"{bucket} {fmt_int(limit)}" + (f" (lowest left {fmt_share(lows[bucket].share)})" if bucket in lows else "")
+        for bucket, limit in figures.limits.items()
+    )
+    line = f"rate limits {model}: {limits or 'no headers'}"
+    if figures.rate_limited and figures.first_429_at is not None:
+        first = time.strftime("%H:%M:%S", time.localtime(figures.first_429_at))
+        offered = f" at {figures.offered_rps_at_first_429:.3g} req/s" if figures.offered_rps_at_first_429 is not None else ""
+        line += f"; {fmt_int(figures.rate_limited)} responses 429, the first at {first}{offered}"
+    if figures.retry_after_s is not None:
+        line += f"; retry-after {figures.retry_after_s.min:g}..{figures.retry_after_s.max:g} s"
+    return line
+
+
+def render_rate_limits(summary: Summary) -> list[str]:
+    return [rate_limits_line(model, figures) for model, figures in summary.rate_limits.items()]
+
+
+SWEEP_COLUMNS = (
+    ("step", ">"),
+    ("load", "<"),
+    ("reqs", ">"),
+    ("offered/s", ">"),
+    ("achieved/s", ">"),
+    ("TTFT p50", ">"),
+    ("TTFT p95", ">"),
+    ("TTFT p99", ">"),
+    ("lat p95", ">"),
+    ("errors", ">"),
+    ("429s", ">"),
+    ("529s", ">"),
+    ("out tok/s", ">"),
+    ("result", "<"),
+)
+_SWEEP_STATES = {"stopped": "; the run ended before the search did", "running": "; the search is still running"}
+
+
+def _step_ms(quantiles: StepQuantiles | None, key: str) -> str:
+    return fmt_ms(None if quantiles is None else getattr(quantiles, key).value)
+
+
+def sweep_cells(step: SweepStep) -> list[str]:
+    """A sweep step's row (SWEEP_COLUMNS), for the console, Markdown and the HTML report."""
+    return [
+        str(step.index),
+        f"{step.label} (bisection)" if step.bisection else step.label,
+        fmt_int(step.requests),
+        fmt_num(step.offered_per_s),
+        fmt_num(step.achieved_per_s),
+        _step_ms(step.ttft_ms, "p50"),
+        _step_ms(step.ttft_ms, "p95"),
+        _step_ms(step.ttft_ms, "p99"),
+        _step_ms(step.latency_ms, "p95"),
+        fmt_share(step.error_share),
+        fmt_share(step.rate_limited_share),
+        fmt_share(step.overloaded_share),
+        fmt_tps(step.output_tokens_per_s),
+        "PASS" if step.passed else "FAIL",
+    ]
+
+
+def sweep_conclusion(sweep: Sweep) -> str:
+    """The sustainable load in words: whether the sweep found the limit, and whether its search is over."""
+    first_bad = next((step for step in sweep.steps if step.value == sweep.first_bad), None)
+    if sweep.sustainable_label is None:
+        words = "no step met the SLOs"
+    elif first_bad is None:
+        words = f"sustainable {sweep.sustainable_label} under the SLOs: every step passed, the limit lies above the last step"
+    else:
+        words = f"sustainable {sweep.sustainable_label} under the SLOs (the lowest step to breach them: {first_bad.label})"
+    return words + _SWEEP_STATES.get(sweep.state, "")
+
+
+def render_sweep(summary: Summary) -> list[str]:
+    """A capacity sweep: a row per step in the order run, then the sustainable load."""
+    sweep = summary.sweep
+    if sweep is None:
+        return []
+    head = f"capacity sweep of {sweep.kind}, {sweep.step_time_s:g} s measured per step (times in ms, as the SLOs judge them):"
+    return [head, *aligned_table(SWEEP_COLUMNS, [sweep_cells(step) for step in sweep.steps]), f"sweep: {sweep_conclusion(sweep)}"]
+
+
 def accounting_text(accounting: Accounting) -> str:
     """Where every request went, checkable: recorded = in the figures + before the window."""
     parts = [f"{accounting.requests} in the figures"]
@@ -307,6 +404,8 @@ def render_text(summary: Summary) -> str:
         render_table(summary),
         *render_application(summary),
         *render_arrivals(summary),
+        *render_rate_limits(summary),
+        *render_sweep(summary),
     ]
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"
     lines.append(

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from locust import LoadTestShape
 from locust.runners import WORKER_REPORT_INTERVAL
@@ -108,6 +109,26 @@ class SweepController:
             return False
         self.resting_since = None
         return True
+
+    def phase(self) -> dict[str, Any] | None:
+        """The step under way: its index, load and phase (warm-up, measuring, settling, resting)."""
+        step, now = self.current, time.time()
+        if self.done or step is None:
+            return None
+        if self.resting_since is not None:
+            phase = "resting"  # after a breach: until the requests in flight have ended
+        elif now < step.measured_from:
+            phase = "warm-up"
+        elif now < step.measured_until:
+            phase = "measuring"
+        else:
+            phase = "settling"  # the window is over; its last requests are ending
+        return {
+            "index": step.index,
+            "label": self.sweep.describe(step.value),
+            "phase": phase,
+            "bisection": self.search.is_bisection(step.value),
+        }
 
     def _may_begin(self) -> bool:
         return self.sweep.kind == "users" or self.hooks.arrivals_start() is not None

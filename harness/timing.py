@@ -92,6 +92,7 @@ class TimingRecord:
     cost_usd: float | None = None
     window: int = 0  # the measurement window it started in (--reset-stats opens window 1, ...)
     retry_after_s: float | None = None  # the server's retry-after (or retry-after-ms) on this response
+    rate_limits: dict[str, tuple[int, int | None, str | None]] | None = None  # harness/headroom.py: limit, remaining, reset
     # with retries (the scenario's failures.retries), each attempt is a record:
     attempt: int = 1  # this attempt's number in its request
     retried: bool = False  # its failure was tried again: the application did not see it

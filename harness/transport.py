@@ -26,6 +26,7 @@ import gevent
 from gevent import GreenletExit, getcurrent
 
 from harness.deadlines import Deadlines, Expired
+from harness.headroom import read_rate_limits
 from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
 if TYPE_CHECKING:
@@ -204,6 +205,7 @@ class FastTransport:
         record.ttfb_ms = (t_headers - record.start_ns) / 1_000_000
         record.http_status = status = response.status_code
         record.request_id = response.get("request-id")
+        record.rate_limits = read_rate_limits(response.get)
         encoding = response.get("content-encoding")
         if status != 200:
             record.retry_after_s = retry_after_s(response.get)
@@ -283,6 +285,7 @@ class SdkTransport:
                     self._read(record, response, request.stream, deadlines)
             except api.APIStatusError as exc:
                 record.request_id = exc.request_id
+                record.rate_limits = read_rate_limits(exc.response.headers.get)
                 record.retry_after_s = retry_after_s(exc.response.headers.get)
                 if record.ttfb_ms is None:
                     record.ttfb_ms = _elapsed_ms(record)
@@ -304,6 +307,7 @@ class SdkTransport:
         record.ttfb_ms = _elapsed_ms(record)
         record.http_status = response.status_code
         record.request_id = response.headers.get("request-id")
+        record.rate_limits = read_rate_limits(response.headers.get)
         if stream:
             if not _not_a_stream(record, response.headers.get("content-type"), response.read):
                 _time_stream(record, SdkTransport._timed_lines(response), deadlines)

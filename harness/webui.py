@@ -33,7 +33,7 @@ from gevent import subprocess as gevent_subprocess
 
 from harness import locust_env
 from harness.compressed import read_lines
-from harness.live import COLUMNS, Snapshots, tab_rows, yield_to_loop
+from harness.live import COLUMNS, SWEEP_COLUMNS, Snapshots, sweep_rows, tab_rows, yield_to_loop
 from harness.records import RECORDS_FILE
 from harness.results import Summary
 from harness.summary import build_summary
@@ -49,6 +49,8 @@ logger = logging.getLogger("harness.webui")
 
 TAB_KEY = "claude"
 TAB_TITLE = "Claude"
+SWEEP_TAB_KEY = "claude_sweep"
+SWEEP_TAB_TITLE = "Sweep"
 SCENARIO_DIR = "scenarios"
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 View = Callable[..., Any]
@@ -95,9 +97,10 @@ class LocustWebUI:
 
     def add_table_tab(self, key: str, title: str, columns: Iterable[tuple[str, str]]) -> None:
         """A tab `title` holding a table of `columns` (key, title); see `add_table_rows`."""
-        self.web_ui.template_args["extended_tabs"] = [{"key": key, "title": title}]
+        args = self.web_ui.template_args
+        args["extended_tabs"] = [*(args.get("extended_tabs") or []), {"key": key, "title": title}]
         structure = [{"key": column, "title": heading} for column, heading in columns]
-        self.web_ui.template_args["extended_tables"] = [{"key": key, "structure": structure}]
+        args["extended_tables"] = [*(args.get("extended_tables") or []), {"key": key, "structure": structure}]
 
     def add_downloads(self, links: Iterable[dict[str, str]]) -> None:
         """Links (`href`, `title`) in the "Download Data" tab."""
@@ -208,7 +211,10 @@ def current_summary(session: Session, pause: Callable[[], None] | None = None) -
         return summary
     pause = pause or yield_to_loop
     frozen = run.stats.copy(pause)
-    return build_summary(run, session.environment.stats.total.num_requests, session.options, session.link, stats=frozen, pause=pause)
+    sweep = session.sweep.result(stopped=run.ended_at is not None) if session.sweep is not None else None
+    return build_summary(
+        run, session.environment.stats.total.num_requests, session.options, session.link, stats=frozen, pause=pause, sweep=sweep
+    )
 
 
 def records_files(session: Session) -> list[Path]:
@@ -259,10 +265,12 @@ def install(environment: Environment, session: Session) -> Callable[[], list[str
     ui = LocustWebUI(locust_env.web_ui(environment))
     snapshots = Snapshots(session)
     ui.add_table_tab(TAB_KEY, TAB_TITLE, COLUMNS)
+    ui.add_table_tab(SWEEP_TAB_KEY, SWEEP_TAB_TITLE, SWEEP_COLUMNS)
     ui.add_downloads(DOWNLOADS)
     offered = scenario_offer(session)
     ui.adjust_form_options(lambda extra: form_options(extra, offered, session.scenario.source))
     ui.add_table_rows(TAB_KEY, lambda: tab_rows(snapshots.build()))
+    ui.add_table_rows(SWEEP_TAB_KEY, lambda: sweep_rows(session.sweep))
     add_stats_route(ui, snapshots)
     add_download_routes(ui, session)
     return offered

@@ -20,6 +20,7 @@ from harness.results import SloResult, json_schema, load_summary
 from harness.scenario import Regression, Slos
 from harness.slo import Crashes, compare, evaluate, verdict
 from harness.stats import RunStats
+from harness.summary import render_sweep, render_text
 from harness.timing import CANCELLED, RATE_LIMITED
 from tests.support.processes import LOCUST, ROOT, LocustResult, own_address, run_locust, write_yaml
 from tests.support.records import record
@@ -167,6 +168,39 @@ def test_a_version_1_summary_still_loads_as_a_baseline(tmp_path: Path) -> None:
     loaded = load_summary(path)
     assert loaded.version == 2 and loaded.accounting.recorded == 400
     assert compare(summary_of(stats_with(100)), loaded, Regression(threshold_pct=10))
+
+
+SWEEP_SUMMARY = ROOT / "tests" / "data" / "sweep-summary.json"
+
+
+def test_a_sweep_is_a_row_per_step_and_the_sustainable_load_on_the_console_and_in_markdown() -> None:
+    summary = load_summary(SWEEP_SUMMARY)
+    lines = render_sweep(summary)
+    assert lines[0].startswith("capacity sweep of rates, 3 s measured per step")
+    rows = lines[4:-2]  # between the header's rule and the closing one
+    assert [row.split()[:2] for row in rows] == [["0", "6/s"], ["1", "12/s"], ["2", "9/s"], ["3", "10.5/s"], ["4", "9.75/s"]]
+    assert "9.75/s (bisection)" in rows[4] and "(bisection)" not in rows[1]
+    assert rows[1].endswith("FAIL") and rows[4].endswith("PASS") and " 727 " in rows[1]
+    assert lines[-1] == "sweep: sustainable 9.75/s under the SLOs (the lowest step to breach them: 10.5/s)"
+    assert "\n".join(lines) in render_text(summary)
+    text = markdown(summary)
+    assert "### Sweep" in text and "| 1 | 12/s | 36 | 12 | 12 | 500 | 727 | 755 | 821 | 0.0 % | 0.0 % | 0.0 % | 240.0 | FAIL |" in text
+    assert "**Sweep:** sustainable 9.75/s under the SLOs" in text
+
+
+def test_a_sweep_says_when_every_step_passed_none_did_or_its_search_did_not_end() -> None:
+    summary = load_summary(SWEEP_SUMMARY)
+    assert summary.sweep is not None
+    above = summary.sweep.model_copy(update={"steps": summary.sweep.steps[:1], "first_bad": None, "state": "stopped"})
+    none = summary.sweep.model_copy(update={"sustainable": None, "sustainable_label": None, "state": "running"})
+    assert render_sweep(summary.model_copy(update={"sweep": above}))[-1] == (
+        "sweep: sustainable 9.75/s under the SLOs: every step passed, the limit lies above the last step; "
+        "the run ended before the search did"
+    )
+    assert render_sweep(summary.model_copy(update={"sweep": none}))[-1] == "sweep: no step met the SLOs; the search is still running"
+    without = summary.model_copy(update={"sweep": None})
+    assert render_sweep(without) == [] and "capacity sweep" not in render_text(without)
+    assert "Sweep" not in markdown(without)
 
 
 # --- real runs: exit codes and outputs --------------------------------------------------------

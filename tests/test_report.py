@@ -20,13 +20,15 @@ from typing import Any
 import pytest
 
 from harness.report import load_records, main, render_report
-from harness.results import parse_summary
+from harness.results import load_summary, parse_summary
 from tests.support.processes import ROOT, run_locust, write_yaml
 
 PLOTS = ("ttft-dist", "latency-dist", "ttft-time", "throughput", "errors", "tokens-cost", "health")
 TIME_SERIES = ("ttft-time", "throughput")
 SECTIONS = ("overview", "accounting", "slos", "models", "labels", "plots", "health", "points", "scenario")
 ARTIFACTS = ROOT / "test-artifacts"
+SWEEP_SUMMARY = ROOT / "tests" / "data" / "sweep-summary.json"
+SWEEP_PLOTS = ("sweep-rate", "sweep-times", "sweep-errors")
 
 PROFILE = {
     "seed": 11,
@@ -251,6 +253,28 @@ def test_cli_reads_the_records_named_in_the_summary(run: Run, tmp_path: Path) ->
     assert completed.stderr == "" and str(output) in completed.stdout
     html = output.read_text(encoding="utf-8")
     assert all(graphics(figure(html, key)) == 1 for key in PLOTS)
+
+
+def test_a_sweep_has_its_section_step_table_and_capacity_curve(tmp_path: Path) -> None:
+    summary = load_summary(SWEEP_SUMMARY)
+    html = render_report(summary, None, tmp_path / "report.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="sweep"><h2>Capacity sweep</h2>(.*?)</section>', html, re.S)
+    assert section, "no sweep section"
+    table = re.search(r'<table class="sweep">(.*?)</table>', section.group(1), re.S)
+    assert table and table.group(1).count("<tr>") == 1 + 5  # header + a row per step
+    assert '<td class="l">9.75/s (bisection)</td>' in table.group(1)
+    assert table.group(1).count('<td class="l ok">PASS</td>') == 3 and table.group(1).count('<td class="l bad">FAIL</td>') == 2
+    assert "<b>Sweep:</b> sustainable 9.75/s under the SLOs (the lowest step to breach them: 10.5/s)." in section.group(1)
+    for key in SWEEP_PLOTS:
+        assert graphics(figure(section.group(1), key)) == 1, key
+    assert "sustainable 9.75/s" in figure(html, "sweep-rate")  # the vertical line's legend
+
+
+def test_without_a_sweep_the_report_has_no_sweep_section(tmp_path: Path) -> None:
+    summary = load_summary(SWEEP_SUMMARY).model_copy(update={"sweep": None})
+    html = render_report(summary, None, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert 'id="sweep"' not in html and 'id="plot-sweep' not in html and "Capacity sweep" not in html
+    assert 'id="plots"' in html
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

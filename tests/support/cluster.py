@@ -54,7 +54,7 @@ class Cluster:
         self,
         tmp_path: Path,
         workers: int,
-        run_time: str,
+        run_time: str | None,  # None: none given (a sweep ends by itself)
         users: int | None = 12,  # None: the scenario's (an open loop's max_in_flight)
         expect: int | None = None,
         env: dict[str, str] | None = None,
@@ -91,8 +91,7 @@ class Cluster:
                     "--expect-workers",
                     str(expect or workers),
                     *(("-u", str(users), "-r", str(spawn_rate or users)) if users is not None else ()),
-                    "-t",
-                    run_time,
+                    *(("-t", run_time) if run_time is not None else ()),
                     "--host",
                     self.emulator.url or "",
                     "--scenario",

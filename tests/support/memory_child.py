@@ -36,8 +36,8 @@ from locust.runners import Runner  # noqa: E402
 import locustfile  # noqa: E402,F401  (registers the plugin)
 from harness import live, locust_env, run  # noqa: E402
 from harness.live import Snapshots  # noqa: E402
-from harness.worker_session import WorkerSession  # noqa: E402
 from harness.users import ClaudeUser  # noqa: E402
+from harness.worker_session import WorkerSession  # noqa: E402
 
 USERS = 40
 WINDOW_ENV = "MEMORY_CHILD_WINDOW_S"

@@ -1,0 +1,146 @@
+"""Sweeps against the emulator, whose profile fixes the knee: two servers, each request served
+in 200 ms (100 ms to the first token, 20 tokens at 200 tokens/s, no jitter), so 10 requests/s
+is the most it serves without a queue; past it requests queue and their TTFT grows with the
+queue. Constant arrivals leave no queue below the knee, so a TTFT SLO just above the service's
+own TTFT finds it. Real `locust` processes (one alone, a master with workers), short steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.cluster import Cluster
+from tests.support.processes import LocustResult, run_locust, write_yaml
+
+KNEE_RPS = 10.0
+SERVERS = 2
+KNEE_PROFILE = {
+    "seed": 1,
+    "ping": False,
+    "models": {
+        "default": {
+            "ttft_ms": 100,
+            "ttft_ms_per_1k_input": 0,
+            "output_tps": 200,
+            "jitter": 0,
+            "output_tokens": {"mean": 20, "sd": 0, "min": 20, "max": 20},
+            "capacity": {"concurrency": SERVERS, "queue": 40},
+        }
+    },
+}
+
+
+def knee_scenario(**sweep: Any) -> dict[str, Any]:
+    return {
+        "name": "knee",
+        "models": ["claude-haiku-4-5"],
+        "prompts": [{"name": "q", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}],
+        "timeout_s": 20,
+        "slos": {"ttft_p95_ms": 150, "error_rate": 0.01},
+        "load": {"arrival": "constant", "max_in_flight": 60, "warmup": "1s"},
+        "sweep": {"rates": ["6/s", "12/s"], "step_time": "2s", "resolution": "10%", **sweep},
+    }
+
+
+def sweep_run(tmp_path: Path, scenario: dict[str, Any], *args: str) -> tuple[LocustResult, dict[str, Any]]:
+    summary_path = tmp_path / "summary.json"
+    result = run_locust(
+        tmp_path,
+        write_yaml(tmp_path / "scenario.yaml", scenario),
+        "--emulator-profile",
+        str(write_yaml(tmp_path / "profile.yaml", KNEE_PROFILE)),
+        "--summary-json",
+        str(summary_path),
+        *args,
+        users=None,
+        run_time=None,
+        timeout_s=150,
+    )
+    assert summary_path.is_file(), result.stderr[-3000:]
+    return result, json.loads(summary_path.read_text())
+
+
+def records_of(output_dir: Path) -> list[dict[str, Any]]:
+    from harness.records import read_records
+
+    return [record for path in sorted(output_dir.rglob("requests.jsonl.gz")) for record in read_records(path)]
+
+
+def check_steps_count_their_records(summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Each step's figures hold exactly the requests booked to it, none of them twice."""
+    steps = summary["sweep"]["steps"]
+    for step in steps:
+        booked = [record for record in records if record["step"] == step["index"]]
+        assert step["requests"] == len(booked), step["label"]
+        assert step["unsettled"] == 0
+    assert summary["accounting"]["recorded"] == len(records)
+
+
+@pytest.mark.slow
+def test_a_rate_sweep_finds_the_knee_the_profile_fixes(tmp_path: Path) -> None:
+    result, summary = sweep_run(tmp_path, knee_scenario(), "--report", str(tmp_path / "report.html"))
+    sweep = summary["sweep"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sweep["state"] == "done"
+    assert sweep["sustainable_rate_rps"] == pytest.approx(KNEE_RPS, rel=0.10)
+    steps = {step["value"]: step for step in sweep["steps"]}
+    assert steps[6.0]["passed"] and not steps[12.0]["passed"]
+    assert any(step["bisection"] for step in sweep["steps"])
+    # below the knee nothing queues: TTFT is the service's own; past it the queue shows in TTFT
+    assert steps[6.0]["ttft_ms"]["p95"]["value"] < 110
+    assert steps[12.0]["ttft_ms"]["p95"]["value"] > 300
+    assert all(
+        step["ttft_ms"]["p95"]["low"] <= step["ttft_ms"]["p95"]["value"] <= step["ttft_ms"]["p95"]["high"] for step in steps.values()
+    )
+    # a constant schedule at the step's rate: offered = the step's value, and all of it served
+    for value, step in steps.items():
+        assert step["offered_per_s"] == pytest.approx(value, abs=1 / 2 + 0.01), step  # one arrival more or less in 2 s
+    check_steps_count_their_records(summary, records_of(tmp_path / "runs"))
+    assert summary["verdict"]["status"] == "PASS" and "sustainable" in summary["verdict"]["reasons"][0]
+    assert "sweep: sustainable" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_rate_sweep_across_a_cluster_finds_the_same_knee(tmp_path: Path) -> None:
+    with Cluster(tmp_path, workers=2, run_time=None, users=None, profile=KNEE_PROFILE, scenario=knee_scenario()) as cluster:
+        code, _out, err = cluster.finish(timeout_s=150)
+        summary = cluster.summary()
+        records = cluster.records()
+    sweep = summary["sweep"]
+    assert code == 0, err[-3000:]
+    assert sweep["state"] == "done"
+    assert sweep["sustainable_rate_rps"] == pytest.approx(KNEE_RPS, rel=0.10)
+    check_steps_count_their_records(summary, records)
+    # both workers sent every step's arrivals: the split carries the step's rate
+    for step in sweep["steps"]:
+        workers = {record["worker"] for record in records if record["step"] == step["index"]}
+        assert len(workers) == 2, step["label"]
+        assert step["offered_per_s"] == pytest.approx(step["value"], abs=1.01), step
+
+
+@pytest.mark.slow
+def test_a_user_sweep_finds_as_many_users_as_servers(tmp_path: Path) -> None:
+    scenario = knee_scenario()
+    scenario["load"] = {"warmup": "1s"}
+    scenario["sweep"] = {"users": [1, 2, 4], "step_time": "2s", "resolution": "10%"}
+    result, summary = sweep_run(tmp_path, scenario)
+    sweep = summary["sweep"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sweep["kind"] == "users" and sweep["sustainable_users"] == SERVERS
+    assert [step["value"] for step in sweep["steps"]] == [1, 2, 4, 3]
+    check_steps_count_their_records(summary, records_of(tmp_path / "runs"))
+
+
+@pytest.mark.slow
+def test_a_sweep_in_which_no_step_meets_the_slos_exits_1(tmp_path: Path) -> None:
+    scenario = knee_scenario(rates=["4/s", "8/s"])
+    scenario["slos"] = {"ttft_p95_ms": 50}  # below the service's own 100 ms
+    result, summary = sweep_run(tmp_path, scenario)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert summary["sweep"]["sustainable"] is None and summary["sweep"]["sustainable_rate_rps"] is None
+    assert [step["value"] for step in summary["sweep"]["steps"]] == [4.0]  # stop_after_breach
+    assert summary["verdict"]["status"] == "FAIL" and "no step met the SLOs" in summary["verdict"]["reasons"][0]
