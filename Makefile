@@ -12,7 +12,7 @@ RUN_ARGS ?= --headless --only-summary
 SYSTEM_PACKAGES := victoria-metrics chromium
 SYSTEM_BINARIES := victoria-metrics chromium
 
-.PHONY: install system-deps run lint test test-repeat bench soak clean
+.PHONY: install system-deps run sweep lint test test-repeat bench soak clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/locust -f locustfile.py --scenario $(SCENARIO) $(RUN_ARGS)
+
+# A capacity sweep against the emulator with a capacity (about 3 minutes): the sustainable rate
+# under the scenario's SLOs, and the capacity curve in runs/sweep-report.html.
+sweep: install
+	$(BIN)/locust -f locustfile.py --headless --only-summary --scenario scenarios/sweep.yaml \
+		--emulator-profile scenarios/emulator/capacity.yaml --report runs/sweep-report.html --summary-json runs/sweep-summary.json
 
 system-deps:
 	@for bin in $(SYSTEM_BINARIES); do command -v $$bin >/dev/null || missing=1; done; \

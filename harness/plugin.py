@@ -136,7 +136,7 @@ class Session:
         """A scenario with user stages or a sweep runs them as Locust's load shape; any other, none."""
         shape: LoadTestShape | None = stages_shape(scenario.load)
         if scenario.sweep is not None:
-            shape = SweepShape(lambda: SweepController(self.scenario, self._sweep_hooks()))
+            shape = SweepShape(lambda: SweepController(scenario, self._sweep_hooks()))
         if shape is not None:
             shape.runner = self.environment.runner
         self.environment.shape_class = shape

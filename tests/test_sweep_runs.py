@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.cluster import Cluster
 from tests.support.processes import LocustResult, run_locust, write_yaml
+from tests.support.webui import LocustUI, new_page
+from tests.test_webui import poll, screenshot, start_from_form
 
 KNEE_RPS = 10.0
 SERVERS = 2
@@ -144,3 +146,41 @@ def test_a_sweep_in_which_no_step_meets_the_slos_exits_1(tmp_path: Path) -> None
     assert summary["sweep"]["sustainable"] is None and summary["sweep"]["sustainable_rate_rps"] is None
     assert [step["value"] for step in summary["sweep"]["steps"]] == [4.0]  # stop_after_breach
     assert summary["verdict"]["status"] == "FAIL" and "no step met the SLOs" in summary["verdict"]["reasons"][0]
+
+
+READ_SWEEP_TABLE = (
+    """() => [...document.querySelectorAll('table tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))"""
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_sweep_chosen_in_the_web_ui_form_runs_and_its_tab_shows_the_steps(tmp_path: Path, browser: Any) -> None:
+    """The process starts with a plain scenario; the form picks the sweep's: it runs as the sweep's
+    load shape, the Sweep tab lists each judged step live and then the sustainable rate, equal to
+    the summary the UI hands out."""
+    write_yaml(tmp_path / "plain.yaml", {**knee_scenario(), "name": "plain", "load": None, "sweep": None})
+    sweep_path = write_yaml(tmp_path / "sweep.yaml", knee_scenario())
+    ui = LocustUI(tmp_path, tmp_path / "plain.yaml", "--emulator-profile", str(write_yaml(tmp_path / "knee.yaml", KNEE_PROFILE)))
+    try:
+        ui.wait_ready()
+        page = new_page(browser)
+        page.goto(ui.url)
+        start_from_form(page, users=3, scenario=str(sweep_path))
+        page.get_by_role("tab", name="Sweep").click()
+        first = poll(
+            lambda: (rows := page.evaluate(READ_SWEEP_TABLE)) and rows[0][-1] in ("PASS", "FAIL") and rows, "the first judged step", 90
+        )
+        assert first[0][:2] == ["0", "6/s"] and first[0][-1] == "PASS"
+        assert first[1][1] == "12/s" and first[1][-1] in ("warm-up", "measuring", "settling")  # the step under way
+        summary = poll(lambda: (data := ui.get_json("/claude/stats")) and not data["running"] and data, "the run's end", 150)
+        final = poll(
+            lambda: (rows := page.evaluate(READ_SWEEP_TABLE)) and "still running" not in rows[-1][1] and rows, "the tab's last rows", 10
+        )
+        sweep = summary["sweep"]
+        assert sweep["state"] == "done" and sweep["sustainable_rate_rps"] == pytest.approx(KNEE_RPS, rel=0.10)
+        assert [row[1] for row in final[:-1]] == [step["label"] + (" (bisection)" if step["bisection"] else "") for step in sweep["steps"]]
+        assert final[-1][1].startswith(f"sustainable {sweep['sustainable_label']} under the SLOs")
+        screenshot(page, "sweep-tab")
+    finally:
+        ui.stop()
