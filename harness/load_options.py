@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness import options as cli
-from harness.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict, with_load_overrides
+from harness.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict
 from harness.shapes import stages_shape
 
 DEFAULT_STEP_TIME = "60s"  # --sweep's steps for a scenario without a sweep
@@ -15,29 +15,47 @@ DEFAULT_STEP_TIME = "60s"  # --sweep's steps for a scenario without a sweep
 
 def read_scenario(path: str, options: Any) -> Scenario:
     """A scenario file with the command line's load settings; a problem raises ScenarioError."""
-    scenario = with_load_overrides(load_scenario(path), cli.load_overrides(options))
-    return with_sweep_steps(scenario, getattr(options, "sweep", None))
+    return with_overrides(load_scenario(path), cli.load_overrides(options), getattr(options, "sweep", None))
 
 
-def with_sweep_steps(scenario: Scenario, steps: str | None) -> Scenario:
-    """The scenario with `--sweep`'s steps in place of its sweep's (rates or users); `--sweep`
-    alone needs the scenario's own sweep."""
-    if steps is None or steps == cli.SCENARIO_SWEEP:
-        if steps is not None and scenario.sweep is None:
-            raise ScenarioError(
-                scenario.source, [("sweep", "--sweep without steps needs a `sweep:` section (or give steps: --sweep 2/s,4/s,8/s)")]
-            )
+def with_overrides(scenario: Scenario, load: dict[str, str], sweep: str | None = None) -> Scenario:
+    """The scenario with the command line's load settings (`--arrival`, `--rate`) and sweep steps
+    (`--sweep`) in place of its own, validated again; a problem names the options with the file.
+    `--arrival` makes a closed loop open (its users and spawn rate are left out); `--sweep` steps
+    replace the sweep's and leave out the load's run time and stages (the steps set the load over
+    time); `--sweep` alone needs the scenario's own sweep."""
+    if sweep == cli.SCENARIO_SWEEP and scenario.sweep is None:
+        raise ScenarioError(
+            scenario.source, [("sweep", "--sweep without steps needs a `sweep:` section (or give steps: --sweep 2/s,4/s,8/s)")]
+        )
+    steps = None if sweep in (None, cli.SCENARIO_SWEEP) else sweep
+    if not load and steps is None:
         return scenario
-    values = steps.split(",")
-    kind = "users" if all(value.isdigit() for value in values) else "rates"
     data = scenario.model_dump(mode="json")
-    sweep = {key: value for key, value in (data.get("sweep") or {"step_time": DEFAULT_STEP_TIME}).items() if key not in ("rates", "users")}
-    data["sweep"] = {**sweep, kind: [int(value) for value in values] if kind == "users" else values}
-    if kind == "rates" and data.get("load"):
-        data["load"] = {key: value for key, value in data["load"].items() if key != "rate"}  # the first step's
-    changed = scenario_from_dict(data, source=f"{scenario.source} with --sweep {steps}")
+    flags = [f"--{name} {value}" for name, value in load.items()]
+    if load:
+        data["load"] = _overridden_load(data.get("load") or {}, load)
+    if steps is not None:
+        data = _swept(data, steps.split(","))
+        flags.append(f"--sweep {steps}")
+    changed = scenario_from_dict(data, source=f"{scenario.source} with {' '.join(flags)}")
     changed._source = scenario.source
     return changed
+
+
+def _overridden_load(load: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    if "arrival" in overrides:
+        load = {key: value for key, value in load.items() if key not in ("users", "spawn_rate")}
+    return {**load, **overrides}
+
+
+def _swept(data: dict[str, Any], values: list[str]) -> dict[str, Any]:
+    """A scenario's data with these sweep steps: users (all whole numbers) or rates."""
+    kind = "users" if all(value.isdigit() for value in values) else "rates"
+    sweep = {key: value for key, value in (data.get("sweep") or {"step_time": DEFAULT_STEP_TIME}).items() if key not in ("rates", "users")}
+    dropped = ("run_time", "stages", "rate") if kind == "rates" else ("run_time", "stages")  # rate steps start at the first
+    load = {key: value for key, value in (data.get("load") or {}).items() if key not in dropped}
+    return {**data, "load": load or None, "sweep": {**sweep, kind: [int(value) for value in values] if kind == "users" else values}}
 
 
 def load_problem(options: Any, scenario: Scenario) -> str | None:

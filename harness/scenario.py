@@ -557,21 +557,3 @@ def scenario_from_dict(data: dict, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(source, validation_problems(exc, Scenario)) from None
     scenario._source = source
     return scenario
-
-
-def with_load_overrides(scenario: Scenario, overrides: dict[str, str]) -> Scenario:
-    """The scenario with load settings from the command line (`--arrival`, `--rate`) in place of
-    its own, validated again; a problem names the options with the file. `--arrival` makes a
-    closed loop open: its users and spawn rate are left out."""
-    if not overrides:
-        return scenario
-    data = scenario.model_dump(mode="json")
-    load = dict(data.get("load") or {})
-    if "arrival" in overrides:
-        load.pop("users", None)
-        load.pop("spawn_rate", None)
-    data["load"] = {**load, **overrides}
-    flags = " ".join(f"--{name} {value}" for name, value in overrides.items())
-    changed = scenario_from_dict(data, source=f"{scenario.source} with {flags}")
-    changed._source = scenario.source
-    return changed

@@ -178,7 +178,7 @@ def sweep_problem(sweep: Sweep, open_loop: bool, stages: bool, run_time: bool) -
     if run_time:
         return "load.run_time", "a sweep's steps set the run time: leave out `run_time`"
     if sweep.kind == "rates" and not open_loop:
-        return "sweep.rates", "rate steps need an open loop: `arrival: poisson` or `arrival: constant` in `load`"
+        return "sweep.rates", "rate steps need an open loop: `arrival: poisson` or `arrival: constant` in `load` (or --arrival)"
     if sweep.kind == "users" and open_loop:
         return "sweep.users", "user steps are for a closed loop: leave out `load.arrival` (or sweep `rates`)"
     return None

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from harness.load import Load, Rate
+from harness.load_options import with_overrides
 from harness.options import rate
-from harness.scenario import ScenarioError, scenario_from_dict, with_load_overrides
+from harness.scenario import ScenarioError, scenario_from_dict
 
 BASE = {"name": "t", "models": ["m"], "prompts": [{"name": "p", "max_tokens": 5, "input_tokens": 10}]}
 
@@ -120,12 +121,12 @@ def test_a_load_section_survives_the_trip_to_the_workers(section: dict) -> None:
 
 def test_the_command_line_overrides_the_load_and_names_itself_in_a_problem() -> None:
     closed = scenario_from_dict({**BASE, "load": {"users": 5, "run_time": "1m"}}, source="x.yaml")
-    opened = with_load_overrides(closed, {"arrival": "constant", "rate": "90/min"})
+    opened = with_overrides(closed, {"arrival": "constant", "rate": "90/min"})
     assert opened.load is not None and opened.load.arrival == "constant" and opened.load.rate == Rate(per_s=1.5)
     assert opened.source == "x.yaml" and opened.load.run_time_s == 60  # the rest of the file stays
-    assert with_load_overrides(closed, {}) is closed
+    assert with_overrides(closed, {}) is closed
     with pytest.raises(ScenarioError) as caught:
-        with_load_overrides(closed, {"rate": "5/s"})  # a rate without an arrival
+        with_overrides(closed, {"rate": "5/s"})  # a rate without an arrival
     assert str(caught.value).startswith("x.yaml with --rate 5/s: load: ") and "needs `arrival: poisson`" in str(caught.value)
 
 
