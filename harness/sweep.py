@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.fields import StrictModel, parse_timespan
-from harness.load import Rate
+from harness.load import Load, Rate
 
 SweepKind = Literal["rates", "users"]
 _PERCENT_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*%$")
@@ -171,8 +171,14 @@ def with_first_rate(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "load": {**load, "rate": sweep["rates"][0]}}
 
 
-def sweep_problem(sweep: Sweep, open_loop: bool, stages: bool, run_time: bool) -> tuple[str, str] | None:
+def sweep_problem(sweep: Sweep, load: Load) -> tuple[str, str] | None:
     """What in the scenario's load does not fit its sweep: (field, problem), or None."""
+    if sweep.rates is not None and load.rate is not None and load.rate != sweep.rates[0]:
+        return "load.rate", f"a rate sweep's load starts at its first step ({sweep.rates[0]}): leave out `rate`"
+    return _load_problem(sweep, load.open_loop, bool(load.stages), load.run_time is not None)
+
+
+def _load_problem(sweep: Sweep, open_loop: bool, stages: bool, run_time: bool) -> tuple[str, str] | None:
     if stages:
         return "load.stages", "a sweep sets the load step by step: leave out `stages`"
     if run_time:
