@@ -445,15 +445,16 @@ class RunStats:
     def __init__(self) -> None:
         self.labels: dict[Label, LabelStats] = {}
 
-    def _label(self, record: TimingRecord) -> LabelStats:
-        key = (record.model, record.prompt, record.mode)
+    def _label(self, record: TimingRecord, key: Label | None = None) -> LabelStats:
+        key = key or (record.model, record.prompt, record.mode)
         stats = self.labels.get(key)
         if stats is None:
             stats = self.labels[key] = LabelStats()
         return stats
 
-    def add(self, record: TimingRecord) -> None:
-        self._label(record).add(record)
+    def add(self, record: TimingRecord, key: Label | None = None) -> None:
+        """Add a finished request to its label's figures (or to those of `key`)."""
+        self._label(record, key).add(record)
 
     def abandon(self, record: TimingRecord) -> None:
         """The run stopped while `record`'s request waited for a retry: that request ends so."""

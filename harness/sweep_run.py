@@ -85,6 +85,7 @@ class SweepController:
         elif book is not None and step is not None and now >= step.measured_until and self._settled(book, step, now):
             judged = self._judged(book, step)
             self.steps.append(judged)
+            book.forget(step.index)
             value = self.search.next_value()
             if value is None:
                 self.done = True

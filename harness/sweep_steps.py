@@ -4,7 +4,8 @@ each step, and when a step's requests have all ended.
 A step's measured window is a span of wall-clock time, [from, until), decided by the sweep's
 controller (harness/sweep_run.py) ahead of its start and sent to every worker. A request
 belongs to the step whose window holds the time it was due (in an open loop) or sent; requests
-in a step's warm-up or after its window belong to none (they stay in the run's totals).
+in a step's warm-up or after its window belong to none (they stay in the run's totals). A
+step's figures are kept per model only (what the SLOs judge), and dropped once it is judged.
 Each process counts the requests of each step still in flight; a worker reports its steps'
 figures as deltas with those counts, and a master adds them up. A step is settled when every
 request that started in its window has ended and been counted: none in flight anywhere, in
@@ -22,6 +23,7 @@ from harness.stats import RunStats
 from harness.timing import TimingRecord
 
 NS = 1_000_000_000
+ALL = "*"  # a step's figures are kept per model: prompt and mode are all of them
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class StepBook:
         self.dropped: Counter[int] = Counter()  # arrivals of the step's window that found every slot busy
         self.scheduled: Counter[int] = Counter()  # arrivals due in the step's window
         self._sources: dict[str, _Source] = {}  # a master's workers
+        self.judged: set[int] = set()  # steps whose figures are forgotten (the controller keeps its result)
 
     def open(self, step: int, from_wall: float, until_wall: float) -> None:
         """Step `step` measures from `from_wall` to `until_wall` (epoch seconds)."""
@@ -82,7 +85,8 @@ class StepBook:
         if step is None:
             return
         self.in_flight[step] -= 1
-        self._figures(step).add(record)
+        if step not in self.judged:
+            self._figures(step).add(record, (record.model, ALL, ALL))  # per model: what the SLOs judge
 
     def arrival(self, dropped: bool) -> None:
         """An open loop's arrival, due now: handed to a user or dropped."""
@@ -109,7 +113,8 @@ class StepBook:
     def merge(self, source: str, report: dict[str, Any]) -> None:
         """A worker's report: its steps' figures added, its counts kept as they are now."""
         for step, encoded in report["stats"].items():
-            self._figures(int(step)).merge(RunStats.decode(encoded))
+            if int(step) not in self.judged:
+                self._figures(int(step)).merge(RunStats.decode(encoded))
         self._sources[source] = _Source(
             report["at_ns"], _counts(report["in_flight"]), _counts(report["scheduled"]), _counts(report["dropped"])
         )
@@ -138,7 +143,14 @@ class StepBook:
         return scheduled, dropped
 
     def figures(self, step: int) -> RunStats:
+        """A step's figures, one group per model."""
         return self._figures(step)
+
+    def forget(self, step: int) -> None:
+        """The step is judged: its figures are dropped (a long sweep's memory stays flat); what
+        still comes for it counts in its in-flight figures only."""
+        self.judged.add(step)
+        self.stats.pop(step, None)
 
     def _figures(self, step: int) -> RunStats:
         stats = self.stats.get(step)
