@@ -108,7 +108,8 @@ def test_a_rate_sweep_finds_the_knee_the_profile_fixes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_rate_sweep_across_a_cluster_finds_the_same_knee(tmp_path: Path) -> None:
-    with Cluster(tmp_path, workers=2, run_time=None, users=None, profile=KNEE_PROFILE, scenario=knee_scenario()) as cluster:
+    scenario = knee_scenario(rates=["8/s", "12/s"])
+    with Cluster(tmp_path, workers=2, run_time=None, users=None, profile=KNEE_PROFILE, scenario=scenario) as cluster:
         code, _out, err = cluster.finish(timeout_s=150)
         summary = cluster.summary()
         records = cluster.records()
@@ -156,11 +157,12 @@ READ_SWEEP_TABLE = (
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_sweep_chosen_in_the_web_ui_form_runs_and_its_tab_shows_the_steps(tmp_path: Path, browser: Any) -> None:
-    """The process starts with a plain scenario; the form picks the sweep's: it runs as the sweep's
-    load shape, the Sweep tab lists each judged step live and then the sustainable rate, equal to
-    the summary the UI hands out."""
+    """The process starts with a plain scenario; the form picks the sweep's (user steps): it runs as
+    the sweep's load shape, the Sweep tab lists each judged step live and then the sustainable
+    load, equal to the summary the UI hands out."""
     write_yaml(tmp_path / "plain.yaml", {**knee_scenario(), "name": "plain", "load": None, "sweep": None})
-    sweep_path = write_yaml(tmp_path / "sweep.yaml", knee_scenario())
+    swept = {**knee_scenario(), "load": {"warmup": "1s"}, "sweep": {"users": [SERVERS, SERVERS + 1], "step_time": "2s"}}
+    sweep_path = write_yaml(tmp_path / "sweep.yaml", swept)
     ui = LocustUI(tmp_path, tmp_path / "plain.yaml", "--emulator-profile", str(write_yaml(tmp_path / "knee.yaml", KNEE_PROFILE)))
     try:
         ui.wait_ready()
@@ -171,14 +173,14 @@ def test_a_sweep_chosen_in_the_web_ui_form_runs_and_its_tab_shows_the_steps(tmp_
         first = poll(
             lambda: (rows := page.evaluate(READ_SWEEP_TABLE)) and rows[0][-1] in ("PASS", "FAIL") and rows, "the first judged step", 90
         )
-        assert first[0][:2] == ["0", "6/s"] and first[0][-1] == "PASS"
-        assert first[1][1] == "12/s" and first[1][-1] in ("warm-up", "measuring", "settling")  # the step under way
+        assert first[0][:2] == ["0", f"{SERVERS} users"] and first[0][-1] == "PASS"
+        assert first[1][1] == f"{SERVERS + 1} users" and first[1][-1] in ("warm-up", "measuring", "settling")  # the step under way
         summary = poll(lambda: (data := ui.get_json("/claude/stats")) and not data["running"] and data, "the run's end", 150)
         final = poll(
             lambda: (rows := page.evaluate(READ_SWEEP_TABLE)) and "still running" not in rows[-1][1] and rows, "the tab's last rows", 10
         )
         sweep = summary["sweep"]
-        assert sweep["state"] == "done" and sweep["sustainable_rate_rps"] == pytest.approx(KNEE_RPS, rel=0.10)
+        assert sweep["state"] == "done" and sweep["sustainable_users"] == SERVERS
         assert [row[1] for row in final[:-1]] == [step["label"] + (" (bisection)" if step["bisection"] else "") for step in sweep["steps"]]
         assert final[-1][1].startswith(f"sustainable {sweep['sustainable_label']} under the SLOs")
         screenshot(page, "sweep-tab")
