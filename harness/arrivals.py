@@ -79,9 +79,13 @@ class RateProfile:
         self.segments.append(Segment(t, math.inf, rate, rate, demand))
 
     @classmethod
-    def of(cls, load: Load) -> RateProfile:
+    def of(cls, load: Load, changes: Sequence[Sequence[float]] = ()) -> RateProfile:
+        """The load's rate over time, with a sweep's `changes` ((from s, per s) each, in order)."""
         start = load.rate.per_s if load.rate is not None else 0.0
-        return cls(start, [(stage.duration_s, stage.rate.per_s if stage.rate else 0.0) for stage in load.stages or ()])
+        profile = cls(start, [(stage.duration_s, stage.rate.per_s if stage.rate else 0.0) for stage in load.stages or ()])
+        for at_s, per_s in changes:
+            profile = profile.then(at_s, per_s)
+        return profile
 
     def then(self, at_s: float, per_s: float) -> RateProfile:
         """This profile up to `at_s`, then a steady `per_s` (a sweep's next step). Only after

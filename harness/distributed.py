@@ -178,7 +178,7 @@ class MasterLink:
 
     def announce_step(self, step: int, from_wall: float, until_wall: float) -> None:
         """A sweep's step, to every worker of the run."""
-        for client_id in self.workers:
+        for client_id in list(self.workers):  # (a send may yield to a worker joining)
             self.runner.send_message(
                 SWEEP_STEP_MESSAGE, {"run_id": self.run_id, "window": [step, from_wall, until_wall]}, client_id=client_id
             )
@@ -357,6 +357,7 @@ class WorkerLink:
         on_window: Callable[[str, int], None],
         on_share: Callable[[str, Share], None],
         on_arrivals: Callable[[ArrivalShare], None],
+        on_sweep_step: Callable[[str, list[float]], None],
         master_proven: Callable[[], bool],
         give_up: Callable[[str], None],
     ) -> None:
@@ -375,6 +376,7 @@ class WorkerLink:
         runner.register_message(WINDOW_MESSAGE, lambda msg, **_: self.on_window(msg.data["run_id"], msg.data["epoch"]))
         runner.register_message(SHARE_MESSAGE, lambda msg, **_: on_share(msg.data["run_id"], Share.from_dict(msg.data)))
         runner.register_message(ARRIVALS_MESSAGE, lambda msg, **_: on_arrivals(ArrivalShare.from_dict(msg.data)))
+        runner.register_message(SWEEP_STEP_MESSAGE, lambda msg, **_: on_sweep_step(msg.data["run_id"], msg.data["window"]))
         runner.register_message(DRAIN_MESSAGE, self._on_drain, concurrent=True)
         environment.events.report_to_master.add_listener(self._on_report_to_master)
 

@@ -133,13 +133,13 @@ class ModelHeadroom:
 
     def offered_at_first_429(self) -> float | None:
         """Requests per second sent in the 10 s up to the first 429 (from the first request, when
-        that came later), to a tenth of a second."""
+        that came later, over a second at least), to a tenth of a second."""
         if self.first_429_ns is None:
             return None
         last = self.first_429_ns // SLOT_NS
         first = max(last - OFFERED_WINDOW + 1, last if self.first_slot is None else self.first_slot)
         sent = sum(self.sent.get(slot, 0) for slot in range(first, last + 1))
-        return sent / ((last - first + 1) * SLOT_NS / NS)
+        return sent / max((last - first + 1) * SLOT_NS / NS, 1.0)  # (a burst in the first second: per that second)
 
     def figures(self) -> RateLimitFigures:
         count, low, high, total = self.retry_after

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
-from harness.arrivals import RateProfile
 from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
 from harness.results import Group, RateLimitFigures
 from harness.stats import LIVE_WINDOW_S, LabelStats, RunStats, no_pause
-from harness.summary import arrivals_of, rate_limits_line, sweep_cells, sweep_conclusion
+from harness.summary import SWEEP_COLUMNS as SUMMARY_SWEEP_COLUMNS
+from harness.summary import arrivals_of, rate_limits_line, rate_profile, sweep_cells, sweep_conclusion
 from harness.timing import OVERLOADED, RATE_LIMITED
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def arrival_figures(run: HarnessRun, link: MasterLink | None) -> dict[str, Any] 
     load = run.scenario.load
     if arrivals is None or load is None:
         return None
-    return {**arrivals.model_dump(), "rate_now_per_s": RateProfile.of(load).rate_at(arrivals.span_s)}
+    return {**arrivals.model_dump(), "rate_now_per_s": rate_profile(run, link).rate_at(arrivals.span_s)}
 
 
 def sweep_figures(sweep: SweepController | None) -> dict[str, Any] | None:
@@ -300,6 +300,7 @@ SWEEP_COLUMNS = (
     ("verdict", "Verdict"),
 )
 _SWEEP_KEYS = [key for key, _ in SWEEP_COLUMNS]
+assert len(_SWEEP_KEYS) == len(SUMMARY_SWEEP_COLUMNS), "a key for each column of the summary's sweep table"
 
 
 def sweep_rows(sweep: SweepController | None) -> list[dict[str, str]]:
@@ -328,13 +329,13 @@ def tab_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
     rows = [{**empty, "name": "health", "label": health_text(stats["health"]), "window": snapshot_label(stats)}]
     if stats.get("arrivals"):
         rows.append({**empty, "name": "arrivals", "label": arrivals_text(stats["arrivals"]), "window": "run"})
-    for model, figures in (stats.get("rate_limits") or {}).items():
-        line = rate_limits_line(model, RateLimitFigures.model_validate(figures))
-        rows.append({**empty, "name": f"rate limits:{model}", "label": line, "window": "run"})
     if stats["run_id"] is None:
         rows.append({**empty, "name": "idle", "label": "no run yet: start a test"})
     else:
         rows += _group_rows(stats)
+    for model, figures in (stats.get("rate_limits") or {}).items():  # after the figures: headroom per model
+        line = rate_limits_line(model, RateLimitFigures.model_validate(figures))
+        rows.append({**empty, "name": f"rate limits:{model}", "label": line, "window": "run"})
     return _in_order(rows)
 
 

@@ -111,7 +111,7 @@ class OpenLoop:
         self.counts = ArrivalCounts()
         self.start_ns: int | None = None  # the schedule's time 0 (perf_counter_ns)
         self.start_wall: float | None = None  # the same on the wall clock (epoch s)
-        self.on_arrival: Callable[[bool], None] | None = None  # told of each arrival: dropped or not (a sweep's steps)
+        self.on_arrival: Callable[[int, bool], None] | None = None  # told of each arrival: when due, dropped or not (a sweep's steps)
         self.until_s = math.inf  # no arrival from then on (the cool-down)
         self.ended_ns: int | None = None  # when the loop stopped
         self.closed = False
@@ -131,7 +131,7 @@ class OpenLoop:
         `since_s` on (count 0: none), none from `until_s` on; `rates`: a sweep's changes so far."""
         if self.closed or self.started:
             return
-        self._use_rates(rates)
+        self.profile = RateProfile.of(self.load, list(rates))
         self.start_ns, self.until_s = start_ns, math.inf if until_s is None else until_s
         self.start_wall = time.time() + (start_ns - time.perf_counter_ns()) / NS
         self._schedule = self._share(index, count, since_s)
@@ -142,7 +142,7 @@ class OpenLoop:
         (count 0: it sends none); `rates`: a sweep's rate changes so far."""
         if self.closed:
             return
-        self._use_rates(rates)
+        self.profile = RateProfile.of(self.load, list(rates))
         self._switches.append(Switch(since_s, self._share(index, count, since_s)))
         self._switches.sort(key=lambda switch: switch.since_s)
         self._changed.set()
@@ -151,13 +151,6 @@ class OpenLoop:
         """A sweep's next step in a process alone: the target rate is `per_s` from `since_s` on."""
         self._rates.append((since_s, per_s))
         self.rearrange(0, 1, since_s, self._rates)
-
-    def _use_rates(self, rates: Rates) -> None:
-        """The load's rate profile with a sweep's changes (from s, per s), in their order."""
-        profile = RateProfile.of(self.load)
-        for at_s, per_s in rates:
-            profile = profile.then(at_s, per_s)
-        self.profile = profile
 
     def _share(self, index: int, count: int, since_s: float) -> WorkerArrivals | None:
         if count == 0:
@@ -257,7 +250,7 @@ class OpenLoop:
             counts.sent += 1
             counts.sent_demand += arrival.demand
         if self.on_arrival is not None:
-            self.on_arrival(dropped)
+            self.on_arrival(arrival.scheduled_ns, dropped)
 
     def span_s(self) -> float:
         """The time arrivals were scheduled: from the start to the cool-down or the stop."""

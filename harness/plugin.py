@@ -132,7 +132,7 @@ class Session:
     def real_api_problem(self, host: str, scenario: Scenario) -> str | None:
         return real_api_problem(host, scenario, self.options)
 
-    def use_stages(self, scenario: Scenario) -> None:
+    def use_shape(self, scenario: Scenario) -> None:
         """A scenario with user stages or a sweep runs them as Locust's load shape; any other, none."""
         shape: LoadTestShape | None = stages_shape(scenario.load)
         if scenario.sweep is not None:
@@ -168,6 +168,8 @@ class Session:
                 self.link.arrivals.change_rate(from_wall, per_s)
             elif run is not None and run.open_loop is not None and run.open_loop.start_wall is not None:
                 run.open_loop.change_rate(from_wall - run.open_loop.start_wall, per_s)
+            else:
+                raise RuntimeError(f"the sweep's rate {per_s:g}/s has no open loop to change")
 
         def idle(since_wall: float) -> bool:
             if self.link is not None:
@@ -349,7 +351,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
     if options.transport == "sdk":
         preload_sdk()
     session = Session(environment, scenario, environment.host or None, influx_token, secret)
-    session.use_stages(scenario)
+    session.use_shape(scenario)
     locust_env.attach_session(environment, session)
     environment.events.quit.add_listener(lambda **_: session.on_quit())
     environment.events.quitting.add_listener(lambda **_: session.on_quitting())

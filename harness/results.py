@@ -388,6 +388,7 @@ class SweepStep(_Result):
     measured_until: float = Field(description="epoch seconds")
     requests: int = Field(ge=0)
     unsettled: int = Field(ge=0, description="requests of the window still in flight when the step was judged (not in its figures)")
+    late: int = Field(default=0, ge=0, description="attempts of the window that ended after the step was judged (not in its figures)")
     offered_per_s: float = Field(ge=0, description="requests due (open loop) or sent (closed loop) per second of the window")
     achieved_per_s: float = Field(ge=0, description="successful requests per second of the window")
     scheduled: int | None = Field(default=None, description="open loop: arrivals due in the window")
@@ -410,7 +411,9 @@ class Sweep(_Result):
     unit: Literal["requests", "input_tokens", "output_tokens", "users"]
     step_time_s: float
     resolution: float = Field(description="bisection stops within this share of the last good step")
-    state: Literal["running", "done", "stopped"] = Field(description="stopped: the run ended before the search did")
+    state: Literal["running", "done", "stopped", "failed"] = Field(
+        description="stopped: the run ended before the search did; failed: an error in the harness ended it (see the log)"
+    )
     steps: list[SweepStep]
     sustainable: float | None = Field(description="the highest step that met every SLO, below the first that did not")
     sustainable_label: str | None

@@ -233,18 +233,19 @@ class HarnessRun:
             return f"--max-requests {limit} reached"
         return self.share.refusal(self.ledger.spent_usd, self.admitted) if self.share is not None else None
 
-    def new_record(self, pick: Pick, attempt: int = 1, arrival: Arrival | None = None) -> TimingRecord:
-        """A record for a request (or a retry's attempt) about to be sent; it is in flight until
-        `emit`. The transport sets the precise start when it sends. In an open loop it keeps the
-        time its request was due (`arrival`)."""
+    def new_record(self, pick: Pick, arrival: Arrival | None = None, previous: TimingRecord | None = None) -> TimingRecord:
+        """A record for a request (or a retry's attempt: `previous` is its request's last one) about
+        to be sent; it is in flight until `emit`. The transport sets the precise start when it
+        sends. In an open loop it keeps the time its request was due (`arrival`)."""
         self.in_flight += 1
         now_ns = time.perf_counter_ns()
+        attempt = 1 if previous is None else previous.attempt + 1
         record = TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=now_ns, attempt=attempt)
         if arrival is not None:
             record.scheduled_ns = arrival.scheduled_ns
             record.scheduled_wall_ns = time.time_ns() - (now_ns - arrival.scheduled_ns)
         if self.steps is not None:
-            self.steps.start(record, record.scheduled_wall_ns or time.time_ns())
+            self.steps.start(record, record.scheduled_wall_ns or time.time_ns(), previous)
         return record
 
     def abandon(self, record: TimingRecord) -> None:
@@ -252,6 +253,8 @@ class HarnessRun:
         there (cancelled, as the application sees it); its attempts are all recorded already."""
         if record.window == self.ledger.window:
             self.stats.abandon(record)
+        if self.steps is not None:
+            self.steps.abandon(record)
 
     def open_window(self) -> None:
         """Open the measurement window now (`--reset-stats`): the figures start empty; requests

@@ -462,7 +462,10 @@ class Scenario(StrictModel):
                 raise field_error(f"models[{i}].model", f"duplicate model {m.model!r} (also models[{seen[m.model]}])")
             seen[m.model] = i
         load = self.load or Load()
-        if self.sweep is not None and (problem := sweep_problem(self.sweep, load)):
+        slos = bool(self.slos.model_dump(exclude_none=True, exclude={"models"})) or any(
+            limits.model_dump(exclude_none=True) for limits in self.slos.models.values()
+        )
+        if self.sweep is not None and (problem := sweep_problem(self.sweep, load, slos)):
             raise field_error(*problem)
         if self.sweep is None and not load.open_loop and load.warmup is not None:
             raise field_error("load.warmup", "needs `arrival: poisson` or `arrival: constant` (an open loop), or a `sweep` (each step's)")

@@ -25,6 +25,7 @@ from harness.results import FromSchedule, Group, Percentiles, RegressionResult, 
 from harness.results import Sweep as SweepResult
 from harness.scenario import Regression, SloLimits, Slos
 from harness.stats import new_histogram, quantile_intervals
+from harness.summary import sweep_conclusion
 from harness.timing import OVERLOADED, RATE_LIMITED
 
 
@@ -164,15 +165,13 @@ def judge_run(
     return judged.model_copy(update={"verdict": run_verdict})
 
 
-def _sweep_verdict(sweep: SweepResult, reasons: list[str]) -> Verdict:
-    """A sweep passes when it found a sustainable load: a step that met every SLO."""
-    if sweep.sustainable_label is None:
-        tried = ", ".join(step.label for step in sweep.steps) or "none judged"
-        return Verdict(status="FAIL", exit_code=exitcodes.FAILED, reasons=[f"sweep: no step met the SLOs (steps: {tried})", *reasons])
-    above = "" if sweep.first_bad is not None else "; every step met the SLOs: the limit lies above the last"
-    cut = "; the run ended before the search did" if sweep.state == "stopped" else ""
-    reason = f"sweep: sustainable {sweep.sustainable_label} under the SLOs{above}{cut}"
-    return Verdict(status="PASS", exit_code=exitcodes.OK, reasons=[reason, *reasons])
+def _sweep_verdict(summary: Summary, sweep: SweepResult, reasons: list[str]) -> Verdict:
+    """A sweep passes when its search is over and found a sustainable load (a step that met every
+    SLO), and no regression against the baseline came up."""
+    conclusion = f"sweep: {sweep_conclusion(sweep)}"
+    if sweep.sustainable_label is None or sweep.state != "done" or any(r.regressed for r in summary.regressions):
+        return Verdict(status="FAIL", exit_code=exitcodes.FAILED, reasons=[conclusion, *reasons])
+    return Verdict(status="PASS", exit_code=exitcodes.OK, reasons=[conclusion, *reasons])
 
 
 @dataclass(frozen=True)
@@ -233,7 +232,7 @@ def _judge(summary: Summary, stopped_by: str | None, aborted: str | None, fail_o
     if aborted:
         return Verdict(status="ABORTED", exit_code=exitcodes.FAILED, reasons=reasons)
     if summary.sweep is not None:
-        return _sweep_verdict(summary.sweep, reasons)
+        return _sweep_verdict(summary, summary.sweep, reasons)
     below_target = summary.slos and arrivals is not None and arrivals.below_target
     if any(not r.passed for r in summary.slos) or any(r.regressed for r in summary.regressions) or below_target:
         return Verdict(status="FAIL", exit_code=exitcodes.FAILED, reasons=reasons)

@@ -152,7 +152,7 @@ def arrivals_of(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
         arrival=load.arrival,
         unit=load.rate_unit,
         span_s=span,
-        target_per_s=_profile(run, link).demand_at(span) / per_s,
+        target_per_s=rate_profile(run, link).demand_at(span) / per_s,
         scheduled_per_s=counts.scheduled_demand / per_s,
         achieved_per_s=counts.sent_demand / per_s,
         scheduled=counts.scheduled,
@@ -163,13 +163,11 @@ def arrivals_of(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
     )
 
 
-def _profile(run: HarnessRun, link: MasterLink | None) -> RateProfile:
+def rate_profile(run: HarnessRun, link: MasterLink | None) -> RateProfile:
     """The target rate over the run: the load's, with a sweep's changes."""
     if link is not None and link.arrivals is not None:
-        profile = RateProfile.of(run.scenario.load) if run.scenario.load is not None else RateProfile(0.0)
-        for at_s, per_s in link.arrivals.rates:
-            profile = profile.then(at_s, per_s)
-        return profile
+        assert run.scenario.load is not None, "arrivals come from an open loop"
+        return RateProfile.of(run.scenario.load, link.arrivals.rates)
     assert run.open_loop is not None
     return run.open_loop.profile
 
@@ -330,7 +328,11 @@ SWEEP_COLUMNS = (
     ("out tok/s", ">"),
     ("result", "<"),
 )
-_SWEEP_STATES = {"stopped": "; the run ended before the search did", "running": "; the search is still running"}
+_SWEEP_STATES = {
+    "stopped": "; the run ended before the search did",
+    "running": "; the search is still running",
+    "failed": "; an error in the harness ended the search (see the log)",
+}
 
 
 def _step_ms(quantiles: StepQuantiles | None, key: str) -> str:

@@ -171,8 +171,10 @@ def with_first_rate(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "load": {**load, "rate": sweep["rates"][0]}}
 
 
-def sweep_problem(sweep: Sweep, load: Load) -> tuple[str, str] | None:
-    """What in the scenario's load does not fit its sweep: (field, problem), or None."""
+def sweep_problem(sweep: Sweep, load: Load, slos: bool) -> tuple[str, str] | None:
+    """What in the scenario's load (and SLOs) does not fit its sweep: (field, problem), or None."""
+    if not slos:
+        return "sweep", "a sweep judges each step on the scenario's SLOs: give `slos` (e.g. ttft_p95_ms, error_rate)"
     if sweep.rates is not None and load.rate is not None and load.rate != sweep.rates[0]:
         return "load.rate", f"a rate sweep's load starts at its first step ({sweep.rates[0]}): leave out `rate`"
     return _load_problem(sweep, load.open_loop, bool(load.stages), load.run_time is not None)

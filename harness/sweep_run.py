@@ -19,14 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from locust import LoadTestShape
+from locust import log as locust_log
 from locust.runners import WORKER_REPORT_INTERVAL
 
 from harness.cluster_arrivals import MARGIN_S
+from harness.failures import RETRY_AFTER_MAX_S
 from harness.results import Interval, StepQuantiles, SweepStep
 from harness.results import Sweep as SweepResult
 from harness.scenario import Scenario
 from harness.slo import evaluate_groups
 from harness.stats import LabelStats, quantile_intervals
+from harness.summary import sweep_conclusion
 from harness.sweep import Sweep, SweepSearch
 from harness.sweep_steps import StepBook
 from harness.timing import OVERLOADED, RATE_LIMITED
@@ -34,6 +37,19 @@ from harness.timing import OVERLOADED, RATE_LIMITED
 logger = logging.getLogger("harness.sweep")
 
 SETTLE_SLACK_S = 2 * WORKER_REPORT_INTERVAL  # the last report of a step's requests comes within it
+MIN_WARMUP_S = 1  # from a load change to the step's window: the change reaches every worker
+
+
+def longest_request_s(scenario: Scenario) -> float:
+    """The longest a request may take, its retries and their waits included."""
+    longest = 0.0
+    for prompt in scenario.prompts:
+        timeout_s = prompt.timeout_s or scenario.timeouts.total_s
+        retries = scenario.retries_for(prompt)
+        more = retries.max if retries is not None else 0
+        wait_s = max(retries.max_wait_s, RETRY_AFTER_MAX_S if retries.wait_retry_after else 0.0) if retries is not None else 0.0
+        longest = max(longest, (1 + more) * timeout_s + more * wait_s)
+    return longest
 
 
 @dataclass
@@ -68,15 +84,29 @@ class SweepController:
         self.current: _Step | None = None
         self.resting_since: float | None = None  # after a breach: no load until the service is idle
         self.done = False
-        self._settle_s = scenario.timeouts.total_s + SETTLE_SLACK_S
+        self.failure: str | None = None  # the error that stopped the sweep (a bug)
+        self._settle_s = longest_request_s(scenario) + SETTLE_SLACK_S
+        self._book: StepBook | None = None  # the run's steps, once it exists
 
     # --- the shape's tick ------------------------------------------------------------------
     def tick(self) -> tuple[int, float] | None:
-        """Advance the sweep; the users Locust should run now (None: the sweep is over)."""
+        """Advance the sweep; the users Locust should run now (None: the sweep is over). An error
+        ends the sweep and the test (a run left at its last load would go on until stopped by
+        hand) and fails the run as a crash of the harness."""
         if self.done:
             return None
+        try:
+            return self._advance()
+        except Exception as exc:
+            logger.exception("the sweep failed: the test stops")
+            locust_log.unhandled_greenlet_exception = True
+            self.done, self.failure = True, f"{type(exc).__name__}: {exc}"
+            return None
+
+    def _advance(self) -> tuple[int, float] | None:
         now = time.time()
         step, book = self.current, self.hooks.book()
+        self._book = book or self._book
         if book is not None and step is None and self._may_begin():
             self._begin(book, self.search.next_value(), now)
         elif self.resting_since is not None:
@@ -139,14 +169,20 @@ class SweepController:
         if self.sweep.kind == "rates":
             assert load is not None
             return load.in_flight_limit, float(load.in_flight_limit)
-        users = int(self.current.value if self.current is not None else self.sweep.values[0])
+        return self._users_at(self.current.value if self.current is not None else self.sweep.values[0])
+
+    def _users_at(self, value: float) -> tuple[int, float]:
+        """A user step's users and spawn rate (the load's, else all of them within a second)."""
+        load, users = self.scenario.load, int(value)
         return users, float(load.spawn_rate if load is not None and load.spawn_rate else max(users, 1))
 
     def _begin(self, book: StepBook, value: float | None, now: float) -> None:
+        """The next step: its load from MARGIN_S ahead (after the users' ramp, in a closed loop),
+        its window after the warm-up (at least a second: the change reaches every worker)."""
         assert value is not None, "a sweep has a first step"
         load = self.scenario.load
-        warmup_s = load.warmup_s if load is not None else 0
-        start = now + MARGIN_S
+        warmup_s = max(load.warmup_s if load is not None else 0, MIN_WARMUP_S)
+        start = now + MARGIN_S + self._ramp_s(value)
         index = len(self.steps)
         step = self.current = _Step(index, value, start, start + warmup_s, start + warmup_s + self.sweep.step_s)
         book.open(index, step.measured_from, step.measured_until)
@@ -162,6 +198,13 @@ class SweepController:
             warmup_s,
             warmup_s + self.sweep.step_s,
         )
+
+    def _ramp_s(self, users: float) -> float:
+        """A closed loop's time to spawn or stop the users from the step before to `users`."""
+        if self.sweep.kind != "users":
+            return 0.0
+        before = self.current.value if self.current is not None else 0.0
+        return abs(users - before) / self._users_at(users)[1]
 
     def _settled(self, book: StepBook, step: _Step, now: float) -> bool:
         if book.settled(step.index, self.hooks.sources()):
@@ -218,11 +261,7 @@ class SweepController:
 
     # --- the result --------------------------------------------------------------------------
     def conclusion(self) -> str:
-        good, sweep = self.search.last_good, self.sweep
-        if good is None:
-            return "no step met the SLOs"
-        above = "" if self.search.first_bad is not None else " (every step met them: the limit lies above)"
-        return f"sustainable {sweep.describe(good)}{above}"
+        return sweep_conclusion(self.result())
 
     def result(self, stopped: bool = False) -> SweepResult:
         """The sweep so far; `stopped`: the run has ended (a search not over was cut short)."""
@@ -233,8 +272,8 @@ class SweepController:
             unit=sweep.unit,
             step_time_s=sweep.step_s,
             resolution=sweep.resolution_share,
-            state="done" if self.done else "stopped" if stopped else "running",
-            steps=list(self.steps),
+            state="failed" if self.failure else "done" if self.done else "stopped" if stopped else "running",
+            steps=[step.model_copy(update={"late": self._book.late[step.index]}) for step in self.steps] if self._book else [],
             sustainable=good,
             sustainable_label=sweep.describe(good) if good is not None else None,
             first_bad=self.search.first_bad,

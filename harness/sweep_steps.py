@@ -56,6 +56,7 @@ class StepBook:
         self.scheduled: Counter[int] = Counter()  # arrivals due in the step's window
         self._sources: dict[str, _Source] = {}  # a master's workers
         self.judged: set[int] = set()  # steps whose figures are forgotten (the controller keeps its result)
+        self.late: Counter[int] = Counter()  # attempts that ended after their step was judged (not in its figures)
 
     def open(self, step: int, from_wall: float, until_wall: float) -> None:
         """Step `step` measures from `from_wall` to `until_wall` (epoch seconds)."""
@@ -73,24 +74,39 @@ class StepBook:
         return None
 
     # --- a process that sends requests -----------------------------------------------
-    def start(self, record: TimingRecord, wall_ns: int) -> None:
-        """A request about to be sent, due (or sent) at `wall_ns`."""
+    def start(self, record: TimingRecord, wall_ns: int, previous: TimingRecord | None = None) -> None:
+        """A request about to be sent, due (or sent) at `wall_ns`; a retry (`previous`: its
+        request's attempt before) belongs to its request's step. A request is in flight from its
+        first attempt to its last (the waits between them included)."""
+        if previous is not None:
+            record.step = previous.step
+            return
         step = record.step = self.step_at(wall_ns)
         if step is not None:
             self.in_flight[step] += 1
 
     def add(self, record: TimingRecord) -> None:
-        """A request of a step ended: into that step's figures."""
+        """An attempt of a step's request ended: into that step's figures (per model); its last
+        attempt ends the request. One that ends after its step was judged is counted as late."""
         step = record.step
         if step is None:
             return
-        self.in_flight[step] -= 1
-        if step not in self.judged:
+        if not record.retried:
+            self.in_flight[step] -= 1
+        if step in self.judged:
+            self.late[step] += 1
+        else:
             self._figures(step).add(record, (record.model, ALL, ALL))  # per model: what the SLOs judge
 
-    def arrival(self, dropped: bool) -> None:
-        """An open loop's arrival, due now: handed to a user or dropped."""
-        step = self.step_at(time.time_ns())
+    def abandon(self, record: TimingRecord) -> None:
+        """The run stopped while `record`'s request waited to be tried again: it ends there."""
+        if record.step is not None:
+            self.in_flight[record.step] -= 1
+
+    def arrival(self, scheduled_ns: int, dropped: bool) -> None:
+        """An open loop's arrival (due at `scheduled_ns`, perf_counter): handed to a user or
+        dropped, booked by the time it was due, as its request is."""
+        step = self.step_at(time.time_ns() - (time.perf_counter_ns() - scheduled_ns))
         if step is not None:
             self.scheduled[step] += 1
             self.dropped[step] += dropped
@@ -113,8 +129,11 @@ class StepBook:
     def merge(self, source: str, report: dict[str, Any]) -> None:
         """A worker's report: its steps' figures added, its counts kept as they are now."""
         for step, encoded in report["stats"].items():
-            if int(step) not in self.judged:
-                self._figures(int(step)).merge(RunStats.decode(encoded))
+            delta = RunStats.decode(encoded)
+            if int(step) in self.judged:
+                self.late[int(step)] += delta.requests
+            else:
+                self._figures(int(step)).merge(delta)
         self._sources[source] = _Source(
             report["at_ns"], _counts(report["in_flight"]), _counts(report["scheduled"]), _counts(report["dropped"])
         )

@@ -47,7 +47,7 @@ class ClaudeUser(User):
             return
         pick = arrival.pick if arrival is not None else self.sampler.next()
         request = self.claude.prepare(pick)
-        record, retry_in = self.attempt(pick, request, 1, None, arrival)
+        record, retry_in = self.attempt(pick, request, None, None, arrival)
         first_start_ns = record.start_ns
         while retry_in is not None:
             try:
@@ -55,16 +55,17 @@ class ClaudeUser(User):
             except gevent.GreenletExit:  # the run stopped during the wait: the request ends there
                 self.claude.abandon(record)
                 raise
-            record, retry_in = self.attempt(pick, request, record.attempt + 1, first_start_ns, arrival)
+            record, retry_in = self.attempt(pick, request, record, first_start_ns, arrival)
         wait = self.backoff.wait_after(record)  # identical failures in a row: the user waits
         if wait and open_loop is None:  # (an open loop's arrivals do not wait for the service)
             gevent.sleep(wait)
 
     def attempt(
-        self, pick: Pick, request: PreparedRequest, number: int, first_start_ns: int | None, arrival: Arrival | None
+        self, pick: Pick, request: PreparedRequest, previous: TimingRecord | None, first_start_ns: int | None, arrival: Arrival | None
     ) -> tuple[TimingRecord, float | None]:
-        """Send one attempt and record it; the wait before the next one, if it is retried."""
-        record = self.claude.new_record(pick, number, arrival)
+        """Send one attempt (after `previous`, a retry's) and record it; the wait before the next
+        one, if it is retried."""
+        record = self.claude.new_record(pick, arrival, previous)
         retry_in = None
         try:
             self.transport.send(record, request)

@@ -175,7 +175,7 @@ def install(environment: Environment, session: Session, login: tuple[str, str] |
         chosen = session.read_scenario(request.form.get("scenario") or session.scenario.source)  # checked above
         request.form = checked_form(request.form, chosen.load)
         if not running:  # (Locust reads the shape at every tick of a running one)
-            session.use_stages(chosen)
+            session.use_shape(chosen)
         return None
 
     app.wsgi_app = without_cors_headers(app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware

@@ -14,7 +14,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
 from harness import exitcodes, locust_env, pauses
 from harness.cluster_arrivals import ArrivalShare
-from harness.distributed import SWEEP_STEP_MESSAGE, WorkerLink, worker_output_dir
+from harness.distributed import WorkerLink, worker_output_dir
 from harness.run import HarnessRun
 from harness.run_setup import run_config
 from harness.scenario import Scenario
@@ -61,11 +61,11 @@ class WorkerSession:
             self._on_window,
             self._on_share,
             self._on_arrivals,
+            self._on_sweep_step,
             lambda: self.gate.master_proven,
             self.give_up,
         )
         self.gate = WorkerGate(locust_env.worker(environment), worker_secret, self.give_up, locust_version)
-        locust_env.worker(environment).register_message(SWEEP_STEP_MESSAGE, self._on_sweep_step)
         gevent.spawn(self.link.watch_master, lambda: locust_env.options(environment).master_lost_timeout, self.master_lost)
 
     def _on_run(
@@ -76,11 +76,15 @@ class WorkerSession:
         self._on_share(run_id, share)
         self._start_run()
 
-    def _on_sweep_step(self, msg: Any, **_: Any) -> None:
-        """A sweep's next step: its measured window."""
-        if msg.data["run_id"] != self.run_id:
+    def _on_sweep_step(self, run_id: str, window: list[float]) -> None:
+        """A sweep's next step: its measured window (requests due before it arrived here are in
+        no step: said, as for a late split of the arrivals)."""
+        if run_id != self.run_id:
             return  # a message of another run
-        self.sweep_windows.append(msg.data["window"])
+        late_s = time.time() - window[1]
+        if late_s > 0:
+            logger.warning("%s: sweep step %d's window came %.1f s after it opened", self.link.name, int(window[0]), late_s)
+        self.sweep_windows.append(window)
         self._follow_steps()
 
     def _follow_steps(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 from harness.headroom import KEEP, OFFERED_WINDOW, SLOT_NS, Headroom, ModelHeadroom, rate_limit_fields, read_rate_limits
 from harness.points import REQUEST_FIELDS, request_line
 from harness.timing import OK, RATE_LIMITED, TimingRecord
-from tests.support.processes import run_locust, write_yaml
+from tests.support.runs import summarized_run
 
 NS = 1_000_000_000
 HEADERS = {
@@ -52,6 +52,14 @@ def test_a_models_figures_are_its_limits_lowest_share_first_429_and_retry_after(
     assert figures.rate_limited == 10 and figures.first_429_at == pytest.approx(start + 1.5)
     assert figures.offered_rps_at_first_429 == pytest.approx(20, rel=0.07)  # 31 sent in the 1.6 s of slots up to it
     assert figures.retry_after_s is not None and figures.retry_after_s.count == 10 and figures.retry_after_s.mean == 1.0
+
+
+def test_a_burst_at_the_start_is_offered_per_second_not_per_tenth() -> None:
+    headroom = ModelHeadroom()
+    start = 1_800_000_000.0
+    for i in range(20):  # 20 users start together; the last gets the first 429
+        headroom.add(record(start + i / 1000, 429 if i == 19 else 200))
+    assert headroom.figures().offered_rps_at_first_429 == pytest.approx(20)
 
 
 def test_workers_deltas_merged_equal_the_figures_of_all_records_together() -> None:
@@ -111,21 +119,7 @@ def storm(tmp_path: Path, transport: str) -> dict:
         "prompts": [{"name": "q", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}],
         "load": {"arrival": "constant", "rate": f"{STORM_RPS}/s", "max_in_flight": 20, "run_time": "5s"},
     }
-    summary_path = tmp_path / "summary.json"
-    result = run_locust(
-        tmp_path,
-        write_yaml(tmp_path / "scenario.yaml", scenario),
-        "--emulator-profile",
-        str(write_yaml(tmp_path / "profile.yaml", PROFILE)),
-        "--summary-json",
-        str(summary_path),
-        "--transport",
-        transport,
-        users=None,
-        run_time=None,
-    )
-    assert summary_path.is_file(), result.stderr[-3000:]
-    return json.loads(summary_path.read_text())
+    return summarized_run(tmp_path, scenario, PROFILE, "--transport", transport)[1]
 
 
 @pytest.mark.slow

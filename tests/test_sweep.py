@@ -9,23 +9,30 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from harness import sweep_run, sweep_steps
+from harness import slo, sweep_run, sweep_steps
 from harness.arrivals import RateProfile, WorkerArrivals
 from harness.cluster_arrivals import MARGIN_S
 from harness.load_options import load_problem, with_overrides
 from harness.options import SCENARIO_SWEEP
+from harness.results import RegressionResult, Summary, load_summary
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
 from harness.sweep import Sweep, SweepSearch, parse_share
 from harness.sweep_run import SweepController, SweepHooks
 from harness.sweep_steps import NS, StepBook
-from harness.timing import OK, OVERLOADED, TimingRecord
+from harness.timing import OK, OVERLOADED, RATE_LIMITED, TimingRecord
 
-BASE: dict[str, Any] = {"name": "t", "models": ["m"], "prompts": [{"name": "p", "max_tokens": 5, "input_tokens": 10}]}
+BASE: dict[str, Any] = {
+    "name": "t",
+    "models": ["m"],
+    "prompts": [{"name": "p", "max_tokens": 5, "input_tokens": 10}],
+    "slos": {"error_rate": 0.01},
+}
 OPEN = {"arrival": "constant", "max_in_flight": 7}
 RATES = {"rates": ["2/s", "4/s", "8/s", "16/s"], "step_time": "10s"}
 USERS = {"users": [5, 10, 20], "step_time": "10s"}
@@ -80,6 +87,10 @@ class Clock:
 
     def time_ns(self) -> int:
         return at(self.now)
+
+    def perf_counter_ns(self) -> int:
+        """The monotonic clock, here the same as the wall clock."""
+        return self.time_ns()
 
 
 @pytest.fixture
@@ -549,6 +560,46 @@ def test_a_step_is_settled_once_every_source_reported_after_its_window_with_none
     assert master.settled(0, [])
 
 
+def test_a_request_is_in_flight_through_its_retries_and_their_waits() -> None:
+    """A step must not be judged in the wait before a retry: the request has not ended."""
+    book = windows(StepBook())
+    first = record(RATE_LIMITED)
+    book.start(first, at(105))
+    first.retried = True  # (set before it is emitted)
+    book.add(first)
+    assert book.in_flight[0] == 1  # waiting to be tried again
+    retry = record()
+    book.start(retry, at(112), previous=first)  # sent after the window: still its request's step
+    assert retry.step == 0 and book.in_flight[0] == 1
+    book.add(retry)
+    assert book.in_flight[0] == 0 and book.figures(0).requests == 2  # both attempts in the figures
+    abandoned = record(RATE_LIMITED)
+    book.start(abandoned, at(106))
+    abandoned.retried = True
+    book.add(abandoned)
+    book.abandon(abandoned)  # the run stopped in the wait
+    assert book.in_flight[0] == 0
+
+
+def test_what_ends_after_its_step_was_judged_is_counted_late_not_lost() -> None:
+    master, worker = windows(StepBook()), windows(StepBook())
+    own, theirs = record(), record()
+    master.start(own, at(105))
+    worker.start(theirs, at(105))
+    master.forget(0)  # judged on the master (workers only report)
+    master.add(own)
+    worker.add(theirs)
+    master.merge("w", worker.report())
+    assert master.late[0] == 2 and master.figures(0).requests == 0
+
+
+def test_an_arrival_is_booked_by_the_time_it_was_due(clock: Clock) -> None:
+    book = windows(StepBook())
+    clock.now = 110.5  # handed over late (a busy scheduler), due inside step 0's window
+    book.arrival(at(109.9), dropped=True)
+    assert book.arrivals(0) == (1, 1) and book.arrivals(1) == (0, 0)
+
+
 def test_a_master_is_not_settled_with_its_own_request_in_flight(clock: Clock) -> None:
     book = windows(StepBook())
     own = record()
@@ -572,13 +623,13 @@ def test_arrivals_sum_scheduled_and_dropped_over_the_workers(clock: Clock) -> No
         worker = windows(StepBook())
         clock.now = 105.0
         for one in dropped:
-            worker.arrival(one)
+            worker.arrival(clock.perf_counter_ns(), one)
         clock.now = 112.0  # between the windows: not counted
-        worker.arrival(True)
+        worker.arrival(clock.perf_counter_ns(), True)
         master.merge(name, worker.report())
         master.merge(name, worker.report())  # counts as they are now, not added twice
     clock.now = 120.0
-    master.arrival(False)
+    master.arrival(clock.perf_counter_ns(), False)
     assert master.arrivals(0) == (7, 3) and master.arrivals(1) == (1, 0) and master.arrivals(2) == (0, 0)
 
 
@@ -620,15 +671,15 @@ def test_a_controller_before_any_step_has_no_result_yet() -> None:
     assert (result.kind, result.unit, result.step_time_s, result.resolution, result.state) == ("rates", "requests", 10, 0.05, "running")
     assert result.steps == [] and result.sustainable is None and result.first_bad is None and result.sustainable_label is None
     assert controller.result(stopped=True).state == "stopped"
-    assert controller.conclusion() == "no step met the SLOs" and controller.phase() is None
+    assert controller.conclusion() == "no step met the SLOs; the search is still running" and controller.phase() is None
 
 
 def test_the_conclusion_and_result_name_the_sustainable_load() -> None:
     controller = SweepController(scenario(RATES, OPEN), hooks(StepBook()))
     controller.search.record(2.0, True)
-    assert controller.conclusion() == "sustainable 2/s (every step met them: the limit lies above)"
+    assert controller.conclusion().startswith("sustainable 2/s under the SLOs: every step passed, the limit lies above the last step")
     controller.search.record(4.0, False)
-    assert controller.conclusion() == "sustainable 2/s"
+    assert controller.conclusion().startswith("sustainable 2/s under the SLOs")
     result = controller.result()
     assert (result.sustainable, result.sustainable_label, result.first_bad, result.sustainable_rate_rps) == (2.0, "2/s", 4.0, 2.0)
     assert result.sustainable_tokens_per_min is None and result.sustainable_users is None
@@ -657,7 +708,8 @@ def test_a_user_sweep_steps_the_users_and_bisects_to_the_knee(clock: Clock) -> N
     assert first.requests == 10 and first.breaches == [] and controller.steps[2].breaches[0].startswith("SLO breached")
     result = controller.result()
     assert (result.state, result.sustainable_users, result.first_bad) == ("done", 12, 13.0)
-    assert controller.conclusion() == "sustainable 12 users" and controller.tick() is None
+    assert controller.conclusion() == "sustainable 12 users under the SLOs (the lowest step to breach them: 13 users)"
+    assert controller.tick() is None
 
 
 def test_a_rate_sweep_changes_the_rate_from_its_second_step_and_rests_after_a_breach(clock: Clock) -> None:
@@ -671,7 +723,31 @@ def test_a_rate_sweep_changes_the_rate_from_its_second_step_and_rests_after_a_br
     starts = {step.value: step.started_at for step in controller.steps}
     assert [from_wall for from_wall, per_s in changes if per_s] == [starts[4], starts[8], starts[6], starts[7]]
     assert set(filter(None, ticks)) == {(7, 7.0)}  # an open loop's users are its slots
-    assert controller.result().sustainable_rate_rps == 6.0 and controller.conclusion() == "sustainable 6/s"
+    assert controller.result().sustainable_rate_rps == 6.0
+    assert controller.conclusion() == "sustainable 6/s under the SLOs (the lowest step to breach them: 7/s)"
+
+
+def test_an_error_in_the_sweep_ends_the_test_and_fails_the_run_as_a_crash(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from locust import log as locust_log
+
+    monkeypatch.setattr(locust_log, "unhandled_greenlet_exception", False)
+    book = StepBook()
+
+    def broken(from_wall: float, per_s: float) -> None:
+        raise RuntimeError("no open loop to change")
+
+    controller = SweepController(
+        scenario(RATES, OPEN), SweepHooks(lambda: book, lambda: 0.0, broken, lambda *_: None, list, lambda _: True)
+    )
+    assert run_sweep(controller, book, clock, knee=100)[-1] is None
+    assert controller.failure == "RuntimeError: no open loop to change" and locust_log.unhandled_greenlet_exception
+    assert controller.result().state == "failed" and [step.value for step in controller.steps] == [2.0]
+
+
+def test_a_sweep_needs_slos() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_dict({**BASE, "slos": {}, "load": OPEN, "sweep": RATES}, source="x.yaml")
+    assert str(caught.value).startswith("x.yaml: sweep: a sweep judges each step on the scenario's SLOs: give `slos`")
 
 
 def test_the_phase_follows_the_step(clock: Clock) -> None:
@@ -679,7 +755,7 @@ def test_the_phase_follows_the_step(clock: Clock) -> None:
     controller = SweepController(scenario(USERS, {"warmup": "2s"}), hooks(book))
     controller.tick()
     step = controller.current
-    assert step is not None and step.started_at == clock.now + MARGIN_S
+    assert step is not None and step.started_at == clock.now + MARGIN_S + 1  # after the ramp: 5 users at 5/s
     phases = []
     for now in (step.started_at + 1, step.measured_from + 1, step.measured_until + 1):
         clock.now = now
@@ -688,3 +764,42 @@ def test_the_phase_follows_the_step(clock: Clock) -> None:
         phases.append(phase["phase"])
     assert phases == ["warm-up", "measuring", "settling"]
     assert phase == {"index": 0, "label": "5 users", "phase": "settling", "bisection": False}
+
+
+# --------------------------------------------------------------------------- the verdict
+def sweep_summary(**changes: Any) -> Summary:
+    summary = load_summary(Path(__file__).parent / "data" / "sweep-summary.json")
+    assert summary.sweep is not None and summary.sweep.sustainable is not None
+    return summary.model_copy(update={"sweep": summary.sweep.model_copy(update=changes)})
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [
+        ({}, "PASS"),
+        ({"state": "stopped"}, "FAIL"),
+        ({"state": "failed"}, "FAIL"),
+        ({"sustainable_label": None, "sustainable": None}, "FAIL"),
+    ],
+)
+def test_a_sweep_passes_only_when_its_search_is_over_and_found_a_sustainable_load(changes: dict[str, Any], status: str) -> None:
+    judged = slo.verdict(sweep_summary(**changes), None, None, False)
+    assert (judged.status, judged.exit_code) == (status, 0 if status == "PASS" else 1)
+    assert judged.reasons[0].startswith("sweep: ")
+
+
+def test_a_regression_fails_a_sweep_that_found_its_load() -> None:
+    regression = RegressionResult(
+        scope="all",
+        metric="ttft_p95_ms",
+        baseline_ms=100,
+        current_ms=150,
+        change_pct=50,
+        ci_low_pct=20,
+        ci_high_pct=80,
+        threshold_pct=10,
+        regressed=True,
+    )
+    summary = sweep_summary().model_copy(update={"regressions": [regression]})
+    judged = slo.verdict(summary, None, None, False)
+    assert (judged.status, judged.exit_code) == ("FAIL", 1) and any("REGRESSED" in reason for reason in judged.reasons)

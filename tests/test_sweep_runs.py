@@ -7,14 +7,14 @@ own TTFT finds it. Real `locust` processes (one alone, a master with workers), s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.cluster import Cluster
-from tests.support.processes import LocustResult, run_locust, write_yaml
+from tests.support.processes import LocustResult, write_yaml
+from tests.support.runs import summarized_run
 from tests.support.webui import LocustUI, new_page
 from tests.test_webui import poll, screenshot, start_from_form
 
@@ -49,21 +49,7 @@ def knee_scenario(**sweep: Any) -> dict[str, Any]:
 
 
 def sweep_run(tmp_path: Path, scenario: dict[str, Any], *args: str) -> tuple[LocustResult, dict[str, Any]]:
-    summary_path = tmp_path / "summary.json"
-    result = run_locust(
-        tmp_path,
-        write_yaml(tmp_path / "scenario.yaml", scenario),
-        "--emulator-profile",
-        str(write_yaml(tmp_path / "profile.yaml", KNEE_PROFILE)),
-        "--summary-json",
-        str(summary_path),
-        *args,
-        users=None,
-        run_time=None,
-        timeout_s=150,
-    )
-    assert summary_path.is_file(), result.stderr[-3000:]
-    return result, json.loads(summary_path.read_text())
+    return summarized_run(tmp_path, scenario, KNEE_PROFILE, *args, timeout_s=150)
 
 
 def records_of(output_dir: Path) -> list[dict[str, Any]]:

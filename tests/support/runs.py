@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,23 @@ def run_against_emulator(tmp_path: Path, scenario: Path, profile: dict, *args: s
     finally:
         emulator.stop()
     return result, messages_truth(tmp_path / "truth.jsonl")
+
+
+def summarized_run(tmp_path: Path, scenario: dict, profile: dict, *args: str, timeout_s: float = 120) -> tuple[LocustResult, dict]:
+    """`locust --headless` of `scenario` with the built-in emulator on `profile`, the users and
+    run time the scenario's own: the run and its JSON summary."""
+    summary_path = tmp_path / "summary.json"
+    result = run_locust(
+        tmp_path,
+        write_yaml(tmp_path / "scenario.yaml", scenario),
+        "--emulator-profile",
+        str(write_yaml(tmp_path / "profile.yaml", profile)),
+        "--summary-json",
+        str(summary_path),
+        *args,
+        users=None,
+        run_time=None,
+        timeout_s=timeout_s,
+    )
+    assert summary_path.is_file(), result.stderr[-3000:]
+    return result, json.loads(summary_path.read_text())
