@@ -291,12 +291,15 @@ def render_arrivals(summary: Summary) -> list[str]:
     return lines
 
 
+_LIMIT_ORDER = {name: index for index, name in enumerate(("requests", "tokens", "input_tokens", "output_tokens"))}
+
+
 def rate_limits_line(model: str, figures: RateLimitFigures) -> str:
     """A model's rate-limit headroom in one line: each limit and its lowest remaining share, the 429s."""
     lows = figures.lowest_remaining
     limits = ", ".join(
         f"{bucket} {fmt_int(limit)}" + (f" (lowest left {fmt_share(lows[bucket].share)})" if bucket in lows else "")
-        for bucket, limit in figures.limits.items()
+        for bucket, limit in sorted(figures.limits.items(), key=lambda item: _LIMIT_ORDER.get(item[0], len(_LIMIT_ORDER)))
     )
     line = f"rate limits {model}: {limits or 'no headers'}"
     if figures.rate_limited and figures.first_429_at is not None:
