@@ -2,11 +2,12 @@
 in 200 ms (100 ms to the first token, 20 tokens at 200 tokens/s, no jitter), so 10 requests/s
 is the most it serves without a queue; past it requests queue and their TTFT grows with the
 queue. Constant arrivals leave no queue below the knee, so a TTFT SLO just above the service's
-own TTFT finds it. Real `locust` processes (one alone, a master with workers), short steps.
+own TTFT finds it. Real `locust` processes (one alone, a master with workers, one with its web UI), short steps.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from tests.support.cluster import Cluster
 from tests.support.processes import LocustResult, write_yaml
 from tests.support.runs import summarized_run
 from tests.support.webui import LocustUI, new_page
-from tests.test_webui import poll, screenshot, start_from_form
+from tests.test_webui import download, poll, screenshot, start_from_form
 
 KNEE_RPS = 10.0
 SERVERS = 2
@@ -112,19 +113,6 @@ def test_a_rate_sweep_across_a_cluster_finds_the_same_knee(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_a_user_sweep_finds_as_many_users_as_servers(tmp_path: Path) -> None:
-    scenario = knee_scenario()
-    scenario["load"] = {"warmup": "1s"}
-    scenario["sweep"] = {"users": [1, 2, 4], "step_time": "2s", "resolution": "10%"}
-    result, summary = sweep_run(tmp_path, scenario)
-    sweep = summary["sweep"]
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert sweep["kind"] == "users" and sweep["sustainable_users"] == SERVERS
-    assert [step["value"] for step in sweep["steps"]] == [1, 2, 4, 3]
-    check_steps_count_their_records(summary, records_of(tmp_path / "runs"))
-
-
-@pytest.mark.slow
 def test_a_sweep_in_which_no_step_meets_the_slos_exits_1(tmp_path: Path) -> None:
     scenario = knee_scenario(rates=["4/s", "8/s"])
     scenario["slos"] = {"ttft_p95_ms": 50}  # below the service's own 100 ms
@@ -166,9 +154,13 @@ def test_a_sweep_chosen_in_the_web_ui_form_runs_and_its_tab_shows_the_steps(tmp_
             lambda: (rows := page.evaluate(READ_SWEEP_TABLE)) and "still running" not in rows[-1][1] and rows, "the tab's last rows", 10
         )
         sweep = summary["sweep"]
-        assert sweep["state"] == "done" and sweep["sustainable_users"] == SERVERS
+        assert sweep["state"] == "done" and sweep["sustainable_users"] == SERVERS  # as many users as servers
+        assert sweep["kind"] == "users" and [step["passed"] for step in sweep["steps"]] == [True, False]
         assert [row[1] for row in final[:-1]] == [step["label"] + (" (bisection)" if step["bisection"] else "") for step in sweep["steps"]]
         assert final[-1][1].startswith(f"sustainable {sweep['sustainable_label']} under the SLOs")
         screenshot(page, "sweep-tab")
+        page.get_by_role("tab", name="Download Data").click()
+        summary = json.loads(download(page, "Download Claude summary (JSON)", tmp_path / "summary.json").read_text())
+        check_steps_count_their_records(summary, records_of(tmp_path / "runs"))
     finally:
         ui.stop()
