@@ -8,6 +8,8 @@ secret (harness/workerauth.py: a worker that has not joined gets none of them):
   key goes to) and the worker's share of the limits. Sent at test start, and to a worker
   that joins later (a worker joining mid-run may get Locust's spawn message before its plugin
   is initialised: its users wait).
+  The run message also carries the entries of the scenario's dataset prompts (workers need no
+  copy of the files), compressed.
 - master -> worker `claude_share`: the worker's share of the budget and of --max-requests
   (harness/shares.py), every second while the run has such limits.
 - master -> worker `claude_arrivals`: in an open loop, the worker's share of the arrivals
@@ -44,6 +46,7 @@ from locust.stats import StatsEntry
 
 from harness import __version__, locust_env
 from harness.cluster_arrivals import ARRIVALS_MESSAGE, ArrivalShare, ClusterArrivals
+from harness.datasets import received_datasets, shipped_datasets
 from harness.openloop import ArrivalCounts
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
 from harness.shares import INTERVAL_S, Share, Spent, split
@@ -147,6 +150,7 @@ class MasterLink:
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
         self.arrivals: ClusterArrivals | None = None  # an open loop's split among the workers
+        self._datasets: dict[str, str] = {}  # the dataset entries shipped with the run
         runner = self.runner
         runner.register_message(REFUSED_MESSAGE, self._on_refused)
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
@@ -163,6 +167,7 @@ class MasterLink:
             "startup_host": self.startup_host,
             "share": share.as_dict(),
             "sweep_steps": self._sweep_windows(),
+            "datasets": self._datasets,
         }
 
     def _sweep_windows(self) -> list[list[float]]:
@@ -185,6 +190,7 @@ class MasterLink:
 
     def start_run(self, run_id: str) -> None:
         self.run_id = run_id
+        self._datasets = shipped_datasets(self.scenario)  # compressed once for every worker
         self.epoch = 0
         runner = self.runner
         # every worker of the run is known from the start: one that dies before its first
@@ -400,6 +406,7 @@ class WorkerLink:
             runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
             return
         logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
+        scenario._datasets = received_datasets(data.get("datasets") or {})
         share, windows = Share.from_dict(data.get("share")), data.get("sweep_steps") or []
         self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"), share, windows)
 

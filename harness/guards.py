@@ -49,10 +49,13 @@ def max_cost_per_request(scenario: Scenario, prices: PriceTable) -> float | None
         if price is None:
             return None
         for prompt in scenario.prompts:
-            text = len((prompt.system or "") if isinstance(prompt.system, str) else str(prompt.system or ""))
+            text: float = len((prompt.system or "") if isinstance(prompt.system, str) else str(prompt.system or ""))
             text += sum(len(str(m.content)) for m in prompt.messages or [])
+            entries = scenario._datasets.get(prompt.name) or []  # a dataset: its entries' mean size, their largest max_tokens
+            text += sum(len(str(entry.messages)) + len(str(entry.system or "")) for entry in entries) / max(len(entries), 1)
+            max_tokens = max([prompt.max_tokens, *(entry.max_tokens or 0 for entry in entries)])
             input_tokens = (prompt.input_tokens or 0) + text / BYTES_PER_TOKEN
-            one = (input_tokens * price.input + prompt.max_tokens * price.output) / 1_000_000
+            one = (input_tokens * price.input + max_tokens * price.output) / 1_000_000
             cost += model.weight / model_total * prompt.weight / prompt_total * one
     return cost
 

@@ -39,7 +39,7 @@ def with_overrides(scenario: Scenario, load: dict[str, str], sweep: str | None =
         data = _swept(data, steps.split(","))
         flags.append(f"--sweep {steps}")
     changed = scenario_from_dict(data, source=f"{scenario.source} with {' '.join(flags)}")
-    changed._source = scenario.source
+    changed._source, changed._datasets = scenario.source, scenario._datasets
     return changed
 
 

@@ -19,6 +19,7 @@ from harness.scenario import DEFAULT_ANTHROPIC_VERSION, Prompt, Scenario
 __all__ = [
     "BYTES_PER_TOKEN",
     "DEFAULT_ANTHROPIC_VERSION",
+    "body_bytes",
     "build_body",
     "build_body_bytes",
     "build_headers",
@@ -278,15 +279,20 @@ def build_messages(prompt: Prompt, scenario: Scenario) -> list[dict[str, Any]]:
 
 
 def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
-    """The JSON body for ``POST /v1/messages`` (a fresh dict; safe to modify)."""
+    """The JSON body for ``POST /v1/messages`` (a fresh dict; safe to modify). A dataset entry's
+    messages, system, max_tokens and tools take the place of the prompt's."""
     prompt = pick.prompt
+    entry = scenario._datasets[prompt.name][pick.entry] if pick.entry is not None else None
     body: dict[str, Any] = {
         "model": pick.model,
-        "max_tokens": prompt.max_tokens,
-        "messages": build_messages(prompt, scenario),
+        "max_tokens": (entry.max_tokens if entry is not None else None) or prompt.max_tokens,
+        "messages": copy.deepcopy(list(entry.messages)) if entry is not None else build_messages(prompt, scenario),
     }
-    if prompt.system is not None:
-        body["system"] = copy.deepcopy(prompt.system)
+    system = entry.system if entry is not None and entry.system is not None else prompt.system
+    if system is not None:
+        body["system"] = copy.deepcopy(system)
+    if entry is not None and entry.tools:
+        body["tools"] = copy.deepcopy(list(entry.tools))
     if prompt.temperature is not None:
         body["temperature"] = prompt.temperature
     if prompt.thinking is not None:
@@ -298,14 +304,20 @@ def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
     return body
 
 
+def body_bytes(body: dict[str, Any]) -> bytes:
+    """A body serialized to compact UTF-8 JSON."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def build_body_bytes(pick: Pick, scenario: Scenario) -> bytes:
-    """:func:`build_body` serialized to compact UTF-8 JSON, cached per (model, prompt, stream)."""
+    """:func:`build_body` serialized, cached per (model, prompt, stream) (a dataset entry's: not cached)."""
+    if pick.entry is not None:
+        return body_bytes(build_body(pick, scenario))
     cache = scenario._cache
     key = ("body", pick.model, pick.prompt.name, bool(pick.stream))
     data = cache.get(key)
     if data is None:
-        data = json.dumps(build_body(pick, scenario), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        cache[key] = data
+        data = cache[key] = body_bytes(build_body(pick, scenario))
     return data
 
 

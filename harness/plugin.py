@@ -237,7 +237,7 @@ class Session:
             start = self.link.arrivals.start(max(0.0, until_s - MARGIN_S) if until_s is not None else None)
         elif run.open_loop is not None:
             run.open_loop.start(time.perf_counter_ns(), until_s)
-        if load.warmup_s:
+        if load.warmup_s and self.scenario.sweep is None:  # (a sweep's warm-up is each step's)
             self._warmup = gevent.spawn_later(start + load.warmup_s - time.time(), self._end_warmup)
 
     def _nothing_to_start(self, run: HarnessRun) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import payload
+from harness.datasets import EntryOrder
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
 from harness.failures import Backoff, FailFast, Retrying
 from harness.headroom import Headroom
@@ -121,6 +122,11 @@ class HarnessRun:
         self.fail_fast = self._new_fail_fast()
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
+        self._in_order = {  # a dataset sent in its file's order: one order for all the process's users
+            index: EntryOrder(len(config.scenario._datasets[prompt.name]), "sequential", 0)
+            for index, prompt in enumerate(config.scenario.prompts)
+            if prompt.dataset is not None and prompt.dataset.order == "sequential"
+        }
         self._retry_seq = itertools.count()
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
@@ -193,7 +199,7 @@ class HarnessRun:
         return Retrying(lambda prompt: self.scenario.retries_for(self._prompts[prompt]), rng)
 
     def new_sampler(self) -> Sampler:
-        return Sampler(self.scenario, seed=self.scenario.seed * 1_000_003 + next(self._user_seq))
+        return Sampler(self.scenario, seed=self.scenario.seed * 1_000_003 + next(self._user_seq), shared=self._in_order)
 
     def new_transport(self) -> Transport:
         return self._shared_transport or FastTransport(self.config.target, self.config.scenario.timeouts.connect_s)
@@ -203,15 +209,18 @@ class HarnessRun:
             transport.close()
 
     def prepare(self, pick: Pick) -> PreparedRequest:
+        """The request of a pick: built once per (model, prompt, stream); a dataset entry's is
+        built for each request (a dataset's bodies, all kept, would hold it in memory twice)."""
         key = (pick.model, pick.prompt.name, pick.stream)
-        request = self._prepared.get(key)
+        request = self._prepared.get(key) if pick.entry is None else None
         if request is None:
             body = payload.build_body(pick, self.scenario)
             timeouts = self.scenario.timeouts
             if pick.prompt.timeout_s:
                 timeouts = timeouts.model_copy(update={"total_s": pick.prompt.timeout_s})
-            data = payload.build_body_bytes(pick, self.scenario)
-            request = self._prepared[key] = PreparedRequest(body, data, pick.stream, timeouts)
+            request = PreparedRequest(body, payload.body_bytes(body), pick.stream, timeouts)
+            if pick.entry is None:
+                self._prepared[key] = request
         return request
 
     def admit(self) -> bool:

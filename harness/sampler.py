@@ -11,17 +11,20 @@ import bisect
 import random
 from typing import NamedTuple
 
+from harness.datasets import EntryOrder
 from harness.scenario import Prompt, Scenario
 
 __all__ = ["Pick", "Sampler"]
 
 
 class Pick(NamedTuple):
-    """One sampled request: which model, which prompt, streaming or not."""
+    """One sampled request: which model, which prompt, streaming or not (and for a dataset
+    prompt, which of its entries)."""
 
     model: str
     prompt: Prompt
     stream: bool
+    entry: int | None = None
 
     @property
     def mode(self) -> str:
@@ -33,10 +36,12 @@ class Sampler:
 
     Every ``next()`` draws exactly three numbers from its own ``random.Random(seed)``, so a
     sequence of picks depends only on the scenario and the seed. A stream share of 0 never
-    streams and 1 always does.
+    streams and 1 always does. A dataset prompt's entry comes from its own order (seeded apart:
+    the other picks do not change with it).
     """
 
-    def __init__(self, scenario: Scenario, seed: int = 0):
+    def __init__(self, scenario: Scenario, seed: int = 0, shared: dict[int, EntryOrder] | None = None):
+        """`shared`: entry orders the process's samplers share (a file sent in order), by prompt index."""
         self.scenario = scenario
         self.seed = seed
         self._rng = random.Random(seed)
@@ -45,6 +50,11 @@ class Sampler:
         self._prompts = list(scenario.prompts)
         self._prompt_cum = self._cumulative([p.weight for p in scenario.prompts])
         self._shares = [scenario.stream if p.stream is None else float(p.stream) for p in scenario.prompts]
+        self._orders = {
+            index: EntryOrder(len(scenario._datasets[p.name]), p.dataset.order, seed * 7_919 + index)
+            for index, p in enumerate(scenario.prompts)
+            if p.dataset is not None
+        } | (shared or {})
 
     @staticmethod
     def _cumulative(weights: list[float]) -> list[float]:
@@ -63,7 +73,8 @@ class Sampler:
         model = self._models[self._index(self._model_cum)]
         pi = self._index(self._prompt_cum)
         stream = self._rng.random() < self._shares[pi]
-        return Pick(model, self._prompts[pi], stream)
+        order = self._orders.get(pi)
+        return Pick(model, self._prompts[pi], stream, order.next() if order is not None else None)
 
     def __iter__(self) -> Sampler:
         return self

@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from harness import yamlfile
+from harness.datasets import DatasetError, DatasetRef, Entry, load_entries
 from harness.fields import StrictModel, parse_timespan
 from harness.load import Load
 from harness.pricing import Price
@@ -240,6 +241,7 @@ class Prompt(StrictModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
     failures: PromptFailures = Field(default_factory=lambda: PromptFailures())
+    dataset: DatasetRef | None = None  # each request one of the file's (its max_tokens: for entries without their own)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -260,8 +262,10 @@ class Prompt(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Prompt:
-        if self.messages is None and self.input_tokens is None:
-            raise field_error("", "needs 'messages' (the conversation) or 'input_tokens' (a synthetic prompt)")
+        if self.dataset is not None and (self.messages is not None or self.input_tokens is not None):
+            raise field_error("dataset", "a dataset's entries are the conversations: leave out 'messages' and 'input_tokens'")
+        if self.messages is None and self.input_tokens is None and self.dataset is None:
+            raise field_error("", "needs 'messages' (the conversation), 'input_tokens' (a synthetic prompt) or 'dataset' (a file)")
         if self.messages is not None and self.messages[0].role != "user":
             raise field_error("messages[0].role", f"the first message must be 'user' (got {self.messages[0].role!r})")
         if self.cache_synthetic and self.input_tokens is None:
@@ -371,6 +375,7 @@ class Scenario(StrictModel):
 
     _source: str = PrivateAttr(default="<scenario>")
     _cache: dict = PrivateAttr(default_factory=dict)  # used by harness.payload
+    _datasets: dict[str, list[Entry]] = PrivateAttr(default_factory=dict)  # a dataset prompt's entries, by its name
 
     @field_validator("anthropic_version", mode="before")
     @classmethod
@@ -542,7 +547,14 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(source, [("", yaml_problem(exc))]) from None
     if data is None:
         raise ScenarioError(source, [("", "the file is empty; a scenario needs at least name, models and prompts")])
-    return scenario_from_dict(data, source=source)
+    scenario = scenario_from_dict(data, source=source)
+    for index, prompt in enumerate(scenario.prompts):
+        if prompt.dataset is not None:
+            try:
+                scenario._datasets[prompt.name] = load_entries(p.parent / prompt.dataset.path, prompt.dataset.format, prompt.dataset.column)
+            except DatasetError as exc:
+                raise ScenarioError(source, [(f"prompts[{index}].dataset.path", str(exc))]) from None
+    return scenario
 
 
 def scenario_from_dict(data: dict, source: str = "<scenario>") -> Scenario:

@@ -1,0 +1,205 @@
+"""Prompt datasets from files: the requests of a dataset are read, checked and kept in memory at
+start-up, then drawn at random (seeded) or in order.
+
+Formats (one entry per request):
+- `messages`: JSON lines, each a Messages request's content: `messages` (required, the first
+  a user message), optional `system`, `max_tokens`, `tools`, `metadata` (kept, not sent);
+- `sharegpt`: a JSON array or JSON lines of ShareGPT conversations
+  (`{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}, ...]}`): the turns
+  up to the last human one, as user and assistant messages;
+- `text`: one prompt per line (blank lines skipped);
+- `csv`: one prompt per row, from the column `column` (a header row names the columns).
+
+A bad file is one clear error: the file, the line (or entry) and the field. Entries keep their
+line numbers for the messages that name them later.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import random
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness.fields import StrictModel
+
+DatasetFormat = Literal["messages", "sharegpt", "text", "csv"]
+FORMATS: tuple[DatasetFormat, ...] = ("messages", "sharegpt", "text", "csv")
+MAX_DATASET_BYTES = 256 * 1024 * 1024  # read into memory: a larger file is refused
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bard": "assistant"}
+
+
+class DatasetRef(StrictModel):
+    """A prompt's requests from a file (`prompts[].dataset`), its path relative to the scenario's."""
+
+    path: str = Field(min_length=1)
+    format: DatasetFormat
+    order: Literal["random", "sequential"] = "random"
+    column: str = Field(default="prompt", min_length=1)  # csv: the prompts' column
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be used: one line naming the file, the line and the field."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request of a dataset."""
+
+    line: int  # its line (or, in a JSON array, its position) in the file, from 1
+    messages: tuple[dict[str, Any], ...]
+    system: Any = None
+    max_tokens: int | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+
+
+def load_entries(path: Path, kind: DatasetFormat, column: str = "prompt") -> list[Entry]:
+    """Every entry of the file; DatasetError names the first problem."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the dataset: {error.strerror or error}") from None
+    if size > MAX_DATASET_BYTES:
+        raise DatasetError(f"{path}: {size:,} bytes; a dataset is read into memory, at most {MAX_DATASET_BYTES:,}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    entries = list(_PARSERS[kind](path, text, column))
+    if not entries:
+        raise DatasetError(f"{path}: no entries (format {kind})")
+    return entries
+
+
+def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"{path}: line {number}: not JSON ({error.msg}, column {error.colno})") from None
+
+
+def _messages_entries(path: Path, text: str, _column: str) -> Iterator[Entry]:
+    for number, data in _json_lines(path, text):
+        where = f"{path}: line {number}"
+        if not isinstance(data, dict):
+            raise DatasetError(f"{where}: a JSON object with `messages` expected (got {type(data).__name__})")
+        unknown = sorted(set(data) - {"messages", "system", "max_tokens", "tools", "metadata"})
+        if unknown:
+            raise DatasetError(f"{where}: {unknown[0]}: not a field of an entry (messages, system, max_tokens, tools, metadata)")
+        max_tokens = data.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+            raise DatasetError(f"{where}: max_tokens: a whole number >= 1 (got {max_tokens!r})")
+        tools = data.get("tools")
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) and tool.get("name") for tool in tools)):
+            raise DatasetError(f"{where}: tools: a list of tool definitions, each with a `name`")
+        yield Entry(number, _checked_messages(where, data.get("messages")), data.get("system"), max_tokens, tuple(tools) if tools else None)
+
+
+def _checked_messages(where: str, messages: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(messages, list) or not messages:
+        raise DatasetError(f"{where}: messages: a non-empty list of messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise DatasetError(f"{where}: messages[{index}].role: 'user' or 'assistant'")
+        content = message.get("content")
+        if not (isinstance(content, str) and content) and not (isinstance(content, list) and content):
+            raise DatasetError(f"{where}: messages[{index}].content: a non-empty string or list of content blocks")
+    if messages[0]["role"] != "user":
+        raise DatasetError(f"{where}: messages[0].role: the first message must be 'user'")
+    return tuple(messages)
+
+
+def _sharegpt_entries(path: Path, text: str, _column: str) -> Iterator[Entry]:
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = list(enumerate(json.loads(text), 1))
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"{path}: not JSON ({error.msg}, line {error.lineno})") from None
+        label = "entry"
+    else:
+        items, label = list(_json_lines(path, text)), "line"
+    for number, data in items:
+        where = f"{path}: {label} {number}"
+        turns = data.get("conversations") if isinstance(data, dict) else None
+        if not isinstance(turns, list):
+            raise DatasetError(f"{where}: conversations: a list of turns ({{from, value}}) expected")
+        messages = []
+        for index, turn in enumerate(turns):
+            role = _ROLES.get(str(turn.get("from", "")).lower()) if isinstance(turn, dict) else None
+            if role is None or not isinstance(turn.get("value"), str):
+                raise DatasetError(f"{where}: conversations[{index}]: `from` human or gpt, and a string `value`")
+            messages.append({"role": role, "content": turn["value"]})
+        while messages and messages[-1]["role"] != "user":  # up to the last human turn: what the model answers
+            messages.pop()
+        if messages and messages[0]["role"] == "user" and all(message["content"] for message in messages):
+            yield Entry(number, tuple(messages))
+        # conversations that do not start with a human turn, or have empty turns, are skipped
+
+
+def _text_entries(path: Path, text: str, _column: str) -> Iterator[Entry]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield Entry(number, ({"role": "user", "content": line.strip()},))
+
+
+def _csv_entries(path: Path, text: str, column: str) -> Iterator[Entry]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or column not in reader.fieldnames:
+        raise DatasetError(f"{path}: no column {column!r} in the header (columns: {', '.join(reader.fieldnames or [])})")
+    for row in reader:
+        prompt = (row.get(column) or "").strip()
+        if prompt:
+            yield Entry(reader.line_num, ({"role": "user", "content": prompt},))
+
+
+_PARSERS = {"messages": _messages_entries, "sharegpt": _sharegpt_entries, "text": _text_entries, "csv": _csv_entries}
+
+
+class EntryOrder:
+    """Which entry each request of a process sends: drawn at random (seeded), or in the file's
+    order from this process's place (worker `index` of `count` takes entries index, index +
+    count, ...), round and round."""
+
+    def __init__(self, size: int, order: Literal["random", "sequential"], seed: int, index: int = 0, count: int = 1) -> None:
+        self.size, self.order = size, order
+        self._rng = random.Random(seed)
+        self._next = index % size
+        self._step = count
+
+    def next(self) -> int:
+        if self.order == "random":
+            return self._rng.randrange(self.size)
+        current = self._next
+        self._next = (self._next + self._step) % self.size
+        return current
+
+
+def shipped_datasets(scenario: Any) -> dict[str, str]:
+    """A scenario's dataset entries as the master ships them to its workers: per prompt, the
+    entries' JSON, zlib-compressed, base64 (workers need no copy of the files)."""
+    return {
+        name: base64.b64encode(zlib.compress(json.dumps([asdict(entry) for entry in entries]).encode(), 6)).decode()
+        for name, entries in scenario._datasets.items()
+    }
+
+
+def received_datasets(shipped: dict[str, str]) -> dict[str, list[Entry]]:
+    """The entries a worker got from its master (`shipped_datasets`)."""
+    return {name: [_entry(item) for item in json.loads(zlib.decompress(base64.b64decode(data)))] for name, data in shipped.items()}
+
+
+def _entry(item: dict[str, Any]) -> Entry:
+    tools = item.get("tools")
+    return Entry(item["line"], tuple(item["messages"]), item.get("system"), item.get("max_tokens"), tuple(tools) if tools else None)
