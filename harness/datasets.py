@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from harness.fields import StrictModel
 
@@ -44,6 +44,39 @@ class DatasetRef(StrictModel):
     format: DatasetFormat
     order: Literal["random", "sequential"] = "random"
     column: str = Field(default="prompt", min_length=1)  # csv: the prompts' column
+
+
+DEFAULT_MAX_TOKENS = 1024  # a top-level dataset's max_tokens, for entries without their own
+
+
+class DatasetPrompt(DatasetRef):
+    """An entry of the scenario's top-level `datasets:` (a prompt of its own, named after its file)."""
+
+    name: str | None = Field(default=None, min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+
+    def as_prompt(self) -> dict[str, Any]:
+        ref = self.model_dump(include={"path", "format", "order", "column"})
+        return {"name": self.name or Path(self.path).stem, "weight": self.weight, "max_tokens": self.max_tokens, "dataset": ref}
+
+
+def datasets_as_prompts(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """A scenario's raw data with its top-level `datasets:` as prompts after its own; or, for a
+    bad entry, the data as it is and (field, problem) of the first problem."""
+    datasets = data.get("datasets")
+    if datasets is None:
+        return data, None
+    if not isinstance(datasets, list):
+        return data, ("datasets", "a list of datasets ({path, format, weight, order, name, max_tokens, column})")
+    prompts = list(data.get("prompts") or [])
+    for index, item in enumerate(datasets):
+        try:
+            prompts.append(DatasetPrompt.model_validate(item).as_prompt())
+        except ValidationError as error:
+            first = error.errors()[0]
+            return data, (".".join(str(part) for part in (f"datasets[{index}]", *first["loc"])), first["msg"])
+    return {key: value for key, value in data.items() if key != "datasets"} | {"prompts": prompts}, None
 
 
 class DatasetError(Exception):

@@ -158,7 +158,7 @@ class MasterLink:
         environment.events.worker_connect.add_listener(self._on_connect)
         environment.events.heartbeat_sent.add_listener(self._on_heartbeat)
 
-    def _payload(self, share: Share) -> dict[str, Any]:
+    def _payload(self, share: Share, client_id: str) -> dict[str, Any]:
         return {
             "version": __version__,
             "run_id": self.run_id,
@@ -168,7 +168,14 @@ class MasterLink:
             "share": share.as_dict(),
             "sweep_steps": self._sweep_windows(),
             "datasets": self._datasets,
+            "dataset_split": self._dataset_split(client_id),
         }
+
+    def _dataset_split(self, client_id: str) -> list[int]:
+        """A worker's share of a dataset sent in order: [index, count] among the working workers
+        (as they are when it gets the run: a worker joining later may overlap another's)."""
+        working = self.working()
+        return [working.index(client_id), len(working)] if client_id in working else [0, 1]
 
     def _sweep_windows(self) -> list[list[float]]:
         """A sweep's step windows so far: [step, from, until] (epoch s) each."""
@@ -197,7 +204,7 @@ class MasterLink:
         # report is still named as lost
         self.workers = {client.id: WorkerState(client.id, self._name(client.id)) for client in runner.clients.all}
         for client_id, share in self.shares().items():
-            runner.send_message(RUN_MESSAGE, self._payload(share), client_id=client_id)
+            runner.send_message(RUN_MESSAGE, self._payload(share, client_id), client_id=client_id)
         self._stop_splitting()
         if any(limit is not None for limit in self.limits()):
             self._splitting = gevent.spawn(self._keep_splitting)
@@ -252,7 +259,7 @@ class MasterLink:
         if self.run_id is not None:
             logger.info("worker %s joined the running test: sending it run %s", client_id, self.run_id)
             share = self.shares().get(client_id, Share())
-            self.runner.send_message(RUN_MESSAGE, self._payload(share), client_id=client_id)
+            self.runner.send_message(RUN_MESSAGE, self._payload(share, client_id), client_id=client_id)
 
     def _on_heartbeat(self, client_id: str, timestamp: float, **_: Any) -> None:
         state = self.workers.get(client_id)
@@ -407,6 +414,7 @@ class WorkerLink:
             return
         logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
         scenario._datasets = received_datasets(data.get("datasets") or {})
+        scenario._dataset_split = tuple(data.get("dataset_split") or (0, 1))
         share, windows = Share.from_dict(data.get("share")), data.get("sweep_steps") or []
         self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"), share, windows)
 

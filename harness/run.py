@@ -122,8 +122,8 @@ class HarnessRun:
         self.fail_fast = self._new_fail_fast()
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
-        self._in_order = {  # a dataset sent in its file's order: one order for all the process's users
-            index: EntryOrder(len(config.scenario._datasets[prompt.name]), "sequential", 0)
+        self._in_order = {  # a dataset sent in its file's order: one order for the process's users, its share on a worker
+            index: EntryOrder(len(config.scenario._datasets[prompt.name]), "sequential", 0, *config.scenario._dataset_split)
             for index, prompt in enumerate(config.scenario.prompts)
             if prompt.dataset is not None and prompt.dataset.order == "sequential"
         }

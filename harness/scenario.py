@@ -43,7 +43,7 @@ from pydantic import (
 )
 
 from harness import yamlfile
-from harness.datasets import DatasetError, DatasetRef, Entry, load_entries
+from harness.datasets import DatasetError, DatasetRef, Entry, datasets_as_prompts, load_entries
 from harness.fields import StrictModel, parse_timespan
 from harness.load import Load
 from harness.pricing import Price
@@ -376,6 +376,7 @@ class Scenario(StrictModel):
     _source: str = PrivateAttr(default="<scenario>")
     _cache: dict = PrivateAttr(default_factory=dict)  # used by harness.payload
     _datasets: dict[str, list[Entry]] = PrivateAttr(default_factory=dict)  # a dataset prompt's entries, by its name
+    _dataset_split: tuple[int, int] = PrivateAttr(default=(0, 1))  # a worker's share of an order: (index, count)
 
     @field_validator("anthropic_version", mode="before")
     @classmethod
@@ -428,22 +429,14 @@ class Scenario(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _timeout_shorthand(cls, data: Any) -> Any:
-        """`timeout_s: N` (the older spelling) is `timeouts: {total_s: N}`; an open loop swept by
-        rates starts at the sweep's first."""
-        if isinstance(data, dict):
-            data = with_first_rate(data)
-        if not isinstance(data, dict) or "timeout_s" not in data:
+    def _shorthands(cls, data: Any) -> Any:
+        """The shorter spellings, written out: `timeout_s`, the top-level `datasets:` (prompts
+        after the file's own), and an open loop swept by rates starting at the sweep's first."""
+        if not isinstance(data, dict):
             return data
-        data = dict(data)
-        total = data.pop("timeout_s")
-        timeouts = data.get("timeouts")
-        if timeouts is None:
-            data["timeouts"] = {"total_s": total}
-        elif isinstance(timeouts, dict):
-            if "total_s" in timeouts and timeouts["total_s"] != total:
-                raise field_error("timeout_s", "give the total time limit once: timeout_s or timeouts.total_s")
-            data["timeouts"] = {**timeouts, "total_s": total}
+        data, problem = datasets_as_prompts(with_first_rate(_timeout_written_out(data)))
+        if problem is not None:
+            raise field_error(*problem)
         return data
 
     @model_validator(mode="after")
@@ -523,6 +516,22 @@ class Scenario(StrictModel):
 # --------------------------------------------------------------------------- loading
 
 
+def _timeout_written_out(data: dict[str, Any]) -> dict[str, Any]:
+    """`timeout_s: N` (the older spelling) is `timeouts: {total_s: N}`."""
+    if "timeout_s" not in data:
+        return data
+    data = dict(data)
+    total = data.pop("timeout_s")
+    timeouts = data.get("timeouts")
+    if timeouts is None:
+        data["timeouts"] = {"total_s": total}
+    elif isinstance(timeouts, dict):
+        if "total_s" in timeouts and timeouts["total_s"] != total:
+            raise field_error("timeout_s", "give the total time limit once: timeout_s or timeouts.total_s")
+        data["timeouts"] = {**timeouts, "total_s": total}
+    return data
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file. Any problem raises :class:`ScenarioError`."""
     source = str(path)
@@ -548,12 +557,14 @@ def load_scenario(path: str | Path) -> Scenario:
     if data is None:
         raise ScenarioError(source, [("", "the file is empty; a scenario needs at least name, models and prompts")])
     scenario = scenario_from_dict(data, source=source)
+    own = len(data.get("prompts") or []) if isinstance(data, dict) else 0  # then those of `datasets:`
     for index, prompt in enumerate(scenario.prompts):
         if prompt.dataset is not None:
             try:
                 scenario._datasets[prompt.name] = load_entries(p.parent / prompt.dataset.path, prompt.dataset.format, prompt.dataset.column)
             except DatasetError as exc:
-                raise ScenarioError(source, [(f"prompts[{index}].dataset.path", str(exc))]) from None
+                where = f"prompts[{index}].dataset.path" if index < own else f"datasets[{index - own}].path"
+                raise ScenarioError(source, [(where, str(exc))]) from None
     return scenario
 
 

@@ -134,6 +134,45 @@ def test_a_dataset_prompt_has_no_messages_of_its_own_and_a_known_format(tmp_path
         load_scenario(dataset_scenario(tmp_path, {"path": "chats.jsonl", "format": "parquet"}))
 
 
+def test_the_top_level_datasets_are_prompts_named_after_their_files(tmp_path: Path) -> None:
+    write_lines(tmp_path / "chats.jsonl", CHATS)
+    (tmp_path / "prompts.txt").write_text("one\ntwo\n", encoding="utf-8")
+    path = write_yaml(
+        tmp_path / "scenario.yaml",
+        {
+            "name": "ds",
+            "models": ["claude-haiku-4-5"],
+            "datasets": [
+                {"path": "chats.jsonl", "format": "messages", "weight": 3, "order": "sequential"},
+                {"path": "prompts.txt", "format": "text", "name": "plain", "max_tokens": 50},
+            ],
+        },
+    )
+    scenario = load_scenario(path)
+    assert [(p.name, p.weight, p.max_tokens) for p in scenario.prompts] == [("chats", 3.0, 1024), ("plain", 1.0, 50)]
+    assert len(scenario._datasets["chats"]) == 3 and len(scenario._datasets["plain"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("datasets", "problem"),
+    [
+        ([{"path": "chats.jsonl", "format": "parquet"}], "datasets[0].format: Input should be 'messages', 'sharegpt', 'text' or 'csv'"),
+        ([{"path": "chats.jsonl", "format": "text", "colour": 1}], "datasets[0].colour: Extra inputs are not permitted"),
+        ("chats.jsonl", "datasets: a list of datasets"),
+        ([{"path": "missing.jsonl", "format": "text"}], "datasets[0].path: "),
+    ],
+)
+def test_a_bad_top_level_dataset_names_its_own_field(tmp_path: Path, datasets: Any, problem: str) -> None:
+    write_lines(tmp_path / "chats.jsonl", CHATS)
+    path = write_yaml(
+        tmp_path / "scenario.yaml",
+        {"name": "ds", "models": ["m"], "prompts": [{"name": "p", "max_tokens": 5, "input_tokens": 3}], "datasets": datasets},
+    )
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value).startswith(f"{path}: {problem}")
+
+
 # --- drawing and sending -------------------------------------------------------------------------
 def loaded(tmp_path: Path, order: str = "random") -> Scenario:
     write_lines(tmp_path / "chats.jsonl", CHATS)
