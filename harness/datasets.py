@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import random
@@ -236,3 +237,9 @@ def received_datasets(shipped: dict[str, str]) -> dict[str, list[Entry]]:
 def _entry(item: dict[str, Any]) -> Entry:
     tools = item.get("tools")
     return Entry(item["line"], tuple(item["messages"]), item.get("system"), item.get("max_tokens"), tuple(tools) if tools else None)
+
+
+def entries_digest(entries: list[Entry]) -> str:
+    """A digest of the entries as read (their canonical JSON): the run's summary names it."""
+    canonical = json.dumps([asdict(entry) for entry in entries], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -41,10 +41,11 @@ REQUEST_FIELDS = (
     "app_latency_ms",
     "app_ttft_ms",
     "send_lag_ms",
+    "entry",
     *(f"ratelimit_{bucket}_{kind}" for bucket in BUCKETS for kind in ("limit", "remaining")),
 )
 INT_FIELDS = frozenset(
-    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window", "attempt"}
+    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "http_status", "window", "attempt", "entry"}
     | {name for name in REQUEST_FIELDS if name.startswith("ratelimit_")}
 )
 STRING_FIELDS = frozenset({"request_id", "error_type", "event", "detail"})
@@ -127,6 +128,7 @@ def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
         "app_ttft_ms": record.app_ttft_ms,
         # in an open loop: how late it was sent (its point is stamped at the time it was due)
         "send_lag_ms": record.send_lag_ms,
+        "entry": record.entry,  # a dataset prompt's request: its entry's line in the file
         # the API's rate-limit headers (harness/headroom.py): each limit and what remained of it
         **rate_limit_fields(record),
     }

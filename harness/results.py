@@ -142,6 +142,14 @@ class ScenarioInfo(_Result):
     content: dict[str, Any]
 
 
+class DatasetInfo(_Result):
+    """A dataset prompt's entries as the run read them: how many, and their digest (the same
+    entries give the same digest, wherever the file was)."""
+
+    entries: int = Field(ge=1)
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
 class RunInfo(_Result):
     """Everything needed to reproduce the run; never a secret."""
 
@@ -160,6 +168,7 @@ class RunInfo(_Result):
     run_time_s: int | None = None
     seeds: dict[str, int | None]
     versions: dict[str, str]
+    datasets: dict[str, DatasetInfo] = Field(default_factory=dict, description="per dataset prompt: what its file held")
 
 
 class Accounting(_Result):

@@ -250,6 +250,8 @@ class HarnessRun:
         now_ns = time.perf_counter_ns()
         attempt = 1 if previous is None else previous.attempt + 1
         record = TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=now_ns, attempt=attempt)
+        if pick.entry is not None:
+            record.entry = self.scenario._datasets[pick.prompt.name][pick.entry].line
         if arrival is not None:
             record.scheduled_ns = arrival.scheduled_ns
             record.scheduled_wall_ns = time.time_ns() - (now_ns - arrival.scheduled_ns)

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.arrivals import RateProfile
+from harness.datasets import entries_digest
 from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_num, fmt_share, fmt_tps
 from harness.results import (
     Accounting,
     Application,
     Arrivals,
+    DatasetInfo,
     Group,
     Health,
     LabelGroup,
@@ -68,6 +70,7 @@ def _run_info(run: HarnessRun, options: Any, ended: float) -> RunInfo:
         spawn_rate=getattr(options, "spawn_rate", None),
         run_time_s=getattr(options, "run_time", None),
         seeds={"scenario": scenario.seed, "emulator": getattr(options, "emulator_seed", None)},
+        datasets={name: DatasetInfo(entries=len(entries), sha256=entries_digest(entries)) for name, entries in scenario._datasets.items()},
         versions=_versions(),
     )
 

@@ -104,6 +104,7 @@ class TimingRecord:
     send_lag_ms: float | None = None
     scheduled_ns: int | None = None  # perf_counter_ns; not written (it means nothing outside the process)
     step: int | None = None  # in a sweep: the step whose measured window it was due (or sent) in
+    entry: int | None = None  # a dataset prompt's request: its entry's line in the file
 
     @property
     def latency_from_schedule_ms(self) -> float | None:

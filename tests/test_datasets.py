@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from harness.datasets import Entry, EntryOrder, load_entries, received_datasets, shipped_datasets
+from harness.datasets import Entry, EntryOrder, entries_digest, load_entries, received_datasets, shipped_datasets
 from harness.load_options import with_overrides
 from harness.payload import build_body
+from harness.records import RECORDS_FILE, read_records
 from harness.sampler import Sampler
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from tests.support.cluster import Cluster
@@ -213,11 +214,18 @@ def distinct_sizes(truth: list[dict[str, Any]]) -> set[int]:
 @pytest.mark.slow
 def test_a_dataset_runs_headless_each_entry_reaching_the_server(tmp_path: Path) -> None:
     scenario = loaded(tmp_path, "sequential")
-    result, truth = run_against_emulator(tmp_path, Path(scenario.source), FAST_PROFILE, users=1, run_time="3s")
+    summary_path = tmp_path / "summary.json"
+    result, truth = run_against_emulator(
+        tmp_path, Path(scenario.source), FAST_PROFILE, "--summary-json", str(summary_path), users=1, run_time="3s"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sizes = [row["input_tokens"] for row in truth]
     assert len(set(sizes)) == 3 and len(sizes) >= 6
     assert sizes[:3] * (len(sizes) // 3) == sizes[: 3 * (len(sizes) // 3)]  # in the file's order, round and round
+    records = sorted(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))), key=lambda record: record["start_ns"])
+    assert [record["entry"] for record in records] == [1, 2, 3] * (len(records) // 3) + [1, 2, 3][: len(records) % 3]
+    info = json.loads(summary_path.read_text())["run"]["datasets"]
+    assert info == {"chats": {"entries": 3, "sha256": entries_digest(scenario._datasets["chats"])}}
 
 
 @pytest.mark.slow
