@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from harness.conversation import ConversationSpec
 from harness.fields import StrictModel
 
 DatasetFormat = Literal["messages", "sharegpt", "text", "csv"]
@@ -56,10 +57,12 @@ class DatasetPrompt(DatasetRef):
     name: str | None = Field(default=None, min_length=1)
     weight: float = Field(default=1.0, gt=0)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    conversation: ConversationSpec | None = None  # its entries sent as conversations (harness/conversation.py)
 
     def as_prompt(self) -> dict[str, Any]:
         ref = self.model_dump(include={"path", "format", "order", "column"})
-        return {"name": self.name or Path(self.path).stem, "weight": self.weight, "max_tokens": self.max_tokens, "dataset": ref}
+        prompt = {"name": self.name or Path(self.path).stem, "weight": self.weight, "max_tokens": self.max_tokens, "dataset": ref}
+        return prompt | ({"conversation": self.conversation.model_dump()} if self.conversation is not None else {})
 
 
 def datasets_as_prompts(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
@@ -69,7 +72,7 @@ def datasets_as_prompts(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[str
     if datasets is None:
         return data, None
     if not isinstance(datasets, list):
-        return data, ("datasets", "a list of datasets ({path, format, weight, order, name, max_tokens, column})")
+        return data, ("datasets", "a list of datasets ({path, format, weight, order, name, max_tokens, column, conversation})")
     prompts = list(data.get("prompts") or [])
     for index, item in enumerate(datasets):
         try:

@@ -295,7 +295,7 @@ class MasterLink:
         """A report of an older window keeps its counters but no stats: neither ours nor Locust's."""
         report = data.get(REPORT_KEY)
         if report and report.get("run_id") == self.run_id and report.get("window") != self.epoch:
-            report["stats"] = []
+            report["stats"], report["conversations"] = [], {}
             data["stats"], data["errors"] = [], {}
             data["stats_total"] = StatsEntry(self.runner.stats, "Aggregated", "").serialize()
 
@@ -310,6 +310,7 @@ class MasterLink:
         if report.get("steps") is not None and run.steps is not None:
             run.steps.merge(client_id, report["steps"])
         run.headroom.merge_encoded(report.get("headroom") or {})
+        run.conversations.merge_encoded(report.get("conversations") or {})
         state = self._worker(client_id, report["name"])
         now = time.time()
         state.rate_per_s = max(0, report["recorded"] - state.recorded) / max(now - state.counted_from, 1e-3)

@@ -1,8 +1,7 @@
 """Request bodies and headers for ``POST /v1/messages``, built from a scenario pick.
 
-Bodies are deterministic for a (scenario, model, prompt, stream) triple, so
-:func:`build_body_bytes` serializes each one once and serves the cached bytes on the
-hot path. Headers never carry the API key: the transport adds it.
+Bodies are deterministic for a scenario's (model, prompt, stream): the run
+(harness/run.py) serializes each once. Headers never carry the API key: the transport adds it.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
     "body_bytes",
     "build_body",
-    "build_body_bytes",
     "build_headers",
     "build_messages",
     "synthetic_text",
@@ -291,8 +289,9 @@ def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
     system = entry.system if entry is not None and entry.system is not None else prompt.system
     if system is not None:
         body["system"] = copy.deepcopy(system)
-    if entry is not None and entry.tools:
-        body["tools"] = copy.deepcopy(list(entry.tools))
+    tools = entry.tools if entry is not None and entry.tools else prompt.tools
+    if tools:
+        body["tools"] = copy.deepcopy(list(tools))
     if prompt.temperature is not None:
         body["temperature"] = prompt.temperature
     if prompt.thinking is not None:
@@ -307,18 +306,6 @@ def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
 def body_bytes(body: dict[str, Any]) -> bytes:
     """A body serialized to compact UTF-8 JSON."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def build_body_bytes(pick: Pick, scenario: Scenario) -> bytes:
-    """:func:`build_body` serialized, cached per (model, prompt, stream) (a dataset entry's: not cached)."""
-    if pick.entry is not None:
-        return body_bytes(build_body(pick, scenario))
-    cache = scenario._cache
-    key = ("body", pick.model, pick.prompt.name, bool(pick.stream))
-    data = cache.get(key)
-    if data is None:
-        data = cache[key] = body_bytes(build_body(pick, scenario))
-    return data
 
 
 def build_headers(scenario: Scenario) -> dict[str, str]:

@@ -17,9 +17,10 @@ REQUEST_MEASUREMENT = "claude_request"
 HEALTH_MEASUREMENT = "harness_health"
 RUN_MEASUREMENT = "harness_run"
 
-REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "outcome", "worker", "step")
+REQUEST_TAGS = ("run_id", "scenario", "model", "prompt", "variant", "mode", "outcome", "worker", "step", "turn")
 REQUEST_FIELDS = (
     "ttft_ms",
+    "first_tool_input_ms",
     "latency_ms",
     "ttfb_ms",
     "first_thinking_ms",
@@ -102,8 +103,10 @@ def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
     """The point of one finished request, stamped at the request's start (wall clock, ns), or in
     an open loop at the time it was due."""
     tags = {**labels, "model": record.model, "prompt": record.prompt, "mode": record.mode, "outcome": record.outcome, "step": record.step}
+    tags["turn"] = record.turn  # a conversation's request: its place in the session (None: not one)
     fields = {
         "ttft_ms": record.ttft_ms if record.first_content == "text" else None,
+        "first_tool_input_ms": record.ttft_ms if record.first_content == "tool_use" else None,
         "latency_ms": record.latency_ms,
         "ttfb_ms": record.ttfb_ms,
         "first_thinking_ms": record.first_thinking_ms,

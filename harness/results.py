@@ -432,6 +432,29 @@ class Sweep(_Result):
     sustainable_users: int | None = Field(default=None, description="user sweeps")
 
 
+class TurnFigures(_Result):
+    """The requests at one place of their conversations (harness.conversation)."""
+
+    turn: int = Field(ge=1, description="the request's place in its session: 1, 2, ... (a tool result's request is a turn)")
+    requests: int = Field(ge=0)
+    failures: int = Field(ge=0)
+    ttft_ms: Percentiles | None = Field(description="to the first text, of the answers that began with text")
+    first_tool_input_ms: Percentiles | None = Field(description="to the first tool input, of the answers that called a tool")
+    latency_ms: Percentiles | None
+    input_tokens: int = Field(ge=0, description="their sum: it grows with the turns as the conversation does")
+
+
+class Conversations(_Result):
+    """Prompts sent as conversations: how the sessions ended, and each turn's figures."""
+
+    sessions: int = Field(ge=0, description="sessions that ended in the measurement window")
+    endings: dict[str, int] = Field(
+        description="completed; failed (a request failed: the conversation cannot go on); stopped (by the end of the run); "
+        "no_reply (an empty answer); tool_loop (more tool calls in a turn than the harness answers)"
+    )
+    turns: list[TurnFigures]
+
+
 class Verdict(_Result):
     status: Status
     exit_code: int | None = Field(description="the process's exit code (README: exit codes)")
@@ -463,6 +486,7 @@ class Summary(_Result):
     rate_limits: dict[str, RateLimitFigures] = Field(
         default_factory=dict, description="per model: the API's rate-limit headers and 429s (models with either)"
     )
+    conversations: Conversations | None = Field(default=None, description="prompts sent as conversations; None: none are")
     verdict: Verdict | None = None
 
     def to_json(self) -> str:

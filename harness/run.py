@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import payload
+from harness.conversation import ConversationBook, ConversationSpec, Session
 from harness.datasets import EntryOrder
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
 from harness.failures import Backoff, FailFast, Retrying
@@ -30,6 +31,7 @@ from harness.points import HEALTH_MEASUREMENT, RUN_MEASUREMENT, line, request_li
 from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, POINTS_FILE, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RECORDS_FILE, RecordsFile
+from harness.replies import Reply
 from harness.results import HealthSample
 from harness.sampler import Pick, Sampler
 from harness.scenario import Scenario
@@ -118,7 +120,7 @@ class HarnessRun:
         self.points = self._point_writer(config)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
         self.disk = DiskWatch(config.output_dir, config.min_free_disk_mb)
-        self._prompts = {prompt.name: prompt for prompt in config.scenario.prompts}
+        self._prompts = {prompt.name: prompt for prompt in config.scenario.prompts}  # (a prompt built in code: none)
         self.fail_fast = self._new_fail_fast()
         self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
@@ -128,6 +130,8 @@ class HarnessRun:
             if prompt.dataset is not None and prompt.dataset.order == "sequential"
         }
         self._retry_seq = itertools.count()
+        self._think_seq = itertools.count()
+        self.conversations = ConversationBook()  # sessions and their turns (in the measurement window)
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
         self.headroom = Headroom()  # rate-limit headers and 429s per model, over the whole run
@@ -189,14 +193,16 @@ class HarnessRun:
     # --- what users call -------------------------------------------------------------
     def _new_fail_fast(self) -> FailFast:
         scenario = self.config.scenario
-        return FailFast(scenario.failures.fail_fast, time.monotonic(), lambda prompt: scenario.counts_for_fail_fast(self._prompts[prompt]))
+        return FailFast(
+            scenario.failures.fail_fast, time.monotonic(), lambda prompt: scenario.counts_for_fail_fast(self._prompts.get(prompt))
+        )
 
     def new_backoff(self) -> Backoff:
-        return Backoff(lambda prompt: self.scenario.backoff_for(self._prompts[prompt]))
+        return Backoff(lambda prompt: self.scenario.backoff_for(self._prompts.get(prompt)))
 
     def new_retrying(self) -> Retrying:
         rng = random.Random(f"retries {self.scenario.seed} {next(self._retry_seq)}")  # jitter, reproducible per user
-        return Retrying(lambda prompt: self.scenario.retries_for(self._prompts[prompt]), rng)
+        return Retrying(lambda prompt: self.scenario.retries_for(self._prompts.get(prompt)), rng)
 
     def new_sampler(self) -> Sampler:
         return Sampler(self.scenario, seed=self.scenario.seed * 1_000_003 + next(self._user_seq), shared=self._in_order)
@@ -209,19 +215,35 @@ class HarnessRun:
             transport.close()
 
     def prepare(self, pick: Pick) -> PreparedRequest:
-        """The request of a pick: built once per (model, prompt, stream); a dataset entry's is
-        built for each request (a dataset's bodies, all kept, would hold it in memory twice)."""
+        """The request of a pick: built once per (model, prompt, stream) of the scenario's own
+        prompts; a dataset entry's, and a prompt built in code, for each request (a dataset's
+        bodies, all kept, would hold it in memory twice; a prompt built in code may change)."""
         key = (pick.model, pick.prompt.name, pick.stream)
-        request = self._prepared.get(key) if pick.entry is None else None
+        cached = pick.entry is None and self._prompts.get(pick.prompt.name) is pick.prompt
+        request = self._prepared.get(key) if cached else None
         if request is None:
-            body = payload.build_body(pick, self.scenario)
-            timeouts = self.scenario.timeouts
-            if pick.prompt.timeout_s:
-                timeouts = timeouts.model_copy(update={"total_s": pick.prompt.timeout_s})
-            request = PreparedRequest(body, payload.body_bytes(body), pick.stream, timeouts)
-            if pick.entry is None:
+            request = self.request_of(pick, payload.build_body(pick, self.scenario))
+            if cached:
                 self._prepared[key] = request
         return request
+
+    def request_of(self, pick: Pick, body: dict[str, Any], reply: Reply | None = None) -> PreparedRequest:
+        """`body` as the pick's request (a conversation's turn collects its `reply`)."""
+        timeouts = self.scenario.timeouts
+        if pick.prompt.timeout_s:
+            timeouts = timeouts.model_copy(update={"total_s": pick.prompt.timeout_s})
+        return PreparedRequest(body, payload.body_bytes(body), pick.stream, timeouts, reply)
+
+    def new_session(self, pick: Pick, request: PreparedRequest) -> Session:
+        """A conversation of `pick`'s prompt that starts with what `request` would send alone."""
+        return Session(request.body, pick.prompt.conversation or ConversationSpec(turns=1), pick.prompt.tool_result)
+
+    def end_session(self, session: Session) -> None:
+        self.conversations.end(session)
+
+    def new_think_rng(self) -> random.Random:
+        """A user's think times between the turns of its conversations, reproducible per user."""
+        return random.Random(f"think {self.scenario.seed} {next(self._think_seq)}")
 
     def admit(self) -> bool:
         """May one more request be sent? (--max-requests in a single process; a worker's share
@@ -252,6 +274,7 @@ class HarnessRun:
         record = TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=now_ns, attempt=attempt)
         if pick.entry is not None:
             record.entry = self.scenario._datasets[pick.prompt.name][pick.entry].line
+        record.turn = pick.turn
         if arrival is not None:
             record.scheduled_ns = arrival.scheduled_ns
             record.scheduled_wall_ns = time.time_ns() - (now_ns - arrival.scheduled_ns)
@@ -275,6 +298,7 @@ class HarnessRun:
         ledger.openings.append(time.perf_counter_ns())
         ledger.window_opened_at = time.time()
         self.stats.reset()
+        self.conversations.reset()
         self._recent = self._new_recent()
 
     def emit(self, record: TimingRecord) -> None:
@@ -319,6 +343,7 @@ class HarnessRun:
         if record.ok and record.first_content == "text":
             self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)  # type: ignore[arg-type]  # float ms, as in request events (typed int)
         self.stats.add(record)
+        self.conversations.add(record)
         if self._recent is not None:
             self._recent.add(record)
 
@@ -382,4 +407,5 @@ class HarnessRun:
             "arrivals": self.open_loop.counts.as_dict() if self.open_loop is not None else None,
             "steps": self.steps.report() if self.steps is not None else None,
             "headroom": self.headroom.encode_delta(),
+            "conversations": self.conversations.encode_delta(),
         }

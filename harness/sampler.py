@@ -25,6 +25,7 @@ class Pick(NamedTuple):
     prompt: Prompt
     stream: bool
     entry: int | None = None
+    turn: int | None = None  # a conversation's request: its place in the session
 
     @property
     def mode(self) -> str:

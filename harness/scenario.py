@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from harness import yamlfile
+from harness.conversation import DEFAULT_TOOL_RESULT, ConversationSpec
 from harness.datasets import DatasetError, DatasetRef, Entry, datasets_as_prompts, load_entries
 from harness.fields import StrictModel, parse_timespan
 from harness.load import Load
@@ -75,7 +76,7 @@ SAMPLING_PARAMS_VERSION = "2023-06-01"
 DEFAULT_TIMEOUT_S = 600.0
 
 # Body fields the harness sets itself; ``extra`` may not override them.
-RESERVED_BODY_FIELDS = ("model", "messages", "max_tokens", "stream", "system", "thinking", "temperature")
+RESERVED_BODY_FIELDS = ("model", "messages", "max_tokens", "stream", "system", "thinking", "temperature", "tools")
 # Sampling parameters rejected by anthropic-version >= 2026-10-21.
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 THINKING_MIN_BUDGET = 1024
@@ -242,6 +243,19 @@ class Prompt(StrictModel):
     timeout_s: float | None = Field(default=None, gt=0)
     failures: PromptFailures = Field(default_factory=lambda: PromptFailures())
     dataset: DatasetRef | None = None  # each request one of the file's (its max_tokens: for entries without their own)
+    conversation: ConversationSpec | None = None  # sent as sessions of several turns (harness/conversation.py)
+    tools: list[dict[str, Any]] | None = Field(default=None, min_length=1)  # tool definitions (an entry's own win)
+    tool_result: str = Field(default=DEFAULT_TOOL_RESULT, min_length=1)  # the canned answer to each tool call
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for index, tool in enumerate(value or ()):
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise ValueError(f"[{index}].name: every tool needs a name")
+            if tool.get("type") is None and not isinstance(tool.get("input_schema"), dict):
+                raise ValueError(f"[{index}].input_schema: a custom tool needs an input_schema (a JSON Schema object)")
+        return value
 
     @field_validator("name", mode="before")
     @classmethod
@@ -374,7 +388,6 @@ class Scenario(StrictModel):
     sweep: Sweep | None = None
 
     _source: str = PrivateAttr(default="<scenario>")
-    _cache: dict = PrivateAttr(default_factory=dict)  # used by harness.payload
     _datasets: dict[str, list[Entry]] = PrivateAttr(default_factory=dict)  # a dataset prompt's entries, by its name
     _dataset_split: tuple[int, int] = PrivateAttr(default=(0, 1))  # a worker's share of an order: (index, count)
 
@@ -409,14 +422,15 @@ class Scenario(StrictModel):
                     raise ValueError(f"[{i}]: one beta name per item, no commas or spaces (got {v!r})")
         return value
 
-    def backoff_for(self, prompt: Prompt) -> Backoff | None:
-        """The backoff rule after a request of `prompt` (its own, if it gives one)."""
-        own = prompt.failures.backoff
+    def backoff_for(self, prompt: Prompt | None) -> Backoff | None:
+        """The backoff rule after a request of `prompt` (its own, if it gives one; None: a prompt
+        built in code, which takes the scenario's)."""
+        own = prompt.failures.backoff if prompt is not None else INHERIT
         return self.failures.backoff if own == INHERIT else own
 
-    def retries_for(self, prompt: Prompt) -> Retries | None:
-        """The retry rule of `prompt`'s requests (its own, if it gives one)."""
-        own = prompt.failures.retries
+    def retries_for(self, prompt: Prompt | None) -> Retries | None:
+        """The retry rule of `prompt`'s requests (as `backoff_for`)."""
+        own = prompt.failures.retries if prompt is not None else INHERIT
         return self.failures.retries if own == INHERIT else own
 
     @property
@@ -424,8 +438,8 @@ class Scenario(StrictModel):
         """Does any prompt retry? (the summary then shows requests as the application sees them)"""
         return any(self.retries_for(prompt) is not None for prompt in self.prompts)
 
-    def counts_for_fail_fast(self, prompt: Prompt) -> bool:
-        return prompt.failures.fail_fast == INHERIT
+    def counts_for_fail_fast(self, prompt: Prompt | None) -> bool:
+        return prompt is None or prompt.failures.fail_fast == INHERIT
 
     @model_validator(mode="before")
     @classmethod
@@ -482,7 +496,7 @@ class Scenario(StrictModel):
     # ------------------------------------------------------------------ helpers
 
     def __eq__(self, other: object) -> bool:
-        # fields only: where it was read from and the payload cache do not count
+        # fields only: where it was read from and the datasets read do not count
         if not isinstance(other, Scenario):
             return NotImplemented
         return self.model_dump() == other.model_dump()

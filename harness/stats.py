@@ -167,7 +167,7 @@ def quantile_intervals(histogram: HdrHistogram, quantiles: Iterable[float], scal
     return {quantile: tuple(at[p] / scale for p in low_mid_high) for quantile, low_mid_high in ranks.items()}  # type: ignore[misc]
 
 
-def _record_ms(histogram: HdrHistogram, value_ms: float | None) -> None:
+def record_ms(histogram: HdrHistogram, value_ms: float | None) -> None:
     if value_ms is not None:
         histogram.record_value(min(max(round(value_ms * 1000), 1), _US_MAX))
 
@@ -207,8 +207,8 @@ class AppStats:
         self.attempts += record.attempt
         self.retried += record.attempt > 1
         if record.outcome == OK:
-            _record_ms(self.latency, record.app_latency_ms)
-            _record_ms(self.ttft, record.app_ttft_ms)
+            record_ms(self.latency, record.app_latency_ms)
+            record_ms(self.ttft, record.app_ttft_ms)
 
     def abandon(self, record: TimingRecord) -> None:
         """The run stopped while `record`'s request waited to be tried again."""
@@ -271,10 +271,10 @@ class ScheduledStats:
 
     def add(self, record: TimingRecord) -> None:
         if record.attempt == 1:
-            _record_ms(self.send_lag, record.send_lag_ms)
+            record_ms(self.send_lag, record.send_lag_ms)
         if record.outcome == OK and not record.retried:
-            _record_ms(self.latency, record.latency_from_schedule_ms)
-            _record_ms(self.ttft, record.ttft_from_schedule_ms)
+            record_ms(self.latency, record.latency_from_schedule_ms)
+            record_ms(self.ttft, record.ttft_from_schedule_ms)
 
     def _histograms(self) -> list[HdrHistogram]:
         return [self.send_lag, self.latency, self.ttft]
@@ -338,10 +338,10 @@ class LabelStats:
             self.cost_usd += record.cost_usd
         if record.outcome != OK:
             return
-        _record_ms(self.latency, record.latency_ms)
-        _record_ms(self.first_thinking, record.first_thinking_ms)
+        record_ms(self.latency, record.latency_ms)
+        record_ms(self.first_thinking, record.first_thinking_ms)
         if record.first_content == "text":
-            _record_ms(self.ttft, record.ttft_ms)
+            record_ms(self.ttft, record.ttft_ms)
         tps = record.output_tps
         if tps is not None:
             self.output_tps.record_value(min(max(int(tps * _TPS_SCALE), 1), _US_MAX))

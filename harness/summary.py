@@ -133,6 +133,7 @@ def build_summary(
         arrivals=arrivals_of(run, link),
         sweep=sweep,
         rate_limits=run.headroom.figures(),
+        conversations=run.conversations.figures(),
     )
 
 

@@ -105,6 +105,7 @@ class TimingRecord:
     scheduled_ns: int | None = None  # perf_counter_ns; not written (it means nothing outside the process)
     step: int | None = None  # in a sweep: the step whose measured window it was due (or sent) in
     entry: int | None = None  # a dataset prompt's request: its entry's line in the file
+    turn: int | None = None  # a conversation's request: its place in the session (harness/conversation.py)
 
     @property
     def latency_from_schedule_ms(self) -> float | None:

@@ -27,6 +27,7 @@ from gevent import GreenletExit, getcurrent
 
 from harness.deadlines import Deadlines, Expired
 from harness.headroom import read_rate_limits
+from harness.replies import Reply
 from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class PreparedRequest:
     data: bytes  # the body serialized once
     stream: bool
     timeouts: Timeouts
+    reply: Reply | None = None  # a conversation's request: what the response said is kept
 
 
 class Transport(Protocol):
@@ -129,17 +131,31 @@ def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
 
 
-def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]], deadlines: Deadlines) -> None:
-    """Feed a stream's timed lines to a StreamTimer; settle the record however it ends (when
-    the stream breaks, the caller's handler then overrides the outcome)."""
+def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]], deadlines: Deadlines, reply: Reply | None) -> None:
+    """Feed a stream's timed lines to a StreamTimer (and a conversation's to its reply); settle
+    the record however it ends (when the stream breaks, the caller's handler then overrides the
+    outcome)."""
     timer = StreamTimer(record, perf_ns())
     deadlines.watch(timer)
     feed = timer.feed
     try:
-        for t_ns, line in timed_lines:
-            feed(t_ns, line)
+        if reply is None:
+            for t_ns, line in timed_lines:
+                feed(t_ns, line)
+        else:
+            reply.clear()
+            for t_ns, line in timed_lines:
+                feed(t_ns, line)
+                reply.feed(line)
     finally:
         timer.finish(perf_ns())
+
+
+def _take_message(record: TimingRecord, body: bytes, reply: Reply | None) -> None:
+    """A blocking response's message: the record's usage and outcome (and a conversation's reply)."""
+    record.apply_message(body, perf_ns())
+    if reply is not None:
+        reply.take_message(body)
 
 
 @contextmanager
@@ -195,12 +211,12 @@ class FastTransport:
         with _request_scope(record, request) as deadlines:
             try:
                 response = self._client.request("POST", self._path, body=request.data, headers=self._headers)
-                self._read(record, response, request.stream, deadlines)
+                self._read(record, response, request, deadlines)
             except BaseException:
                 self._reset()  # the response was not read to its end: the connection is unusable
                 raise
 
-    def _read(self, record: TimingRecord, response: Any, stream: bool, deadlines: Deadlines) -> None:
+    def _read(self, record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
         t_headers = perf_ns()
         record.ttfb_ms = (t_headers - record.start_ns) / 1_000_000
         record.http_status = status = response.status_code
@@ -211,11 +227,12 @@ class FastTransport:
             record.retry_after_s = retry_after_s(response.get)
             record.apply_error_body(status, _decoded(response.read(), encoding))
             record.latency_ms = _elapsed_ms(record)
-        elif stream:
+        elif request.stream:
             if not _not_a_stream(record, response.get("content-type"), lambda: _decoded(response.read(), encoding)):
-                _time_stream(record, self._timed_lines(_Inflating(response) if _compressed(encoding) else response), deadlines)
+                lines = self._timed_lines(_Inflating(response) if _compressed(encoding) else response)
+                _time_stream(record, lines, deadlines, request.reply)
         else:
-            record.apply_message(_decoded(response.read(), encoding), perf_ns())
+            _take_message(record, _decoded(response.read(), encoding), request.reply)
 
     @staticmethod
     def _timed_lines(response: Any) -> Iterator[tuple[int, bytes]]:
@@ -282,7 +299,7 @@ class SdkTransport:
                 with self._client.messages.with_streaming_response.create(
                     **required, stream=request.stream, extra_body=body, timeout=self._timeout
                 ) as response:
-                    self._read(record, response, request.stream, deadlines)
+                    self._read(record, response, request, deadlines)
             except api.APIStatusError as exc:
                 record.request_id = exc.request_id
                 record.rate_limits = read_rate_limits(exc.response.headers.get)
@@ -303,16 +320,16 @@ class SdkTransport:
             _start(record)
 
     @staticmethod
-    def _read(record: TimingRecord, response: Any, stream: bool, deadlines: Deadlines) -> None:
+    def _read(record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
         record.ttfb_ms = _elapsed_ms(record)
         record.http_status = response.status_code
         record.request_id = response.headers.get("request-id")
         record.rate_limits = read_rate_limits(response.headers.get)
-        if stream:
+        if request.stream:
             if not _not_a_stream(record, response.headers.get("content-type"), response.read):
-                _time_stream(record, SdkTransport._timed_lines(response), deadlines)
+                _time_stream(record, SdkTransport._timed_lines(response), deadlines, request.reply)
         else:
-            record.apply_message(response.read(), perf_ns())
+            _take_message(record, response.read(), request.reply)
 
     @staticmethod
     def _timed_lines(response: Any) -> Iterator[tuple[int, bytes]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gevent
 from locust import User, constant, task
 from locust.exception import StopUser
 
 from harness import locust_env
 from harness.openloop import Arrival
+from harness.replies import Reply
 from harness.run import HarnessRun
 from harness.sampler import Pick
 from harness.timing import TimingRecord
@@ -25,12 +28,21 @@ class ClaudeUser(User):
 
     wait_time = constant(0)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass with tasks of its own runs only those (Locust would add this class's
+        `call_claude` to them); one without runs the scenario's requests."""
+        super().__init_subclass__(**kwargs)
+        own = [value for value in vars(cls).values() if callable(value) and hasattr(value, "locust_task_weight")]
+        if own:
+            cls.tasks = [function for function in own for _ in range(function.locust_task_weight)]
+
     def on_start(self) -> None:
         self.claude: HarnessRun = locust_env.session(self.environment).current_run()
         self.sampler = self.claude.new_sampler()
         self.transport = self.claude.new_transport()
         self.backoff = self.claude.new_backoff()
         self.retrying = self.claude.new_retrying()
+        self.think_rng = self.claude.new_think_rng()
 
     @task
     def call_claude(self) -> None:
@@ -47,6 +59,13 @@ class ClaudeUser(User):
             return
         pick = arrival.pick if arrival is not None else self.sampler.next()
         request = self.claude.prepare(pick)
+        if pick.prompt.conversation is not None or "tools" in request.body:
+            self.converse(pick, request, arrival)
+        else:
+            self.send(pick, request, arrival)
+
+    def send(self, pick: Pick, request: PreparedRequest, arrival: Arrival | None) -> TimingRecord:
+        """One request, with its retries (each attempt recorded); its last attempt."""
         record, retry_in = self.attempt(pick, request, None, None, arrival)
         first_start_ns = record.start_ns
         while retry_in is not None:
@@ -57,8 +76,29 @@ class ClaudeUser(User):
                 raise
             record, retry_in = self.attempt(pick, request, record, first_start_ns, arrival)
         wait = self.backoff.wait_after(record)  # identical failures in a row: the user waits
-        if wait and open_loop is None:  # (an open loop's arrivals do not wait for the service)
+        if wait and self.claude.open_loop is None:  # (an open loop's arrivals do not wait for the service)
             gevent.sleep(wait)
+        return record
+
+    def converse(self, pick: Pick, first: PreparedRequest, arrival: Arrival | None) -> None:
+        """A session (harness/conversation.py): turn after turn, each request with the real
+        replies before it, the user thinking between turns. In an open loop the arrival starts
+        the session and its later turns follow from the same slot."""
+        session = self.claude.new_session(pick, first)
+        try:
+            while (body := session.next_body()) is not None:
+                if session.turn:  # (the first request was admitted with its pick)
+                    if session.thinks_next:
+                        gevent.sleep(session.think_s(self.think_rng))
+                    if not self.claude.admit():
+                        break  # a limit ends the conversation
+                turn = pick._replace(turn=session.turn + 1)
+                request = self.claude.request_of(turn, body, Reply())
+                record = self.send(turn, request, arrival if session.turn == 0 else None)
+                session.answered(body, record, request.reply.content() if request.reply is not None else [])
+        finally:  # also when the run stops it
+            session.stop()
+            self.claude.end_session(session)
 
     def attempt(
         self, pick: Pick, request: PreparedRequest, previous: TimingRecord | None, first_start_ns: int | None, arrival: Arrival | None

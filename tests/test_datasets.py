@@ -207,8 +207,12 @@ def test_the_entries_travel_to_workers_and_survive_the_command_lines_overrides(t
 
 
 # --- real runs -----------------------------------------------------------------------------------
-def distinct_sizes(truth: list[dict[str, Any]]) -> set[int]:
-    return {row["input_tokens"] for row in truth if row["status"] == 200}
+def first_turns(records: list[dict[str, Any]], truth: list[dict[str, Any]]) -> list[int]:
+    """The input tokens the server counted for each entry's request, in the order they were sent
+    (an entry with tools is a session: the requests that answer its tool calls are left out)."""
+    served = {row["request_id"]: row["input_tokens"] for row in truth if row["status"] == 200}
+    ordered = sorted(records, key=lambda record: record["start_ns"])
+    return [served[record["request_id"]] for record in ordered if record["turn"] in (None, 1) and record["request_id"] in served]
 
 
 @pytest.mark.slow
@@ -219,10 +223,11 @@ def test_a_dataset_runs_headless_each_entry_reaching_the_server(tmp_path: Path) 
         tmp_path, Path(scenario.source), FAST_PROFILE, "--summary-json", str(summary_path), users=1, run_time="3s"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sizes = [row["input_tokens"] for row in truth]
+    records = [record for record in read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))) if record["turn"] in (None, 1)]
+    records.sort(key=lambda record: record["start_ns"])
+    sizes = first_turns(records, truth)
     assert len(set(sizes)) == 3 and len(sizes) >= 6
     assert sizes[:3] * (len(sizes) // 3) == sizes[: 3 * (len(sizes) // 3)]  # in the file's order, round and round
-    records = sorted(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))), key=lambda record: record["start_ns"])
     assert [record["entry"] for record in records] == [1, 2, 3] * (len(records) // 3) + [1, 2, 3][: len(records) % 3]
     info = json.loads(summary_path.read_text())["run"]["datasets"]
     assert info == {"chats": {"entries": 3, "sha256": entries_digest(scenario._datasets["chats"])}}
@@ -243,4 +248,4 @@ def test_a_dataset_runs_on_workers_that_have_no_copy_of_the_file(tmp_path: Path)
         truth = messages_truth(tmp_path / "truth.jsonl")
     assert code == 0, err[-3000:]
     assert len({record["worker"] for record in records}) == 2
-    assert {record["prompt"] for record in records} == {"chats"} and len(distinct_sizes(truth)) == 3
+    assert {record["prompt"] for record in records} == {"chats"} and len(set(first_turns(records, truth))) == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import math
 import select
 import signal
 import socket
@@ -183,8 +182,13 @@ def test_count_input_tokens_formula() -> None:
         "system": "abcd" * 3 + "x",
         "messages": [{"role": "user", "content": "é" * 5}, {"role": "assistant", "content": [{"type": "text", "text": "hi"}]}],
     }
-    # system 13 bytes -> 4; "é"*5 = 10 bytes -> 3; "hi" -> 1; 2 messages -> 6
-    assert count_input_tokens(body) == 4 + 3 + 1 + 6
+    # words count 1 + bytes // 7: system one word of 13 bytes -> 2; "é"*5 = 10 bytes -> 2; "hi" -> 1; 2 messages -> 6
+    assert count_input_tokens(body) == 2 + 2 + 1 + 6
+    # not the harness's 4 bytes per token: 4,000 bytes of its synthetic text count about 830 tokens
+    from harness.payload import synthetic_text
+
+    counted = count_input_tokens({"messages": [{"role": "user", "content": synthetic_text(1000)}]})
+    assert 700 < counted < 900
 
 
 def test_event_templates_are_json_and_records_have_every_field() -> None:
@@ -214,7 +218,7 @@ def test_blocking_and_stream_usage_match_ground_truth(emu: Emu) -> None:
     elapsed = time.perf_counter() - t0
     assert m.type == "message" and m.role == "assistant" and m.content[0].type == "text"
     assert m.stop_reason == "end_turn"
-    assert m.usage.input_tokens == 3 + math.ceil(len("Hello, emulator!") / 4)
+    assert m.usage.input_tokens == 3 + 1 + 2  # "Hello," and "emulator!" (9 bytes: 1 + 9 // 7)
     assert elapsed >= 0.030 + (m.usage.output_tokens - 1) / 500
     g = emu.gt_by_id(m._request_id)
     assert (g["path"], g["stream"], g["status"], g["outcome"]) == ("/v1/messages", False, 200, "ok")
@@ -280,11 +284,50 @@ def test_thinking_summarized_and_adaptive(emu: Emu) -> None:
     assert [b.type for b in m.content] == ["thinking", "text"]
 
 
+TOOLS = [
+    {"name": "lookup", "description": "Look a word up.", "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}}}
+]
+
+
+@pytest.mark.slow
+def test_a_tool_loop_streams_the_call_and_answers_its_result(emu: Emu) -> None:
+    c = emu.client()
+    with c.messages.stream(model="claude-x", max_tokens=1000, messages=MSG, tools=TOOLS) as s:  # type: ignore[arg-type]
+        call = s.get_final_message()
+        rid = s.request_id
+    assert call.stop_reason == "tool_use" and [b.type for b in call.content] == ["tool_use"]
+    use = call.content[0]
+    assert use.name == "lookup" and use.input["query"].strip()  # type: ignore[union-attr,index]
+    g = emu.gt_by_id(rid)  # the first tool input is the stream's first content
+    assert g["stop_reason"] == "tool_use" and g["t_first_text_ns"] >= g["scheduled_first_text_ns"]
+    assert call.usage.output_tokens == g["output_tokens"] == len(use.input["query"].split())  # type: ignore[union-attr,index]
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "42"}]}  # type: ignore[union-attr]
+    history = [*MSG, {"role": "assistant", "content": [use.model_dump()]}, result]
+    answer = c.messages.create(model="claude-x", max_tokens=1000, messages=history, tools=TOOLS)  # type: ignore[arg-type]
+    assert answer.stop_reason == "end_turn" and answer.content[0].type == "text"
+    blocking = c.messages.create(
+        model="claude-x", max_tokens=1000, messages=MSG, tools=TOOLS, tool_choice={"type": "tool", "name": "lookup"}
+    )  # type: ignore[arg-type]
+    assert blocking.stop_reason == "tool_use" and blocking.content[0].type == "tool_use"
+    none = c.messages.create(model="claude-x", max_tokens=1000, messages=MSG, tools=TOOLS, tool_choice={"type": "none"})  # type: ignore[arg-type]
+    assert none.content[0].type == "text"
+
+
+@pytest.mark.slow
+def test_a_tool_result_without_its_call_and_a_call_without_its_result_are_refused(emu: Emu) -> None:
+    orphan = [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "42"}]}]
+    call = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_y", "name": "lookup", "input": {}}]}
+    for messages, problem in ((orphan, "unexpected `tool_use_id`"), ([*MSG, call, *MSG], "without `tool_result` blocks")):
+        body = json.dumps({"model": "m", "max_tokens": 5, "messages": messages, "tools": TOOLS}).encode()
+        status, _, data = raw(emu, "POST", "/v1/messages", body)
+        assert status == 400 and problem in json.loads(data)["error"]["message"]
+
+
 @pytest.mark.slow
 def test_count_tokens_and_models(emu: Emu) -> None:
     c = emu.client()
     r = c.messages.count_tokens(model="claude-x", messages=MSG, system="abcdefgh")
-    assert r.input_tokens == 2 + 3 + 4
+    assert r.input_tokens == 3 + 3 + 2  # the message's (3) and its words (3), "abcdefgh" (1 + 8 // 7)
     page = c.models.list()
     ids = [m.id for m in page.data]
     assert "fault-429" in ids and "default" not in ids

@@ -10,8 +10,8 @@ import pytest
 from harness.payload import (
     BYTES_PER_TOKEN,
     DEFAULT_ANTHROPIC_VERSION,
+    body_bytes,
     build_body,
-    build_body_bytes,
     build_headers,
     synthetic_text,
 )
@@ -179,42 +179,13 @@ def test_body_is_a_fresh_copy(scenario):
 # ----------------------------------------------------------------- bytes
 
 
-@pytest.mark.parametrize("name", [p["name"] for p in SCENARIO["prompts"]])
-@pytest.mark.parametrize("stream", [False, True])
-def test_body_bytes_match_body(scenario, name, stream):
-    p = pick(scenario, name, stream)
-    data = build_body_bytes(p, scenario)
-    assert isinstance(data, bytes)
-    assert json.loads(data) == build_body(p, scenario)
-
-
-def test_body_bytes_cached(scenario):
-    p = pick(scenario, "synthetic", stream=True)
-    first = build_body_bytes(p, scenario)
-    assert build_body_bytes(Pick(p.model, p.prompt, True), scenario) is first
-    assert build_body_bytes(Pick(p.model, p.prompt, False), scenario) is not first
-    assert build_body_bytes(Pick("claude-sonnet-4-5", p.prompt, True), scenario) != first
-
-
-def test_body_bytes_size_tracks_input_tokens(scenario):
-    data = build_body_bytes(pick(scenario, "synthetic"), scenario)
-    assert 500 * 4 <= len(data) <= 500 * 4 + 200
-
-
-def test_cache_does_not_change_equality_or_digest(scenario):
-    before = scenario.digest()
-    other = scenario_from_dict(json.loads(json.dumps(SCENARIO)))
-    build_body_bytes(pick(scenario, "plain"), scenario)
-    assert scenario == other and scenario.digest() == before
-
-
 def test_every_sampled_body_of_shipped_scenarios_is_valid_json():
     for name in ("demo.yaml", "levers.yaml"):
         s = load_scenario(ROOT / "scenarios" / name)
         sampler = Sampler(s, 0)
         for _ in range(200):
             p = sampler.next()
-            body = json.loads(build_body_bytes(p, s))
+            body = json.loads(body_bytes(build_body(p, s)))
             assert body["model"] == p.model and body["max_tokens"] == p.prompt.max_tokens
             assert body["messages"][0]["role"] == "user"
             assert body.get("stream", False) is p.stream
@@ -249,5 +220,49 @@ def test_no_api_key_anywhere(scenario, monkeypatch):
     assert secret not in json.dumps(headers)
     for p in scenario.prompts:
         for stream in (False, True):
-            data = build_body_bytes(Pick("claude-haiku-4-5", p, stream), scenario)
+            data = body_bytes(build_body(Pick("claude-haiku-4-5", p, stream), scenario))
             assert secret.encode() not in data and b"api_key" not in data and b"x-api-key" not in data
+
+
+# ----------------------------------------------------------------- requests built in code
+
+GROWING_USER = '''
+from locust import events, task
+from locust.exception import StopUser
+
+from harness import plugin, users
+from harness.sampler import Pick
+from harness.scenario import Prompt
+
+plugin.register(events)
+
+
+class GrowingPrompts(users.ClaudeUser):
+    """Eleven requests, each a longer prompt built in code under the scenario prompt's name."""
+
+    @task
+    def call_claude(self) -> None:
+        self.sent = getattr(self, "sent", 0) + 1
+        if self.sent > 11 or not self.claude.admit():
+            raise StopUser()
+        prompt = Prompt(name="plain", messages=[{"role": "user", "content": "word " * (10 * self.sent)}], max_tokens=8)
+        pick = Pick("claude-haiku-4-5", prompt, self.sent % 2 == 0)
+        self.send(pick, self.claude.prepare(pick), None)
+'''
+
+
+@pytest.mark.slow
+def test_requests_built_in_code_are_each_sent_and_measured_as_built(tmp_path: Path) -> None:
+    from harness.records import RECORDS_FILE, read_records
+    from tests.support.processes import write_yaml
+    from tests.support.runs import FAST_PROFILE, run_against_emulator
+
+    locustfile = tmp_path / "growing.py"
+    locustfile.write_text(GROWING_USER, encoding="utf-8")
+    scenario = write_yaml(tmp_path / "scenario.yaml", {**SCENARIO, "prompts": SCENARIO["prompts"][:1]})
+    result, truth = run_against_emulator(tmp_path, scenario, FAST_PROFILE, "-f", str(locustfile), users=1, run_time="3s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = sorted(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))), key=lambda record: record["start_ns"])
+    # the emulator counts each "word" a token, and 3 for the message: every body as it was built
+    assert [record["input_tokens"] for record in records] == [3 + 10 * n for n in range(1, 12)]
+    assert sorted(row["input_tokens"] for row in truth) == [3 + 10 * n for n in range(1, 12)]

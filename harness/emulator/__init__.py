@@ -12,8 +12,10 @@ error shape ``{"type":"error","error":{"type","message"},"request_id"}`` for 400
 / 404 / 413 / 429 / 500 / 529.  Every response carries ``request-id``; Messages
 responses carry ``anthropic-ratelimit-*`` headers (token buckets, see `profile`).
 
-Input tokens (count_tokens and usage.input_tokens) are ceil(utf8 bytes / 4) per text
-piece (system, each message's text) plus 3 per message: see `validate`.
+Input tokens (count_tokens and usage.input_tokens) are counted by words (each word
+1 + utf8 bytes // 7) plus 3 per message, a rule of the emulator's own (not the harness's 4
+bytes per token): see `validate`. A request with tools is answered with a tool call, its
+tool_result with text: see `planning`.
 
 Latency, output lengths and faults come from a YAML profile (`profile`); all random
 draws of request number *n* come from ``random.Random(seed * 1000003 + n)``, so the same
@@ -28,7 +30,9 @@ stream_error | disconnect | client_closed | shutdown), error_type, seq (Messages
 sequence number), input_tokens, output_tokens (delivered so far for a broken stream),
 stop_reason, t_received_ns, t_headers_ns, t_first_thinking_ns, t_first_text_ns,
 t_last_token_ns, t_end_ns, scheduled_first_text_ns, scheduled_end_ns, queued_ns (the wait
-for a server of the model's capacity: its response starts that much later).
+for a server of the model's capacity: its response starts that much later), reply_digest
+(of the reply's text or tool input) and context_digests (of each assistant message the request
+carried: a conversation's next turn shows whether it sent back the real reply).
 """
 
 from harness.emulator.profile import Profile, ProfileError, default_profile, load_profile

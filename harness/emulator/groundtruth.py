@@ -8,6 +8,7 @@ package docstring (`harness.emulator`).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,25 @@ OUTCOMES = {  # the recorded outcome of each error status
 }
 
 
+def assistant_digest(content: Any) -> str:
+    """A short digest of what an assistant message says: its text (stripped) and its tool
+    calls' inputs (compact JSON); thinking is left out. The ground truth gives it for each
+    response and for each assistant message a request carries, so that a test can tell that a
+    conversation's next request sent back the real reply."""
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    parts = [
+        block.get("text", "").strip() if block.get("type") == "text" else compact_json(block.get("input"))
+        for block in blocks
+        if isinstance(block, dict) and block.get("type") in ("text", "tool_use")
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 class RequestRecord:
     """Everything the ground truth records about one request (and whether its connection stays open)."""
 
     __slots__ = (
+        "context_digests",
         "error_type",
         "input_tokens",
         "keep_alive",
@@ -39,6 +55,7 @@ class RequestRecord:
         "output_tokens",
         "path",
         "queued_ns",
+        "reply_digest",
         "request_id",
         "scheduled_end_ns",
         "scheduled_first_text_ns",
@@ -75,6 +92,8 @@ class RequestRecord:
         self.scheduled_first_text_ns: int | None = None
         self.scheduled_end_ns: int | None = None
         self.queued_ns = 0  # the wait for a server of the model's capacity
+        self.reply_digest: str | None = None  # assistant_digest of the planned reply
+        self.context_digests: list[str] | None = None  # assistant_digest of each assistant message sent
         self.keep_alive = keep_alive
 
     def record(self) -> dict[str, Any]:
@@ -100,6 +119,8 @@ class RequestRecord:
             "scheduled_first_text_ns": self.scheduled_first_text_ns,
             "scheduled_end_ns": self.scheduled_end_ns,
             "queued_ns": self.queued_ns,
+            "reply_digest": self.reply_digest,
+            "context_digests": self.context_digests,
         }
 
 

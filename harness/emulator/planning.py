@@ -18,6 +18,12 @@ accumulated; ttft = (ttft_ms + ttft_ms_per_1k_input * input/1000) * (1 +- jitter
   T(th+q)      -> further text_delta chunks (tokens_per_chunk tokens each)
   last chunk   -> content_block_stop, message_delta (cumulative usage), message_stop
 A blocking response is written in one piece at the time the stream would have ended.
+
+A request with `tools` whose last message carries no tool_result (and whose tool_choice is not
+`none`) is answered with a call of its first tool (or the one tool_choice names) in place of
+the text: a tool_use block whose input, {"query": "<filler words>"}, arrives in
+input_json_delta chunks on the text's timeline (its first chunk is the "first text" of the
+ground truth), stop_reason `tool_use`. The answer to a tool_result is text.
 """
 
 from __future__ import annotations
@@ -35,17 +41,21 @@ from harness.emulator.wire import (
     TEXT_TOKENS,
     THINKING_BLOCK_START,
     THINKING_TOKENS,
+    TOOL_INPUT_OPEN,
     error_body,
+    input_json_delta_event,
     json_response,
     message_body,
     signature_events,
     stream_tail,
     text_delta_event,
     thinking_delta_event,
+    tool_block_start,
 )
 
 # item kinds of a response plan
 ITEM_THINK, ITEM_SIGNATURE, ITEM_EMPTY, ITEM_TEXT, ITEM_TAIL, ITEM_ERROR, ITEM_DROP, ITEM_BLOCK = range(8)
+DELTA_TOOL = ITEM_BLOCK + 1  # DeltaEvents' kind of a tool call's input chunks (their items are ITEM_TEXT)
 PlanItem = tuple[int, int, bytes, int]  # (target_ns, kind, bytes written, output tokens they carry)
 
 
@@ -86,8 +96,8 @@ class DeltaEvents:
         self._tables: dict[tuple[int, int, int], list[bytes]] = {}
 
     def filler(self, kind: int, index: int, off: int, n: int, k: int) -> list[bytes]:
-        """Delta events (ITEM_TEXT or ITEM_THINK) of block `index` for n filler tokens from word `off`, k tokens each."""
-        tok = TEXT_TOKENS if kind == ITEM_TEXT else THINKING_TOKENS
+        """Delta events (ITEM_TEXT, ITEM_THINK or DELTA_TOOL) of block `index` for n filler tokens from word `off`, k tokens each."""
+        tok = THINKING_TOKENS if kind == ITEM_THINK else TEXT_TOKENS
         W = len(tok)
         key = (kind, index, k)
         table = self._tables.get(key)
@@ -101,11 +111,12 @@ class DeltaEvents:
         return out
 
     def event(self, kind: int, index: int, text: str) -> bytes:
-        """One text_delta (ITEM_TEXT) or thinking_delta event."""
+        """One text_delta (ITEM_TEXT), thinking_delta (ITEM_THINK) or input_json_delta (DELTA_TOOL) event."""
         key = (kind, index, text)
         b = self._events.get(key)
         if b is None:
-            b = text_delta_event(index, text) if kind == ITEM_TEXT else thinking_delta_event(index, text)
+            builder = text_delta_event if kind == ITEM_TEXT else input_json_delta_event if kind == DELTA_TOOL else thinking_delta_event
+            b = builder(index, text)
             if len(self._events) < 100_000:
                 self._events[key] = b
         return b
@@ -156,6 +167,19 @@ def thinking_of(body: dict[str, Any], mp: ModelProfile, max_tokens: int) -> tupl
     return True, config.get("display") == "omitted", max(0, min(tokens, max_tokens - 1))
 
 
+def tool_call_of(body: dict[str, Any]) -> str | None:
+    """The tool a request is answered with a call of (see the module docstring), or None."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice") or {}
+    if not tools or choice.get("type") == "none":
+        return None
+    content = body["messages"][-1]["content"]
+    if isinstance(content, list) and any(block.get("type") == "tool_result" for block in content):
+        return None
+    name = choice.get("name") if choice.get("type") == "tool" else None
+    return str(name or tools[0]["name"])
+
+
 def drawn_output_tokens(ot: OutputTokens, rng: random.Random) -> int:
     """The response length the model wants (before max_tokens): a clipped normal draw."""
     want = round(rng.gauss(ot.mean, ot.sd)) if ot.sd > 0 else round(ot.mean)
@@ -184,6 +208,7 @@ class ResponsePlan:
     thinking_word_offset: int
     text_targets: list[int]  # each text chunk's target, then the tail's (= the last chunk's)
     rng: random.Random  # draws the thinking chunks' jitter, last
+    tool: str | None = None  # the tool called in place of the text
 
     @property
     def output_tokens(self) -> int:
@@ -202,6 +227,7 @@ def plan_response(
     """Lengths, timings and fault of a response (the draws after the fault draws, in order)."""
     max_tokens: int = body["max_tokens"]
     thinking, omitted, thinking_tokens = thinking_of(body, mp, max_tokens)
+    tool = tool_call_of(body)
     want = drawn_output_tokens(mp.output_tokens, rng)
     available = max_tokens - thinking_tokens
     text_tokens = min(want, available)
@@ -239,7 +265,7 @@ def plan_response(
         thinking_omitted=omitted,
         thinking_tokens=thinking_tokens,
         text_tokens=text_tokens,
-        stop_reason="max_tokens" if want > available else "end_turn",
+        stop_reason="max_tokens" if want > available else "tool_use" if tool else "end_turn",
         base_ns=base,
         gap_ns=gap,
         jitter=j,
@@ -250,10 +276,19 @@ def plan_response(
         thinking_word_offset=thinking_word_offset,
         text_targets=targets,
         rng=rng,
+        tool=tool,
     )
 
 
 # ----------------------------------------------------------------------------- plans
+
+
+def reply_content(plan: ResponsePlan, tool_id: str = "") -> list[dict[str, Any]]:
+    """The reply's text block, or its tool call (without thinking)."""
+    words = filler_text(TEXT_TOKENS, plan.text_word_offset, plan.text_tokens)
+    if plan.tool:
+        return [{"type": "tool_use", "id": tool_id, "name": plan.tool, "input": {"query": words}}]
+    return [{"type": "text", "text": words.lstrip()}]
 
 
 def blocking_items(
@@ -279,15 +314,17 @@ def blocking_items(
     if plan.thinking:
         text = "" if plan.thinking_omitted else filler_text(THINKING_TOKENS, plan.thinking_word_offset, plan.thinking_tokens).lstrip()
         content.append({"type": "thinking", "thinking": text, "signature": signature})
-    content.append({"type": "text", "text": filler_text(TEXT_TOKENS, plan.text_word_offset, plan.text_tokens).lstrip()})
+    content.extend(reply_content(plan, f"toolu_{message_id}"))
     out = plan.output_tokens
     msg = message_body(message_id, model, content, plan.stop_reason, input_tokens, out)
     return [(plan.text_targets[-1], ITEM_BLOCK, json_response(200, request_id, msg, extra=rate_limit_headers, keep_alive=keep_alive), out)]
 
 
-def stream_items(plan: ResponsePlan, deltas: DeltaEvents, *, signature: str, input_tokens: int, empty_first_delta: bool) -> list[PlanItem]:
+def stream_items(
+    plan: ResponsePlan, deltas: DeltaEvents, *, message_id: str, signature: str, input_tokens: int, empty_first_delta: bool
+) -> list[PlanItem]:
     """The writes of a stream after its head, in order (draws the thinking chunks' jitter):
-    thinking block, optional empty text delta, text chunks, then the tail or the fault."""
+    thinking block, optional empty text delta, text (or tool input) chunks, then the tail or the fault."""
     items: list[PlanItem] = []
     targets = plan.text_targets
     gap, k = plan.gap_ns, plan.tokens_per_chunk
@@ -303,12 +340,17 @@ def stream_items(plan: ResponsePlan, deltas: DeltaEvents, *, signature: str, inp
             items.extend(zip(th_t, repeat(ITEM_THINK), th_c, chunk_token_counts(th, k)))
             items.append((max(th_t[-1], targets[0]), ITEM_SIGNATURE, sig, 0))
     text_index = 1 if plan.thinking else 0
-    text_start = TEXT_BLOCK_STARTS[text_index]
+    kind = DELTA_TOOL if plan.tool else ITEM_TEXT
+    text_start = tool_block_start(text_index, f"toolu_{message_id}", plan.tool) if plan.tool else TEXT_BLOCK_STARTS[text_index]
     if empty_first_delta:
         et = max(items[-1][0] if items else 0, targets[0] - int(gap / 2))
-        items.append((et, ITEM_EMPTY, text_start + deltas.event(ITEM_TEXT, text_index, ""), 0))
+        items.append((et, ITEM_EMPTY, text_start + deltas.event(kind, text_index, ""), 0))
         text_start = b""
-    tx_c = deltas.filler(ITEM_TEXT, text_index, plan.text_word_offset, plan.text_tokens, k)
+    tx_c = deltas.filler(kind, text_index, plan.text_word_offset, plan.text_tokens, k)
+    if plan.tool:  # the input's JSON opens in its first chunk (and closes in the tail)
+        tx_c[0] = deltas.event(
+            kind, text_index, TOOL_INPUT_OPEN + filler_text(TEXT_TOKENS, plan.text_word_offset, min(k, plan.text_tokens))
+        )
     tx_c[0] = text_start + tx_c[0]
     n_send = plan.fault_at
     items.extend(zip(targets[:n_send], repeat(ITEM_TEXT), tx_c[:n_send], chunk_token_counts(plan.text_tokens, k)))
@@ -317,5 +359,7 @@ def stream_items(plan: ResponsePlan, deltas: DeltaEvents, *, signature: str, inp
     elif plan.fault == ITEM_DROP:
         items.append((targets[n_send], ITEM_DROP, b"", 0))
     else:
-        items.append((targets[-1], ITEM_TAIL, stream_tail(text_index, plan.stop_reason, input_tokens, plan.output_tokens), 0))
+        items.append(
+            (targets[-1], ITEM_TAIL, stream_tail(text_index, plan.stop_reason, input_tokens, plan.output_tokens, bool(plan.tool)), 0)
+        )
     return items

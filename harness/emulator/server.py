@@ -27,7 +27,7 @@ import time
 from typing import Any, cast
 
 from harness.emulator.capacity import PerModel
-from harness.emulator.groundtruth import OUTCOMES, GroundTruth, RequestRecord
+from harness.emulator.groundtruth import OUTCOMES, GroundTruth, RequestRecord, assistant_digest
 from harness.emulator.planning import (
     ITEM_BLOCK,
     ITEM_EMPTY,
@@ -42,6 +42,7 @@ from harness.emulator.planning import (
     blocking_items,
     injected_error,
     plan_response,
+    reply_content,
     request_rng,
     stream_items,
 )
@@ -499,6 +500,9 @@ class ApiConnection(HttpConnection):
 
         # --- lengths, times and fault of the response
         plan = plan_response(mp, faults, draws, rng, body, in_tok, start_ns)
+        if st.gt is not None:
+            req.reply_digest = assistant_digest(reply_content(plan))
+            req.context_digests = [assistant_digest(m["content"]) for m in body["messages"] if m["role"] == "assistant"]
         req.stop_reason = plan.stop_reason
         req.output_tokens = plan.output_tokens
         req.scheduled_first_text_ns = plan.text_targets[0] if stream else None
@@ -521,7 +525,9 @@ class ApiConnection(HttpConnection):
             )
             self._start_blocking(items)
             return
-        items = stream_items(plan, st.deltas, signature=signature, input_tokens=in_tok, empty_first_delta=mp.empty_first_delta)
+        items = stream_items(
+            plan, st.deltas, message_id=message_id, signature=signature, input_tokens=in_tok, empty_first_delta=mp.empty_first_delta
+        )
         req.scheduled_end_ns = items[-1][0]  # the tail or the fault
         if servers is not None:
             servers.occupy(int(req.scheduled_end_ns))

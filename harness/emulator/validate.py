@@ -2,16 +2,18 @@
 
 Token counting (used by both ``/v1/messages/count_tokens`` and ``usage.input_tokens``):
 
-* every text piece counts ``ceil(len(utf8 bytes) / 4)`` tokens: the ``system`` prompt
-  (a string, or each ``text`` of its blocks), each message's string content, and each
-  ``text`` of a message's ``text`` blocks; ``thinking`` blocks count their ``thinking``
-  text; any other content block (image, tool_use, tool_result, ...) counts
-  ``ceil(len(compact JSON) / 4)``;
+* every text counts its words (runs of characters between white space), each word
+  ``1 + utf8 bytes // 7`` tokens: the ``system`` prompt (a string, or each ``text`` of its
+  blocks), each message's string content, and each ``text`` of a message's ``text`` blocks;
+  ``thinking`` blocks count their ``thinking`` text; any other content block (image,
+  tool_use, tool_result, ...) counts the words of its compact JSON;
 * plus 3 tokens per message;
-* plus ``ceil(len(compact JSON of tools) / 4)`` when ``tools`` is given;
+* plus the words of the compact JSON of ``tools`` when ``tools`` is given;
 * at least 1 in total.
 
-It is not Claude's tokenizer, only a deterministic, cheap stand-in.
+It is not Claude's tokenizer, only a deterministic, cheap stand-in, and on purpose not the
+harness's own sizing rule (4 bytes per token): English-like text counts about a quarter
+fewer tokens here, so a prompt sized by bytes alone misses its target visibly.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class RequestError(Exception):
 
 
 def _text_tokens(s: str) -> int:
-    n = len(s.encode("utf-8")) if not s.isascii() else len(s)
-    return (n + 3) // 4
+    words = s.encode("utf-8").split() if not s.isascii() else s.split()
+    return len(words) + sum(len(word) // 7 for word in words)
 
 
 def _json_tokens(obj: Any) -> int:
@@ -68,6 +70,38 @@ def count_input_tokens(body: dict[str, Any]) -> int:
     if tools:
         total += _json_tokens(tools)
     return max(1, total)
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    """`tools` and `tool_choice` in their shape; each tool_use answered by a tool_result in
+    the next message, and each tool_result answering one (the API's rules)."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise RequestError("tools: Input should be a valid list")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise RequestError(f"tools.{i}.name: Field required")
+            if tool.get("type") is None and not isinstance(tool.get("input_schema"), dict):
+                raise RequestError(f"tools.{i}.custom.input_schema: Field required")
+    choice = body.get("tool_choice")
+    if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none")):
+        raise RequestError("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    calls: set[str] = set()  # the tool_use ids of the message before
+    for i, message in enumerate(body["messages"]):
+        content = message["content"] if isinstance(message["content"], list) else []
+        ids = [str(block.get("id")) for block in content if block.get("type") == "tool_use"]
+        results = {str(block.get("tool_use_id")) for block in content if block.get("type") == "tool_result"}
+        if results - calls:
+            raise RequestError(
+                f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {sorted(results - calls)[0]}. "
+                "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+            )
+        if calls - results and message["role"] == "user":
+            raise RequestError(
+                f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately after: {sorted(calls - results)[0]}"
+            )
+        calls = set(ids) if message["role"] == "assistant" else set()
 
 
 def _is_int(v: Any) -> TypeGuard[int]:
@@ -142,6 +176,7 @@ def validate_messages_body(body: Any, version: str) -> dict[str, Any]:
     if mt < 1:
         raise RequestError("max_tokens: Input should be greater than or equal to 1")
     _check_messages(body)
+    _check_tools(body)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise RequestError("stream: Input should be a valid boolean")

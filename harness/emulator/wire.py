@@ -324,6 +324,23 @@ def text_delta_event(index: int, text: str) -> bytes:
     )
 
 
+def input_json_delta_event(index: int, partial_json: str) -> bytes:
+    return sse_event(
+        "content_block_delta",
+        compact_json({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": partial_json}}),
+    )
+
+
+def tool_block_start(index: int, tool_id: str, name: str) -> bytes:
+    """The content_block_start of a tool_use block (its input arrives in input_json_delta events)."""
+    block = {"type": "tool_use", "id": tool_id, "name": name, "input": {}}
+    return sse_event("content_block_start", compact_json({"type": "content_block_start", "index": index, "content_block": block}))
+
+
+TOOL_INPUT_OPEN = '{"query":"'  # a tool call's input is {"query": "<filler words>"}
+TOOL_INPUT_CLOSE = '"}'
+
+
 def thinking_delta_event(index: int, text: str) -> bytes:
     return sse_event(
         "content_block_delta",
@@ -339,10 +356,12 @@ def signature_events(signature: str) -> bytes:
     ) + sse_event("content_block_stop", '{"type":"content_block_stop","index":0}')
 
 
-def stream_tail(text_index: int, stop_reason: str, input_tokens: int, output_tokens: int) -> bytes:
-    """The end of a complete stream: text block stop, message_delta (cumulative usage), message_stop, last chunk."""
+def stream_tail(text_index: int, stop_reason: str, input_tokens: int, output_tokens: int, tool: bool = False) -> bytes:
+    """The end of a complete stream: (a tool call's: the end of its input) the block's stop,
+    message_delta (cumulative usage), message_stop, last chunk."""
     return (
-        sse_event("content_block_stop", '{"type":"content_block_stop","index":%d}' % text_index)
+        (input_json_delta_event(text_index, TOOL_INPUT_CLOSE) if tool else b"")
+        + sse_event("content_block_stop", '{"type":"content_block_stop","index":%d}' % text_index)
         + sse_event("message_delta", MESSAGE_DELTA % (stop_reason, input_tokens, output_tokens))
         + sse_event("message_stop", '{"type":"message_stop"}')
         + END_CHUNK
