@@ -28,7 +28,7 @@ from harness.scenario_errors import field_error
 from harness.stats import new_histogram, percentiles, record_ms
 from harness.timing import CANCELLED, TimingRecord
 
-__all__ = ["ConversationBook", "ConversationSpec", "Session", "ThinkTime"]
+__all__ = ["ConversationBook", "ConversationSpec", "Session", "ThinkTime", "checked_tools"]
 
 MAX_TURNS = 100
 MAX_TOOL_ROUNDS = 8
@@ -72,6 +72,16 @@ class ConversationSpec(StrictModel):
     turns: int | None = Field(default=None, ge=1, le=MAX_TURNS)  # default: the written user turns
     follow_up: str = Field(default=DEFAULT_FOLLOW_UP, min_length=1)
     think_time: ThinkTime = Field(default_factory=ThinkTime)
+
+
+def checked_tools(value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """A prompt's `tools`: each with a name, and a custom tool with its input_schema."""
+    for index, tool in enumerate(value or ()):
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise ValueError(f"[{index}].name: every tool needs a name")
+        if tool.get("type") is None and not isinstance(tool.get("input_schema"), dict):
+            raise ValueError(f"[{index}].input_schema: a custom tool needs an input_schema (a JSON Schema object)")
+    return value
 
 
 class Session:

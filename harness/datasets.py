@@ -8,7 +8,12 @@ Formats (one entry per request):
   (`{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}, ...]}`): the turns
   up to the last human one, as user and assistant messages;
 - `text`: one prompt per line (blank lines skipped);
-- `csv`: one prompt per row, from the column `column` (a header row names the columns).
+- `csv`: one prompt per row, from the column `column` (a header row names the columns);
+- `trace` (a trace replay's, harness/trace.py): JSON lines, each a request with its `timestamp`
+  (ms) and either `messages` (as above, with `system`, `tools`) or its size, `input_length` (or
+  `input_tokens`) for a synthetic prompt; the output length `output_length` (or
+  `output_tokens`, `max_tokens`) is its max_tokens, and `model` may name its model; the lines
+  are kept in time order.
 
 A bad file is one clear error: the file, the line (or entry) and the field. Entries keep their
 line numbers for the messages that name them later.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -33,8 +39,8 @@ from pydantic import Field, ValidationError
 from harness.conversation import ConversationSpec
 from harness.fields import StrictModel
 
-DatasetFormat = Literal["messages", "sharegpt", "text", "csv"]
-FORMATS: tuple[DatasetFormat, ...] = ("messages", "sharegpt", "text", "csv")
+DatasetFormat = Literal["messages", "sharegpt", "text", "csv", "trace"]
+FORMATS: tuple[DatasetFormat, ...] = ("messages", "sharegpt", "text", "csv", "trace")
 MAX_DATASET_BYTES = 256 * 1024 * 1024  # read into memory: a larger file is refused
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bard": "assistant"}
 
@@ -92,10 +98,13 @@ class Entry:
     """One request of a dataset."""
 
     line: int  # its line (or, in a JSON array, its position) in the file, from 1
-    messages: tuple[dict[str, Any], ...]
+    messages: tuple[dict[str, Any], ...]  # (none: a synthetic prompt of `input_tokens`)
     system: Any = None
     max_tokens: int | None = None
     tools: tuple[dict[str, Any], ...] | None = None
+    at_s: float | None = None  # a trace's request: when it arrives, from the trace's first
+    input_tokens: int | None = None  # a trace's request given by its size
+    model: str | None = None  # a trace's request's own model
 
 
 def load_entries(path: Path, kind: DatasetFormat, column: str = "prompt") -> list[Entry]:
@@ -126,21 +135,64 @@ def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
             raise DatasetError(f"{path}: line {number}: not JSON ({error.msg}, column {error.colno})") from None
 
 
+_ENTRY_FIELDS = ("messages", "system", "max_tokens", "tools", "metadata")
+_TRACE_FIELDS = (*_ENTRY_FIELDS, "timestamp", "input_length", "input_tokens", "output_length", "output_tokens", "model", "hash_ids")
+
+
 def _messages_entries(path: Path, text: str, _column: str) -> Iterator[Entry]:
     for number, data in _json_lines(path, text):
         where = f"{path}: line {number}"
-        if not isinstance(data, dict):
-            raise DatasetError(f"{where}: a JSON object with `messages` expected (got {type(data).__name__})")
-        unknown = sorted(set(data) - {"messages", "system", "max_tokens", "tools", "metadata"})
-        if unknown:
-            raise DatasetError(f"{where}: {unknown[0]}: not a field of an entry (messages, system, max_tokens, tools, metadata)")
-        max_tokens = data.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-            raise DatasetError(f"{where}: max_tokens: a whole number >= 1 (got {max_tokens!r})")
-        tools = data.get("tools")
-        if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) and tool.get("name") for tool in tools)):
-            raise DatasetError(f"{where}: tools: a list of tool definitions, each with a `name`")
-        yield Entry(number, _checked_messages(where, data.get("messages")), data.get("system"), max_tokens, tuple(tools) if tools else None)
+        _check_fields(where, data, _ENTRY_FIELDS)
+        yield Entry(number, _checked_messages(where, data.get("messages")), data.get("system"), *_size_and_tools(where, data))
+
+
+def _check_fields(where: str, data: Any, known: tuple[str, ...]) -> None:
+    if not isinstance(data, dict):
+        raise DatasetError(f"{where}: a JSON object with `{known[0]}` expected (got {type(data).__name__})")
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise DatasetError(f"{where}: {unknown[0]}: not a field of an entry ({', '.join(known)})")
+
+
+def _whole(where: str, data: dict[str, Any], *names: str) -> int | None:
+    """The first of `names` the line gives, a whole number >= 1."""
+    name = next((name for name in names if data.get(name) is not None), None)
+    if name is None:
+        return None
+    value = data[name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise DatasetError(f"{where}: {name}: a whole number >= 1 (got {value!r})")
+    return value
+
+
+def _size_and_tools(where: str, data: dict[str, Any], *max_tokens_names: str) -> tuple[int | None, tuple[dict[str, Any], ...] | None]:
+    max_tokens = _whole(where, data, "max_tokens", *max_tokens_names)
+    tools = data.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) and tool.get("name") for tool in tools)):
+        raise DatasetError(f"{where}: tools: a list of tool definitions, each with a `name`")
+    return max_tokens, tuple(tools) if tools else None
+
+
+def _trace_entries(path: Path, text: str, _column: str) -> Iterator[Entry]:
+    entries = []
+    for number, data in _json_lines(path, text):
+        where = f"{path}: line {number}"
+        _check_fields(where, data, _TRACE_FIELDS)
+        timestamp = data.get("timestamp")
+        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool) or not 0 <= timestamp < 1e15:
+            raise DatasetError(f"{where}: timestamp: the request's time in ms, a number >= 0 (got {timestamp!r})")
+        size = _whole(where, data, "input_length", "input_tokens")
+        if (size is None) == (data.get("messages") is None):
+            raise DatasetError(f"{where}: messages: give the request's `messages` or its size (`input_length`), one of them")
+        messages = _checked_messages(where, data["messages"]) if size is None else ()
+        model = data.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise DatasetError(f"{where}: model: a model name (got {model!r})")
+        max_tokens, tools = _size_and_tools(where, data, "output_length", "output_tokens")
+        entries.append(Entry(number, messages, data.get("system"), max_tokens, tools, timestamp, size, model))  # (at_s in ms here)
+    entries.sort(key=lambda entry: entry.at_s or 0.0)  # (stable: lines with one time keep their order)
+    first = (entries[0].at_s or 0.0) if entries else 0.0
+    yield from (dataclasses.replace(entry, at_s=((entry.at_s or 0.0) - first) / 1000) for entry in entries)
 
 
 def _checked_messages(where: str, messages: Any) -> tuple[dict[str, Any], ...]:
@@ -201,7 +253,13 @@ def _csv_entries(path: Path, text: str, column: str) -> Iterator[Entry]:
             yield Entry(reader.line_num, ({"role": "user", "content": prompt},))
 
 
-_PARSERS = {"messages": _messages_entries, "sharegpt": _sharegpt_entries, "text": _text_entries, "csv": _csv_entries}
+_PARSERS = {
+    "messages": _messages_entries,
+    "sharegpt": _sharegpt_entries,
+    "text": _text_entries,
+    "csv": _csv_entries,
+    "trace": _trace_entries,
+}
 
 
 class EntryOrder:
@@ -239,7 +297,7 @@ def received_datasets(shipped: dict[str, str]) -> dict[str, list[Entry]]:
 
 def _entry(item: dict[str, Any]) -> Entry:
     tools = item.get("tools")
-    return Entry(item["line"], tuple(item["messages"]), item.get("system"), item.get("max_tokens"), tuple(tools) if tools else None)
+    return Entry(**{**item, "messages": tuple(item["messages"]), "tools": tuple(tools) if tools else None})
 
 
 def entries_digest(entries: list[Entry]) -> str:

@@ -3,7 +3,8 @@
 Closed loop (no `arrival`): `users` each send one request after another, as Locust runs them;
 when the service slows down, so does the sending.
 
-Open loop (`arrival: poisson` or `constant`): requests arrive at `rate` for the whole cluster
+Open loop (`arrival: poisson` or `constant`, or `trace`: harness/trace.py replays a trace's
+requests at their own times): requests arrive at `rate` for the whole cluster
 whether or not earlier ones have answered. At most `max_in_flight` requests (for the whole
 cluster) are under way; an arrival that finds them all busy is dropped, and counted. `warmup`
 and `cooldown` lie inside `run_time`: requests started in the warm-up are recorded but not in
@@ -25,6 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.fields import StrictModel, parse_timespan
+from harness.trace import TraceSource
 
 __all__ = ["Load", "Rate", "Stage"]
 
@@ -104,7 +106,8 @@ class Load(StrictModel):
     users: int | None = Field(default=None, ge=1)
     spawn_rate: float | None = Field(default=None, gt=0)
     run_time: str | None = None
-    arrival: Literal["poisson", "constant"] | None = None
+    arrival: Literal["poisson", "constant", "trace"] | None = None
+    trace: TraceSource | None = None  # arrival: trace (harness/trace.py)
     rate: Rate | None = None
     max_in_flight: int | None = Field(default=None, ge=1)  # in_flight_limit: 100 when not given
     warmup: str | None = None
@@ -128,7 +131,7 @@ class Load(StrictModel):
         if open_loop:
             self._check_open_loop()
         else:
-            for name in ("rate", "cooldown", "max_in_flight", "min_achieved"):  # (warmup: a sweep's steps have one)
+            for name in ("rate", "trace", "cooldown", "max_in_flight", "min_achieved"):  # (warmup: a sweep's steps have one)
                 if getattr(self, name) is not None:
                     raise ValueError(f"`{name}` needs `arrival: poisson` or `arrival: constant` (an open loop)")
             if any(stage.rate is not None for stage in self.stages or ()):
@@ -144,6 +147,12 @@ class Load(StrictModel):
     def _check_open_loop(self) -> None:
         if self.users is not None or self.spawn_rate is not None:
             raise ValueError("`users` and `spawn_rate` are for a closed loop; an open loop has `rate` and `max_in_flight`")
+        if (self.arrival == "trace") != (self.trace is not None):
+            raise ValueError("`arrival: trace` and `trace: {path, replay_speed}` go together")
+        if self.trace is not None:
+            if self.rate is not None or self.stages:
+                raise ValueError("a trace sets its own times: leave out `rate` and `stages`")
+            return
         if self.rate is None and not self.stages:
             raise ValueError("an open loop (`arrival`) needs `rate` or `stages` with rates")
         stages = self.stages or []

@@ -4,11 +4,13 @@ refused with a message."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from harness import options as cli
 from harness.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict
 from harness.shapes import stages_shape
+from harness.trace import TAIL_S, trace_of
 
 DEFAULT_STEP_TIME = "60s"  # --sweep's steps for a scenario without a sweep
 
@@ -114,3 +116,5 @@ def apply_load_defaults(options: Any, scenario: Scenario) -> None:
         options.spawn_rate = load.spawn_rate
     if not options.run_time and load.run_time_s:
         options.run_time = load.run_time_s
+    if not options.run_time and (trace := trace_of(scenario)) is not None:  # a trace replay: its span
+        options.run_time = math.ceil(trace.span_s) + TAIL_S

@@ -29,6 +29,7 @@ from harness.arrivals import RateProfile, WorkerArrivals, span_between
 from harness.load import Load
 from harness.sampler import Pick, Sampler
 from harness.timing import TimingRecord
+from harness.trace import Trace, TraceArrivals
 
 NS = 1_000_000_000
 BYTES_PER_TOKEN = 4
@@ -93,18 +94,20 @@ class Switch:
     """A new share of the arrivals from `since_s` on (a worker joined or was lost); None: none."""
 
     since_s: float
-    schedule: WorkerArrivals | None
+    schedule: WorkerArrivals | TraceArrivals | None
 
 
 class OpenLoop:
     """This process's arrivals: started at a common start, stopped at the cool-down, its share
     of the cluster's arrivals changed when the master splits them anew."""
 
-    def __init__(self, load: Load, sampler: Sampler, demand: Callable[[Pick], float], seed: int) -> None:
+    def __init__(self, load: Load, sampler: Sampler, demand: Callable[[Pick], float], seed: int, trace: Trace | None = None) -> None:
+        """`trace`: a trace replay's times (harness/trace.py), in place of the load's rate."""
         assert load.arrival is not None
         self.load = load
         self.arrival = load.arrival
-        self.profile = RateProfile.of(load)
+        self.trace = trace
+        self.profile: RateProfile | Trace = trace or RateProfile.of(load)
         self.sampler = sampler
         self.demand = demand
         self.seed = seed
@@ -116,7 +119,7 @@ class OpenLoop:
         self.ended_ns: int | None = None  # when the loop stopped
         self.closed = False
         self._idle: deque[AsyncResult[Arrival | None]] = deque()  # the users waiting for an arrival
-        self._schedule: WorkerArrivals | None = None
+        self._schedule: WorkerArrivals | TraceArrivals | None = None
         self._switches: list[Switch] = []  # in the order of their times
         self._rates: list[tuple[float, float]] = []  # a sweep's rate changes, in a process alone
         self._changed = Event()  # a switch came: the time of the next arrival may change
@@ -131,7 +134,7 @@ class OpenLoop:
         `since_s` on (count 0: none), none from `until_s` on; `rates`: a sweep's changes so far."""
         if self.closed or self.started:
             return
-        self.profile = RateProfile.of(self.load, list(rates))
+        self.profile = self.trace or RateProfile.of(self.load, list(rates))
         self.start_ns, self.until_s = start_ns, math.inf if until_s is None else until_s
         self.start_wall = time.time() + (start_ns - time.perf_counter_ns()) / NS
         self._schedule = self._share(index, count, since_s)
@@ -142,7 +145,7 @@ class OpenLoop:
         (count 0: it sends none); `rates`: a sweep's rate changes so far."""
         if self.closed:
             return
-        self.profile = RateProfile.of(self.load, list(rates))
+        self.profile = self.trace or RateProfile.of(self.load, list(rates))
         self._switches.append(Switch(since_s, self._share(index, count, since_s)))
         self._switches.sort(key=lambda switch: switch.since_s)
         self._changed.set()
@@ -152,9 +155,12 @@ class OpenLoop:
         self._rates.append((since_s, per_s))
         self.rearrange(0, 1, since_s, self._rates)
 
-    def _share(self, index: int, count: int, since_s: float) -> WorkerArrivals | None:
+    def _share(self, index: int, count: int, since_s: float) -> WorkerArrivals | TraceArrivals | None:
         if count == 0:
             return None
+        if self.trace is not None:
+            return self.trace.share(index, count, since_s)
+        assert isinstance(self.profile, RateProfile) and self.arrival != "trace"
         rng = random.Random(f"{self.seed}:{index}:{count}:{since_s}")
         return WorkerArrivals(self.profile, self.arrival, index, count, rng, since_s)
 
@@ -188,26 +194,34 @@ class OpenLoop:
         self.counts.sent_demand = max(0.0, self.counts.sent_demand - arrival.demand)  # (no float residue below 0)
         self.counts.refused += 1
 
-    def _next_at(self, demand: float, after_s: float) -> float:
-        """The time of the next arrival in this process's share: after `after_s` (a split that
-        came late starts where the old share left off: no time is sent twice)."""
-        if self._schedule is None:
-            return math.inf  # this process's share is none
-        at_s = self._schedule.next(demand)
+    def _next(self, after_s: float, pick: Pick | None = None) -> tuple[float, Pick, float]:
+        """The next arrival in this process's share after `after_s` (a split that came late
+        starts where the old share left off: no time is sent twice): its time, pick and demand.
+        A rate's arrival keeps `pick` (drawn before its time, which its demand sets); a trace's
+        is the trace's next request in this share."""
+        schedule = self._schedule
+        if isinstance(schedule, TraceArrivals):
+            at_s, position = schedule.next_after(after_s)
+            drawn = self.sampler.next()  # the mix's model and streaming, for a line without its own model
+            model = (self.trace.models[position] if self.trace is not None and position is not None else None) or drawn.model
+            return at_s, drawn._replace(model=model, entry=position), 1.0
+        pick = pick or self.sampler.next()
+        demand = self.demand(pick)
+        if schedule is None:
+            return math.inf, pick, demand  # this process's share is none
+        at_s = schedule.next(demand)
         while at_s <= after_s:
-            at_s = self._schedule.next(demand)
-        return at_s
+            at_s = schedule.next(demand)
+        return at_s, pick, demand
 
     def _run(self) -> None:
         assert self.start_ns is not None
-        pick = self.sampler.next()
-        demand = self.demand(pick)
         last_s = -math.inf  # the time of the last arrival handed over
-        at_s = self._next_at(demand, last_s)
+        at_s, pick, demand = self._next(last_s)
         while not self.closed:
             if self._switches and at_s >= self._switches[0].since_s:  # the next share holds from here
                 self._schedule = self._switches.pop(0).schedule
-                at_s = self._next_at(demand, last_s)
+                at_s, pick, demand = self._next(last_s, pick if self.trace is None else None)
                 continue
             due_s = min(at_s, self.until_s)
             wait_s = None if due_s == math.inf else max(0.0, (self._at_ns(due_s) - time.perf_counter_ns()) / NS)
@@ -218,9 +232,7 @@ class OpenLoop:
                 break
             self._hand_over(Arrival(self._at_ns(at_s), pick, demand))
             last_s = at_s
-            pick = self.sampler.next()
-            demand = self.demand(pick)
-            at_s = self._next_at(demand, last_s)
+            at_s, pick, demand = self._next(last_s)
         now_ns = time.perf_counter_ns()
         self.ended_ns = self.ended_ns or (min(now_ns, self._at_ns(self.until_s)) if self.until_s != math.inf else now_ns)
 

@@ -12,6 +12,7 @@ import json
 import random
 from typing import Any
 
+from harness.datasets import Entry
 from harness.sampler import Pick
 from harness.scenario import DEFAULT_ANTHROPIC_VERSION, Prompt, Scenario
 
@@ -276,6 +277,13 @@ def build_messages(prompt: Prompt, scenario: Scenario) -> list[dict[str, Any]]:
     return messages
 
 
+def _entry_messages(entry: Entry, scenario: Scenario) -> list[dict[str, Any]]:
+    """A dataset entry's messages: as written, or (a trace's request given by its size) a synthetic prompt."""
+    if entry.input_tokens is not None:
+        return [{"role": "user", "content": synthetic_text(entry.input_tokens, scenario.seed)}]
+    return copy.deepcopy(list(entry.messages))
+
+
 def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
     """The JSON body for ``POST /v1/messages`` (a fresh dict; safe to modify). A dataset entry's
     messages, system, max_tokens and tools take the place of the prompt's."""
@@ -284,7 +292,7 @@ def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": pick.model,
         "max_tokens": (entry.max_tokens if entry is not None else None) or prompt.max_tokens,
-        "messages": copy.deepcopy(list(entry.messages)) if entry is not None else build_messages(prompt, scenario),
+        "messages": _entry_messages(entry, scenario) if entry is not None else build_messages(prompt, scenario),
     }
     system = entry.system if entry is not None and entry.system is not None else prompt.system
     if system is not None:

@@ -299,7 +299,7 @@ class Arrivals(_Result):
     """An open loop's arrivals (the scenario's `load`): the target and what was achieved.
     scheduled = sent + dropped + refused, exactly."""
 
-    arrival: Literal["poisson", "constant"]
+    arrival: Literal["poisson", "constant", "trace"]
     unit: Literal["requests", "input_tokens", "output_tokens"] = Field(description="what the rates count")
     span_s: float = Field(ge=0, description="the time arrivals were scheduled (from the start to the cool-down or the stop)")
     target_per_s: float = Field(ge=0, description="the mean target rate over the span")

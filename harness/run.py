@@ -39,6 +39,7 @@ from harness.shares import Share
 from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
 from harness.sweep_steps import StepBook
 from harness.timing import TimingRecord
+from harness.trace import trace_of
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
 
 if TYPE_CHECKING:
@@ -158,7 +159,9 @@ class HarnessRun:
             return None  # (a master's workers send the arrivals)
         # apart from every user's sampler, and each worker's picks its own
         seed = self.scenario.seed * 1_000_003 - 1 - (zlib.crc32(self.config.worker.encode()) if self.config.role == "worker" else 0)
-        return OpenLoop(load, Sampler(self.scenario, seed), token_demand or (lambda _pick: 1.0), self.scenario.seed)
+        return OpenLoop(
+            load, Sampler(self.scenario, seed), token_demand or (lambda _pick: 1.0), self.scenario.seed, trace_of(self.scenario)
+        )
 
     def _new_recent(self) -> RecentStats | None:
         if self.config.role == "worker":

@@ -43,13 +43,14 @@ from pydantic import (
 )
 
 from harness import yamlfile
-from harness.conversation import DEFAULT_TOOL_RESULT, ConversationSpec
+from harness.conversation import DEFAULT_TOOL_RESULT, ConversationSpec, checked_tools
 from harness.datasets import DatasetError, DatasetRef, Entry, datasets_as_prompts, load_entries
 from harness.fields import StrictModel, parse_timespan
 from harness.load import Load
 from harness.pricing import Price
 from harness.scenario_errors import field_error, short, validation_problems, yaml_problem
 from harness.sweep import Sweep, sweep_problem, with_first_rate
+from harness.trace import trace_as_prompt
 
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
@@ -247,15 +248,7 @@ class Prompt(StrictModel):
     tools: list[dict[str, Any]] | None = Field(default=None, min_length=1)  # tool definitions (an entry's own win)
     tool_result: str = Field(default=DEFAULT_TOOL_RESULT, min_length=1)  # the canned answer to each tool call
 
-    @field_validator("tools")
-    @classmethod
-    def _tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        for index, tool in enumerate(value or ()):
-            if not isinstance(tool.get("name"), str) or not tool["name"]:
-                raise ValueError(f"[{index}].name: every tool needs a name")
-            if tool.get("type") is None and not isinstance(tool.get("input_schema"), dict):
-                raise ValueError(f"[{index}].input_schema: a custom tool needs an input_schema (a JSON Schema object)")
-        return value
+    _tools = field_validator("tools")(checked_tools)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -445,10 +438,13 @@ class Scenario(StrictModel):
     @classmethod
     def _shorthands(cls, data: Any) -> Any:
         """The shorter spellings, written out: `timeout_s`, the top-level `datasets:` (prompts
-        after the file's own), and an open loop swept by rates starting at the sweep's first."""
+        after the file's own), an open loop swept by rates starting at the sweep's first, and a
+        trace replay's trace as its one prompt."""
         if not isinstance(data, dict):
             return data
         data, problem = datasets_as_prompts(with_first_rate(_timeout_written_out(data)))
+        if problem is None:
+            data, problem = trace_as_prompt(data)
         if problem is not None:
             raise field_error(*problem)
         return data
@@ -477,6 +473,8 @@ class Scenario(StrictModel):
         slos = bool(self.slos.model_dump(exclude_none=True, exclude={"models"})) or any(
             limits.model_dump(exclude_none=True) for limits in self.slos.models.values()
         )
+        if self.sweep is not None and load.trace is not None:
+            raise field_error("sweep", "a trace replay sets its own times: a sweep cannot step its load")
         if self.sweep is not None and (problem := sweep_problem(self.sweep, load, slos)):
             raise field_error(*problem)
         if self.sweep is None and not load.open_loop and load.warmup is not None:

@@ -35,6 +35,7 @@ from harness.results import (
 )
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
+from harness.trace import Trace, trace_of
 
 if TYPE_CHECKING:
     from harness.distributed import MasterLink
@@ -167,11 +168,11 @@ def arrivals_of(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
     )
 
 
-def rate_profile(run: HarnessRun, link: MasterLink | None) -> RateProfile:
-    """The target rate over the run: the load's, with a sweep's changes."""
+def rate_profile(run: HarnessRun, link: MasterLink | None) -> RateProfile | Trace:
+    """The target rate over the run: the load's, with a sweep's changes (or a trace's times)."""
     if link is not None and link.arrivals is not None:
         assert run.scenario.load is not None, "arrivals come from an open loop"
-        return RateProfile.of(run.scenario.load, link.arrivals.rates)
+        return trace_of(run.scenario) or RateProfile.of(run.scenario.load, link.arrivals.rates)
     assert run.open_loop is not None
     return run.open_loop.profile
 

@@ -80,7 +80,7 @@ def test_a_closed_loop_is_as_before() -> None:
         ({"arrival": "poisson", "rate": "20 per s"}, "load.rate: must be a rate: N/s or N/min"),
         ({"arrival": "poisson", "rate": 20}, "load.rate: must be a rate"),
         ({"arrival": "poisson", "rate": "0/s"}, "load.rate: must be a rate above 0"),
-        ({"arrival": "poison", "rate": "20/s"}, "load.arrival: must be one of 'poisson' or 'constant'"),
+        ({"arrival": "poison", "rate": "20/s"}, "load.arrival: must be one of 'poisson', 'constant' or 'trace'"),
         ({"rate": "20/s"}, "load: `rate` needs `arrival: poisson` or `arrival: constant`"),
         ({"users": 5, "max_in_flight": 10}, "load: `max_in_flight` needs `arrival"),
         ({"arrival": "constant"}, "load: an open loop (`arrival`) needs `rate` or `stages`"),
