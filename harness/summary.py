@@ -320,6 +320,22 @@ def render_rate_limits(summary: Summary) -> list[str]:
     return [rate_limits_line(model, figures) for model, figures in summary.rate_limits.items()]
 
 
+def render_conversations(summary: Summary) -> list[str]:
+    """How the sessions ended, and a line per turn: its requests, TTFT, first tool input, latency."""
+    conversations = summary.conversations
+    if conversations is None:
+        return []
+    endings = ", ".join(f"{name} {fmt_int(count)}" for name, count in conversations.endings.items())
+    lines = [f"conversations: {fmt_int(conversations.sessions)} sessions ({endings or 'none ended'}); per turn, ms:"]
+    for turn in conversations.turns:
+        parts = [f"turn {turn.turn}: {fmt_int(turn.requests)} requests ({fmt_int(turn.failures)} failed)"]
+        for name, figures in (("TTFT", turn.ttft_ms), ("first tool input", turn.first_tool_input_ms), ("latency", turn.latency_ms)):
+            if figures is not None:
+                parts.append(f"{name} p50 {fmt_ms(figures.p50)} p95 {fmt_ms(figures.p95)}")
+        lines.append("  " + ", ".join(parts) + f", input tokens {fmt_int(round(turn.input_tokens / max(turn.requests, 1)))} each")
+    return lines
+
+
 SWEEP_COLUMNS = (
     ("step", ">"),
     ("load", "<"),
@@ -415,6 +431,7 @@ def render_text(summary: Summary) -> str:
         *render_application(summary),
         *render_arrivals(summary),
         *render_rate_limits(summary),
+        *render_conversations(summary),
         *render_sweep(summary),
     ]
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"

@@ -7,6 +7,7 @@ from typing import Any
 import gevent
 from locust import User, constant, task
 from locust.exception import StopUser
+from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from harness import locust_env
 from harness.openloop import Arrival
@@ -89,9 +90,9 @@ class ClaudeUser(User):
             while (body := session.next_body()) is not None:
                 if session.turn:  # (the first request was admitted with its pick)
                     if session.thinks_next:
-                        gevent.sleep(session.think_s(self.think_rng))
-                    if not self.claude.admit():
-                        break  # a limit ends the conversation
+                        self.think(session.think_s(self.think_rng))
+                    if self._state == LOCUST_STATE_STOPPING or not self.claude.admit():
+                        break  # the run's stop or a limit ends the conversation
                 turn = pick._replace(turn=session.turn + 1)
                 request = self.claude.request_of(turn, body, Reply())
                 record = self.send(turn, request, arrival if session.turn == 0 else None)
@@ -99,6 +100,17 @@ class ClaudeUser(User):
         finally:  # also when the run stops it
             session.stop()
             self.claude.end_session(session)
+
+    def think(self, seconds: float) -> None:
+        """The user's pause between turns: idle, as in Locust's wait (the stop ends it at once)."""
+        if self._state == LOCUST_STATE_STOPPING:
+            return
+        self._state = LOCUST_STATE_WAITING
+        try:
+            gevent.sleep(seconds)
+        finally:
+            if self._state == LOCUST_STATE_WAITING:
+                self._state = LOCUST_STATE_RUNNING
 
     def attempt(
         self, pick: Pick, request: PreparedRequest, previous: TimingRecord | None, first_start_ns: int | None, arrival: Arrival | None
