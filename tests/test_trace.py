@@ -132,12 +132,14 @@ def test_a_bad_trace_replay_names_its_field(change: dict[str, Any], field: str, 
 
 # --- real replays --------------------------------------------------------------------------------
 def spacing_errors_ms(items: list[dict[str, Any]], records: list[dict[str, Any]], truth: list[dict[str, Any]]) -> list[float]:
-    """For each request, how far from the trace's spacing (scaled) it reached the server."""
+    """For each request, how far from the trace's spacing (scaled) it reached the server: its
+    arrival there less its due time, against the median of that over all (a constant offset,
+    the time from the harness's send to the server's read, is no spacing error)."""
     received = {row["request_id"]: row["t_received_ns"] for row in truth}
-    due_s = {line: (item["timestamp"] - items[0]["timestamp"]) / 1000 / SPEED for line, item in enumerate(items, 1)}
-    at_ns = {record["entry"]: received[record["request_id"]] for record in records}
-    first = at_ns[1]
-    return [abs((at_ns[line] - first) / 1e6 - due_s[line] * 1000) for line in at_ns]
+    due_ms = {line: (item["timestamp"] - items[0]["timestamp"]) / SPEED for line, item in enumerate(items, 1)}
+    offsets = [received[record["request_id"]] / 1e6 - due_ms[record["entry"]] for record in records]
+    middle = statistics.median(offsets)
+    return [abs(offset - middle) for offset in offsets]
 
 
 @pytest.mark.slow
@@ -150,7 +152,7 @@ def test_a_replayed_trace_keeps_its_spacing(tmp_path: Path) -> None:
     records = list(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))))
     assert sorted(record["entry"] for record in records) == list(range(1, len(items) + 1))  # each once, by itself it ended
     errors = spacing_errors_ms(items, records, truth)
-    assert statistics.median(errors) < 5 and max(errors) < 50, sorted(errors)[-5:]
+    assert statistics.median(errors) < 2 and max(errors) < 50, sorted(errors)[-5:]
     arrivals = json.loads(summary_path.read_text())["arrivals"]
     assert (arrivals["arrival"], arrivals["scheduled"], arrivals["sent"], arrivals["dropped"]) == ("trace", len(items), len(items), 0)
 
@@ -168,5 +170,5 @@ def test_a_trace_replays_across_workers_each_request_once_on_time(tmp_path: Path
     assert sorted(record["entry"] for record in records) == list(range(1, len(items) + 1))
     assert len({record["worker"] for record in records}) == 2
     errors = spacing_errors_ms(items, records, truth)
-    assert statistics.median(errors) < 10 and max(errors) < 100, sorted(errors)[-5:]
+    assert statistics.median(errors) < 5 and max(errors) < 100, sorted(errors)[-5:]
     assert summary["arrivals"]["scheduled"] == summary["arrivals"]["sent"] == len(items)
