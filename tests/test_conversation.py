@@ -16,13 +16,12 @@ import pytest
 
 from harness.conversation import MAX_TOOL_ROUNDS, ConversationBook, ConversationSpec, Session, ThinkTime
 from harness.emulator.groundtruth import assistant_digest
-from harness.records import RECORDS_FILE, read_records
 from harness.replies import Reply
 from harness.scenario import ScenarioError, scenario_from_dict
 from harness.timing import TimingRecord
 from tests.support.cluster import Cluster
-from tests.support.processes import LocustResult, write_yaml
-from tests.support.runs import FAST_PROFILE, run_against_emulator
+from tests.support.processes import write_lines
+from tests.support.runs import recorded_run
 
 RECORDED = "A REPLY THE DATASET RECORDED"
 CHATS = [
@@ -221,11 +220,6 @@ def test_the_turn_figures_of_workers_merge_exactly() -> None:
 
 
 # --- real runs -----------------------------------------------------------------------------------
-def write_chats(path: Path) -> Path:
-    path.write_text("\n".join(json.dumps(chat) for chat in CHATS) + "\n", encoding="utf-8")
-    return path
-
-
 def conversation_scenario(dataset: Path, **extra: Any) -> dict[str, Any]:
     return {
         "name": "conv",
@@ -234,20 +228,6 @@ def conversation_scenario(dataset: Path, **extra: Any) -> dict[str, Any]:
         "datasets": [{"path": str(dataset), "format": "messages", "max_tokens": 24, "conversation": {"think_time": {"mean_s": 0.05}}}],
         **extra,
     }
-
-
-def headless(
-    tmp_path: Path, scenario: dict[str, Any], users: int
-) -> tuple[LocustResult, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """A headless run against an emulator process: the run, its summary, records and the server's log."""
-    summary_path = tmp_path / "summary.json"
-    scenario_path = write_yaml(tmp_path / "scenario.yaml", scenario)
-    result, truth = run_against_emulator(
-        tmp_path, scenario_path, FAST_PROFILE, "--summary-json", str(summary_path), users=users, run_time="4s"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = list(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))))
-    return result, json.loads(summary_path.read_text()), records, truth
 
 
 def check_replies_sent_back(truth: list[dict[str, Any]], records: list[dict[str, Any]]) -> Counter[int]:
@@ -266,7 +246,9 @@ def check_replies_sent_back(truth: list[dict[str, Any]], records: list[dict[str,
 
 @pytest.mark.slow
 def test_a_dataset_of_conversations_runs_headless_each_turn_sending_the_real_replies(tmp_path: Path) -> None:
-    _, summary, records, truth = headless(tmp_path, conversation_scenario(write_chats(tmp_path / "chats.jsonl")), users=3)
+    _, summary, records, truth = recorded_run(
+        tmp_path, conversation_scenario(write_lines(tmp_path / "chats.jsonl", CHATS)), users=3, run_time="4s"
+    )
     turns = check_replies_sent_back(truth, records)
     assert set(turns) == {1, 2, 3} and turns[1] >= turns[2] >= turns[3] > 0
     figures = summary["conversations"]
@@ -286,7 +268,7 @@ def test_a_tool_loop_completes_and_times_the_first_tool_input(tmp_path: Path) ->
         "tool_result": "42",
     }
     scenario = {"name": "tools", "models": ["claude-haiku-4-5"], "stream": 0.5, "prompts": [prompt]}
-    _, summary, records, served = headless(tmp_path, scenario, users=2)
+    _, summary, records, served = recorded_run(tmp_path, scenario, users=2, run_time="4s")
     truth = {row["request_id"]: row for row in served}
     assert all(record["outcome"] == "ok" for record in records)
     calls = [record for record in records if record["turn"] == 1]
@@ -307,14 +289,10 @@ def test_a_tool_loop_completes_and_times_the_first_tool_input(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_conversations_run_on_workers_that_have_no_copy_of_the_dataset(tmp_path: Path) -> None:
-    scenario = conversation_scenario(write_chats(tmp_path / "chats.jsonl"))
+    scenario = conversation_scenario(write_lines(tmp_path / "chats.jsonl", CHATS))
     with Cluster(tmp_path, workers=2, run_time="4s", users=4, scenario=scenario) as cluster:
         assert not list(cluster.worker_dir.rglob("*.jsonl"))
-        code, _out, err = cluster.finish()
-        records = cluster.records()
-        truth = [row for row in cluster.truth() if row["path"] == "/v1/messages"]
-        summary = cluster.summary()
-    assert code == 0, err[-3000:]
+        records, truth, summary = cluster.finished()
     assert len({record["worker"] for record in records}) == 2
     turns = check_replies_sent_back(truth, records)
     assert set(turns) == {1, 2, 3}

@@ -18,7 +18,7 @@ from harness.records import RECORDS_FILE, read_records
 from harness.sampler import Sampler
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from tests.support.cluster import Cluster
-from tests.support.processes import write_yaml
+from tests.support.processes import write_lines, write_yaml
 from tests.support.runs import FAST_PROFILE, messages_truth, run_against_emulator
 
 CHATS = [
@@ -34,11 +34,6 @@ CHATS = [
         "metadata": {"source": "support"},
     },
 ]
-
-
-def write_lines(path: Path, items: list[Any]) -> Path:
-    path.write_text("\n".join(json.dumps(item) for item in items) + "\n", encoding="utf-8")
-    return path
 
 
 def dataset_scenario(tmp_path: Path, dataset: dict[str, Any], **prompt: Any) -> Path:
@@ -157,7 +152,10 @@ def test_the_top_level_datasets_are_prompts_named_after_their_files(tmp_path: Pa
 @pytest.mark.parametrize(
     ("datasets", "problem"),
     [
-        ([{"path": "chats.jsonl", "format": "parquet"}], "datasets[0].format: Input should be 'messages', 'sharegpt', 'text' or 'csv'"),
+        (
+            [{"path": "chats.jsonl", "format": "parquet"}],
+            "datasets[0].format: Input should be 'messages', 'sharegpt', 'text', 'csv' or 'trace'",
+        ),
         ([{"path": "chats.jsonl", "format": "text", "colour": 1}], "datasets[0].colour: Extra inputs are not permitted"),
         ("chats.jsonl", "datasets: a list of datasets"),
         ([{"path": "missing.jsonl", "format": "text"}], "datasets[0].path: "),

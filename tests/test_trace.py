@@ -14,12 +14,11 @@ import pytest
 
 from harness.datasets import DatasetError, load_entries
 from harness.payload import build_body
-from harness.records import RECORDS_FILE, read_records
 from harness.scenario import ScenarioError, load_scenario, scenario_from_dict
 from harness.trace import TraceArrivals, trace_of
 from tests.support.cluster import Cluster
-from tests.support.processes import write_yaml
-from tests.support.runs import FAST_PROFILE, run_against_emulator
+from tests.support.processes import write_lines, write_yaml
+from tests.support.runs import recorded_run
 
 SPEED = 2.0
 
@@ -31,7 +30,7 @@ def write_trace(path: Path, lines: int = 40, seed: int = 3) -> list[dict[str, An
         at += rng.choice([20, 50, 100, 300])
         size = {"input_length": rng.randint(50, 400)} if index % 2 else {"messages": [{"role": "user", "content": f"hi {index}"}]}
         items.append({"timestamp": at, **size, "output_length": 8})
-    path.write_text("\n".join(json.dumps(item) for item in items) + "\n", encoding="utf-8")
+    write_lines(path, items)
     return items
 
 
@@ -145,15 +144,11 @@ def spacing_errors_ms(items: list[dict[str, Any]], records: list[dict[str, Any]]
 @pytest.mark.slow
 def test_a_replayed_trace_keeps_its_spacing(tmp_path: Path) -> None:
     items = write_trace(tmp_path / "day.jsonl")
-    scenario = write_yaml(tmp_path / "s.yaml", trace_scenario(tmp_path / "day.jsonl"))
-    summary_path = tmp_path / "summary.json"
-    result, truth = run_against_emulator(tmp_path, scenario, FAST_PROFILE, "--summary-json", str(summary_path), users=None, run_time=None)
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = list(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))))
+    _, summary, records, truth = recorded_run(tmp_path, trace_scenario(tmp_path / "day.jsonl"), users=None, run_time=None)
     assert sorted(record["entry"] for record in records) == list(range(1, len(items) + 1))  # each once, by itself it ended
     errors = spacing_errors_ms(items, records, truth)
     assert statistics.median(errors) < 2 and max(errors) < 50, sorted(errors)[-5:]
-    arrivals = json.loads(summary_path.read_text())["arrivals"]
+    arrivals = summary["arrivals"]
     assert (arrivals["arrival"], arrivals["scheduled"], arrivals["sent"], arrivals["dropped"]) == ("trace", len(items), len(items), 0)
 
 
@@ -162,11 +157,7 @@ def test_a_trace_replays_across_workers_each_request_once_on_time(tmp_path: Path
     items = write_trace(tmp_path / "day.jsonl")
     with Cluster(tmp_path, workers=2, run_time=None, users=None, scenario=trace_scenario(tmp_path / "day.jsonl")) as cluster:
         assert not list(cluster.worker_dir.rglob("*.jsonl"))
-        code, _out, err = cluster.finish()
-        records = cluster.records()
-        truth = [row for row in cluster.truth() if row["path"] == "/v1/messages"]
-        summary = cluster.summary()
-    assert code == 0, err[-3000:]
+        records, truth, summary = cluster.finished()
     assert sorted(record["entry"] for record in records) == list(range(1, len(items) + 1))
     assert len({record["worker"] for record in records}) == 2
     errors = spacing_errors_ms(items, records, truth)

@@ -164,6 +164,13 @@ class Cluster:
             self.close()
         return code, text(self.tmp / "master.out"), self.master_err()
 
+    def finished(self, timeout_s: float = 90) -> tuple[list[dict], list[dict], dict]:
+        """`finish`, which must exit 0 with every worker's records written: the records, the
+        server's log of Messages requests and the summary."""
+        code, _out, err = self.finish(timeout_s)
+        assert code == 0, err[-3000:]
+        return self.records(), self.truth(), self.summary()
+
     def close(self) -> None:
         """Kill whatever still runs and stop the emulator; safe to call again."""
         for process in self.processes:

@@ -62,6 +62,12 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def write_lines(path: Path, items: list[Any]) -> Path:
+    """`items` as JSON lines."""
+    path.write_text("\n".join(json.dumps(item) for item in items) + "\n", encoding="utf-8")
+    return path
+
+
 def run_locust(
     tmp_path: Path,
     scenario: Path,

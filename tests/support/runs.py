@@ -63,6 +63,22 @@ def run_against_emulator(tmp_path: Path, scenario: Path, profile: dict, *args: s
     return result, messages_truth(tmp_path / "truth.jsonl")
 
 
+def recorded_run(
+    tmp_path: Path, scenario: dict, users: int | None, run_time: str | None
+) -> tuple[LocustResult, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A headless run of `scenario` against an emulator process on FAST_PROFILE, which must exit
+    0: the run, its JSON summary, its records and the server's log of Messages requests."""
+    from harness.records import RECORDS_FILE, read_records
+
+    summary_path = tmp_path / "summary.json"
+    scenario_path = write_yaml(tmp_path / "scenario.yaml", scenario)
+    args = ("--summary-json", str(summary_path))
+    result, truth = run_against_emulator(tmp_path, scenario_path, FAST_PROFILE, *args, users=users, run_time=run_time)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = list(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))))
+    return result, json.loads(summary_path.read_text()), records, truth
+
+
 def summarized_run(tmp_path: Path, scenario: dict, profile: dict, *args: str, timeout_s: float = 120) -> tuple[LocustResult, dict]:
     """`locust --headless` of `scenario` with the built-in emulator on `profile`, the users and
     run time the scenario's own: the run and its JSON summary."""
