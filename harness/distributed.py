@@ -48,6 +48,7 @@ from harness import __version__, locust_env
 from harness.cluster_arrivals import ARRIVALS_MESSAGE, ArrivalShare, ClusterArrivals
 from harness.datasets import received_datasets, shipped_datasets
 from harness.openloop import ArrivalCounts
+from harness.results import InputSize
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
 from harness.shares import INTERVAL_S, Share, Spent, split
 from harness.stats import RunStats
@@ -311,6 +312,8 @@ class MasterLink:
             run.steps.merge(client_id, report["steps"])
         run.headroom.merge_encoded(report.get("headroom") or {})
         run.conversations.merge_encoded(report.get("conversations") or {})
+        for size in map(InputSize.model_validate, report.get("input_sizes") or []):
+            run.input_sizes.setdefault((size.model, size.prompt), size)
         state = self._worker(client_id, report["name"])
         now = time.time()
         state.rate_per_s = max(0, report["recorded"] - state.recorded) / max(now - state.counted_from, 1e-3)

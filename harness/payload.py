@@ -219,17 +219,22 @@ _WORDS = [
 ]
 
 
-@functools.lru_cache(maxsize=128)
 def synthetic_text(tokens: int, seed: int = 0) -> str:
-    """Deterministic English-like filler of about ``tokens`` tokens.
-
-    Exactly ``BYTES_PER_TOKEN * tokens`` ASCII bytes (4 bytes per token), sentences of
-    common words, the same text for the same arguments; a different seed gives a
-    different text (so prompt caches do not collide across seeds).
-    """
+    """Deterministic English-like filler of about ``tokens`` tokens: ``BYTES_PER_TOKEN * tokens``
+    bytes of :func:`synthetic_filler` (before harness/calibration.py sizes it by the API's count)."""
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1 (got {tokens})")
-    size = BYTES_PER_TOKEN * tokens
+    return synthetic_filler(BYTES_PER_TOKEN * tokens, seed)
+
+
+@functools.lru_cache(maxsize=128)
+def synthetic_filler(size: int, seed: int = 0) -> str:
+    """Exactly ``size`` ASCII bytes of sentences of common words, the same text for the same
+    arguments (a shorter size gives the start of the same text, its last character aside: the
+    count grows with the size); a different seed gives a different text (so prompt caches do
+    not collide across seeds)."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1 (got {size})")
     rng = random.Random(f"synthetic-text:{seed}")
     words = _WORDS
     parts: list[str] = []
@@ -247,15 +252,18 @@ def synthetic_text(tokens: int, seed: int = 0) -> str:
     return text
 
 
-def _synthetic_block(prompt: Prompt, scenario: Scenario) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "text", "text": synthetic_text(prompt.input_tokens, scenario.seed)}
+def _synthetic_block(prompt: Prompt, scenario: Scenario, model: str | None) -> dict[str, Any]:
+    assert prompt.input_tokens is not None
+    size = scenario._input_bytes.get((model or "", prompt.name), BYTES_PER_TOKEN * prompt.input_tokens)
+    block: dict[str, Any] = {"type": "text", "text": synthetic_filler(size, scenario.seed)}
     if prompt.cache_synthetic:
         block["cache_control"] = {"type": "ephemeral"}
     return block
 
 
-def build_messages(prompt: Prompt, scenario: Scenario) -> list[dict[str, Any]]:
-    """The ``messages`` array: the prompt's conversation, with the synthetic context.
+def build_messages(prompt: Prompt, scenario: Scenario, model: str | None = None) -> list[dict[str, Any]]:
+    """The ``messages`` array: the prompt's conversation, with the synthetic context (sized for
+    `model` by harness/calibration.py, or at 4 bytes a token).
 
     * only ``input_tokens``: one user message whose content is the synthetic text (a string,
       or a single cached text block with ``cache_synthetic``);
@@ -266,7 +274,7 @@ def build_messages(prompt: Prompt, scenario: Scenario) -> list[dict[str, Any]]:
     messages = [{"role": m.role, "content": copy.deepcopy(m.content)} for m in prompt.messages or ()]
     if prompt.input_tokens is None:
         return messages
-    block = _synthetic_block(prompt, scenario)
+    block = _synthetic_block(prompt, scenario, model)
     if not messages:
         content: Any = [block] if prompt.cache_synthetic else block["text"]
         return [{"role": "user", "content": content}]
@@ -292,7 +300,7 @@ def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": pick.model,
         "max_tokens": (entry.max_tokens if entry is not None else None) or prompt.max_tokens,
-        "messages": _entry_messages(entry, scenario) if entry is not None else build_messages(prompt, scenario),
+        "messages": _entry_messages(entry, scenario) if entry is not None else build_messages(prompt, scenario, pick.model),
     }
     system = entry.system if entry is not None and entry.system is not None else prompt.system
     if system is not None:

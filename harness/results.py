@@ -171,6 +171,18 @@ class RunInfo(_Result):
     datasets: dict[str, DatasetInfo] = Field(default_factory=dict, description="per dataset prompt: what its file held")
 
 
+class InputSize(_Result):
+    """How a synthetic prompt (`input_tokens`) was sized for a model (harness.calibration)."""
+
+    model: str
+    prompt: str
+    target: int = Field(ge=1, description="the prompt's input_tokens: the request's input tokens as the API counts them")
+    achieved: int | None = Field(description="the target's count_tokens of the request as sent; None: not counted")
+    text_bytes: int = Field(ge=1, description="the synthetic text's length")
+    by: Literal["count_tokens", "bytes"] = Field(default="count_tokens", description="bytes: 4 bytes a token, not counted")
+    problem: str | None = Field(default=None, description="why it was not counted (the target could not count)")
+
+
 class Accounting(_Result):
     """Where every request went: recorded = requests (in the window) + before_window."""
 
@@ -487,6 +499,7 @@ class Summary(_Result):
         default_factory=dict, description="per model: the API's rate-limit headers and 429s (models with either)"
     )
     conversations: Conversations | None = Field(default=None, description="prompts sent as conversations; None: none are")
+    input_sizes: list[InputSize] = Field(default_factory=list, description="each (model, synthetic prompt): its size as sent")
     verdict: Verdict | None = None
 
     def to_json(self) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import payload
+from harness.calibration import calibrate
 from harness.conversation import ConversationBook, ConversationSpec, Session
 from harness.datasets import EntryOrder
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
@@ -32,7 +33,7 @@ from harness.pricing import PriceTable
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, POINTS_FILE, FileSink, InfluxConfig, InfluxSink, PointWriter
 from harness.records import RECORDS_FILE, RecordsFile
 from harness.replies import Reply
-from harness.results import HealthSample
+from harness.results import HealthSample, InputSize
 from harness.sampler import Pick, Sampler
 from harness.scenario import Scenario
 from harness.shares import Share
@@ -133,6 +134,7 @@ class HarnessRun:
         self._retry_seq = itertools.count()
         self._think_seq = itertools.count()
         self.conversations = ConversationBook()  # sessions and their turns (in the measurement window)
+        self.input_sizes: dict[tuple[str, str], InputSize] = {}  # synthetic prompts as sized (a master: its workers')
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
         self.headroom = Headroom()  # rate-limit headers and 429s per model, over the whole run
@@ -360,12 +362,16 @@ class HarnessRun:
             self.points.add(line(RUN_MEASUREMENT, self.labels, {"event": event, "detail": detail}, time.time_ns()))
 
     def start(self) -> None:
+        """The run begins: the sinks start, then (a process that sends) synthetic prompts are
+        sized before any request is sent."""
         self.fail_fast = self._new_fail_fast()
         if self.points is not None:
             self.points.start()
         self.health.start()
         self.disk.start()
         self._marker("start", f"scenario {self.scenario.name} ({self.scenario.digest()[:12]}), transport {self.config.transport}")
+        if self.config.role != "master":
+            self.input_sizes = {(size.model, size.prompt): size for size in calibrate(self.scenario, self.config.target)}
 
     def close(self) -> None:
         """End of the run: every request has been emitted; flush and close every sink."""
@@ -411,4 +417,5 @@ class HarnessRun:
             "steps": self.steps.report() if self.steps is not None else None,
             "headroom": self.headroom.encode_delta(),
             "conversations": self.conversations.encode_delta(),
+            "input_sizes": [size.model_dump() for size in self.input_sizes.values()],
         }

@@ -370,6 +370,7 @@ class Scenario(StrictModel):
     prompts: list[Prompt] = Field(min_length=1)
     stream: float = Field(default=1.0, ge=0, le=1)
     seed: int = 0
+    input_tokens_by: Literal["count_tokens", "bytes"] = "count_tokens"  # how `input_tokens` is sized (harness/calibration.py)
     timeouts: Timeouts = Field(default_factory=Timeouts)  # `timeout_s: N` is read as timeouts.total_s
     failures: Failures = Field(default_factory=Failures)
     prices: dict[str, Price] = Field(default_factory=dict)
@@ -383,6 +384,7 @@ class Scenario(StrictModel):
     _source: str = PrivateAttr(default="<scenario>")
     _datasets: dict[str, list[Entry]] = PrivateAttr(default_factory=dict)  # a dataset prompt's entries, by its name
     _dataset_split: tuple[int, int] = PrivateAttr(default=(0, 1))  # a worker's share of an order: (index, count)
+    _input_bytes: dict[tuple[str, str], int] = PrivateAttr(default_factory=dict)  # (model, prompt): harness/calibration.py
 
     @field_validator("anthropic_version", mode="before")
     @classmethod

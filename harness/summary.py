@@ -135,6 +135,7 @@ def build_summary(
         sweep=sweep,
         rate_limits=run.headroom.figures(),
         conversations=run.conversations.figures(),
+        input_sizes=sorted(run.input_sizes.values(), key=lambda size: (size.prompt, size.model)),
     )
 
 
@@ -320,6 +321,21 @@ def render_rate_limits(summary: Summary) -> list[str]:
     return [rate_limits_line(model, figures) for model, figures in summary.rate_limits.items()]
 
 
+def render_input_sizes(summary: Summary) -> list[str]:
+    """A synthetic prompt's size for each model: its target and the count the API gave."""
+    lines = []
+    for size in summary.input_sizes:
+        counted = (
+            f"counted {fmt_int(size.achieved)}"
+            if size.achieved is not None
+            else f"not counted ({size.problem or 'input_tokens_by: bytes'})"
+        )
+        lines.append(
+            f"input size {size.model} / {size.prompt}: {fmt_int(size.target)} tokens asked, {counted}, {fmt_int(size.text_bytes)} bytes of text"
+        )
+    return lines
+
+
 def render_conversations(summary: Summary) -> list[str]:
     """How the sessions ended, and a line per turn: its requests, TTFT, first tool input, latency."""
     conversations = summary.conversations
@@ -431,6 +447,7 @@ def render_text(summary: Summary) -> str:
         *render_application(summary),
         *render_arrivals(summary),
         *render_rate_limits(summary),
+        *render_input_sizes(summary),
         *render_conversations(summary),
         *render_sweep(summary),
     ]

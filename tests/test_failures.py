@@ -220,6 +220,7 @@ def test_the_scenarios_time_limits_reach_the_transport(tmp_path: Path) -> None:
             "name": "stalls",
             "models": [{"model": "stall"}],
             "prompts": [{"name": "p", "input_tokens": 10, "max_tokens": 8}],
+            "input_tokens_by": "bytes",  # (the server stalls every request: it cannot count)
             "timeouts": {"idle_s": 1, "total_s": 30},
             "failures": {"fail_fast": None},
         }

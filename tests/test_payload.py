@@ -13,6 +13,7 @@ from harness.payload import (
     body_bytes,
     build_body,
     build_headers,
+    synthetic_filler,
     synthetic_text,
 )
 from harness.sampler import Pick, Sampler
@@ -75,7 +76,7 @@ def test_synthetic_text_length(tokens):
 
 def test_synthetic_text_deterministic_and_seeded():
     a = synthetic_text(1000, seed=1)
-    synthetic_text.cache_clear()
+    synthetic_filler.cache_clear()
     assert synthetic_text(1000, seed=1) == a
     assert synthetic_text(1000, seed=2) != a
     assert synthetic_text(1000) == synthetic_text(1000, seed=0)
@@ -84,11 +85,12 @@ def test_synthetic_text_deterministic_and_seeded():
     assert len(words) > 100 and len(set(words)) > 30
 
 
-def test_synthetic_text_is_cached():
-    synthetic_text.cache_clear()
+def test_synthetic_text_is_cached_and_a_shorter_one_is_its_start():
+    synthetic_filler.cache_clear()
     synthetic_text(321, 0)
     synthetic_text(321, 0)
-    assert synthetic_text.cache_info().hits >= 1
+    assert synthetic_filler.cache_info().hits >= 1
+    assert all(synthetic_filler(size)[:-1] == synthetic_filler(2000)[: size - 1] for size in (1, 57, 999))
 
 
 def test_synthetic_text_rejects_zero():
