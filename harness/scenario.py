@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from harness import yamlfile
+from harness.content import AttachmentError, check_content, files_read
 from harness.conversation import DEFAULT_TOOL_RESULT, ConversationSpec, checked_tools
 from harness.datasets import DatasetError, DatasetRef, Entry, datasets_as_prompts, load_entries
 from harness.fields import StrictModel, parse_timespan
@@ -114,26 +115,6 @@ def _check_share(value: Any, allow_bool_passthrough: bool) -> Any:
     raise ValueError(f"must be a share between 0 and 1, or true/false (got {value!r})")
 
 
-def _check_content(value: Any) -> Any:
-    if isinstance(value, str):
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("must be a non-empty string or a non-empty list of content blocks")
-        for i, block in enumerate(value):
-            if not isinstance(block, dict):
-                raise ValueError(f"[{i}]: a content block must be a mapping like {{type: text, text: ...}} (got {short(block)})")
-            btype = block.get("type")
-            if not isinstance(btype, str) or not btype:
-                raise ValueError(f"[{i}].type: a content block needs a 'type' (e.g. text)")
-            if btype == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
-                raise ValueError(f"[{i}].text: a text block needs a non-empty 'text' string")
-        return value
-    raise ValueError(f"must be a string or a list of content blocks (got {short(value)})")
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -162,7 +143,7 @@ class Message(StrictModel):
     @field_validator("content", mode="before")
     @classmethod
     def _content(cls, value: Any) -> Any:
-        return _check_content(value)
+        return check_content(value)
 
 
 class Timeouts(StrictModel):
@@ -260,7 +241,7 @@ class Prompt(StrictModel):
     @field_validator("system", mode="before")
     @classmethod
     def _system(cls, value: Any) -> Any:
-        return None if value is None else _check_content(value)
+        return None if value is None else check_content(value)
 
     @field_validator("stream", mode="before")
     @classmethod
@@ -570,6 +551,10 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(source, [("", yaml_problem(exc))]) from None
     if data is None:
         raise ScenarioError(source, [("", "the file is empty; a scenario needs at least name, models and prompts")])
+    try:
+        data = files_read(data, p.parent)
+    except AttachmentError as exc:
+        raise ScenarioError(source, [exc.args]) from None
     scenario = scenario_from_dict(data, source=source)
     own = len(data.get("prompts") or []) if isinstance(data, dict) else 0  # then those of `datasets:`
     for index, prompt in enumerate(scenario.prompts):
