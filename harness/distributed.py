@@ -296,7 +296,7 @@ class MasterLink:
         """A report of an older window keeps its counters but no stats: neither ours nor Locust's."""
         report = data.get(REPORT_KEY)
         if report and report.get("run_id") == self.run_id and report.get("window") != self.epoch:
-            report["stats"], report["conversations"] = [], {}
+            report["stats"], report["conversations"], report["caching"] = [], {}, []
             data["stats"], data["errors"] = [], {}
             data["stats_total"] = StatsEntry(self.runner.stats, "Aggregated", "").serialize()
 
@@ -312,6 +312,7 @@ class MasterLink:
             run.steps.merge(client_id, report["steps"])
         run.headroom.merge_encoded(report.get("headroom") or {})
         run.conversations.merge_encoded(report.get("conversations") or {})
+        run.caching.merge_encoded(report.get("caching") or [])
         for size in map(InputSize.model_validate, report.get("input_sizes") or []):
             run.input_sizes.setdefault((size.model, size.prompt), size)
         state = self._worker(client_id, report["name"])

@@ -456,6 +456,22 @@ class TurnFigures(_Result):
     input_tokens: int = Field(ge=0, description="their sum: it grows with the turns as the conversation does")
 
 
+class CacheFigures(_Result):
+    """One label's prompt caching (harness.caching): its successful requests in the window."""
+
+    model: str
+    prompt: str
+    mode: str
+    requests: int = Field(ge=0)
+    hits: int = Field(ge=0, description="requests that read from the cache")
+    hit_share: float = Field(ge=0, le=1)
+    writes: int = Field(ge=0, description="requests that wrote to the cache")
+    read_tokens: int = Field(ge=0)
+    creation_tokens: int = Field(ge=0, description="tokens written to the cache")
+    ttft_with_reads_ms: Percentiles | None
+    ttft_without_reads_ms: Percentiles | None = Field(description="writes and requests that read nothing")
+
+
 class Conversations(_Result):
     """Prompts sent as conversations: how the sessions ended, and each turn's figures."""
 
@@ -499,6 +515,7 @@ class Summary(_Result):
         default_factory=dict, description="per model: the API's rate-limit headers and 429s (models with either)"
     )
     conversations: Conversations | None = Field(default=None, description="prompts sent as conversations; None: none are")
+    caching: list[CacheFigures] = Field(default_factory=list, description="per label where prompt caching happened")
     input_sizes: list[InputSize] = Field(default_factory=list, description="each (model, synthetic prompt): its size as sent")
     verdict: Verdict | None = None
 

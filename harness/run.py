@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import payload
+from harness.caching import CacheBook
 from harness.calibration import calibrate
 from harness.conversation import ConversationBook, ConversationSpec, Session
 from harness.datasets import EntryOrder
@@ -134,6 +135,7 @@ class HarnessRun:
         self._retry_seq = itertools.count()
         self._think_seq = itertools.count()
         self.conversations = ConversationBook()  # sessions and their turns (in the measurement window)
+        self.caching = CacheBook()  # prompt-cache reads and writes per label (in the measurement window)
         self.input_sizes: dict[tuple[str, str], InputSize] = {}  # synthetic prompts as sized (a master: its workers')
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
@@ -304,6 +306,7 @@ class HarnessRun:
         ledger.window_opened_at = time.time()
         self.stats.reset()
         self.conversations.reset()
+        self.caching.reset()
         self._recent = self._new_recent()
 
     def emit(self, record: TimingRecord) -> None:
@@ -349,6 +352,7 @@ class HarnessRun:
             self.environment.stats.get(name, "TTFT").log(record.ttft_ms, 0)  # type: ignore[arg-type]  # float ms, as in request events (typed int)
         self.stats.add(record)
         self.conversations.add(record)
+        self.caching.add(record)
         if self._recent is not None:
             self._recent.add(record)
 
@@ -417,5 +421,6 @@ class HarnessRun:
             "steps": self.steps.report() if self.steps is not None else None,
             "headroom": self.headroom.encode_delta(),
             "conversations": self.conversations.encode_delta(),
+            "caching": self.caching.encode_delta(),
             "input_sizes": [size.model_dump() for size in self.input_sizes.values()],
         }

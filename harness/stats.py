@@ -61,6 +61,11 @@ class Histogram(HdrHistogram):
     def decode_and_add(self, encoded_histogram: bytes | str) -> None:
         self.add(Histogram.decode(encoded_histogram, self.b64_wrap))
 
+    def add(self, other_hist: HdrHistogram) -> None:
+        """hdrh's add, but an empty one adds nothing (hdrh would take its minimum, 0, for ours)."""
+        if other_hist.get_total_count():
+            super().add(other_hist)
+
     def encode(self) -> bytes:
         """hdrh's encoding (V2, zlib, base64), byte for byte, without a new ctypes type per call:
         see `_compressed_counts`."""

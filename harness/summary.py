@@ -135,6 +135,7 @@ def build_summary(
         sweep=sweep,
         rate_limits=run.headroom.figures(),
         conversations=run.conversations.figures(),
+        caching=run.caching.figures(),
         input_sizes=sorted(run.input_sizes.values(), key=lambda size: (size.prompt, size.model)),
     )
 
@@ -321,6 +322,24 @@ def render_rate_limits(summary: Summary) -> list[str]:
     return [rate_limits_line(model, figures) for model, figures in summary.rate_limits.items()]
 
 
+def render_caching(summary: Summary) -> list[str]:
+    """A line per label where prompt caching happened: hit share, tokens, TTFT with and without reads."""
+    lines = []
+    for cache in summary.caching:
+        with_reads, without = cache.ttft_with_reads_ms, cache.ttft_without_reads_ms
+        ttft = ", ".join(
+            f"TTFT {name} p50 {fmt_ms(figures.p50)} p95 {fmt_ms(figures.p95)}"
+            for name, figures in (("with reads", with_reads), ("without", without))
+            if figures is not None
+        )
+        lines.append(
+            f"prompt cache {cache.model} / {cache.prompt} / {cache.mode}: {fmt_share(cache.hit_share)} of {fmt_int(cache.requests)} "
+            f"requests read it ({fmt_int(cache.read_tokens)} tokens read, {fmt_int(cache.creation_tokens)} written)"
+            + (f"; {ttft}" if ttft else "")
+        )
+    return lines
+
+
 def render_input_sizes(summary: Summary) -> list[str]:
     """A synthetic prompt's size for each model: its target and the count the API gave."""
     lines = []
@@ -448,6 +467,7 @@ def render_text(summary: Summary) -> str:
         *render_arrivals(summary),
         *render_rate_limits(summary),
         *render_input_sizes(summary),
+        *render_caching(summary),
         *render_conversations(summary),
         *render_sweep(summary),
     ]

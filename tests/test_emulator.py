@@ -52,6 +52,7 @@ FAST = {
         "slow": {"output_tps": 20, "output_tokens": {"mean": 400, "sd": 0, "min": 400}},  # 20 s: surely in flight
         "gapped": {"ttft_ms": 100, "output_tps": 5, "output_tokens": {"mean": 2, "sd": 0, "min": 2}},  # 200 ms apart
         "empty-first": {"empty_first_delta": True},
+        "claude-cache": {"ttft_ms_per_1k_input": 20, "output_tokens": {"mean": 5, "sd": 0, "min": 5}},
     },
 }
 
@@ -196,10 +197,10 @@ def test_event_templates_are_json_and_records_have_every_field() -> None:
     from harness.emulator.wire import MESSAGE_DELTA, MESSAGE_START, json_string
 
     model = 'we"ird \u00fc\\model'
-    start = json.loads(MESSAGE_START % ("msg_1", json_string(model), 12))
+    start = json.loads(MESSAGE_START % ("msg_1", json_string(model), 12, 0, 0))
     assert start["type"] == "message_start" and start["message"]["model"] == model
     assert start["message"]["usage"]["input_tokens"] == 12 and start["message"]["content"] == []
-    delta = json.loads(MESSAGE_DELTA % ("max_tokens", 12, 34))
+    delta = json.loads(MESSAGE_DELTA % ("max_tokens", 12, 0, 0, 34))
     assert delta["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
     assert delta["usage"]["input_tokens"] == 12 and delta["usage"]["output_tokens"] == 34
     rec = RequestRecord("req_1", "/v1/messages", 5, True).record()
@@ -321,6 +322,28 @@ def test_a_tool_result_without_its_call_and_a_call_without_its_result_are_refuse
         body = json.dumps({"model": "m", "max_tokens": 5, "messages": messages, "tools": TOOLS}).encode()
         status, _, data = raw(emu, "POST", "/v1/messages", body)
         assert status == 400 and problem in json.loads(data)["error"]["message"]
+
+
+@pytest.mark.slow
+def test_a_cached_prefix_is_written_once_then_read_and_reads_cost_no_time(emu: Emu) -> None:
+    c = emu.client()
+    context = {"type": "text", "text": "word " * 3000, "cache_control": {"type": "ephemeral"}}
+    messages = [{"role": "user", "content": [context, {"type": "text", "text": "Summarize."}]}]
+    first = c.messages.create(model="claude-cache", max_tokens=5, messages=messages)  # type: ignore[arg-type]
+    again = c.messages.create(model="claude-cache", max_tokens=5, messages=messages)  # type: ignore[arg-type]
+    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (3000 + 3, 0)
+    assert (again.usage.cache_creation_input_tokens, again.usage.cache_read_input_tokens) == (0, 3000 + 3)
+    assert first.usage.input_tokens == again.usage.input_tokens == 2  # "Summarize." (10 bytes: 1 + 10 // 7)
+    with c.messages.stream(model="claude-cache", max_tokens=5, messages=messages) as s:  # type: ignore[arg-type]
+        streamed = s.get_final_message()
+    assert streamed.usage.cache_read_input_tokens == 3003
+    written, read = emu.gt_by_id(first._request_id), emu.gt_by_id(again._request_id)  # type: ignore[arg-type]
+    assert (written["cache_creation_tokens"], read["cache_read_tokens"], read["input_tokens"]) == (3003, 3003, 2)
+    # 20 ms per 1k input tokens: a write pays for its 3,005 tokens, a read for 2
+    assert written["scheduled_end_ns"] - written["t_received_ns"] - (read["scheduled_end_ns"] - read["t_received_ns"]) > 40e6
+    short = [{"role": "user", "content": [{"type": "text", "text": "word " * 500, "cache_control": {"type": "ephemeral"}}]}]
+    small = c.messages.create(model="claude-cache", max_tokens=5, messages=short)  # type: ignore[arg-type]
+    assert (small.usage.cache_creation_input_tokens, small.usage.input_tokens) == (0, 503)  # below 1,024: not cached
 
 
 @pytest.mark.slow

@@ -79,6 +79,21 @@ def test_encoded_deltas_merge_to_the_same_percentiles() -> None:
     assert merged.total().figures(with_histograms=True) == whole.total().figures(with_histograms=True)
 
 
+def test_a_delta_whose_label_has_no_ttft_leaves_the_merged_minimum_alone() -> None:
+    """A worker's delta in which a streamed label's requests all failed carries an empty TTFT
+    histogram: merged, it must not make the label's minimum TTFT 0."""
+    streamed, failed = RunStats(), RunStats()
+    streamed.add(record("a", ttft=250.0, latency=900.0))
+    failed_request = record("a", ttft=1.0, latency=50.0, outcome=RATE_LIMITED)
+    failed_request.ttft_ms = None
+    failed.add(failed_request)
+    merged = RunStats()
+    for worker in (streamed, failed):
+        merged.merge(RunStats.decode(worker.encode_delta()))
+    ttft = merged.total().figures().ttft_ms
+    assert ttft is not None and ttft.count == 1 and ttft.min == pytest.approx(250, rel=0.001)
+
+
 def test_a_worker_reuses_its_histograms_from_one_delta_to_the_next() -> None:
     worker, second_only = RunStats(), RunStats()
     for i in range(1, 501):

@@ -27,7 +27,9 @@ processes), each taken immediately before the corresponding socket write:
 request_id, path, model, stream, status (null if no response was sent), outcome (ok |
 rate_limited | overloaded | api_error | invalid_request | unauthorized | not_found |
 stream_error | disconnect | client_closed | shutdown), error_type, seq (Messages
-sequence number), input_tokens, output_tokens (delivered so far for a broken stream),
+sequence number), input_tokens (as usage gives them: neither read from nor written to the
+prompt cache), cache_read_tokens, cache_creation_tokens (see `caching`), output_tokens
+(delivered so far for a broken stream),
 stop_reason, t_received_ns, t_headers_ns, t_first_thinking_ns, t_first_text_ns,
 t_last_token_ns, t_end_ns, scheduled_first_text_ns, scheduled_end_ns, queued_ns (the wait
 for a server of the model's capacity: its response starts that much later), reply_digest

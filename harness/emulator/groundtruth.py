@@ -46,6 +46,8 @@ class RequestRecord:
     """Everything the ground truth records about one request (and whether its connection stays open)."""
 
     __slots__ = (
+        "cache_creation_tokens",
+        "cache_read_tokens",
         "context_digests",
         "error_type",
         "input_tokens",
@@ -80,7 +82,9 @@ class RequestRecord:
         self.outcome = ""
         self.error_type: str | None = None
         self.seq: int | None = None
-        self.input_tokens: int | None = None
+        self.input_tokens: int | None = None  # (a Messages request's: those not read from or written to the prompt cache)
+        self.cache_read_tokens = 0
+        self.cache_creation_tokens = 0
         self.output_tokens: int | None = None
         self.stop_reason: str | None = None
         self.t_received_ns = t_received
@@ -108,6 +112,8 @@ class RequestRecord:
             "error_type": self.error_type,
             "seq": self.seq,
             "input_tokens": self.input_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_creation_tokens": self.cache_creation_tokens,
             "output_tokens": self.output_tokens,
             "stop_reason": self.stop_reason,
             "t_received_ns": self.t_received_ns,

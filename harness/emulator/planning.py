@@ -42,6 +42,7 @@ from harness.emulator.wire import (
     THINKING_BLOCK_START,
     THINKING_TOKENS,
     TOOL_INPUT_OPEN,
+    InputUsage,
     error_body,
     input_json_delta_event,
     json_response,
@@ -298,7 +299,7 @@ def blocking_items(
     message_id: str,
     model: str,
     signature: str,
-    input_tokens: int,
+    usage: InputUsage,
     keep_alive: bool,
     rate_limit_headers: list[tuple[str, str]],
     retry_headers: list[tuple[str, str]],
@@ -316,12 +317,12 @@ def blocking_items(
         content.append({"type": "thinking", "thinking": text, "signature": signature})
     content.extend(reply_content(plan, f"toolu_{message_id}"))
     out = plan.output_tokens
-    msg = message_body(message_id, model, content, plan.stop_reason, input_tokens, out)
+    msg = message_body(message_id, model, content, plan.stop_reason, usage, out)
     return [(plan.text_targets[-1], ITEM_BLOCK, json_response(200, request_id, msg, extra=rate_limit_headers, keep_alive=keep_alive), out)]
 
 
 def stream_items(
-    plan: ResponsePlan, deltas: DeltaEvents, *, message_id: str, signature: str, input_tokens: int, empty_first_delta: bool
+    plan: ResponsePlan, deltas: DeltaEvents, *, message_id: str, signature: str, usage: InputUsage, empty_first_delta: bool
 ) -> list[PlanItem]:
     """The writes of a stream after its head, in order (draws the thinking chunks' jitter):
     thinking block, optional empty text delta, text (or tool input) chunks, then the tail or the fault."""
@@ -359,7 +360,5 @@ def stream_items(
     elif plan.fault == ITEM_DROP:
         items.append((targets[n_send], ITEM_DROP, b"", 0))
     else:
-        items.append(
-            (targets[-1], ITEM_TAIL, stream_tail(text_index, plan.stop_reason, input_tokens, plan.output_tokens, bool(plan.tool)), 0)
-        )
+        items.append((targets[-1], ITEM_TAIL, stream_tail(text_index, plan.stop_reason, usage, plan.output_tokens, bool(plan.tool)), 0))
     return items

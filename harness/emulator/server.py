@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any, cast
 
+from harness.emulator.caching import PromptCache
 from harness.emulator.capacity import PerModel
 from harness.emulator.groundtruth import OUTCOMES, GroundTruth, RequestRecord, assistant_digest
 from harness.emulator.planning import (
@@ -48,7 +49,7 @@ from harness.emulator.planning import (
 )
 from harness.emulator.profile import Profile
 from harness.emulator.ratelimits import RateLimiter
-from harness.emulator.validate import RequestError, count_input_tokens, validate_count_tokens_body, validate_messages_body
+from harness.emulator.validate import RequestError, cache_prefix, count_input_tokens, validate_count_tokens_body, validate_messages_body
 from harness.emulator.wheel import Wheel
 from harness.emulator.wire import ERROR_TYPES, error_body, json_response, models_body, parse_request_head, stream_head
 
@@ -91,7 +92,8 @@ class State:
             pref.append(alphabet[r])
         self.id_prefix = "".join(pref)
         self.deltas = DeltaEvents()
-        self.valid_bodies: dict[tuple[str, bytes], tuple[dict[str, Any], int]] = {}
+        self.valid_bodies: dict[tuple[str, bytes], tuple[dict[str, Any], int, tuple[str, int] | None]] = {}
+        self.prompt_cache = PromptCache()
         self.accepting = True
 
     def new_request_id(self) -> str:
@@ -443,7 +445,7 @@ class ApiConnection(HttpConnection):
                 req.stream = parsed.get("stream") is True
             self._send_error(req, 400, str(err))
             return
-        valid = (body_dict, count_input_tokens(body_dict))
+        valid = (body_dict, count_input_tokens(body_dict), cache_prefix(body_dict))
         if len(body) <= VALID_BODY_MAX_BYTES:
             if len(st.valid_bodies) >= VALID_BODIES:
                 st.valid_bodies.clear()
@@ -458,15 +460,14 @@ class ApiConnection(HttpConnection):
         self._send_now(req, 200, json_response(200, req.request_id, obj, keep_alive=req.keep_alive), "ok")
 
     # -- the Messages endpoint
-    def _messages(self, req: RequestRecord, body: dict[str, Any], in_tok: int) -> None:
-        """Plan and start a Messages response; `body` is validated (and never modified: it is cached)."""
+    def _messages(self, req: RequestRecord, body: dict[str, Any], in_tok: int, prefix: tuple[str, int] | None) -> None:
+        """Plan and start a Messages response; `body` is validated (and never modified: it is
+        cached); `prefix`: its prompt-cache prefix (validate.cache_prefix)."""
         st = self.st
         st.seq += 1
-        seq = st.seq
-        req.seq = seq
+        req.seq = seq = st.seq
         model: str = body["model"]
-        stream = body.get("stream") is True
-        req.stream = stream
+        req.stream = stream = body.get("stream") is True
         req.input_tokens = in_tok
         mp = st.profile.model_for(model)
         faults = mp.faults or st.profile.faults
@@ -498,13 +499,14 @@ class ApiConnection(HttpConnection):
             return
         req.queued_ns = start_ns - req.t_received_ns
 
-        # --- lengths, times and fault of the response
-        plan = plan_response(mp, faults, draws, rng, body, in_tok, start_ns)
+        # --- the prompt cache (read: processed at once), then lengths, times and fault of the response
+        usage = st.prompt_cache.usage(model, in_tok, prefix, req.t_received_ns)
+        req.input_tokens, req.cache_creation_tokens, req.cache_read_tokens = usage
+        plan = plan_response(mp, faults, draws, rng, body, in_tok - usage.cache_read, start_ns)
         if st.gt is not None:
             req.reply_digest = assistant_digest(reply_content(plan))
             req.context_digests = [assistant_digest(m["content"]) for m in body["messages"] if m["role"] == "assistant"]
-        req.stop_reason = plan.stop_reason
-        req.output_tokens = plan.output_tokens
+        req.stop_reason, req.output_tokens = plan.stop_reason, plan.output_tokens
         req.scheduled_first_text_ns = plan.text_targets[0] if stream else None
         message_id = f"msg_emu{st.id_prefix}{seq:08d}"
         signature = f"EmuSig{st.seed}x{seq}" + "A" * 24
@@ -518,7 +520,7 @@ class ApiConnection(HttpConnection):
                 message_id=message_id,
                 model=model,
                 signature=signature,
-                input_tokens=in_tok,
+                usage=usage,
                 keep_alive=req.keep_alive,
                 rate_limit_headers=rl_headers,
                 retry_headers=retry_headers,
@@ -526,12 +528,12 @@ class ApiConnection(HttpConnection):
             self._start_blocking(items)
             return
         items = stream_items(
-            plan, st.deltas, message_id=message_id, signature=signature, input_tokens=in_tok, empty_first_delta=mp.empty_first_delta
+            plan, st.deltas, message_id=message_id, signature=signature, usage=usage, empty_first_delta=mp.empty_first_delta
         )
         req.scheduled_end_ns = items[-1][0]  # the tail or the fault
         if servers is not None:
             servers.occupy(int(req.scheduled_end_ns))
-        self._start_stream(req, items, stream_head(req.request_id, message_id, model, in_tok, rl_headers, req.keep_alive, st.profile.ping))
+        self._start_stream(req, items, stream_head(req.request_id, message_id, model, usage, rl_headers, req.keep_alive, st.profile.ping))
 
     def _send_injected_error(self, req: RequestRecord, status: int, retry_headers: list[tuple[str, str]], limiter: RateLimiter) -> None:
         extra = None

@@ -18,10 +18,11 @@ fewer tokens here, so a prompt sized by bytes alone misses its target visibly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, TypeGuard
 
-__all__ = ["NEW_VERSION", "RequestError", "count_input_tokens", "validate_count_tokens_body", "validate_messages_body"]
+__all__ = ["NEW_VERSION", "RequestError", "cache_prefix", "count_input_tokens", "validate_count_tokens_body", "validate_messages_body"]
 
 #: from this anthropic-version on, temperature/top_p/top_k are rejected
 NEW_VERSION = "2026-10-21"
@@ -31,13 +32,13 @@ class RequestError(Exception):
     """A 400 invalid_request_error with this message."""
 
 
-def _text_tokens(s: str) -> int:
+def text_tokens(s: str) -> int:
     words = s.encode("utf-8").split() if not s.isascii() else s.split()
     return len(words) + sum(len(word) // 7 for word in words)
 
 
-def _json_tokens(obj: Any) -> int:
-    return _text_tokens(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+def json_tokens(obj: Any) -> int:
+    return text_tokens(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
 
 
 def count_input_tokens(body: dict[str, Any]) -> int:
@@ -45,31 +46,67 @@ def count_input_tokens(body: dict[str, Any]) -> int:
     total = 0
     system = body.get("system")
     if isinstance(system, str):
-        total += _text_tokens(system)
+        total += text_tokens(system)
     elif isinstance(system, list):
         for blk in system:
             if isinstance(blk, dict) and isinstance(blk.get("text"), str):
-                total += _text_tokens(blk["text"])
+                total += text_tokens(blk["text"])
             else:
-                total += _json_tokens(blk)
+                total += json_tokens(blk)
     for msg in body.get("messages") or ():
         total += 3
         content = msg.get("content")
         if isinstance(content, str):
-            total += _text_tokens(content)
+            total += text_tokens(content)
             continue
         for blk in content or ():
-            t = blk.get("type")
-            if t == "text" and isinstance(blk.get("text"), str):
-                total += _text_tokens(blk["text"])
-            elif t == "thinking" and isinstance(blk.get("thinking"), str):
-                total += _text_tokens(blk["thinking"])
-            else:
-                total += _json_tokens(blk)
+            total += _block_tokens(blk)
     tools = body.get("tools")
     if tools:
-        total += _json_tokens(tools)
+        total += json_tokens(tools)
     return max(1, total)
+
+
+def cache_prefix(body: dict[str, Any]) -> tuple[str, int] | None:
+    """The prompt-cache prefix of a validated body: everything up to its last `cache_control`
+    breakpoint, in the API's order (tools, system, messages), as (a digest with the model,
+    its input tokens by `count_input_tokens`' rule); None without a breakpoint."""
+    parts: list[Any] = [body["model"]]
+    total = 0
+    last: tuple[int, int] | None = None  # (parts, tokens) up to the last breakpoint
+    tools = body.get("tools") or []
+    if tools:
+        parts.append(tools)
+        total += json_tokens(tools)
+        if any(isinstance(tool, dict) and "cache_control" in tool for tool in tools):
+            last = (len(parts), total)
+    system = body.get("system")
+    for block in system if isinstance(system, list) else [system] if system else []:
+        parts.append(block)
+        total += text_tokens(block["text"]) if isinstance(block, dict) else text_tokens(block)
+        if isinstance(block, dict) and "cache_control" in block:
+            last = (len(parts), total)
+    for message in body["messages"]:
+        total += 3
+        content = message["content"]
+        for block in [content] if isinstance(content, str) else content:
+            parts.append([message["role"], block])
+            total += _block_tokens(block) if isinstance(block, dict) else text_tokens(block)
+            if isinstance(block, dict) and "cache_control" in block:
+                last = (len(parts), total)
+    if last is None:
+        return None
+    digest = hashlib.sha256(json.dumps(parts[: last[0]], separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+    return digest, last[1]
+
+
+def _block_tokens(block: dict[str, Any]) -> int:
+    kind = block.get("type")
+    if kind == "text" and isinstance(block.get("text"), str):
+        return text_tokens(block["text"])
+    if kind == "thinking" and isinstance(block.get("thinking"), str):
+        return text_tokens(block["thinking"])
+    return json_tokens(block)
 
 
 def _check_tools(body: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 _REASONS = {
     100: "Continue",
@@ -257,7 +257,7 @@ def models_body(models: list[tuple[str, str | None]], path: str) -> dict[str, An
 
 
 def message_body(
-    message_id: str, model: str, content: list[dict[str, Any]], stop_reason: str, input_tokens: int, output_tokens: int
+    message_id: str, model: str, content: list[dict[str, Any]], stop_reason: str, usage: InputUsage, output_tokens: int
 ) -> dict[str, Any]:
     """The Message object of a blocking response."""
     return {
@@ -269,9 +269,9 @@ def message_body(
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "input_tokens": usage.input_tokens,
+            "cache_creation_input_tokens": usage.cache_creation,
+            "cache_read_input_tokens": usage.cache_read,
             "output_tokens": output_tokens,
             "service_tier": "standard",
         },
@@ -284,12 +284,22 @@ def message_body(
 MESSAGE_START = (
     '{"type":"message_start","message":{"id":"%s","type":"message","role":"assistant","model":%s,'
     '"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":%d,'
-    '"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1,"service_tier":"standard"}}}'
+    '"cache_creation_input_tokens":%d,"cache_read_input_tokens":%d,"output_tokens":1,"service_tier":"standard"}}}'
 )
 MESSAGE_DELTA = (
     '{"type":"message_delta","delta":{"stop_reason":"%s","stop_sequence":null},"usage":{"input_tokens":%d,'
-    '"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":%d}}'
+    '"cache_creation_input_tokens":%d,"cache_read_input_tokens":%d,"output_tokens":%d}}'
 )
+
+
+class InputUsage(NamedTuple):
+    """A response's input tokens: those processed anew, written to the prompt cache, read from it."""
+
+    input_tokens: int
+    cache_creation: int = 0
+    cache_read: int = 0
+
+
 PING = sse_event("ping", '{"type":"ping"}')
 THINKING_BLOCK_START = sse_event(
     "content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}'
@@ -305,14 +315,14 @@ def stream_head(
     request_id: str,
     message_id: str,
     model: str,
-    input_tokens: int,
+    usage: InputUsage,
     rate_limit_headers: list[tuple[str, str]],
     keep_alive: bool,
     ping: bool,
 ) -> bytes:
     """The first write of a stream: response head, message_start and (`ping`) a ping event."""
     first = response_head(200, request_id, "text/event-stream; charset=utf-8", extra=rate_limit_headers, keep_alive=keep_alive)
-    first += sse_event("message_start", MESSAGE_START % (message_id, json_string(model), input_tokens))
+    first += sse_event("message_start", MESSAGE_START % (message_id, json_string(model), *usage))
     if ping:
         first += PING
     return first
@@ -356,13 +366,13 @@ def signature_events(signature: str) -> bytes:
     ) + sse_event("content_block_stop", '{"type":"content_block_stop","index":0}')
 
 
-def stream_tail(text_index: int, stop_reason: str, input_tokens: int, output_tokens: int, tool: bool = False) -> bytes:
+def stream_tail(text_index: int, stop_reason: str, usage: InputUsage, output_tokens: int, tool: bool = False) -> bytes:
     """The end of a complete stream: (a tool call's: the end of its input) the block's stop,
     message_delta (cumulative usage), message_stop, last chunk."""
     return (
         (input_json_delta_event(text_index, TOOL_INPUT_CLOSE) if tool else b"")
         + sse_event("content_block_stop", '{"type":"content_block_stop","index":%d}' % text_index)
-        + sse_event("message_delta", MESSAGE_DELTA % (stop_reason, input_tokens, output_tokens))
+        + sse_event("message_delta", MESSAGE_DELTA % (stop_reason, *usage, output_tokens))
         + sse_event("message_stop", '{"type":"message_stop"}')
         + END_CHUNK
     )
