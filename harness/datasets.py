@@ -281,18 +281,66 @@ class EntryOrder:
         return current
 
 
-def shipped_datasets(scenario: Any) -> dict[str, str]:
-    """A scenario's dataset entries as the master ships them to its workers: per prompt, the
-    entries' JSON, zlib-compressed, base64 (workers need no copy of the files)."""
-    return {
-        name: base64.b64encode(zlib.compress(json.dumps([asdict(entry) for entry in entries]).encode(), 6)).decode()
-        for name, entries in scenario._datasets.items()
-    }
+SHIP_CHUNK_BYTES = 1024 * 1024  # one message of a shipped dataset
+DEFAULT_SHIP_LIMIT_MB = 64.0  # a larger dataset (compressed) is read by every worker from the same path
 
 
-def received_datasets(shipped: dict[str, str]) -> dict[str, list[Entry]]:
-    """The entries a worker got from its master (`shipped_datasets`)."""
-    return {name: [_entry(item) for item in json.loads(zlib.decompress(base64.b64decode(data)))] for name, data in shipped.items()}
+@dataclass(frozen=True)
+class Shipment:
+    """How a master's workers get a scenario's datasets: a manifest in the run message, per
+    dataset prompt either the chunks that precede it (`{chunks, sha256}`: the entries as JSON,
+    zlib, base64, in SHIP_CHUNK_BYTES pieces) or, above the limit, the file every worker reads
+    (`{path, format, column, entries_sha256}`: the same path, checked against the master's
+    digest of its entries)."""
+
+    manifest: dict[str, dict[str, Any]]
+    chunks: list[tuple[str, int, str]]  # (dataset prompt, index, piece), in order
+
+
+def shipment(scenario: Any, limit_bytes: float) -> Shipment:
+    """The shipment of a scenario's datasets (compressed once for every worker)."""
+    manifest: dict[str, dict[str, Any]] = {}
+    chunks: list[tuple[str, int, str]] = []
+    base = Path(scenario.source).resolve().parent
+    refs = {prompt.name: prompt.dataset for prompt in scenario.prompts if prompt.dataset is not None}
+    for name, entries in scenario._datasets.items():
+        packed = base64.b64encode(zlib.compress(json.dumps([asdict(entry) for entry in entries]).encode(), 6)).decode()
+        ref = refs[name]
+        if len(packed) > limit_bytes and ref is not None:
+            manifest[name] = {
+                "path": str(base / ref.path),
+                "format": ref.format,
+                "column": ref.column,
+                "entries_sha256": entries_digest(entries),
+            }
+            continue
+        pieces = [packed[at : at + SHIP_CHUNK_BYTES] for at in range(0, len(packed), SHIP_CHUNK_BYTES)] or [""]
+        chunks.extend((name, index, piece) for index, piece in enumerate(pieces))
+        manifest[name] = {"chunks": len(pieces), "sha256": hashlib.sha256(packed.encode()).hexdigest()}
+    return Shipment(manifest, chunks)
+
+
+def received_datasets(manifest: dict[str, dict[str, Any]], chunks: dict[str, dict[int, str]]) -> dict[str, list[Entry]]:
+    """The entries a worker got from its master (`shipment`): joined from their chunks, or read
+    from the same path; DatasetError when a piece is missing or the digest differs."""
+    received = {}
+    for name, sent in manifest.items():
+        if "path" in sent:
+            entries = load_entries(Path(sent["path"]), sent["format"], sent["column"])
+            if entries_digest(entries) != sent["entries_sha256"]:
+                raise DatasetError(
+                    f"{sent['path']}: this worker's copy of dataset {name!r} differs from the master's (sha256 of the entries)"
+                )
+        else:
+            pieces = chunks.get(name, {})
+            packed = "".join(pieces.get(index, "") for index in range(sent["chunks"]))
+            if len(pieces) != sent["chunks"] or hashlib.sha256(packed.encode()).hexdigest() != sent["sha256"]:
+                raise DatasetError(
+                    f"dataset {name!r}: {len(pieces)} of its {sent['chunks']} chunks came, or they differ from what was sent"
+                )
+            entries = [_entry(item) for item in json.loads(zlib.decompress(base64.b64decode(packed)))]
+        received[name] = entries
+    return received
 
 
 def _entry(item: dict[str, Any]) -> Entry:

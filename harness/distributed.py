@@ -46,7 +46,7 @@ from locust.stats import StatsEntry
 
 from harness import __version__, locust_env
 from harness.cluster_arrivals import ARRIVALS_MESSAGE, ArrivalShare, ClusterArrivals
-from harness.datasets import received_datasets, shipped_datasets
+from harness.datasets import DatasetError, Shipment, received_datasets, shipment
 from harness.openloop import ArrivalCounts
 from harness.results import InputSize
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("harness.distributed")
 
 RUN_MESSAGE = "claude_run"
+DATASET_CHUNK_MESSAGE = "claude_dataset_chunk"  # a piece of a shipped dataset, ahead of its run
 REFUSED_MESSAGE = "claude_refused"
 DRAIN_MESSAGE = "claude_drain"
 DRAINED_MESSAGE = "claude_drained"
@@ -151,7 +152,7 @@ class MasterLink:
         self.workers: dict[str, WorkerState] = {}
         self.refused: dict[str, str] = {}
         self.arrivals: ClusterArrivals | None = None  # an open loop's split among the workers
-        self._datasets: dict[str, str] = {}  # the dataset entries shipped with the run
+        self._shipment = Shipment({}, [])  # the run's dataset entries, for every worker
         runner = self.runner
         runner.register_message(REFUSED_MESSAGE, self._on_refused)
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
@@ -168,9 +169,17 @@ class MasterLink:
             "startup_host": self.startup_host,
             "share": share.as_dict(),
             "sweep_steps": self._sweep_windows(),
-            "datasets": self._datasets,
+            "datasets": self._shipment.manifest,
             "dataset_split": self._dataset_split(client_id),
         }
+
+    def _send_run(self, client_id: str, share: Share) -> None:
+        """The run to a worker: its datasets' chunks first (messages to a worker arrive in order)."""
+        for name, index, piece in self._shipment.chunks:
+            self.runner.send_message(
+                DATASET_CHUNK_MESSAGE, {"run_id": self.run_id, "name": name, "index": index, "data": piece}, client_id=client_id
+            )
+        self.runner.send_message(RUN_MESSAGE, self._payload(share, client_id), client_id=client_id)
 
     def _dataset_split(self, client_id: str) -> list[int]:
         """A worker's share of a dataset sent in order: [index, count] among the working workers
@@ -198,14 +207,15 @@ class MasterLink:
 
     def start_run(self, run_id: str) -> None:
         self.run_id = run_id
-        self._datasets = shipped_datasets(self.scenario)  # compressed once for every worker
+        limit_mb = locust_env.options(self.environment).dataset_ship_limit_mb
+        self._shipment = shipment(self.scenario, limit_mb * 1024 * 1024)  # compressed once for every worker
         self.epoch = 0
         runner = self.runner
         # every worker of the run is known from the start: one that dies before its first
         # report is still named as lost
         self.workers = {client.id: WorkerState(client.id, self._name(client.id)) for client in runner.clients.all}
         for client_id, share in self.shares().items():
-            runner.send_message(RUN_MESSAGE, self._payload(share, client_id), client_id=client_id)
+            self._send_run(client_id, share)
         self._stop_splitting()
         if any(limit is not None for limit in self.limits()):
             self._splitting = gevent.spawn(self._keep_splitting)
@@ -259,8 +269,7 @@ class MasterLink:
         """A worker proved the worker secret (and Locust knows it now): it gets the current run."""
         if self.run_id is not None:
             logger.info("worker %s joined the running test: sending it run %s", client_id, self.run_id)
-            share = self.shares().get(client_id, Share())
-            self.runner.send_message(RUN_MESSAGE, self._payload(share, client_id), client_id=client_id)
+            self._send_run(client_id, self.shares().get(client_id, Share()))
 
     def _on_heartbeat(self, client_id: str, timestamp: float, **_: Any) -> None:
         state = self.workers.get(client_id)
@@ -386,11 +395,13 @@ class WorkerLink:
         self.on_window = on_window
         self.master_proven = master_proven  # a run is taken only from a master that proved the secret
         self.give_up = give_up
+        self._chunks: dict[str, dict[str, dict[int, str]]] = {}  # by run: each dataset's pieces so far
         # the master opens the measurement window for all: Locust's own reset on a worker
         # (when its spawning completes) would drop requests of the master's window
         environment.reset_stats = False
         runner = self.runner
         runner.register_message(RUN_MESSAGE, self._on_run)
+        runner.register_message(DATASET_CHUNK_MESSAGE, self._on_chunk)
         runner.register_message(WINDOW_MESSAGE, lambda msg, **_: self.on_window(msg.data["run_id"], msg.data["epoch"]))
         runner.register_message(SHARE_MESSAGE, lambda msg, **_: on_share(msg.data["run_id"], Share.from_dict(msg.data)))
         runner.register_message(ARRIVALS_MESSAGE, lambda msg, **_: on_arrivals(ArrivalShare.from_dict(msg.data)))
@@ -401,6 +412,11 @@ class WorkerLink:
     @property
     def name(self) -> str:
         return f"worker-{self.runner.worker_index}"
+
+    def _on_chunk(self, msg: Any, **_: Any) -> None:
+        """A piece of a dataset of the run about to come (kept until its run message)."""
+        data = msg.data
+        self._chunks.setdefault(data["run_id"], {}).setdefault(data["name"], {})[data["index"]] = data["data"]
 
     def _on_run(self, msg: Any, **_: Any) -> None:
         data, runner = msg.data, self.runner
@@ -418,7 +434,13 @@ class WorkerLink:
             runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
             return
         logger.info("run %s of scenario %s received from the master", data["run_id"], scenario.name)
-        scenario._datasets = received_datasets(data.get("datasets") or {})
+        chunks, self._chunks = self._chunks.get(data["run_id"], {}), {}
+        try:
+            scenario._datasets = received_datasets(data.get("datasets") or {}, chunks)
+        except DatasetError as exc:
+            runner.send_message(REFUSED_MESSAGE, {"reason": str(exc)})
+            self.give_up(str(exc))
+            return
         scenario._dataset_split = tuple(data.get("dataset_split") or (0, 1))
         share, windows = Share.from_dict(data.get("share")), data.get("sweep_steps") or []
         self.on_run(scenario, data["run_id"], data["epoch"], data.get("startup_host"), share, windows)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import credentials, exitcodes, webui
+from harness.datasets import DEFAULT_SHIP_LIMIT_MB
 from harness.disk import DEFAULT_MIN_FREE_MB
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS
 from harness.load import parse_rate
@@ -187,6 +188,13 @@ def add_arguments(parser: Any) -> None:
         default=DEFAULT_MIN_FREE_MB,
         help=f"no new request starts while less is free under --output-dir: a run stops with exit code 3, a worker's "
         f"users wait (default {DEFAULT_MIN_FREE_MB:g}; a warning comes at 4 times as much)",
+    )
+    group.add_argument(
+        "--dataset-ship-limit-mb",
+        type=non_negative_mb,
+        default=DEFAULT_SHIP_LIMIT_MB,
+        help=f"a master ships a dataset up to this size (compressed) to its workers; a larger one every worker reads from "
+        f"the same path, checked against the master's digest (default {DEFAULT_SHIP_LIMIT_MB:g})",
     )
     group.add_argument(
         "--master-lost-timeout",

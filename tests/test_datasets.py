@@ -5,13 +5,15 @@ against the emulator, alone and on a master whose workers have no copy of the fi
 from __future__ import annotations
 
 import json
+import random
+import string
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.datasets import Entry, EntryOrder, entries_digest, load_entries, received_datasets, shipped_datasets
+from harness.datasets import DatasetError, Entry, EntryOrder, Shipment, entries_digest, load_entries, received_datasets, shipment
 from harness.load_options import with_overrides
 from harness.payload import build_body
 from harness.records import RECORDS_FILE, read_records
@@ -19,7 +21,7 @@ from harness.sampler import Sampler
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from tests.support.cluster import Cluster
 from tests.support.processes import write_lines, write_yaml
-from tests.support.runs import FAST_PROFILE, messages_truth, run_against_emulator
+from tests.support.runs import FAST_PROFILE, run_against_emulator
 
 CHATS = [
     {"messages": [{"role": "user", "content": "hi"}]},
@@ -198,10 +200,46 @@ def test_a_request_sends_its_entry_as_written(tmp_path: Path) -> None:
     assert third["tools"] == CHATS[2]["tools"] and len(third["messages"]) == 3 and "metadata" not in third
 
 
+def received(sent: Shipment) -> dict[str, list[Entry]]:
+    """What a worker makes of a shipment, its messages through JSON as on the wire."""
+    chunks: dict[str, dict[int, str]] = {}
+    for name, index, piece in json.loads(json.dumps(sent.chunks)):
+        chunks.setdefault(name, {})[index] = piece
+    return received_datasets(json.loads(json.dumps(sent.manifest)), chunks)
+
+
 def test_the_entries_travel_to_workers_and_survive_the_command_lines_overrides(tmp_path: Path) -> None:
     scenario = loaded(tmp_path)
-    assert received_datasets(json.loads(json.dumps(shipped_datasets(scenario)))) == scenario._datasets
+    assert received(shipment(scenario, 1024 * 1024)) == scenario._datasets
     assert with_overrides(scenario, {"arrival": "constant", "rate": "2/s"})._datasets == scenario._datasets
+
+
+def big_scenario(tmp_path: Path) -> Scenario:
+    """A dataset that compresses to about 2 MB (letters: 6 bits of 8): two chunks."""
+    rng = random.Random(5)
+    lines = [{"messages": [{"role": "user", "content": "".join(rng.choices(string.ascii_letters, k=2000))}]} for _ in range(1000)]
+    write_lines(tmp_path / "big.jsonl", lines)
+    return load_scenario(dataset_scenario(tmp_path, {"path": "big.jsonl", "format": "messages"}))
+
+
+def test_a_large_dataset_travels_in_chunks_and_a_lost_one_is_refused(tmp_path: Path) -> None:
+    scenario = big_scenario(tmp_path)
+    sent = shipment(scenario, 64 * 1024 * 1024)
+    assert [index for _name, index, _piece in sent.chunks] == [0, 1] and sent.manifest["chats"]["chunks"] == 2
+    assert received(sent) == scenario._datasets
+    with pytest.raises(DatasetError, match="dataset 'chats': 1 of its 2 chunks came"):
+        received(Shipment(sent.manifest, sent.chunks[:1]))
+
+
+def test_above_the_limit_every_worker_reads_the_same_path_checked_by_its_digest(tmp_path: Path) -> None:
+    scenario = big_scenario(tmp_path)
+    sent = shipment(scenario, 1024 * 1024)
+    assert sent.chunks == [] and sent.manifest["chats"]["path"] == str(tmp_path / "big.jsonl")
+    assert received(sent) == scenario._datasets
+    with (tmp_path / "big.jsonl").open("a") as file:
+        file.write(json.dumps(CHATS[0]) + "\n")  # a worker whose copy is not the master's
+    with pytest.raises(DatasetError, match="this worker's copy of dataset 'chats' differs from the master's"):
+        received(sent)
 
 
 # --- real runs -----------------------------------------------------------------------------------
@@ -232,18 +270,26 @@ def test_a_dataset_runs_headless_each_entry_reaching_the_server(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_a_dataset_runs_on_workers_that_have_no_copy_of_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit_mb", ["64", "1"])
+def test_datasets_run_on_workers_shipped_in_chunks_or_read_from_the_same_path(tmp_path: Path, limit_mb: str) -> None:
+    """A small dataset and one of about 2 MB compressed: both shipped (the large in two chunks)
+    to workers that have no copy, or (limit 1 MB) the large one read by every worker from the
+    master's path, checked against the master's digest."""
     write_lines(tmp_path / "chats.jsonl", CHATS)
+    big = big_scenario(tmp_path)
     scenario = {
         "name": "ds",
         "models": ["claude-haiku-4-5"],
-        "prompts": [{"name": "chats", "max_tokens": 16, "dataset": {"path": str(tmp_path / "chats.jsonl"), "format": "messages"}}],
+        "prompts": [
+            {"name": "chats", "max_tokens": 16, "dataset": {"path": str(tmp_path / "chats.jsonl"), "format": "messages"}},
+            {"name": "big", "max_tokens": 16, "dataset": {"path": str(tmp_path / "big.jsonl"), "format": "messages"}},
+        ],
     }
-    with Cluster(tmp_path, workers=2, run_time="3s", users=4, scenario=scenario) as cluster:
+    with Cluster(
+        tmp_path, workers=2, run_time="3s", users=4, scenario=scenario, master_args=("--dataset-ship-limit-mb", limit_mb)
+    ) as cluster:
         assert not list(cluster.worker_dir.rglob("*.jsonl"))  # the workers' folder has no copy
-        code, _out, err = cluster.finish()
-        records = cluster.records()
-        truth = messages_truth(tmp_path / "truth.jsonl")
-    assert code == 0, err[-3000:]
-    assert len({record["worker"] for record in records}) == 2
-    assert {record["prompt"] for record in records} == {"chats"} and len(set(first_turns(records, truth))) == 3
+        records, truth, summary = cluster.finished()
+    assert len({record["worker"] for record in records}) == 2 and {record["prompt"] for record in records} == {"chats", "big"}
+    assert len(set(first_turns([record for record in records if record["prompt"] == "chats"], truth))) == 3
+    assert summary["run"]["datasets"]["big"]["sha256"] == entries_digest(big._datasets["chats"])
