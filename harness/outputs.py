@@ -13,7 +13,7 @@ from typing import Any
 from harness.formatting import fmt_cost, fmt_ms, fmt_tps
 from harness.records import read_records
 from harness.results import Group, Summary
-from harness.summary import SWEEP_COLUMNS, sweep_cells, sweep_conclusion
+from harness.summary import SWEEP_COLUMNS, render_workload, sweep_cells, sweep_conclusion
 
 logger = logging.getLogger("harness.outputs")
 
@@ -74,6 +74,9 @@ def markdown(summary: Summary) -> str:
             f"| {model} | {g.requests} | {g.failures} | {fmt_ms(_p(g, 'ttft_ms', 'p50'))} | {fmt_ms(_p(g, 'ttft_ms', 'p95'))} | "
             f"{fmt_ms(_p(g, 'latency_ms', 'p95'))} | {fmt_tps(_p(g, 'output_tps', 'p50'))} | {fmt_cost(g.cost_usd, g.cost_known)} |"
         )
+    workload = render_workload(summary)
+    if workload:
+        lines += ["", *(f"- {line.strip()}" for line in workload)]
     lines += _sweep_markdown(summary)
     return "\n".join(lines) + "\n"
 

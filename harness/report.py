@@ -59,6 +59,7 @@ from harness.summary import (
     lost_text,
     render_arrivals,
     render_rate_limits,
+    render_workload,
     sweep_cells,
     sweep_conclusion,
 )
@@ -246,7 +247,14 @@ def section_tables(summary: Summary) -> dict[str, Any]:
     labels = [Row([g.model, g.prompt, g.mode], stats(g)) for g in summary.labels]
     arrivals = [line.strip() for line in render_arrivals(summary)]
     rate_limits = render_rate_limits(summary)
-    return {"models": models, "labels": labels, "application": application_lines(summary), "arrivals": arrivals, "rate_limits": rate_limits}
+    return {
+        "models": models,
+        "labels": labels,
+        "application": application_lines(summary),
+        "arrivals": arrivals,
+        "rate_limits": rate_limits,
+        "workload": render_workload(summary),
+    }
 
 
 def application_lines(summary: Summary) -> list[str]:

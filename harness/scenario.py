@@ -563,6 +563,7 @@ def load_scenario(path: str | Path) -> Scenario:
                 scenario._datasets[prompt.name] = load_entries(p.parent / prompt.dataset.path, prompt.dataset.format, prompt.dataset.column)
             except DatasetError as exc:
                 where = f"prompts[{index}].dataset.path" if index < own else f"datasets[{index - own}].path"
+                where = "load.trace.path" if prompt.dataset.format == "trace" and scenario.load and scenario.load.trace else where
                 raise ScenarioError(source, [(where, str(exc))]) from None
     return scenario
 

@@ -371,6 +371,11 @@ def render_conversations(summary: Summary) -> list[str]:
     return lines
 
 
+def render_workload(summary: Summary) -> list[str]:
+    """What the workload did beyond the tables: synthetic prompts' sizes, prompt caching, conversations."""
+    return [*render_input_sizes(summary), *render_caching(summary), *render_conversations(summary)]
+
+
 SWEEP_COLUMNS = (
     ("step", ">"),
     ("load", "<"),
@@ -466,9 +471,7 @@ def render_text(summary: Summary) -> str:
         *render_application(summary),
         *render_arrivals(summary),
         *render_rate_limits(summary),
-        *render_input_sizes(summary),
-        *render_caching(summary),
-        *render_conversations(summary),
+        *render_workload(summary),
         *render_sweep(summary),
     ]
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"

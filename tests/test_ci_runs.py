@@ -24,7 +24,7 @@ from harness.summary import render_sweep, render_text
 from harness.timing import CANCELLED, RATE_LIMITED
 from tests.support.processes import LOCUST, ROOT, LocustResult, own_address, run_locust, write_yaml
 from tests.support.records import record
-from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
+from tests.support.runs import FAST_PROFILE, SCENARIO, messages_truth, run_against_emulator
 from tests.support.summaries import summary_of
 
 SCHEMA = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
@@ -379,7 +379,7 @@ def test_models_without_a_price_are_refused_against_a_real_api_unless_allowed(tm
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["totals"]["unpriced_requests"] == summary["accounting"]["requests"] > 0
-    served = (tmp_path / "truth.jsonl").read_text().splitlines()
+    served = messages_truth(tmp_path / "truth.jsonl")  # (count_tokens calls apart: the synthetic prompt's sizing)
     assert len(served) == summary["accounting"]["recorded"]  # the refused run sent nothing
     assert any(reason.startswith("cost unknown") for reason in summary["verdict"]["reasons"])
     assert "(unknown part)" in allowed.stdout

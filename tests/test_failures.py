@@ -25,7 +25,7 @@ from harness.scenario import ScenarioError, scenario_from_dict
 from harness.timing import CANCELLED, CONNECTION_ERROR, OK, TimingRecord
 from tests.support.cluster import CEILING, Cluster
 from tests.support.processes import ROOT, free_port, read_jsonl, run_locust, write_yaml
-from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
+from tests.support.runs import FAST_PROFILE, SCENARIO, messages_truth, run_against_emulator
 
 WITHIN_S = 2.0
 
@@ -148,7 +148,7 @@ def test_a_request_the_api_refuses_fails_fast_with_its_status(tmp_path: Path) ->
         emulator.stop()
     assert result.returncode == exitcodes.USAGE, result.stderr[-3000:]
     assert "failed with one cause, api_error (invalid_request_error, HTTP 400)" in result.stderr
-    assert len(result.records()) == len(read_jsonl(tmp_path / "truth.jsonl"))
+    assert len(result.records()) == len(messages_truth(tmp_path / "truth.jsonl"))
 
 
 @pytest.mark.slow
@@ -182,7 +182,7 @@ def test_a_target_that_comes_up_within_the_window_is_not_stopped(tmp_path: Path)
     assert summary["verdict"]["status"] != "FAILED_FAST" and result.returncode != exitcodes.USAGE, result.stderr[-3000:]
     outcomes = {r["outcome"] for r in result.records()}
     assert {OK, CONNECTION_ERROR} <= outcomes
-    assert summary["totals"]["outcomes"][OK] == len(read_jsonl(tmp_path / "truth.jsonl"))
+    assert summary["totals"]["outcomes"][OK] == len(messages_truth(tmp_path / "truth.jsonl"))
 
 
 @pytest.mark.slow

@@ -79,6 +79,12 @@ def test_a_bad_trace_line_names_the_file_the_line_and_the_field(tmp_path: Path, 
     assert str(path) in str(error.value) and problem in str(error.value)
 
 
+def test_a_missing_trace_file_names_the_loads_field(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(write_yaml(tmp_path / "s.yaml", trace_scenario(tmp_path / "nope.jsonl")))
+    assert "s.yaml: load.trace.path: " in str(error.value) and "nope.jsonl: cannot read the dataset" in str(error.value)
+
+
 # --- shares --------------------------------------------------------------------------------------
 def drain(share: TraceArrivals) -> list[int]:
     taken, last = [], -1.0
