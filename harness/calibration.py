@@ -76,8 +76,18 @@ def _next_size(target: int, low: tuple[int, int] | None, high: tuple[int, int] |
     return max(1, round(size * target / max(count, 1)))
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is not followed: the key goes to the target given, nowhere else."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _count(target: Target, body: dict[str, Any]) -> int:
-    """POST count_tokens to the run's target, with its key and headers."""
+    """POST count_tokens to the run's target, with its key and headers (no redirect followed)."""
     request = urllib.request.Request(
         target.base_url.rstrip("/") + COUNT_PATH,
         data=body_bytes({key: body[key] for key in ("model", "messages", "system", "tools") if key in body}),
@@ -85,7 +95,9 @@ def _count(target: Target, body: dict[str, Any]) -> int:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        with _OPENER.open(request, timeout=TIMEOUT_S) as response:
+            if response.status != 200:  # a redirect, not followed
+                raise CountError(f"count_tokens answered HTTP {response.status}")
             return int(json.loads(response.read())["input_tokens"])
     except urllib.error.HTTPError as error:
         raise CountError(f"count_tokens answered HTTP {error.code}") from None

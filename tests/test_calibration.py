@@ -101,3 +101,42 @@ def test_calibrated_prompts_reach_the_server_at_their_target(tmp_path: Path) -> 
         assert abs(served[record["request_id"]] - targets[record["prompt"]]) <= 0.02 * targets[record["prompt"]]
         assert record["input_tokens"] == served[record["request_id"]]
     assert {(size["prompt"], size["achieved"]) for size in summary["input_sizes"]} == {("long", 2000), ("ctx", 300)}
+
+
+def test_a_redirect_is_not_followed_the_key_goes_nowhere_else() -> None:
+    """count_tokens answered by a 302 to another server: that server gets nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from harness.calibration import _count
+
+    hits: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.headers.get("x-api-key", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+    elsewhere = HTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirects(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(302)
+            self.send_header("location", f"http://127.0.0.1:{elsewhere.server_port}/v1/messages/count_tokens")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    target = HTTPServer(("127.0.0.1", 0), Redirects)
+    for server in (elsewhere, target):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(CountError, match="HTTP 302"):
+            _count(Target(f"http://127.0.0.1:{target.server_port}", "sk-secret", {}), {"model": "m", "messages": []})
+    finally:
+        for server in (elsewhere, target):
+            server.shutdown()
+            server.server_close()
+    assert hits == []
