@@ -3,7 +3,7 @@
 A prompt with `conversation:` (or with tools) is sent as a session. Its user turns are the user
 messages of what the prompt (or its dataset entry) would send, the assistant messages written
 there left out: each turn's request carries the conversation so far with the real replies the
-service gave. With `turns` above the written ones, `follow_up` is the user's next message.
+service gave. A prompt with tools and no `conversation` is one turn, its messages as written. With `turns` above the written ones, `follow_up` is the user's next message.
 Between turns the user thinks (`think_time`, drawn from its distribution); a reply that calls
 tools is answered at once with the prompt's canned `tool_result` for each call, in a request of
 its own (tool_use -> tool_result -> the next answer), at most `MAX_TOOL_ROUNDS` times a turn.
@@ -87,12 +87,16 @@ def checked_tools(value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
 class Session:
     """One conversation: the next request's messages, the replies as they come."""
 
-    def __init__(self, body: dict[str, Any], spec: ConversationSpec, tool_result: str) -> None:
-        """`body`: the request the prompt (or its entry) would send alone."""
-        written = [message["content"] for message in body["messages"] if message["role"] == "user"]
-        count = spec.turns or len(written)
-        self.user_turns = (written + [spec.follow_up] * count)[:count]
-        self.spec = spec
+    def __init__(self, body: dict[str, Any], spec: ConversationSpec | None, tool_result: str) -> None:
+        """`body`: the request the prompt (or its entry) would send alone; `spec` None: a
+        prompt with tools and no conversation, sent as written, its tool loop completed."""
+        if spec is None:
+            self.user_turns: list[list[dict[str, Any]]] = [body["messages"]]  # one turn: the messages as written
+        else:
+            written = [message["content"] for message in body["messages"] if message["role"] == "user"]
+            count = spec.turns or len(written)
+            self.user_turns = [[{"role": "user", "content": content}] for content in (written + [spec.follow_up] * count)[:count]]
+        self.think_time = spec.think_time if spec is not None else ThinkTime()
         self.base = {key: value for key, value in body.items() if key != "messages"}
         self.tool_result = tool_result
         self.history: list[dict[str, Any]] = []
@@ -103,7 +107,7 @@ class Session:
         self.ending: str | None = None
 
     def think_s(self, rng: random.Random) -> float:
-        return self.spec.think_time.draw(rng)
+        return self.think_time.draw(rng)
 
     @property
     def thinks_next(self) -> bool:
@@ -116,13 +120,13 @@ class Session:
             return None
         if self.pending_calls:
             results = [{"type": "tool_result", "tool_use_id": call.get("id"), "content": self.tool_result} for call in self.pending_calls]
-            message = {"role": "user", "content": results}
+            added = [{"role": "user", "content": results}]
         elif self.user_turn < len(self.user_turns):
-            message = {"role": "user", "content": copy.deepcopy(self.user_turns[self.user_turn])}
+            added = copy.deepcopy(self.user_turns[self.user_turn])
         else:
             self.ending = COMPLETED
             return None
-        return {**self.base, "messages": [*self.history, message]}
+        return {**self.base, "messages": [*self.history, *added]}
 
     def answered(self, body: dict[str, Any], record: TimingRecord, content: list[dict[str, Any]]) -> None:
         """The request of `body` ended with `record` (its last attempt) and this reply."""

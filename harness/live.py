@@ -282,25 +282,9 @@ def arrivals_text(arrivals: dict[str, Any]) -> str:
     )
 
 
-# the Sweep tab: the columns of the summary's sweep table (harness/summary.py), keyed for the UI
-SWEEP_COLUMNS = (
-    ("step", "Step"),
-    ("load", "Load"),
-    ("requests", "Requests"),
-    ("offered", "Offered /s"),
-    ("achieved", "Achieved /s"),
-    ("ttft_p50", "TTFT p50 ms"),
-    ("ttft_p95", "TTFT p95 ms"),
-    ("ttft_p99", "TTFT p99 ms"),
-    ("latency_p95", "Latency p95 ms"),
-    ("error_share", "Errors"),
-    ("rate_limited_share", "429 share"),
-    ("overloaded_share", "529 share"),
-    ("output_tps", "Output tok/s"),
-    ("verdict", "Verdict"),
-)
-_SWEEP_KEYS = [key for key, _ in SWEEP_COLUMNS]
-assert len(_SWEEP_KEYS) == len(SUMMARY_SWEEP_COLUMNS), "a key for each column of the summary's sweep table"
+# the Sweep tab: the summary's sweep table (harness/summary.py), keyed for the UI
+SWEEP_COLUMNS = [(column.key, column.title) for column in SUMMARY_SWEEP_COLUMNS]
+_SWEEP_KEYS = [column.key for column in SUMMARY_SWEEP_COLUMNS]
 
 
 def sweep_rows(sweep: SweepController | None) -> list[dict[str, str]]:

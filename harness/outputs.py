@@ -86,8 +86,8 @@ def _sweep_markdown(summary: Summary) -> list[str]:
     sweep = summary.sweep
     if sweep is None:
         return []
-    header = [name for name, _ in SWEEP_COLUMNS]
-    rule = ["---:" if align == ">" else "---" for _, align in SWEEP_COLUMNS]
+    header = [column.header for column in SWEEP_COLUMNS]
+    rule = ["---:" if column.align == ">" else "---" for column in SWEEP_COLUMNS]
     rows = [header, rule, *map(sweep_cells, sweep.steps)]
     return ["", "### Sweep", "", *(f"| {' | '.join(row)} |" for row in rows), "", f"**Sweep:** {sweep_conclusion(sweep)}."]
 

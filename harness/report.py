@@ -51,7 +51,7 @@ from harness.report_plots import (
     plot_ttft_over_time,
     svg,
 )
-from harness.results import Group, InputError, Summary, Sweep, SweepStep, WorkerInfo, load_summary
+from harness.results import Group, InputError, Summary, SweepResult, SweepStep, WorkerInfo, load_summary
 from harness.summary import (
     SWEEP_COLUMNS,
     accounting_text,
@@ -343,7 +343,7 @@ def section_sweep(summary: Summary) -> dict[str, Any] | None:
     if sweep is None:
         return None
     return {
-        "columns": [(name, _align(align)) for name, align in SWEEP_COLUMNS],
+        "columns": [(column.header, _align(column.align)) for column in SWEEP_COLUMNS],
         "rows": [_sweep_row(step) for step in sweep.steps],
         "conclusion": sweep_conclusion(sweep),
         "plots": drawn(sweep_plots(sweep)),
@@ -357,11 +357,11 @@ def _align(align: str) -> str:
 def _sweep_row(step: SweepStep) -> list[tuple[str, str]]:
     """A step's cells with their CSS classes; the last, its verdict, in the verdict's colour."""
     *cells, verdict = sweep_cells(step)
-    classes = [_align(align) for _, align in SWEEP_COLUMNS]
+    classes = [_align(column.align) for column in SWEEP_COLUMNS]
     return [*zip(cells, classes), (verdict, f"l {'ok' if step.passed else 'bad'}")]
 
 
-def sweep_plots(sweep: Sweep) -> list[Plot]:
+def sweep_plots(sweep: SweepResult) -> list[Plot]:
     marks = "Filled markers: the listed steps; hollow: steps placed by bisection; dashed line: the sustainable load."
     return [
         Plot(

@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from harness.results import Group, Summary, Sweep, SweepStep
+from harness.results import Group, Summary, SweepResult, SweepStep
 from harness.timing import OK, OUTCOMES
 
 OUTCOME_COLOURS = {
@@ -347,7 +347,7 @@ def _health_panel(ax: plt.Axes, summary: Summary, t: np.ndarray, key: str, label
 _QUANTILE_COLOURS = {"p50": MODEL_COLOURS[0], "p95": MODEL_COLOURS[1], "p99": MODEL_COLOURS[4]}
 
 
-def _step_x(sweep: Sweep) -> str:
+def _step_x(sweep: SweepResult) -> str:
     return "users" if sweep.kind == "users" else f"target rate ({sweep.unit} / s)"
 
 
@@ -361,7 +361,7 @@ def _step_series(
     ax.scatter(x, y, s=26, color=colour, facecolors=["white" if step.bisection else colour for step in steps], zorder=3)
 
 
-def _step_frame(ax: plt.Axes, sweep: Sweep, title: str, ylabel: str) -> None:
+def _step_frame(ax: plt.Axes, sweep: SweepResult, title: str, ylabel: str) -> None:
     """Titles, the sustainable value as a vertical line, and the legend (with the marker kinds)."""
     if sweep.sustainable is not None:
         ax.axvline(sweep.sustainable, color="#1d2329", linestyle="--", linewidth=1.2, label=f"sustainable {sweep.sustainable_label}")
@@ -375,7 +375,7 @@ def _step_frame(ax: plt.Axes, sweep: Sweep, title: str, ylabel: str) -> None:
     ax.legend(handles, [*labels, *(name for name, _ in markers)], frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
-def _by_value(sweep: Sweep) -> list[SweepStep]:
+def _by_value(sweep: SweepResult) -> list[SweepStep]:
     return sorted(sweep.steps, key=lambda step: step.value)
 
 
@@ -383,7 +383,7 @@ def _values(items: list[Any]) -> np.ndarray:
     return np.array([np.nan if item is None else item for item in items], dtype=float)
 
 
-def plot_sweep_rate(sweep: Sweep) -> plt.Figure:
+def plot_sweep_rate(sweep: SweepResult) -> plt.Figure:
     """The rate each step offered and achieved against its load; the identity line when the load is a request rate."""
     steps = _by_value(sweep)
     fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
@@ -402,7 +402,7 @@ def _quantile_bars(steps: list[SweepStep], metric: str, key: str) -> tuple[np.nd
     return value, np.array([value - low, high - value])
 
 
-def plot_sweep_times(sweep: Sweep) -> plt.Figure:
+def plot_sweep_times(sweep: SweepResult) -> plt.Figure:
     """TTFT and latency p50, p95 and p99 per step, each with its 95 % interval as error bars."""
     steps = _by_value(sweep)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True, layout="constrained")
@@ -414,7 +414,7 @@ def plot_sweep_times(sweep: Sweep) -> plt.Figure:
     return fig
 
 
-def plot_sweep_errors(sweep: Sweep) -> plt.Figure:
+def plot_sweep_errors(sweep: SweepResult) -> plt.Figure:
     """The share of failed, rate-limited (429) and overloaded (529) requests per step."""
     steps = _by_value(sweep)
     fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")

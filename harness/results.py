@@ -425,7 +425,7 @@ class SweepStep(_Result):
     breaches: list[str] = Field(description="why the step failed, in words")
 
 
-class Sweep(_Result):
+class SweepResult(_Result):
     """A capacity sweep (the scenario's `sweep`): its steps and the sustainable load."""
 
     kind: Literal["rates", "users"]
@@ -510,7 +510,7 @@ class Summary(_Result):
     refused_workers: dict[str, str] = Field(default_factory=dict)
     records_path: str | None = None
     arrivals: Arrivals | None = Field(default=None, description="an open loop's arrivals; None: a closed loop")
-    sweep: Sweep | None = Field(default=None, description="a capacity sweep's steps and sustainable load")
+    sweep: SweepResult | None = Field(default=None, description="a capacity sweep's steps and sustainable load")
     rate_limits: dict[str, RateLimitFigures] = Field(
         default_factory=dict, description="per model: the API's rate-limit headers and 429s (models with either)"
     )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from harness import payload
 from harness.caching import CacheBook
 from harness.calibration import calibrate
-from harness.conversation import ConversationBook, ConversationSpec, Session
+from harness.conversation import ConversationBook, Session
 from harness.datasets import EntryOrder
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
 from harness.failures import Backoff, FailFast, Retrying
@@ -243,7 +243,7 @@ class HarnessRun:
 
     def new_session(self, pick: Pick, request: PreparedRequest) -> Session:
         """A conversation of `pick`'s prompt that starts with what `request` would send alone."""
-        return Session(request.body, pick.prompt.conversation or ConversationSpec(turns=1), pick.prompt.tool_result)
+        return Session(request.body, pick.prompt.conversation, pick.prompt.tool_result)
 
     def end_session(self, session: Session) -> None:
         self.conversations.end(session)

@@ -21,8 +21,7 @@ from typing import Literal
 from hdrh.histogram import HdrHistogram
 
 from harness import exitcodes
-from harness.results import FromSchedule, Group, Percentiles, RegressionResult, SloResult, Summary, Verdict
-from harness.results import Sweep as SweepResult
+from harness.results import FromSchedule, Group, Percentiles, RegressionResult, SloResult, Summary, SweepResult, Verdict
 from harness.scenario import Regression, SloLimits, Slos
 from harness.stats import new_histogram, quantile_intervals
 from harness.summary import sweep_conclusion

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness import __version__
 from harness.arrivals import RateProfile
@@ -29,7 +29,7 @@ from harness.results import (
     ScenarioInfo,
     StepQuantiles,
     Summary,
-    Sweep,
+    SweepResult,
     SweepStep,
     WorkerInfo,
 )
@@ -83,7 +83,7 @@ def build_summary(
     link: MasterLink | None = None,
     stats: RunStats | None = None,
     pause: Callable[[], None] = lambda: None,
-    sweep: Sweep | None = None,
+    sweep: SweepResult | None = None,
 ) -> Summary:
     """Everything a person or a CI job needs to judge and reproduce the run; no secrets.
     A run still in progress gets a summary of what it has so far (of `stats`, a copy of the
@@ -376,21 +376,31 @@ def render_workload(summary: Summary) -> list[str]:
     return [*render_input_sizes(summary), *render_caching(summary), *render_conversations(summary)]
 
 
+class SweepColumn(NamedTuple):
+    """A column of the sweep's step table: its key and title in the web UI's Sweep tab, its
+    header in the console, Markdown and report, and its alignment there."""
+
+    key: str
+    title: str
+    header: str
+    align: str  # ">" right, "<" left
+
+
 SWEEP_COLUMNS = (
-    ("step", ">"),
-    ("load", "<"),
-    ("reqs", ">"),
-    ("offered/s", ">"),
-    ("achieved/s", ">"),
-    ("TTFT p50", ">"),
-    ("TTFT p95", ">"),
-    ("TTFT p99", ">"),
-    ("lat p95", ">"),
-    ("errors", ">"),
-    ("429s", ">"),
-    ("529s", ">"),
-    ("out tok/s", ">"),
-    ("result", "<"),
+    SweepColumn("step", "Step", "step", ">"),
+    SweepColumn("load", "Load", "load", "<"),
+    SweepColumn("requests", "Requests", "reqs", ">"),
+    SweepColumn("offered", "Offered /s", "offered/s", ">"),
+    SweepColumn("achieved", "Achieved /s", "achieved/s", ">"),
+    SweepColumn("ttft_p50", "TTFT p50 ms", "TTFT p50", ">"),
+    SweepColumn("ttft_p95", "TTFT p95 ms", "TTFT p95", ">"),
+    SweepColumn("ttft_p99", "TTFT p99 ms", "TTFT p99", ">"),
+    SweepColumn("latency_p95", "Latency p95 ms", "lat p95", ">"),
+    SweepColumn("error_share", "Errors", "errors", ">"),
+    SweepColumn("rate_limited_share", "429 share", "429s", ">"),
+    SweepColumn("overloaded_share", "529 share", "529s", ">"),
+    SweepColumn("output_tps", "Output tok/s", "out tok/s", ">"),
+    SweepColumn("verdict", "Verdict", "result", "<"),
 )
 _SWEEP_STATES = {
     "stopped": "; the run ended before the search did",
@@ -423,7 +433,7 @@ def sweep_cells(step: SweepStep) -> list[str]:
     ]
 
 
-def sweep_conclusion(sweep: Sweep) -> str:
+def sweep_conclusion(sweep: SweepResult) -> str:
     """The sustainable load in words: whether the sweep found the limit, and whether its search is over."""
     first_bad = next((step for step in sweep.steps if step.value == sweep.first_bad), None)
     if sweep.sustainable_label is None:
@@ -441,7 +451,8 @@ def render_sweep(summary: Summary) -> list[str]:
     if sweep is None:
         return []
     head = f"capacity sweep of {sweep.kind}, {sweep.step_time_s:g} s measured per step (times in ms, as the SLOs judge them):"
-    return [head, *aligned_table(SWEEP_COLUMNS, [sweep_cells(step) for step in sweep.steps]), f"sweep: {sweep_conclusion(sweep)}"]
+    columns = [(column.header, column.align) for column in SWEEP_COLUMNS]
+    return [head, *aligned_table(columns, [sweep_cells(step) for step in sweep.steps]), f"sweep: {sweep_conclusion(sweep)}"]
 
 
 def accounting_text(accounting: Accounting) -> str:

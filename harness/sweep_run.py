@@ -24,8 +24,7 @@ from locust.runners import WORKER_REPORT_INTERVAL
 
 from harness.cluster_arrivals import MARGIN_S
 from harness.failures import RETRY_AFTER_MAX_S
-from harness.results import Interval, StepQuantiles, SweepStep
-from harness.results import Sweep as SweepResult
+from harness.results import Interval, StepQuantiles, SweepResult, SweepStep
 from harness.scenario import Scenario
 from harness.slo import evaluate_groups
 from harness.stats import LabelStats, quantile_intervals

@@ -118,6 +118,18 @@ def test_every_tool_call_is_answered_with_the_canned_result_also_one_cut_short()
     assert chat.next_body() is None and chat.ending == "completed" and chat.turn == 2
 
 
+def test_a_prompt_with_tools_and_no_conversation_is_sent_as_written_and_its_loop_completed() -> None:
+    written = CHATS[1]["messages"]  # user, a recorded assistant reply, user: sent as they are
+    chat = Session({"model": "m", "max_tokens": 9, "messages": written}, None, "42")
+    first = chat.next_body()
+    assert first is not None and first["messages"] == written
+    chat.answered(first, ok("tool_use"), call("toolu_1"))
+    second = chat.next_body()
+    assert second is not None and second["messages"][: len(written)] == written and len(second["messages"]) == len(written) + 2
+    chat.answered(second, ok(), text("done"))
+    assert chat.next_body() is None and chat.ending == "completed"
+
+
 def test_a_model_that_only_calls_tools_ends_as_a_tool_loop() -> None:
     chat = session([{"role": "user", "content": "Look it up."}])
     for round_ in range(MAX_TOOL_ROUNDS + 1):
