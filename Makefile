@@ -43,7 +43,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install system-deps lint
-	$(BIN)/pytest
+	$(BIN)/python -m tests.support.shards
 
 # Flake hunter (not in CI): the suite N times, each on a fresh clone; lists every test that failed once.
 N ?= 5

@@ -186,12 +186,14 @@ def _ephemeral_low() -> int:
 def free_port() -> int:
     """A loopback port for a server a test starts, safe from the race between this check and the
     server's bind: it lies below the kernel's ephemeral range (which bind(0) and every outgoing
-    connection draw from), and it is handed out once per test session."""
+    connection draw from), and it is handed out once per test session; the pytest processes of
+    a parallel run (tests/support/shards.py, `TEST_SHARD=i/N`) each draw from their own ports."""
     rng = random.SystemRandom()
     high = _ephemeral_low() - 1
+    index, _, count = os.environ.get("TEST_SHARD", "0/1").partition("/")
     for _ in range(1000):
         port = rng.randint(high - 12_000, high)
-        if port in _handed_out:
+        if port in _handed_out or port % int(count) != int(index):
             continue
         with socket.socket() as sock:
             try:
