@@ -12,7 +12,7 @@ RUN_ARGS ?= --headless --only-summary
 SYSTEM_PACKAGES := victoria-metrics chromium
 SYSTEM_BINARIES := victoria-metrics chromium
 
-.PHONY: install system-deps run sweep lint test test-repeat bench soak clean
+.PHONY: install system-deps run sweep levers lint test test-repeat bench soak clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ run: install
 sweep: install
 	$(BIN)/locust -f locustfile.py --headless --only-summary --scenario scenarios/sweep.yaml \
 		--emulator-profile scenarios/emulator/capacity.yaml --report runs/sweep-report.html --summary-json runs/sweep-summary.json
+
+# The latency levers of Anthropic's "Reducing latency" guide as one experiment against the emulator
+# (about 2 minutes): each lever a variant, compared with the baseline with 95 % intervals; the
+# report with the variants' CDFs in runs/levers-report.html. The emulator's effects are synthetic.
+levers: install
+	$(BIN)/locust -f locustfile.py --headless --only-summary --scenario scenarios/latency-levers.yaml \
+		--emulator-profile scenarios/emulator/levers.yaml --report runs/levers-report.html --summary-json runs/levers-summary.json
 
 system-deps:
 	@for bin in $(SYSTEM_BINARIES); do command -v $$bin >/dev/null || missing=1; done; \

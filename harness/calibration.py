@@ -3,7 +3,7 @@
 A prompt's `input_tokens` is the request's input tokens as the API counts them (system, messages
 and the synthetic text together). Before the run sends anything, each process that sends
 (alone, or each worker) asks `POST /v1/messages/count_tokens` of the target, with its own key,
-for each (model, synthetic prompt): the synthetic text's length in bytes is searched (secant
+for each (model, synthetic prompt, variant): the synthetic text's length in bytes is searched (secant
 steps within a bracket, at most `MAX_CALLS` counts) until the count is the target, or as near as
 the text's words allow. The bytes found are kept per (target, model, prompt's body, N) for the
 process (a web UI's next run asks again only for what changed), and every body the run builds
@@ -105,48 +105,65 @@ def _count(target: Target, body: dict[str, Any]) -> int:
         raise CountError(f"count_tokens failed: {type(error).__name__}: {error}"[:200]) from None
 
 
+def synthetic_picks(scenario: Scenario) -> list[Pick]:
+    """Every (model, synthetic prompt, variant) the run may send, once each."""
+    models = [entry.model for entry in scenario.models]
+    picks = [] if scenario.variants else [Pick(model, prompt, False) for prompt in scenario.prompts for model in models]
+    for variant in scenario.variants:
+        for prompt in scenario.prompts:
+            sent = scenario._variant_prompts[(variant.name, prompt.name)]
+            picks += [Pick(model, sent, False, variant=variant.name) for model in ([variant.model] if variant.model else models)]
+    return [pick for pick in picks if pick.prompt.input_tokens is not None]
+
+
 def calibrate(scenario: Scenario, target: Target, count: Callable[[Target, dict[str, Any]], int] = _count) -> list[InputSize]:
-    """Size every (model, synthetic prompt) of the scenario on `target`: the bytes go to
+    """Size every (model, synthetic prompt, variant) of the scenario on `target`: the bytes go to
     `scenario._input_bytes`; what was reached is returned."""
     sizes = []
     failed: str | None = None
-    for prompt in scenario.prompts:
-        if prompt.input_tokens is None:
+    for pick in synthetic_picks(scenario):
+        key = (pick.model, pick.prompt.name, pick.variant or "")
+        tokens = pick.prompt.input_tokens
+        assert tokens is not None
+        scenario._input_bytes.pop(key, None)
+        if scenario.input_tokens_by == "bytes" or failed is not None:
+            sizes.append(_by_bytes(pick, tokens, failed))
             continue
-        for model in (entry.model for entry in scenario.models):
-            key = (model, prompt.name)
-            if scenario.input_tokens_by == "bytes" or failed is not None:
-                sizes.append(_by_bytes(model, prompt.name, prompt.input_tokens, failed))
-                continue
-
-            def count_at(size: int, model: str = model, name: str = prompt.name) -> int:
-                scenario._input_bytes[(model, name)] = size
-                return count(target, build_body(Pick(model, scenario.prompt(name), False), scenario))
-
-            try:
-                text_bytes, achieved = _fitted(target, scenario, model, prompt.name, prompt.input_tokens, count_at)
-            except CountError as error:
-                failed = str(error)
-                logger.warning("input_tokens: %s; synthetic prompts are sized at %d bytes a token", failed, BYTES_PER_TOKEN)
-                scenario._input_bytes.pop(key, None)
-                sizes.append(_by_bytes(model, prompt.name, prompt.input_tokens, failed))
-                continue
-            scenario._input_bytes[key] = text_bytes
-            sizes.append(InputSize(model=model, prompt=prompt.name, target=prompt.input_tokens, achieved=achieved, text_bytes=text_bytes))
+        try:
+            text_bytes, achieved = _fitted(target, scenario, pick, tokens, count)
+        except CountError as error:
+            failed = str(error)
+            logger.warning("input_tokens: %s; synthetic prompts are sized at %d bytes a token", failed, BYTES_PER_TOKEN)
+            sizes.append(_by_bytes(pick, tokens, failed))
+            continue
+        scenario._input_bytes[key] = text_bytes
+        sizes.append(
+            InputSize(
+                model=pick.model, prompt=pick.prompt.name, variant=pick.variant, target=tokens, achieved=achieved, text_bytes=text_bytes
+            )
+        )
     return sizes
 
 
-def _fitted(target: Target, scenario: Scenario, model: str, name: str, tokens: int, count_at: Callable[[int], int]) -> tuple[int, int]:
-    scenario._input_bytes.pop((model, name), None)
-    plain = build_body(Pick(model, scenario.prompt(name), False), scenario)  # at 4 bytes a token: the body's shape
+def _fitted(target: Target, scenario: Scenario, pick: Pick, tokens: int, count: Callable[[Target, dict[str, Any]], int]) -> tuple[int, int]:
+    """The synthetic text's bytes that make `pick`'s request `tokens` long, and its count (kept per
+    target and body shape)."""
+    plain = build_body(pick, scenario, BYTES_PER_TOKEN * tokens)  # the body's shape
     digest = hashlib.sha256(body_bytes(plain)).hexdigest()
-    key = (target.base_url, model, digest, tokens)
+    key = (target.base_url, pick.model, digest, tokens)
     if key not in _FOUND:
-        _FOUND[key] = fit_size(tokens, count_at)
+        _FOUND[key] = fit_size(tokens, lambda size: count(target, build_body(pick, scenario, size)))
     return _FOUND[key]
 
 
-def _by_bytes(model: str, prompt: str, tokens: int, problem: str | None) -> InputSize:
+def _by_bytes(pick: Pick, tokens: int, problem: str | None) -> InputSize:
     return InputSize(
-        model=model, prompt=prompt, target=tokens, achieved=None, text_bytes=BYTES_PER_TOKEN * tokens, by="bytes", problem=problem
+        model=pick.model,
+        prompt=pick.prompt.name,
+        variant=pick.variant,
+        target=tokens,
+        achieved=None,
+        text_bytes=BYTES_PER_TOKEN * tokens,
+        by="bytes",
+        problem=problem,
     )

@@ -305,7 +305,7 @@ class MasterLink:
         """A report of an older window keeps its counters but no stats: neither ours nor Locust's."""
         report = data.get(REPORT_KEY)
         if report and report.get("run_id") == self.run_id and report.get("window") != self.epoch:
-            report["stats"], report["conversations"], report["caching"] = [], {}, []
+            report["stats"], report["conversations"], report["caching"], report["variants"] = [], {}, [], {}
             data["stats"], data["errors"] = [], {}
             data["stats_total"] = StatsEntry(self.runner.stats, "Aggregated", "").serialize()
 
@@ -322,8 +322,9 @@ class MasterLink:
         run.headroom.merge_encoded(report.get("headroom") or {})
         run.conversations.merge_encoded(report.get("conversations") or {})
         run.caching.merge_encoded(report.get("caching") or [])
+        run.variants.merge_encoded(report.get("variants") or {})
         for size in map(InputSize.model_validate, report.get("input_sizes") or []):
-            run.input_sizes.setdefault((size.model, size.prompt), size)
+            run.input_sizes.setdefault(size.key, size)
         state = self._worker(client_id, report["name"])
         now = time.time()
         state.rate_per_s = max(0, report["recorded"] - state.recorded) / max(now - state.counted_from, 1e-3)

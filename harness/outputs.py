@@ -13,7 +13,7 @@ from typing import Any
 from harness.formatting import fmt_cost, fmt_ms, fmt_tps
 from harness.records import read_records
 from harness.results import Group, Summary
-from harness.summary import SWEEP_COLUMNS, render_workload, sweep_cells, sweep_conclusion
+from harness.summary import SWEEP_COLUMNS, VARIANT_COLUMNS, render_workload, sweep_cells, sweep_conclusion, variant_cells
 
 logger = logging.getLogger("harness.outputs")
 
@@ -77,8 +77,20 @@ def markdown(summary: Summary) -> str:
     workload = render_workload(summary)
     if workload:
         lines += ["", *(f"- {line.strip()}" for line in workload)]
+    lines += _variants_markdown(summary)
     lines += _sweep_markdown(summary)
     return "\n".join(lines) + "\n"
+
+
+def _variants_markdown(summary: Summary) -> list[str]:
+    """The variants: a row each (p50s with intervals), then each against the baseline at p50."""
+    variants = summary.variants
+    if variants is None:
+        return []
+    rule = ["---:" if align == ">" else "---" for _, align in VARIANT_COLUMNS]
+    rows = [[name for name, _ in VARIANT_COLUMNS], rule, *map(variant_cells, variants.variants)]
+    verdicts = [f"- {c.verdict}" for variant in variants.variants for c in variant.comparisons if c.quantile == 50]
+    return ["", f"### Variants against {variants.baseline}", "", *(f"| {' | '.join(row)} |" for row in rows), "", *verdicts]
 
 
 def _sweep_markdown(summary: Summary) -> list[str]:

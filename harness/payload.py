@@ -15,6 +15,7 @@ from typing import Any
 from harness.datasets import Entry
 from harness.sampler import Pick
 from harness.scenario import DEFAULT_ANTHROPIC_VERSION, Prompt, Scenario
+from harness.variants import entry_overrides
 
 __all__ = [
     "BYTES_PER_TOKEN",
@@ -252,18 +253,22 @@ def synthetic_filler(size: int, seed: int = 0) -> str:
     return text
 
 
-def _synthetic_block(prompt: Prompt, scenario: Scenario, model: str | None) -> dict[str, Any]:
+def _synthetic_block(prompt: Prompt, scenario: Scenario, model: str | None, variant: str | None, size: int | None) -> dict[str, Any]:
     assert prompt.input_tokens is not None
-    size = scenario._input_bytes.get((model or "", prompt.name), BYTES_PER_TOKEN * prompt.input_tokens)
+    if size is None:
+        size = scenario._input_bytes.get((model or "", prompt.name, variant or ""), BYTES_PER_TOKEN * prompt.input_tokens)
     block: dict[str, Any] = {"type": "text", "text": synthetic_filler(size, scenario.seed)}
     if prompt.cache_synthetic:
         block["cache_control"] = {"type": "ephemeral"}
     return block
 
 
-def build_messages(prompt: Prompt, scenario: Scenario, model: str | None = None) -> list[dict[str, Any]]:
-    """The ``messages`` array: the prompt's conversation, with the synthetic context (sized for
-    `model` by harness/calibration.py, or at 4 bytes a token).
+def build_messages(
+    prompt: Prompt, scenario: Scenario, model: str | None = None, variant: str | None = None, synthetic_bytes: int | None = None
+) -> list[dict[str, Any]]:
+    """The ``messages`` array: the prompt's conversation, with the synthetic context (its
+    `synthetic_bytes`, or as sized for `model` and `variant` by harness/calibration.py, or at 4
+    bytes a token).
 
     * only ``input_tokens``: one user message whose content is the synthetic text (a string,
       or a single cached text block with ``cache_synthetic``);
@@ -274,7 +279,7 @@ def build_messages(prompt: Prompt, scenario: Scenario, model: str | None = None)
     messages = [{"role": m.role, "content": copy.deepcopy(m.content)} for m in prompt.messages or ()]
     if prompt.input_tokens is None:
         return messages
-    block = _synthetic_block(prompt, scenario, model)
+    block = _synthetic_block(prompt, scenario, model, variant, synthetic_bytes)
     if not messages:
         content: Any = [block] if prompt.cache_synthetic else block["text"]
         return [{"role": "user", "content": content}]
@@ -292,15 +297,18 @@ def _entry_messages(entry: Entry, scenario: Scenario) -> list[dict[str, Any]]:
     return copy.deepcopy(list(entry.messages))
 
 
-def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
+def build_body(pick: Pick, scenario: Scenario, synthetic_bytes: int | None = None) -> dict[str, Any]:
     """The JSON body for ``POST /v1/messages`` (a fresh dict; safe to modify). A dataset entry's
-    messages, system, max_tokens and tools take the place of the prompt's."""
+    messages, system, max_tokens and tools take the place of the prompt's. A variant's pick
+    carries its prompt as sent (harness/variants.py)."""
     prompt = pick.prompt
     entry = scenario._datasets[prompt.name][pick.entry] if pick.entry is not None else None
     body: dict[str, Any] = {
         "model": pick.model,
         "max_tokens": (entry.max_tokens if entry is not None else None) or prompt.max_tokens,
-        "messages": _entry_messages(entry, scenario) if entry is not None else build_messages(prompt, scenario, pick.model),
+        "messages": _entry_messages(entry, scenario)
+        if entry is not None
+        else build_messages(prompt, scenario, pick.model, pick.variant, synthetic_bytes),
     }
     system = entry.system if entry is not None and entry.system is not None else prompt.system
     if system is not None:
@@ -314,6 +322,8 @@ def build_body(pick: Pick, scenario: Scenario) -> dict[str, Any]:
         body["thinking"] = prompt.thinking.to_body()
     for key, value in prompt.extra.items():
         body[key] = copy.deepcopy(value)
+    if entry is not None and pick.variant is not None:  # a variant's settings win over an entry's own
+        body |= entry_overrides(scenario, pick.variant)
     if pick.stream:
         body["stream"] = True
     return body

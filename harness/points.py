@@ -104,6 +104,7 @@ def request_line(record: TimingRecord, labels: Mapping[str, Any]) -> str:
     an open loop at the time it was due."""
     tags = {**labels, "model": record.model, "prompt": record.prompt, "mode": record.mode, "outcome": record.outcome, "step": record.step}
     tags["turn"] = record.turn  # a conversation's request: its place in the session (None: not one)
+    tags["variant"] = record.variant  # the scenario's variant it was sent as (None: no variants)
     fields = {
         "ttft_ms": record.ttft_ms if record.first_content == "text" else None,
         "first_tool_input_ms": record.ttft_ms if record.first_content == "tool_use" else None,

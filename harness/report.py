@@ -49,11 +49,13 @@ from harness.report_plots import (
     plot_throughput,
     plot_tokens_cost,
     plot_ttft_over_time,
+    plot_variant_cdfs,
     svg,
 )
 from harness.results import Group, InputError, Summary, SweepResult, SweepStep, WorkerInfo, load_summary
 from harness.summary import (
     SWEEP_COLUMNS,
+    VARIANT_COLUMNS,
     accounting_text,
     application_text,
     lost_text,
@@ -62,8 +64,10 @@ from harness.summary import (
     render_workload,
     sweep_cells,
     sweep_conclusion,
+    variant_cells,
 )
 from harness.timing import OK, OUTCOMES
+from harness.variant_figures import VARIANT_TITLES, VariantFigures
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -350,6 +354,32 @@ def section_sweep(summary: Summary) -> dict[str, Any] | None:
     }
 
 
+def section_variants(summary: Summary) -> dict[str, Any] | None:
+    """The variants: a row each, every comparison with the baseline, their CDFs overlaid."""
+    variants = summary.variants
+    if variants is None:
+        return None
+    caption = "Each variant's distribution, from its HDR histogram (the baseline dashed); perceived: TTFT streamed, latency blocking."
+    return {
+        "baseline": variants.baseline,
+        "method": variants.method,
+        "columns": [(name, _align(align)) for name, align in VARIANT_COLUMNS],
+        "rows": [variant_cells(variant) for variant in variants.variants],
+        "comparisons": [_comparison_row(variant) for variant in variants.variants if variant.comparisons],
+        "plots": drawn([Plot("variants-cdf", "Variants: distributions overlaid", caption, partial(plot_variant_cdfs, variants))]),
+    }
+
+
+def _comparison_row(variant: VariantFigures) -> tuple[str, list[tuple[str, list[tuple[str, str, str]]]]]:
+    """A variant's comparisons by metric: each quantile's cell (ratio and interval), its CSS class, its verdict."""
+    by_metric: dict[str, list[tuple[str, str, str]]] = {}
+    for c in variant.comparisons:
+        cell = f"{c.ratio:.2f}x ({c.low:.2f}-{c.high:.2f})" if c.low is not None and c.high is not None else f"{c.ratio:.2f}x (too few)"
+        css = {"lower": "sig", "higher": "sig", "too_few": "muted"}.get(c.finding, "")
+        by_metric.setdefault(VARIANT_TITLES[c.metric], []).append((cell, css, c.verdict))
+    return variant.name, list(by_metric.items())
+
+
 def _align(align: str) -> str:
     return "l" if align == "<" else ""
 
@@ -455,6 +485,7 @@ def build_html(summary: Summary, records: list[dict[str, Any]] | None) -> str:
             tables=section_tables(summary),
             plots=section_plots(summary, columns),
             sweep=section_sweep(summary),
+            variants=section_variants(summary),
             health=section_health_workers(summary),
             scenario=section_scenario(summary),
             footer={"version": run.versions.get("harness"), "run_id": run.run_id},

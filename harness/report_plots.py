@@ -28,6 +28,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from harness.results import Group, Summary, SweepResult, SweepStep
 from harness.timing import OK, OUTCOMES
+from harness.variant_figures import VARIANT_TITLES, Metric, Variants
 
 OUTCOME_COLOURS = {
     "ok": "#2e9d5b",
@@ -174,6 +175,25 @@ def plot_percentiles(summary: Summary, colours: dict[str, str], metric: str, lab
             ax.plot(keys, values, marker="o", color=colours.get(model), label=model)
     ax.set(title=f"{label} percentiles per model (from the summary)", xlabel="percentile", ylabel=f"{label} (ms)")
     _legend(ax)
+    return fig
+
+
+def plot_variant_cdfs(variants: Variants) -> plt.Figure:
+    """Each variant's CDF of TTFT, latency and perceived latency, overlaid (the baseline dashed)."""
+    metrics: tuple[Metric, ...] = ("ttft_ms", "latency_ms", "perceived_ms")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(11, 3.4), layout="constrained", sharey=True)
+    palette = plt.get_cmap("tab10" if len(variants.variants) <= 10 else "tab20")
+    for ax, metric in zip(axes, metrics, strict=True):
+        for index, variant in enumerate(variants.variants):
+            points = variant.cdf.get(metric)
+            if points:
+                values, shares = [value for _, value in points], [percentile / 100 for percentile, _ in points]
+                style = {"linestyle": "--", "linewidth": 2.2} if variant.baseline else {"linewidth": 1.4}
+                ax.plot(values, shares, color=palette(index % palette.N), label=variant.name, **style)
+        ax.set(title=VARIANT_TITLES[metric], xlabel="ms", ylim=(0, 1.02))
+        _quantile_lines(ax)
+    axes[0].set_ylabel("share of requests ≤ x")
+    _legend(axes[-1], fontsize=7, loc="lower right")
     return fig
 
 

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.timing import CANCELLED, OK
+from harness.variant_figures import Variants
 
 SCHEMA: Final = "claude-harness-summary"
 SCHEMA_VERSION: Final = 2
@@ -176,11 +177,16 @@ class InputSize(_Result):
 
     model: str
     prompt: str
+    variant: str | None = Field(default=None, description="a variant's own size of the prompt (harness.variants)")
     target: int = Field(ge=1, description="the prompt's input_tokens: the request's input tokens as the API counts them")
     achieved: int | None = Field(description="the target's count_tokens of the request as sent; None: not counted")
     text_bytes: int = Field(ge=1, description="the synthetic text's length")
     by: Literal["count_tokens", "bytes"] = Field(default="count_tokens", description="bytes: 4 bytes a token, not counted")
     problem: str | None = Field(default=None, description="why it was not counted (the target could not count)")
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.model, self.prompt, self.variant)
 
 
 class Accounting(_Result):
@@ -517,6 +523,7 @@ class Summary(_Result):
     conversations: Conversations | None = Field(default=None, description="prompts sent as conversations; None: none are")
     caching: list[CacheFigures] = Field(default_factory=list, description="per label where prompt caching happened")
     input_sizes: list[InputSize] = Field(default_factory=list, description="each (model, synthetic prompt): its size as sent")
+    variants: Variants | None = Field(default=None, description="the scenario's variants compared; None: it has none")
     verdict: Verdict | None = None
 
     def to_json(self) -> str:

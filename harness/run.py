@@ -25,6 +25,7 @@ from harness.calibration import calibrate
 from harness.conversation import ConversationBook, Session
 from harness.datasets import EntryOrder
 from harness.disk import DEFAULT_MIN_FREE_MB, DiskWatch
+from harness.experiment import VariantBook
 from harness.failures import Backoff, FailFast, Retrying
 from harness.headroom import Headroom
 from harness.health import Gauges, HealthMonitor, Thresholds
@@ -43,6 +44,7 @@ from harness.sweep_steps import StepBook
 from harness.timing import TimingRecord
 from harness.trace import trace_of
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
+from harness.variants import variant_headers
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -125,7 +127,7 @@ class HarnessRun:
         self.disk = DiskWatch(config.output_dir, config.min_free_disk_mb)
         self._prompts = {prompt.name: prompt for prompt in config.scenario.prompts}  # (a prompt built in code: none)
         self.fail_fast = self._new_fail_fast()
-        self._prepared: dict[tuple[str, str, bool], PreparedRequest] = {}
+        self._prepared: dict[tuple[str | None, str, str, bool], PreparedRequest] = {}
         self._user_seq = itertools.count()
         self._in_order = {  # a dataset sent in its file's order: one order for the process's users, its share on a worker
             index: EntryOrder(len(config.scenario._datasets[prompt.name]), "sequential", 0, *config.scenario._dataset_split)
@@ -136,7 +138,8 @@ class HarnessRun:
         self._think_seq = itertools.count()
         self.conversations = ConversationBook()  # sessions and their turns (in the measurement window)
         self.caching = CacheBook()  # prompt-cache reads and writes per label (in the measurement window)
-        self.input_sizes: dict[tuple[str, str], InputSize] = {}  # synthetic prompts as sized (a master: its workers')
+        self.variants = VariantBook()  # the scenario's variants, each apart (in the measurement window)
+        self.input_sizes: dict[tuple[str, str, str | None], InputSize] = {}  # synthetic prompts as sized (a master: its workers')
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
         self.headroom = Headroom()  # rate-limit headers and 429s per model, over the whole run
@@ -222,11 +225,16 @@ class HarnessRun:
             transport.close()
 
     def prepare(self, pick: Pick) -> PreparedRequest:
-        """The request of a pick: built once per (model, prompt, stream) of the scenario's own
-        prompts; a dataset entry's, and a prompt built in code, for each request (a dataset's
+        """The request of a pick: built once per (variant, model, prompt, stream) of the scenario's
+        own prompts; a dataset entry's, and a prompt built in code, for each request (a dataset's
         bodies, all kept, would hold it in memory twice; a prompt built in code may change)."""
-        key = (pick.model, pick.prompt.name, pick.stream)
-        cached = pick.entry is None and self._prompts.get(pick.prompt.name) is pick.prompt
+        key = (pick.variant, pick.model, pick.prompt.name, pick.stream)
+        own = (
+            self._prompts.get(pick.prompt.name)
+            if pick.variant is None
+            else self.scenario._variant_prompts.get((pick.variant, pick.prompt.name))
+        )
+        cached = pick.entry is None and own is pick.prompt
         request = self._prepared.get(key) if cached else None
         if request is None:
             request = self.request_of(pick, payload.build_body(pick, self.scenario))
@@ -239,7 +247,8 @@ class HarnessRun:
         timeouts = self.scenario.timeouts
         if pick.prompt.timeout_s:
             timeouts = timeouts.model_copy(update={"total_s": pick.prompt.timeout_s})
-        return PreparedRequest(body, payload.body_bytes(body), pick.stream, timeouts, reply)
+        headers = variant_headers(self.scenario, pick.variant) if pick.variant is not None else None
+        return PreparedRequest(body, payload.body_bytes(body), pick.stream, timeouts, reply, headers or None)
 
     def new_session(self, pick: Pick, request: PreparedRequest) -> Session:
         """A conversation of `pick`'s prompt that starts with what `request` would send alone."""
@@ -281,7 +290,7 @@ class HarnessRun:
         record = TimingRecord(model=pick.model, prompt=pick.prompt.name, mode=pick.mode, start_ns=now_ns, attempt=attempt)
         if pick.entry is not None:
             record.entry = self.scenario._datasets[pick.prompt.name][pick.entry].line
-        record.turn = pick.turn
+        record.turn, record.variant = pick.turn, pick.variant
         if arrival is not None:
             record.scheduled_ns = arrival.scheduled_ns
             record.scheduled_wall_ns = time.time_ns() - (now_ns - arrival.scheduled_ns)
@@ -307,6 +316,7 @@ class HarnessRun:
         self.stats.reset()
         self.conversations.reset()
         self.caching.reset()
+        self.variants.reset()
         self._recent = self._new_recent()
 
     def emit(self, record: TimingRecord) -> None:
@@ -319,7 +329,8 @@ class HarnessRun:
         if record.scheduled_ns is not None:
             record.send_lag_ms = (record.start_ns - record.scheduled_ns) / 1e6
             if self.token_demand is not None:
-                self.token_demand.observe(record, self._prompts[record.prompt].max_tokens)
+                sent = self.scenario._variant_prompts.get((record.variant or "", record.prompt)) or self._prompts[record.prompt]
+                self.token_demand.observe(record, sent.max_tokens)
         ledger = self.ledger
         ledger.recorded += 1
         ledger.spent_usd += record.cost_usd or 0.0
@@ -335,7 +346,7 @@ class HarnessRun:
         if record.window != ledger.window:
             ledger.before_window += 1
             return
-        name = f"{record.model} {record.prompt}"
+        name = f"{record.model} {record.prompt}" if record.variant is None else f"{record.model} {record.prompt} [{record.variant}]"
         exception = None
         if not record.ok:
             status = f" (HTTP {record.http_status})" if record.http_status not in (None, 200) else ""
@@ -353,6 +364,7 @@ class HarnessRun:
         self.stats.add(record)
         self.conversations.add(record)
         self.caching.add(record)
+        self.variants.add(record)
         if self._recent is not None:
             self._recent.add(record)
 
@@ -375,7 +387,7 @@ class HarnessRun:
         self.disk.start()
         self._marker("start", f"scenario {self.scenario.name} ({self.scenario.digest()[:12]}), transport {self.config.transport}")
         if self.config.role != "master":
-            self.input_sizes = {(size.model, size.prompt): size for size in calibrate(self.scenario, self.config.target)}
+            self.input_sizes = {size.key: size for size in calibrate(self.scenario, self.config.target)}
 
     def close(self) -> None:
         """End of the run: every request has been emitted; flush and close every sink."""
@@ -422,5 +434,6 @@ class HarnessRun:
             "headroom": self.headroom.encode_delta(),
             "conversations": self.conversations.encode_delta(),
             "caching": self.caching.encode_delta(),
+            "variants": self.variants.encode_delta(),
             "input_sizes": [size.model_dump() for size in self.input_sizes.values()],
         }

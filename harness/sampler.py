@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from harness.datasets import EntryOrder
 from harness.scenario import Prompt, Scenario
+from harness.variants import VariantDraw
 
 __all__ = ["Pick", "Sampler"]
 
@@ -26,17 +27,29 @@ class Pick(NamedTuple):
     stream: bool
     entry: int | None = None
     turn: int | None = None  # a conversation's request: its place in the session
+    variant: str | None = None  # the scenario's variant it was assigned to (harness/variants.py): its prompt as sent
 
     @property
     def mode(self) -> str:
         return "stream" if self.stream else "blocking"
 
 
+def assigned(pick: Pick, scenario: Scenario, name: str) -> Pick:
+    """`pick` as variant `name` sends it: its model, streaming and prompt as sent."""
+    variant = next(v for v in scenario.variants if v.name == name)
+    return pick._replace(
+        model=variant.model or pick.model,
+        stream=pick.stream if variant.stream is None else variant.stream,
+        prompt=scenario._variant_prompts[(name, pick.prompt.name)],
+        variant=name,
+    )
+
+
 class Sampler:
     """Weighted, deterministic choice of (model, prompt, stream) for each request.
 
     Every ``next()`` draws exactly three numbers from its own ``random.Random(seed)``, so a
-    sequence of picks depends only on the scenario and the seed. A stream share of 0 never
+    sequence of picks depends only on the scenario and the seed (a variant is drawn apart). A stream share of 0 never
     streams and 1 always does. A dataset prompt's entry comes from its own order (seeded apart:
     the other picks do not change with it).
     """
@@ -56,6 +69,7 @@ class Sampler:
             for index, p in enumerate(scenario.prompts)
             if p.dataset is not None
         } | (shared or {})
+        self._variants = VariantDraw(scenario, seed) if scenario.variants else None
 
     @staticmethod
     def _cumulative(weights: list[float]) -> list[float]:
@@ -75,7 +89,8 @@ class Sampler:
         pi = self._index(self._prompt_cum)
         stream = self._rng.random() < self._shares[pi]
         order = self._orders.get(pi)
-        return Pick(model, self._prompts[pi], stream, order.next() if order is not None else None)
+        pick = Pick(model, self._prompts[pi], stream, order.next() if order is not None else None)
+        return assigned(pick, self.scenario, self._variants.next()) if self._variants is not None else pick
 
     def __iter__(self) -> Sampler:
         return self

@@ -52,6 +52,7 @@ from harness.pricing import Price
 from harness.scenario_errors import field_error, short, validation_problems, yaml_problem
 from harness.sweep import Sweep, sweep_problem, with_first_rate
 from harness.trace import trace_as_prompt
+from harness.variants import Variant, check_variants
 
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
@@ -361,11 +362,13 @@ class Scenario(StrictModel):
     regression: Regression = Field(default_factory=Regression)
     budget_usd: float | None = Field(default=None, gt=0)
     sweep: Sweep | None = None
+    variants: list[Variant] = Field(default_factory=list)  # the levers compared in one run (harness/variants.py)
 
     _source: str = PrivateAttr(default="<scenario>")
     _datasets: dict[str, list[Entry]] = PrivateAttr(default_factory=dict)  # a dataset prompt's entries, by its name
     _dataset_split: tuple[int, int] = PrivateAttr(default=(0, 1))  # a worker's share of an order: (index, count)
-    _input_bytes: dict[tuple[str, str], int] = PrivateAttr(default_factory=dict)  # (model, prompt): harness/calibration.py
+    _input_bytes: dict[tuple[str, str, str], int] = PrivateAttr(default_factory=dict)  # (model, prompt, variant): calibration.py
+    _variant_prompts: dict[tuple[str, str], Prompt] = PrivateAttr(default_factory=dict)  # (variant, prompt): as sent
 
     @field_validator("anthropic_version", mode="before")
     @classmethod
@@ -434,12 +437,13 @@ class Scenario(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
-        modes = 2 if 0 < self.stream < 1 else 1
-        groups = len(self.models) * len(self.prompts) * modes
+        modes = 2 if 0 < self.stream < 1 or any(v.stream is not None for v in self.variants) else 1
+        models = {m.model for m in self.models} | {v.model for v in self.variants if v.model}
+        groups = len(models) * len(self.prompts) * modes
         if groups > MAX_STATS_GROUPS:
             raise field_error(
                 "prompts",
-                f"{len(self.models)} model(s) x {len(self.prompts)} prompt(s) x {modes} mode(s) = {groups:,} stats groups; "
+                f"{len(models)} model(s) x {len(self.prompts)} prompt(s) x {modes} mode(s) = {groups:,} stats groups; "
                 f"at most {MAX_STATS_GROUPS} (each keeps its own latency histograms, about 0.75 MB)",
             )
         seen: dict[str, int] = {}
@@ -472,6 +476,7 @@ class Scenario(StrictModel):
                         f'needs anthropic_version: "{SAMPLING_PARAMS_VERSION}" at the top level '
                         f"(anthropic-version {self.effective_anthropic_version} rejects temperature, top_p and top_k)",
                     )
+        self._variant_prompts = check_variants(self) if self.variants else {}
         return self
 
     # ------------------------------------------------------------------ helpers

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import ctypes
-import math
 import sys
 import weakref
 import zlib
@@ -153,23 +152,6 @@ def histogram_values(histogram: HdrHistogram, quantiles: Iterable[float]) -> tup
             pending += 1
     total = histogram.get_total_count()
     return values, (float(weighted) / total if total else 0.0)
-
-
-Z_95 = 1.96
-
-
-def quantile_intervals(histogram: HdrHistogram, quantiles: Iterable[float], scale: int = 1000) -> dict[float, tuple[float, float, float]]:
-    """(low, estimate, high) of each quantile (0..100), its 95 % distribution-free interval: the
-    order statistics around rank n*q, +-1.96 standard deviations of the binomial; values divided
-    by `scale` (microseconds to ms). One pass over the histogram for all of them."""
-    n = histogram.get_total_count()
-    ranks = {}
-    for quantile in quantiles:
-        q = quantile / 100
-        spread = Z_95 * math.sqrt(n * q * (1 - q))
-        ranks[quantile] = (max(0.0, (n * q - spread) / n) * 100, quantile, min(1.0, (n * q + spread + 1) / n) * 100)
-    at, _ = histogram_values(histogram, {p for low_mid_high in ranks.values() for p in low_mid_high})
-    return {quantile: tuple(at[p] / scale for p in low_mid_high) for quantile, low_mid_high in ranks.items()}  # type: ignore[misc]
 
 
 def record_ms(histogram: HdrHistogram, value_ms: float | None) -> None:

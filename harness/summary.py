@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from harness import __version__
 from harness.arrivals import RateProfile
 from harness.datasets import entries_digest
+from harness.experiment import compare
 from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_num, fmt_share, fmt_tps
 from harness.results import (
     Accounting,
@@ -36,6 +37,7 @@ from harness.results import (
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
 from harness.trace import Trace, trace_of
+from harness.variant_figures import VARIANT_TITLES, VariantFigures
 
 if TYPE_CHECKING:
     from harness.distributed import MasterLink
@@ -136,7 +138,8 @@ def build_summary(
         rate_limits=run.headroom.figures(),
         conversations=run.conversations.figures(),
         caching=run.caching.figures(),
-        input_sizes=sorted(run.input_sizes.values(), key=lambda size: (size.prompt, size.model)),
+        input_sizes=sorted(run.input_sizes.values(), key=lambda size: (size.prompt, size.model, size.variant or "")),
+        variants=compare(run.variants, run.scenario),
     )
 
 
@@ -350,7 +353,7 @@ def render_input_sizes(summary: Summary) -> list[str]:
             else f"not counted ({size.problem or 'input_tokens_by: bytes'})"
         )
         lines.append(
-            f"input size {size.model} / {size.prompt}: {fmt_int(size.target)} tokens asked, {counted}, {fmt_int(size.text_bytes)} bytes of text"
+            f"input size {size.model} / {size.prompt}{f' [{size.variant}]' if size.variant else ''}: {fmt_int(size.target)} tokens asked, {counted}, {fmt_int(size.text_bytes)} bytes of text"
         )
     return lines
 
@@ -369,6 +372,34 @@ def render_conversations(summary: Summary) -> list[str]:
                 parts.append(f"{name} p50 {fmt_ms(figures.p50)} p95 {fmt_ms(figures.p95)}")
         lines.append("  " + ", ".join(parts) + f", input tokens {fmt_int(round(turn.input_tokens / max(turn.requests, 1)))} each")
     return lines
+
+
+VARIANT_COLUMNS = (("variant", "<"), ("reqs", ">"), ("modes", "<"), *((f"{title} p50", ">") for title in VARIANT_TITLES.values()))
+
+
+def variant_cells(variant: VariantFigures) -> list[str]:
+    """A variant's row (VARIANT_COLUMNS): p50 of each metric with its 95 % interval."""
+    cells = [variant.name + (" (baseline)" if variant.baseline else ""), fmt_int(variant.requests)]
+    cells.append(", ".join(f"{mode} {fmt_int(count)}" for mode, count in sorted(variant.modes.items())))
+    for metric in VARIANT_TITLES:
+        median = next((estimate for estimate in variant.quantiles.get(metric, []) if estimate.quantile == 50), None)
+        show = fmt_tps if metric == "output_tps" else fmt_ms
+        if median is None:
+            cells.append(show(None))
+        else:
+            interval = f" ({show(median.low)}-{show(median.high)})" if median.low is not None and median.high is not None else ""
+            cells.append(show(median.value) + interval)
+    return cells
+
+
+def render_variants(summary: Summary) -> list[str]:
+    """The variants: a row each (p50s with intervals), then each against the baseline at p50."""
+    variants = summary.variants
+    if variants is None:
+        return []
+    head = f"variants against {variants.baseline} (times in ms, p50 with its 95 % interval; perceived: TTFT streamed, latency blocking):"
+    verdicts = [f"  {c.verdict}" for v in variants.variants for c in v.comparisons if c.quantile == 50]
+    return [head, *aligned_table(VARIANT_COLUMNS, [variant_cells(v) for v in variants.variants]), *verdicts]
 
 
 def render_workload(summary: Summary) -> list[str]:
@@ -483,6 +514,7 @@ def render_text(summary: Summary) -> str:
         *render_arrivals(summary),
         *render_rate_limits(summary),
         *render_workload(summary),
+        *render_variants(summary),
         *render_sweep(summary),
     ]
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"

@@ -24,10 +24,11 @@ from locust.runners import WORKER_REPORT_INTERVAL
 
 from harness.cluster_arrivals import MARGIN_S
 from harness.failures import RETRY_AFTER_MAX_S
+from harness.intervals import quantile_intervals
 from harness.results import Interval, StepQuantiles, SweepResult, SweepStep
 from harness.scenario import Scenario
 from harness.slo import evaluate_groups
-from harness.stats import LabelStats, quantile_intervals
+from harness.stats import LabelStats
 from harness.summary import sweep_conclusion
 from harness.sweep import Sweep, SweepSearch
 from harness.sweep_steps import StepBook

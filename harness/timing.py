@@ -106,6 +106,7 @@ class TimingRecord:
     step: int | None = None  # in a sweep: the step whose measured window it was due (or sent) in
     entry: int | None = None  # a dataset prompt's request: its entry's line in the file
     turn: int | None = None  # a conversation's request: its place in the session (harness/conversation.py)
+    variant: str | None = None  # the scenario's variant it was sent as (harness/variants.py)
 
     @property
     def latency_from_schedule_ms(self) -> float | None:

@@ -60,6 +60,7 @@ class PreparedRequest:
     stream: bool
     timeouts: Timeouts
     reply: Reply | None = None  # a conversation's request: what the response said is kept
+    headers: dict[str, str] | None = None  # a variant's own anthropic-version or anthropic-beta (harness/variants.py)
 
 
 class Transport(Protocol):
@@ -210,7 +211,8 @@ class FastTransport:
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
         with _request_scope(record, request) as deadlines:
             try:
-                response = self._client.request("POST", self._path, body=request.data, headers=self._headers)
+                headers = self._headers if request.headers is None else {**self._headers, **request.headers}
+                response = self._client.request("POST", self._path, body=request.data, headers=headers)
                 self._read(record, response, request, deadlines)
             except BaseException:
                 self._reset()  # the response was not read to its end: the connection is unusable
@@ -297,7 +299,7 @@ class SdkTransport:
         with _request_scope(record, request) as deadlines:
             try:
                 with self._client.messages.with_streaming_response.create(
-                    **required, stream=request.stream, extra_body=body, timeout=self._timeout
+                    **required, stream=request.stream, extra_body=body, extra_headers=request.headers, timeout=self._timeout
                 ) as response:
                     self._read(record, response, request, deadlines)
             except api.APIStatusError as exc:

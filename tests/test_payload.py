@@ -182,7 +182,7 @@ def test_body_is_a_fresh_copy(scenario):
 
 
 def test_every_sampled_body_of_shipped_scenarios_is_valid_json():
-    for name in ("demo.yaml", "levers.yaml"):
+    for name in ("demo.yaml", "latency-levers.yaml"):
         s = load_scenario(ROOT / "scenarios" / name)
         sampler = Sampler(s, 0)
         for _ in range(200):

@@ -79,7 +79,7 @@ def mutated(fn) -> dict:
 # ----------------------------------------------------------------- good files
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "levers.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "latency-levers.yaml"])
 def test_shipped_scenarios_load(name):
     s = load_scenario(SCENARIOS / name)
     assert isinstance(s, Scenario)
@@ -89,7 +89,7 @@ def test_shipped_scenarios_load(name):
     sampler = Sampler(s, seed=0)
     for _ in range(50):
         pick = sampler.next()
-        assert pick.model in {m.model for m in s.models}
+        assert pick.model in {m.model for m in s.models} | {v.model for v in s.variants}
 
 
 def test_demo_shape():
@@ -104,12 +104,14 @@ def test_demo_shape():
     assert s.effective_anthropic_version == DEFAULT_ANTHROPIC_VERSION
 
 
-def test_levers_uses_old_version_for_temperature():
-    s = load_scenario(SCENARIOS / "levers.yaml")
-    assert s.anthropic_version == "2023-06-01"
-    assert any(p.temperature is not None for p in s.prompts)
-    assert len({p.max_tokens for p in s.prompts}) >= 2
-    assert any(p.input_tokens for p in s.prompts) and any(not p.input_tokens for p in s.prompts)
+def test_latency_levers_turns_every_lever_of_the_guide_into_a_variant():
+    s = load_scenario(SCENARIOS / "latency-levers.yaml")
+    changed = {variant.name: variant.changes() for variant in s.variants}
+    assert changed["base"] == {} and [v.name for v in s.variants if v.baseline] == ["base"]
+    levers = {key for changes in changed.values() for key in changes}
+    assert {"model", "input_tokens", "max_tokens", "temperature", "stream", "cache", "extra", "beta", "anthropic_version"} <= levers
+    assert any(c.get("temperature") == 0 and c["anthropic_version"] == "2023-06-01" for c in changed.values())
+    assert {"speed", "service_tier"} <= {key for changes in changed.values() for key in changes.get("extra", {})}
 
 
 def test_minimal_defaults(tmp_path):
@@ -340,7 +342,7 @@ def test_fixture_files_under_tests_data():
 # ----------------------------------------------------------------- round trip, digest
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "levers.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "latency-levers.yaml"])
 def test_round_trip_through_json(name):
     s = load_scenario(SCENARIOS / name)
     shipped = json.loads(json.dumps(s.model_dump(mode="json")))

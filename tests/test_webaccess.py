@@ -17,7 +17,7 @@ from harness.scenario import load_scenario
 from harness.webaccess import FORM_FIELDS, checked_form, cross_site_problem, exposed, form_problem, required_login
 
 DEMO = "scenarios/demo.yaml"
-OFFERED = [DEMO, "scenarios/levers.yaml"]
+OFFERED = [DEMO, "scenarios/latency-levers.yaml"]
 REAL = "https://api.example.invalid"
 
 

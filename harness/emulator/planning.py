@@ -9,7 +9,9 @@ each text chunk's jitter, then (streams with visible thinking) each thinking chu
 A plan is a list of items `(target_ns, kind, bytes, tokens)` in write order (`PlanItem`,
 kinds `ITEM_*`), written by the connection when due. Timeline of a streamed response
 (T(p) = arrival + ttft + p * 1/output_tps, plus jitter of +-jitter*gap on each chunk, not
-accumulated; ttft = (ttft_ms + ttft_ms_per_1k_input * input/1000) * (1 +- jitter)):
+accumulated; ttft = (ttft_ms + ttft_ms_per_1k_input * input/1000) * (1 +- jitter), plus
+standard_only_ttft_ms before the jitter for `service_tier: standard_only`; output_tps times
+fast_output_factor for `speed: fast`):
   arrival      -> headers + message_start (+ ping)
   T(0)         -> thinking block start + first thinking_delta   (thinking on)
   T(p)         -> thinking_delta chunks
@@ -235,10 +237,12 @@ def plan_response(
 
     j = mp.jitter
     ttft = (mp.ttft_ms + mp.ttft_ms_per_1k_input * input_tokens / 1000.0) * 1e6
+    if body.get("service_tier") == "standard_only":
+        ttft += mp.standard_only_ttft_ms * 1e6
     if j:
         ttft *= 1.0 + j * (2.0 * rng.random() - 1.0)
     base = arrival_ns + ttft
-    gap = 1e9 / mp.output_tps
+    gap = 1e9 / (mp.output_tps * (mp.fast_output_factor if body.get("speed") == "fast" else 1.0))
     k = mp.tokens_per_chunk
     n_chunks = (text_tokens + k - 1) // k
     stall_from = None

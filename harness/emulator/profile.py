@@ -17,6 +17,8 @@ A profile file looks like::
         display_name: null
         faults: {...}            # per-model override of the global faults, field by field
         rate_limits: {...}       # per-model override of the global rate limits, field by field
+        fast_output_factor: 2.5  # fast mode (a request's `speed: fast`): output_tps times this
+        standard_only_ttft_ms: 0 # added to TTFT of a request with `service_tier: standard_only`
         capacity:                # optional: requests served at once, the others queue
           concurrency: 8         #   first come first served (their TTFT grows by the wait)
           queue: 16              #   queued at most; past it 529 overloaded_error (null: no bound)
@@ -113,6 +115,8 @@ class ModelProfile(_Strict):
     faults: Faults | None = None  # resolved (merged with the global faults) by Profile
     rate_limits: RateLimits | None = None  # resolved (merged with the global rate limits) by Profile
     capacity: Capacity | None = None
+    fast_output_factor: float = Field(2.5, gt=0)  # fast mode (`speed: fast`): output_tps times this
+    standard_only_ttft_ms: float = Field(0.0, ge=0)  # `service_tier: standard_only`: added to TTFT (the priority queue skipped)
 
 
 class Profile(_Strict):
