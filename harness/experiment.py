@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hdrh.histogram import HdrHistogram
 
 from harness.intervals import Z_95, interval_holds, quantile_intervals
-from harness.stats import LabelStats, histogram_values, new_histogram, record_ms
+from harness.stats import LabelStats, histogram_values, new_histogram, no_pause, record_ms
 from harness.timing import TimingRecord
 from harness.variant_figures import VARIANT_TITLES, Comparison, Estimate, Metric, VariantFigures, Variants
 from harness.variants import baseline_of
@@ -111,8 +112,9 @@ class VariantBook:
             self.variants.setdefault(name, VariantStats()).merge_encoded(data)
 
 
-def compare(book: VariantBook, scenario: Scenario) -> Variants | None:
-    """The summary's `variants`: each of the scenario's, in its order, against the baseline."""
+def compare(book: VariantBook, scenario: Scenario, pause: Callable[[], None] = no_pause) -> Variants | None:
+    """The summary's `variants`: each of the scenario's, in its order, against the baseline
+    (`pause` runs after each: the web UI's live tab yields to the event loop there)."""
     base = baseline_of(scenario)
     if base is None:
         return None
@@ -134,6 +136,7 @@ def compare(book: VariantBook, scenario: Scenario) -> Variants | None:
                 comparisons=comparisons,
             )
         )
+        pause()
     return Variants(baseline=base, method=METHOD, variants=figures)
 
 

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
+from harness.experiment import compare
 from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_share, fmt_tps
 from harness.results import Group, RateLimitFigures
 from harness.stats import LIVE_WINDOW_S, LabelStats, RunStats, no_pause
 from harness.summary import SWEEP_COLUMNS as SUMMARY_SWEEP_COLUMNS
-from harness.summary import arrivals_of, rate_limits_line, rate_profile, sweep_cells, sweep_conclusion
+from harness.summary import VARIANT_COLUMNS as SUMMARY_VARIANT_COLUMNS
+from harness.summary import arrivals_of, rate_limits_line, rate_profile, sweep_cells, sweep_conclusion, variant_cells
 from harness.timing import OVERLOADED, RATE_LIMITED
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 WINDOW_S = LIVE_WINDOW_S
 KEEP_SNAPSHOTS = 30
+VARIANT_KEYS = ("variant", "requests", "modes", "ttft", "latency", "output_tps", "perceived")  # the Variants tab's columns
 
 # Column keys: snake_case here, camel-cased by Locust's UI on both sides (structure and rows).
 # No digit may follow an underscore (camel-casing of `x_429` is not the same on both sides).
@@ -300,6 +303,23 @@ def sweep_rows(sweep: SweepController | None) -> list[dict[str, str]]:
         rows.append({**empty, "name": "current", "step": str(current["index"]), "load": load, "verdict": current["phase"]})
     rows.append({**empty, "name": "result", "load": sweep_conclusion(result)})
     return _in_order(rows)
+
+
+VARIANT_COLUMNS = [(key, title) for key, (title, _) in zip(VARIANT_KEYS, SUMMARY_VARIANT_COLUMNS, strict=True)]
+
+
+def variant_rows(session: LiveSession, pause: Callable[[], None] = yield_to_loop) -> list[dict[str, str]]:
+    """The Variants tab's rows: a row per variant (p50s with intervals), then each p50 verdict."""
+    empty = dict.fromkeys(VARIANT_KEYS, "")
+    run = session.run
+    if not session.scenario.variants:
+        return _in_order([{**empty, "name": "none", "variant": "no variants: this scenario has no `variants:` section"}])
+    variants = compare(run.variants, run.scenario, pause) if run is not None else None
+    if variants is None:
+        return _in_order([{**empty, "name": "idle", "variant": "no run yet: start a test"}])
+    rows = [{"name": f"variant {v.name}", **dict(zip(VARIANT_KEYS, variant_cells(v), strict=True))} for v in variants.variants]
+    verdicts = [c.verdict for v in variants.variants for c in v.comparisons if c.quantile == 50]
+    return _in_order(rows + [{**empty, "name": "verdict", "variant": verdict} for verdict in verdicts])
 
 
 def snapshot_label(stats: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from gevent import subprocess as gevent_subprocess
 
 from harness import locust_env
 from harness.compressed import read_lines
-from harness.live import COLUMNS, SWEEP_COLUMNS, Snapshots, sweep_rows, tab_rows, yield_to_loop
+from harness.live import COLUMNS, SWEEP_COLUMNS, VARIANT_COLUMNS, Snapshots, sweep_rows, tab_rows, variant_rows, yield_to_loop
 from harness.records import RECORDS_FILE
 from harness.results import Summary
 from harness.summary import build_summary
@@ -51,6 +51,8 @@ TAB_KEY = "claude"
 TAB_TITLE = "Claude"
 SWEEP_TAB_KEY = "claude_sweep"
 SWEEP_TAB_TITLE = "Sweep"
+VARIANTS_TAB_KEY = "claude_variants"
+VARIANTS_TAB_TITLE = "Variants"
 SCENARIO_DIR = "scenarios"
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 View = Callable[..., Any]
@@ -266,11 +268,13 @@ def install(environment: Environment, session: Session) -> Callable[[], list[str
     snapshots = Snapshots(session)
     ui.add_table_tab(TAB_KEY, TAB_TITLE, COLUMNS)
     ui.add_table_tab(SWEEP_TAB_KEY, SWEEP_TAB_TITLE, SWEEP_COLUMNS)
+    ui.add_table_tab(VARIANTS_TAB_KEY, VARIANTS_TAB_TITLE, VARIANT_COLUMNS)
     ui.add_downloads(DOWNLOADS)
     offered = scenario_offer(session)
     ui.adjust_form_options(lambda extra: form_options(extra, offered, session.scenario.source))
     ui.add_table_rows(TAB_KEY, lambda: tab_rows(snapshots.build()))
     ui.add_table_rows(SWEEP_TAB_KEY, lambda: sweep_rows(session.sweep))
+    ui.add_table_rows(VARIANTS_TAB_KEY, lambda: variant_rows(session))
     add_stats_route(ui, snapshots)
     add_download_routes(ui, session)
     return offered

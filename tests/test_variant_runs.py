@@ -19,7 +19,9 @@ from harness.records import RECORDS_FILE, read_records
 from tests.support.cluster import Cluster
 from tests.support.processes import ROOT, write_yaml
 from tests.support.runs import run_against_emulator
+from tests.support.webui import LocustUI, new_page
 from tests.test_variants import runs_z
+from tests.test_webui import poll, screenshot, start_from_form
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +148,32 @@ def test_the_levers_scenario_finds_the_effects_its_emulator_profile_has(tmp_path
     }
     assert {key: found.get(key) for key in LEVERS_EFFECTS} == LEVERS_EFFECTS
     assert 'id="variants"' in report.read_text() and 'id="plot-variants-cdf"' in report.read_text()
+
+
+READ_TABLE = (
+    """() => [...document.querySelectorAll('table tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))"""
+)
+
+
+@pytest.mark.timeout(240)
+def test_the_web_uis_variants_tab_shows_each_variant_and_its_verdicts_live(tmp_path: Path, browser: Any) -> None:
+    scenario = write_yaml(tmp_path / "scenario.yaml", SCENARIO)
+    ui = LocustUI(tmp_path, scenario, "--emulator-profile", str(write_yaml(tmp_path / "variants.yaml", PROFILE)))
+    try:
+        ui.wait_ready()
+        page = new_page(browser)
+        page.goto(ui.url)
+        start_from_form(page, users=20)
+        page.get_by_role("tab", name="Variants").click()
+        rows = poll(
+            lambda: (rows := page.evaluate(READ_TABLE)) and any("slow: TTFT p50" in row[0] and "longer" in row[0] for row in rows) and rows,
+            "the slow variant's verdict",
+            90,
+        )
+        assert [row[0] for row in rows[:3]] == ["base (baseline)", "same", "slow"] and all(
+            int(row[1].replace(",", "")) > 0 for row in rows[:3]
+        )
+        assert any(row[0].startswith("same: TTFT p50") and "no significant difference" in row[0] for row in rows)
+        screenshot(page, "variants-tab")
+    finally:
+        ui.stop()

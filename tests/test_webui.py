@@ -28,7 +28,7 @@ import pytest
 
 from harness import webui
 from harness.formatting import DASH, fmt_ms
-from harness.live import COLUMNS, SWEEP_COLUMNS, WINDOW_S, stats_figures, tab_rows
+from harness.live import COLUMNS, SWEEP_COLUMNS, VARIANT_COLUMNS, WINDOW_S, stats_figures, tab_rows
 from harness.records import RECORDS_FILE, read_records
 from harness.sampler import Pick, Sampler
 from harness.scenario import load_scenario
@@ -403,7 +403,9 @@ def check_locust_web_ui_internals(folder: str) -> None:
     # a stub session: no run yet, a scenario in a folder of its own (offered first)
     scenario = Path(folder) / "mine.yaml"
     scenario.write_text("name: mine\n")
-    session = SimpleNamespace(run=None, summary=None, link=None, sweep=None, scenario=SimpleNamespace(name="mine", source=str(scenario)))
+    session = SimpleNamespace(
+        run=None, summary=None, link=None, sweep=None, scenario=SimpleNamespace(name="mine", source=str(scenario), variants=[])
+    )
     environment = Environment(events=events, parsed_options=get_parser().parse_args([]))
     environment.create_local_runner()
     web_ui = environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
@@ -421,10 +423,12 @@ def check_locust_web_ui_internals(folder: str) -> None:
     assert args["extended_tabs"] == [
         {"key": webui.TAB_KEY, "title": webui.TAB_TITLE},
         {"key": webui.SWEEP_TAB_KEY, "title": webui.SWEEP_TAB_TITLE},
+        {"key": webui.VARIANTS_TAB_KEY, "title": webui.VARIANTS_TAB_TITLE},
     ]
     assert args["extended_tables"] == [
         {"key": webui.TAB_KEY, "structure": [{"key": k, "title": t} for k, t in COLUMNS]},
         {"key": webui.SWEEP_TAB_KEY, "structure": [{"key": k, "title": t} for k, t in SWEEP_COLUMNS]},
+        {"key": webui.VARIANTS_TAB_KEY, "structure": [{"key": k, "title": t} for k, t in VARIANT_COLUMNS]},
     ]
     assert args["extended_csv_files"] == [dict(link) for link in webui.DOWNLOADS]
     assert list(args["extra_options"]) == ["scenario"]
@@ -441,9 +445,10 @@ def check_locust_web_ui_internals(folder: str) -> None:
     assert endpoints[webui.LocustWebUI.REQUEST_STATS_ENDPOINT] == "/stats/requests"
     stats = client.get("/stats/requests").get_json()
     tables = {table["key"]: table["data"] for table in stats["extended_stats"]}
-    assert len(tables) == len(stats["extended_stats"]) == 2
+    assert len(tables) == len(stats["extended_stats"]) == 3
     assert tables[webui.TAB_KEY][1]["label"] == "no run yet: start a test"
     assert tables[webui.SWEEP_TAB_KEY][0]["load"].startswith("no sweep")
+    assert tables[webui.VARIANTS_TAB_KEY][0]["variant"].startswith("no variants")
     assert client.get("/claude/stats").get_json()["run_id"] is None
 
     # with --web-login, the harness's routes are behind the login too
