@@ -79,8 +79,10 @@ def test_a_rate_sweep_finds_the_knee_the_profile_fixes(tmp_path: Path) -> None:
     steps = {step["value"]: step for step in sweep["steps"]}
     assert steps[6.0]["passed"] and not steps[12.0]["passed"]
     assert any(step["bisection"] for step in sweep["steps"])
-    # below the knee nothing queues: TTFT is the service's own; past it the queue shows in TTFT
-    assert steps[6.0]["ttft_ms"]["p95"]["value"] < 110
+    # below the knee nothing queues: TTFT is the service's own (100 ms, plus the sender's lag on a
+    # busy machine); a request that queued would wait a whole service time (200 ms) more; past the
+    # knee the queue shows in TTFT
+    assert steps[6.0]["ttft_ms"]["p95"]["value"] < 140
     assert steps[12.0]["ttft_ms"]["p95"]["value"] > 300
     assert all(
         step["ttft_ms"]["p95"]["low"] <= step["ttft_ms"]["p95"]["value"] <= step["ttft_ms"]["p95"]["high"] for step in steps.values()
