@@ -8,9 +8,10 @@ SCENARIO ?= scenarios/demo.yaml
 RUN_ARGS ?= --headless --only-summary
 
 # System packages the tests need (Debian): a real metrics server for the InfluxDB tests and
-# a real browser for the web UI and report tests (Playwright drives the system chromium).
-SYSTEM_PACKAGES := victoria-metrics chromium
-SYSTEM_BINARIES := victoria-metrics chromium
+# a real browser for the web UI and report tests (Playwright drives the system chromium), and a real
+# forward proxy (tinyproxy) for the proxy tests.
+SYSTEM_PACKAGES := victoria-metrics chromium tinyproxy-bin
+SYSTEM_BINARIES := victoria-metrics chromium tinyproxy
 
 .PHONY: install system-deps run sweep levers lint test test-repeat bench soak clean
 

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from harness.network import tls_context
 from harness.payload import BYTES_PER_TOKEN, body_bytes, build_body
 from harness.results import InputSize
 from harness.sampler import Pick
@@ -83,7 +84,12 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+def _opener(target: Target) -> urllib.request.OpenerDirector:
+    """The run's way to the target (its proxy, its TLS trust), no redirect followed."""
+    proxies = {} if target.proxy is None else {"http": target.proxy.url, "https": target.proxy.url}
+    return urllib.request.build_opener(
+        _NoRedirects, urllib.request.ProxyHandler(proxies), urllib.request.HTTPSHandler(context=tls_context())
+    )
 
 
 def _count(target: Target, body: dict[str, Any]) -> int:
@@ -95,7 +101,7 @@ def _count(target: Target, body: dict[str, Any]) -> int:
         method="POST",
     )
     try:
-        with _OPENER.open(request, timeout=TIMEOUT_S) as response:
+        with _opener(target).open(request, timeout=TIMEOUT_S) as response:
             if response.status != 200:  # a redirect, not followed
                 raise CountError(f"count_tokens answered HTTP {response.status}")
             return int(json.loads(response.read())["input_tokens"])

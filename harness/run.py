@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import random
 import time
 import uuid
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import payload
+from harness import network, payload
 from harness.caching import CacheBook
 from harness.calibration import calibrate
 from harness.conversation import ConversationBook, Session
@@ -41,13 +42,17 @@ from harness.scenario import Scenario
 from harness.shares import Share
 from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
 from harness.sweep_steps import StepBook
-from harness.timing import TimingRecord
+from harness.timing import CONNECTION_ERROR, TimingRecord
 from harness.trace import trace_of
 from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
 from harness.variants import variant_headers
 
 if TYPE_CHECKING:
     from locust.env import Environment
+
+
+logger = logging.getLogger("harness")
+MAX_CAUSES_TOLD = 10  # distinct connection failures logged per run
 
 
 class ClaudeFailure(Exception):
@@ -135,6 +140,7 @@ class HarnessRun:
             if prompt.dataset is not None and prompt.dataset.order == "sequential"
         }
         self._retry_seq = itertools.count()
+        self._told: set[str] = set()  # the connection failures' causes logged so far
         self._think_seq = itertools.count()
         self.conversations = ConversationBook()  # sessions and their turns (in the measurement window)
         self.caching = CacheBook()  # prompt-cache reads and writes per label (in the measurement window)
@@ -341,6 +347,8 @@ class HarnessRun:
         if self.points is not None:
             self.points.add(request_line(record, self.labels))
         self.headroom.add(record)
+        if record.outcome == CONNECTION_ERROR:
+            self._tell_cause(record)
         if self.steps is not None:
             self.steps.add(record)
         if record.window != ledger.window:
@@ -368,6 +376,19 @@ class HarnessRun:
         if self._recent is not None:
             self._recent.add(record)
 
+    def _tell_cause(self, record: TimingRecord) -> None:
+        """A connection failure's cause (an untrusted certificate, a refused connection) is
+        logged once per distinct cause; every such request is counted in the figures."""
+        cause = record.error_message or record.error_type or "unknown"
+        if cause not in self._told and len(self._told) < MAX_CAUSES_TOLD:
+            self._told.add(cause)
+            logger.error(
+                "connection to %s failed (%s): %s (said once; each such request counts as connection_error)",
+                self.config.target.base_url,
+                record.error_type,
+                cause,
+            )
+
     # --- lifecycle --------------------------------------------------------------------
     def _on_health(self, sample: HealthSample) -> None:
         if self.points is not None:
@@ -387,6 +408,7 @@ class HarnessRun:
         self.disk.start()
         self._marker("start", f"scenario {self.scenario.name} ({self.scenario.digest()[:12]}), transport {self.config.transport}")
         if self.config.role != "master":
+            logger.info(network.route(self.config.target.base_url, self.config.target.proxy))
             self.input_sizes = {size.key: size for size in calibrate(self.scenario, self.config.target)}
 
     def close(self) -> None:

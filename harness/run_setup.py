@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from harness import locust_env
 from harness.credentials import EMULATOR_API_KEY, api_key_for
 from harness.health import Thresholds
+from harness.network import proxy_for
 from harness.payload import build_headers
 from harness.recording import InfluxConfig
 from harness.run import RunConfig
@@ -36,7 +37,7 @@ def run_config(
     key = EMULATOR_API_KEY if options.host_is_emulator else api_key_for(host, startup_host)
     return RunConfig(
         scenario,
-        Target(base_url=host, api_key=key, headers=build_headers(scenario)),
+        Target(base_url=host, api_key=key, headers=build_headers(scenario), proxy=None if options.host_is_emulator else proxy_for(host)),
         options.transport,
         output_dir,
         run_id,

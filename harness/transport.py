@@ -27,6 +27,7 @@ from gevent import GreenletExit, getcurrent
 
 from harness.deadlines import Deadlines, Expired
 from harness.headroom import read_rate_limits
+from harness.network import Proxy, tls_context
 from harness.replies import Reply
 from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
@@ -48,9 +49,10 @@ class Target:
     base_url: str
     api_key: str
     headers: dict[str, str]  # anthropic-version, anthropic-beta, content-type
+    proxy: Proxy | None = None  # the forward proxy requests go through (harness/network.py)
 
     def __repr__(self) -> str:
-        return f"Target(base_url={self.base_url!r}, api_key=<hidden>)"
+        return f"Target(base_url={self.base_url!r}, api_key=<hidden>, proxy={self.proxy!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +73,34 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def connection_per_request(target: Target) -> bool:
+    """An http target through a forward proxy gets a new connection per request: many proxies
+    (tinyproxy among them) serve one request per client connection and close it without saying
+    so, and a POST sent on a connection being closed fails and must not be sent again. (An https
+    target's CONNECT tunnel stays open: the connection inside it is the target's.)"""
+    return target.proxy is not None and target.base_url.startswith("http:")
+
+
+def _proxy_arguments(proxy: Proxy | None) -> dict[str, Any]:
+    """geventhttpclient's proxy arguments (a CONNECT tunnel for an https target)."""
+    if proxy is None:
+        return {}
+    return {"proxy_host": proxy.host, "proxy_port": proxy.port, "proxy_user": proxy.user, "proxy_password": proxy.password}
+
+
 def _start(record: TimingRecord) -> None:
     record.wall_start_ns = time.time_ns()
     record.start_ns = perf_ns()
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """What really failed under the wrappers (the SDK's "Connection error." over httpx's over a
+    certificate that was not trusted): the same cause from both transports."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
 
 
 def _connection_error_type(record: TimingRecord) -> str:
@@ -182,7 +209,8 @@ def _request_scope(record: TimingRecord, request: PreparedRequest) -> Iterator[D
     except TimeoutError as exc:  # the only socket timeout set: the connect timeout
         record.fail(TIMEOUT, "connect_timeout", f"no connection within {request.timeouts.connect_s:g} s ({exc})"[:200])
     except Exception as exc:  # socket errors, HTTP parse errors, a dropped connection
-        record.fail(CONNECTION_ERROR, _connection_error_type(record), f"{type(exc).__name__}: {exc}"[:200])
+        cause = _root_cause(exc)
+        record.fail(CONNECTION_ERROR, _connection_error_type(record), f"{type(cause).__name__}: {cause}"[:200])
     finally:
         if record.latency_ms is None:
             record.latency_ms = _elapsed_ms(record)
@@ -203,8 +231,11 @@ class FastTransport:
             connection_timeout=connect_s,
             network_timeout=None,  # type: ignore[arg-type]  # no socket timeout (typed float, None accepted): the deadlines bound reads
             block_size=READ_BLOCK,
+            ssl_context_factory=lambda **_: tls_context(),
+            **_proxy_arguments(target.proxy),
         )
         self._client = self._make_client()
+        self._connection_per_request = connection_per_request(target)
         self._path = url.path.rstrip("/") + MESSAGES_PATH
         self._headers = {**target.headers, "x-api-key": target.api_key}
 
@@ -217,6 +248,8 @@ class FastTransport:
             except BaseException:
                 self._reset()  # the response was not read to its end: the connection is unusable
                 raise
+            if self._connection_per_request:
+                self._reset()
 
     def _read(self, record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
         t_headers = perf_ns()
@@ -266,7 +299,7 @@ class SdkTransport:
 
         for name in ("anthropic", "httpx2", "httpcore2"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=0 if connection_per_request(target) else pool_size)
         self._anthropic = anthropic
         self._connect_s = connect_s
         self._timeout = httpx2.Timeout(None, connect=connect_s)
@@ -283,6 +316,9 @@ class SdkTransport:
             max_retries=0,
             default_headers=headers,
             http_client=httpx2.Client(
+                proxy=target.proxy.url if target.proxy is not None else None,
+                verify=tls_context(),
+                trust_env=False,  # the proxy and the trust are the run's (harness/network.py), as for the fast transport
                 limits=limits,
                 timeout=self._timeout,  # the deadlines (harness/deadlines.py) bound the rest
                 event_hooks={"request": [self._on_request]},
