@@ -97,7 +97,7 @@ def _count(target: Target, body: dict[str, Any]) -> int:
     request = urllib.request.Request(
         target.base_url.rstrip("/") + COUNT_PATH,
         data=body_bytes({key: body[key] for key in ("model", "messages", "system", "tools") if key in body}),
-        headers={**target.headers, "x-api-key": target.api_key},
+        headers={**target.headers, **target.auth_headers},
         method="POST",
     )
     try:

@@ -6,6 +6,10 @@ start-up:
 - the API key (`ANTHROPIC_API_KEY`) goes only to the host given at start-up (`--host`); any
   other host a run may use (the built-in emulator, a loopback host chosen in the web UI) gets
   the emulator's placeholder key;
+- a bearer token (`ANTHROPIC_AUTH_TOKEN`, as the SDK reads it, for gateways that want
+  `Authorization`) and the values of a scenario's `headers` taken from the environment
+  (`${GATEWAY_TOKEN}`) follow the same rule as the key; a header's value written in the scenario
+  is sent as written, and shown in no output;
 - the web UI's login (`CLAUDE_LOADTEST_WEB_USER`, `CLAUDE_LOADTEST_WEB_PASSWORD`);
 - the secret workers prove to join a master (`CLAUDE_LOADTEST_WORKER_SECRET`);
 - the InfluxDB token (`--influx-token` or `INFLUXDB_V2_TOKEN`) stays in the process that read
@@ -17,10 +21,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
+AUTH_TOKEN_ENV = "ANTHROPIC_AUTH_TOKEN"
+RESERVED_HEADERS = frozenset(
+    ("x-api-key", "authorization", "anthropic-version", "anthropic-beta", "content-type", "content-length", "host")
+)
+REDACTED = "<redacted>"
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 WEB_USER_ENV = "CLAUDE_LOADTEST_WEB_USER"
 WEB_PASSWORD_ENV = "CLAUDE_LOADTEST_WEB_PASSWORD"
 WORKER_SECRET_ENV = "CLAUDE_LOADTEST_WORKER_SECRET"
@@ -65,12 +77,56 @@ def same_target(url: str, other: str | None) -> bool:
     return other is not None and origin(url) == origin(other)
 
 
-def api_key_for(host: str, startup_host: str | None) -> str:
-    """The key a run against `host` sends: the real one only to the host given at start-up."""
+def api_key_for(host: str, startup_host: str | None, placeholder: bool = True) -> str:
+    """The key a run against `host` sends: the real one only to the host given at start-up;
+    else, on loopback, the emulator's placeholder (unless `placeholder` is off: a bearer token
+    authenticates)."""
     real = os.environ.get(API_KEY_ENV, "")
     if real and same_target(host, startup_host):
         return real
-    return EMULATOR_API_KEY if is_loopback(host) else ""
+    return EMULATOR_API_KEY if placeholder and is_loopback(host) else ""
+
+
+def auth_token_for(host: str, startup_host: str | None) -> str | None:
+    """The bearer token a run against `host` sends (`ANTHROPIC_AUTH_TOKEN`), only to the host given at start-up."""
+    token = os.environ.get(AUTH_TOKEN_ENV, "")
+    return token if token and same_target(host, startup_host) else None
+
+
+def checked_headers(headers: dict[str, str]) -> dict[str, str]:
+    """A scenario's `headers`, checked (a ValueError says what is wrong), names in lower case."""
+    checked = {}
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r}: not a header name (letters, digits and !#$%&'*+.^_`|~-)")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(
+                f"{name!r}: set by the harness (the key from {API_KEY_ENV} or {AUTH_TOKEN_ENV}, the scenario's anthropic_version and beta)"
+            )
+        if any(ord(c) < 32 or ord(c) == 127 for c in value) or "${" in _REFERENCE.sub("", value):
+            raise ValueError(f"{name}: a value is text, with ${{NAME}} for a value from the environment")
+        checked[name.lower()] = value
+    return checked
+
+
+def header_values(headers: dict[str, str], to_startup_host: bool) -> dict[str, str]:
+    """The headers a run sends: `${NAME}` replaced by this process's environment when the target
+    is the host given at start-up; elsewhere a header that needs the environment is left out.
+    A missing variable raises CredentialsError."""
+    sent = {}
+    for name, value in headers.items():
+        if _REFERENCE.search(value) and not to_startup_host:
+            continue
+        missing = [ref for ref in _REFERENCE.findall(value) if not os.environ.get(ref)]
+        if missing:
+            raise CredentialsError(f"headers.{name}: ${{{missing[0]}}} is not set in the environment")
+        sent[name] = _REFERENCE.sub(lambda match: os.environ[match.group(1)], value)
+    return sent
+
+
+def shown_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers as outputs may show them: references as written, written values redacted."""
+    return {name: value if _REFERENCE.fullmatch(value) else REDACTED for name, value in headers.items()}
 
 
 def _required(name: str, min_chars: int, why: str) -> str:

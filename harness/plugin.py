@@ -347,6 +347,10 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
     problem = load_problem(options, scenario)
     if problem:
         fail_usage(problem)
+    try:  # the headers' values from the environment are there (each worker reads its own)
+        credentials.header_values(scenario.headers, to_startup_host=bool(environment.host) and not options.host_is_emulator)
+    except CredentialsError as exc:
+        fail_usage(str(exc))
     apply_load_defaults(options, scenario)
     if options.transport == "sdk":
         preload_sdk()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import locust_env
-from harness.credentials import EMULATOR_API_KEY, api_key_for
+from harness.credentials import EMULATOR_API_KEY, api_key_for, auth_token_for, header_values, same_target
 from harness.health import Thresholds
 from harness.network import proxy_for
 from harness.payload import build_headers
@@ -34,10 +34,17 @@ def run_config(
     secrets are this process's own."""
     options, host = locust_env.options(environment), environment.host
     assert host, "the emulator's or the --host given"
-    key = EMULATOR_API_KEY if options.host_is_emulator else api_key_for(host, startup_host)
+    emulator = options.host_is_emulator
+    token = None if emulator else auth_token_for(host, startup_host)
     return RunConfig(
         scenario,
-        Target(base_url=host, api_key=key, headers=build_headers(scenario), proxy=None if options.host_is_emulator else proxy_for(host)),
+        Target(
+            base_url=host,
+            api_key=EMULATOR_API_KEY if emulator else api_key_for(host, startup_host, placeholder=token is None),
+            headers={**build_headers(scenario), **header_values(scenario.headers, not emulator and same_target(host, startup_host))},
+            proxy=None if emulator else proxy_for(host),
+            auth_token=token,
+        ),
         options.transport,
         output_dir,
         run_id,

@@ -45,6 +45,7 @@ from pydantic import (
 from harness import yamlfile
 from harness.content import AttachmentError, check_content, files_read
 from harness.conversation import DEFAULT_TOOL_RESULT, ConversationSpec, checked_tools
+from harness.credentials import checked_headers
 from harness.datasets import DatasetError, DatasetRef, Entry, datasets_as_prompts, load_entries
 from harness.fields import StrictModel, parse_timespan
 from harness.load import Load
@@ -363,12 +364,15 @@ class Scenario(StrictModel):
     budget_usd: float | None = Field(default=None, gt=0)
     sweep: Sweep | None = None
     variants: list[Variant] = Field(default_factory=list)  # the levers compared in one run (harness/variants.py)
+    headers: dict[str, str] = Field(default_factory=dict)  # a gateway's headers, ${NAME} from the environment (credentials.py)
 
     _source: str = PrivateAttr(default="<scenario>")
     _datasets: dict[str, list[Entry]] = PrivateAttr(default_factory=dict)  # a dataset prompt's entries, by its name
     _dataset_split: tuple[int, int] = PrivateAttr(default=(0, 1))  # a worker's share of an order: (index, count)
     _input_bytes: dict[tuple[str, str, str], int] = PrivateAttr(default_factory=dict)  # (model, prompt, variant): calibration.py
     _variant_prompts: dict[tuple[str, str], Prompt] = PrivateAttr(default_factory=dict)  # (variant, prompt): as sent
+
+    _headers = field_validator("headers")(checked_headers)
 
     @field_validator("anthropic_version", mode="before")
     @classmethod

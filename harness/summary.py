@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness import __version__
 from harness.arrivals import RateProfile
+from harness.credentials import shown_headers
 from harness.datasets import entries_digest
 from harness.experiment import compare
 from harness.formatting import failures_by_class, fmt_cost, fmt_int, fmt_ms, fmt_num, fmt_share, fmt_tps
@@ -60,7 +61,10 @@ def _run_info(run: HarnessRun, options: Any, ended: float) -> RunInfo:
         run_id=config.run_id,
         role=config.role,
         scenario=ScenarioInfo(
-            name=scenario.name, digest=scenario.digest(), source=scenario.source, content=scenario.model_dump(mode="json")
+            name=scenario.name,
+            digest=scenario.digest(),
+            source=scenario.source,
+            content=scenario.model_dump(mode="json") | {"headers": shown_headers(scenario.headers)},
         ),
         host=config.target.base_url,
         transport=config.transport,

@@ -14,6 +14,7 @@ kill goes on, so that it is still counted.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -50,9 +51,16 @@ class Target:
     api_key: str
     headers: dict[str, str]  # anthropic-version, anthropic-beta, content-type
     proxy: Proxy | None = None  # the forward proxy requests go through (harness/network.py)
+    auth_token: str | None = None  # a bearer token (ANTHROPIC_AUTH_TOKEN) for gateways that want Authorization
 
     def __repr__(self) -> str:
-        return f"Target(base_url={self.base_url!r}, api_key=<hidden>, proxy={self.proxy!r})"
+        return f"Target(base_url={self.base_url!r}, api_key=<hidden>, auth_token=<hidden>, proxy={self.proxy!r})"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """x-api-key with the key; Authorization with the bearer token (both when both are given)."""
+        headers = {"x-api-key": self.api_key} if self.api_key or not self.auth_token else {}
+        return headers | ({"authorization": f"Bearer {self.auth_token}"} if self.auth_token else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,12 @@ class Transport(Protocol):
         except GreenletExit, after recording the request as cancelled."""
 
     def close(self) -> None: ...
+
+
+def _sdk_environment_headers() -> list[str]:
+    """The header names the SDK would add from ANTHROPIC_CUSTOM_HEADERS (parsed as it does)."""
+    lines = os.environ.get("ANTHROPIC_CUSTOM_HEADERS", "").split("\n")
+    return [line[: line.find(":")].strip() for line in lines if line.find(":") >= 0]
 
 
 def connection_per_request(target: Target) -> bool:
@@ -237,7 +251,7 @@ class FastTransport:
         self._client = self._make_client()
         self._connection_per_request = connection_per_request(target)
         self._path = url.path.rstrip("/") + MESSAGES_PATH
-        self._headers = {**target.headers, "x-api-key": target.api_key}
+        self._headers = {**target.headers, **target.auth_headers}
 
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
         with _request_scope(record, request) as deadlines:
@@ -306,12 +320,17 @@ class SdkTransport:
         self._httpx = httpx2
         self._sending: dict[Any, TimingRecord] = {}  # greenlet -> the record it is sending
         headers: dict[str, Any] = {  # str values, and the SDK's `omit` that removes a header
+            **dict.fromkeys(_sdk_environment_headers(), anthropic.omit),  # ANTHROPIC_CUSTOM_HEADERS: not ours to send
             **{k: v for k, v in target.headers.items() if k != "content-type"},
-            "x-api-key": target.api_key,
+            "x-api-key": anthropic.omit,
             "authorization": anthropic.omit,
+            **target.auth_headers,
         }
+        # one credential, always given: the SDK would otherwise read the environment's, for any host
+        bearer_only = bool(target.auth_token) and not target.api_key
         self._client = anthropic.Anthropic(
-            api_key=target.api_key,
+            api_key=None if bearer_only else target.api_key,
+            auth_token=target.auth_token if bearer_only else None,
             base_url=target.base_url,
             max_retries=0,
             default_headers=headers,

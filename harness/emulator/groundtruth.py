@@ -42,14 +42,31 @@ def assistant_digest(content: Any) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+_PLAIN_HEADERS = frozenset(("host", "content-length", "content-type", "accept", "accept-encoding", "user-agent", "connection"))
+
+
+def authentication(headers: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """How a request authenticated ("x-api-key", "bearer", or None: it did not) and a digest of
+    each header it carried beyond the plain ones (credentials included: never their values), so
+    that a test can tell which headers reached the server with which values."""
+    auth = "x-api-key" if headers.get("x-api-key") else None
+    bearer = headers.get("authorization", "")
+    if auth is None and bearer[:7].lower() == "bearer " and bearer[7:].strip():
+        auth = "bearer"
+    digests = {name: hashlib.sha256(value.encode()).hexdigest()[:16] for name, value in headers.items() if name not in _PLAIN_HEADERS}
+    return auth, digests
+
+
 class RequestRecord:
     """Everything the ground truth records about one request (and whether its connection stays open)."""
 
     __slots__ = (
+        "auth",
         "cache_creation_tokens",
         "cache_read_tokens",
         "context_digests",
         "error_type",
+        "header_digests",
         "input_tokens",
         "keep_alive",
         "model",
@@ -99,12 +116,16 @@ class RequestRecord:
         self.reply_digest: str | None = None  # assistant_digest of the planned reply
         self.context_digests: list[str] | None = None  # assistant_digest of each assistant message sent
         self.keep_alive = keep_alive
+        self.auth: str | None = None  # x-api-key or bearer
+        self.header_digests: dict[str, str] = {}  # authentication(): each header beyond the plain ones
 
     def record(self) -> dict[str, Any]:
         """The ground-truth line (every field but keep_alive)."""
         return {
             "request_id": self.request_id,
             "path": self.path,
+            "auth": self.auth,
+            "header_digests": self.header_digests,
             "model": self.model,
             "stream": self.stream,
             "status": self.status or None,  # None: no response was sent

@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from harness.emulator.caching import PromptCache
 from harness.emulator.capacity import PerModel
-from harness.emulator.groundtruth import OUTCOMES, GroundTruth, RequestRecord, assistant_digest
+from harness.emulator.groundtruth import OUTCOMES, GroundTruth, RequestRecord, assistant_digest, authentication
 from harness.emulator.planning import (
     ITEM_BLOCK,
     ITEM_EMPTY,
@@ -405,12 +405,8 @@ class ApiConnection(HttpConnection):
         if method != allowed:
             self._send_error(req, 405, f"Method {method} not allowed for {path}")
             return
-        key = headers.get("x-api-key", "")
-        if not key:
-            auth = headers.get("authorization", "")
-            if auth[:7].lower() == "bearer " and auth[7:].strip():
-                key = "bearer"
-        if not key:
+        req.auth, req.header_digests = authentication(headers)
+        if req.auth is None:
             self._send_error(req, 401, "x-api-key header is required")
             return
         version = headers.get("anthropic-version", "")
