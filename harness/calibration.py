@@ -126,7 +126,7 @@ def calibrate(scenario: Scenario, target: Target, count: Callable[[Target, dict[
     """Size every (model, synthetic prompt, variant) of the scenario on `target`: the bytes go to
     `scenario._input_bytes`; what was reached is returned."""
     sizes = []
-    failed: str | None = None
+    failed = None if target.platform.is_api else f"count_tokens is asked of the Anthropic API only (platform {target.platform.name})"
     for pick in synthetic_picks(scenario):
         key = (pick.model, pick.prompt.name, pick.variant or "")
         tokens = pick.prompt.input_tokens

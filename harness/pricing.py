@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.platforms import base_model
+
 CACHE_READ_FACTOR = 0.1
 CACHE_WRITE_FACTOR = 1.25
 
@@ -53,10 +55,11 @@ class PriceTable:
         self._prices = {**DEFAULT_PRICES, **(overrides or {})}
 
     def price(self, model: str) -> Price | None:
-        return self._prices.get(model)
+        """The model's price, or that of the model a platform's id names (harness/platforms.py)."""
+        return self._prices.get(model) or self._prices.get(base_model(model))
 
     def unpriced(self, models: list[str]) -> list[str]:
-        return [model for model in models if model not in self._prices]
+        return [model for model in models if self.price(model) is None]
 
     def cost(
         self,
@@ -66,7 +69,7 @@ class PriceTable:
         cache_read_tokens: int | None = None,
         cache_creation_tokens: int | None = None,
     ) -> float | None:
-        price = self._prices.get(model)
+        price = self.price(model)
         if price is None:
             return None
         return price.cost(input_tokens or 0, output_tokens or 0, cache_read_tokens or 0, cache_creation_tokens or 0)

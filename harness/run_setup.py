@@ -44,6 +44,7 @@ def run_config(
             headers={**build_headers(scenario), **header_values(scenario.headers, not emulator and same_target(host, startup_host))},
             proxy=None if emulator else proxy_for(host),
             auth_token=token,
+            platform=scenario.platform,
         ),
         options.transport,
         output_dir,

@@ -49,6 +49,7 @@ from harness.credentials import checked_headers
 from harness.datasets import DatasetError, DatasetRef, Entry, datasets_as_prompts, load_entries
 from harness.fields import StrictModel, parse_timespan
 from harness.load import Load
+from harness.platforms import Platform
 from harness.pricing import Price
 from harness.scenario_errors import field_error, short, validation_problems, yaml_problem
 from harness.sweep import Sweep, sweep_problem, with_first_rate
@@ -365,6 +366,7 @@ class Scenario(StrictModel):
     sweep: Sweep | None = None
     variants: list[Variant] = Field(default_factory=list)  # the levers compared in one run (harness/variants.py)
     headers: dict[str, str] = Field(default_factory=dict)  # a gateway's headers, ${NAME} from the environment (credentials.py)
+    platform: Platform = Field(default_factory=Platform)  # the API, or Vertex AI (harness/platforms.py)
 
     _source: str = PrivateAttr(default="<scenario>")
     _datasets: dict[str, list[Entry]] = PrivateAttr(default_factory=dict)  # a dataset prompt's entries, by its name

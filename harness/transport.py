@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from gevent import GreenletExit, getcurrent
 from harness.deadlines import Deadlines, Expired
 from harness.headroom import read_rate_limits
 from harness.network import Proxy, tls_context
+from harness.platforms import Platform, access_token
 from harness.replies import Reply
 from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
@@ -52,6 +53,7 @@ class Target:
     headers: dict[str, str]  # anthropic-version, anthropic-beta, content-type
     proxy: Proxy | None = None  # the forward proxy requests go through (harness/network.py)
     auth_token: str | None = None  # a bearer token (ANTHROPIC_AUTH_TOKEN) for gateways that want Authorization
+    platform: Platform = field(default_factory=Platform)  # where Claude is served (harness/platforms.py)
 
     def __repr__(self) -> str:
         return f"Target(base_url={self.base_url!r}, api_key=<hidden>, auth_token=<hidden>, proxy={self.proxy!r})"
@@ -85,6 +87,35 @@ def _sdk_environment_headers() -> list[str]:
     """The header names the SDK would add from ANTHROPIC_CUSTOM_HEADERS (parsed as it does)."""
     lines = os.environ.get("ANTHROPIC_CUSTOM_HEADERS", "").split("\n")
     return [line[: line.find(":")].strip() for line in lines if line.find(":") >= 0]
+
+
+def _sdk_client(anthropic: Any, target: Target, http_client: Any) -> Any:
+    """The SDK's client for the target's platform: the Anthropic API with the run's credential,
+    or Vertex AI with a Google access token (harness/platforms.py); never a retry of its own."""
+    headers: dict[str, Any] = {  # str values, and the SDK's `omit` that removes a header
+        **dict.fromkeys(_sdk_environment_headers(), anthropic.omit),  # ANTHROPIC_CUSTOM_HEADERS: not ours to send
+        **{k: v for k, v in target.headers.items() if k != "content-type"},
+        "x-api-key": anthropic.omit,
+    }
+    common = {"max_retries": 0, "http_client": http_client, "open_telemetry": False}
+    if target.platform.name == "vertex":
+        return anthropic.AnthropicVertex(
+            region=target.platform.region,
+            project_id=target.platform.project,
+            access_token=access_token(),
+            base_url=target.base_url.rstrip("/") + "/v1",
+            default_headers=headers,
+            **common,
+        )
+    # one credential, always given: the SDK would otherwise read the environment's, for any host
+    bearer_only = bool(target.auth_token) and not target.api_key
+    return anthropic.Anthropic(
+        api_key=None if bearer_only else target.api_key,
+        auth_token=target.auth_token if bearer_only else None,
+        base_url=target.base_url,
+        default_headers={**headers, "authorization": anthropic.omit, **target.auth_headers},
+        **common,
+    )
 
 
 def connection_per_request(target: Target) -> bool:
@@ -319,31 +350,15 @@ class SdkTransport:
         self._timeout = httpx2.Timeout(None, connect=connect_s)
         self._httpx = httpx2
         self._sending: dict[Any, TimingRecord] = {}  # greenlet -> the record it is sending
-        headers: dict[str, Any] = {  # str values, and the SDK's `omit` that removes a header
-            **dict.fromkeys(_sdk_environment_headers(), anthropic.omit),  # ANTHROPIC_CUSTOM_HEADERS: not ours to send
-            **{k: v for k, v in target.headers.items() if k != "content-type"},
-            "x-api-key": anthropic.omit,
-            "authorization": anthropic.omit,
-            **target.auth_headers,
-        }
-        # one credential, always given: the SDK would otherwise read the environment's, for any host
-        bearer_only = bool(target.auth_token) and not target.api_key
-        self._client = anthropic.Anthropic(
-            api_key=None if bearer_only else target.api_key,
-            auth_token=target.auth_token if bearer_only else None,
-            base_url=target.base_url,
-            max_retries=0,
-            default_headers=headers,
-            http_client=httpx2.Client(
-                proxy=target.proxy.url if target.proxy is not None else None,
-                verify=tls_context(),
-                trust_env=False,  # the proxy and the trust are the run's (harness/network.py), as for the fast transport
-                limits=limits,
-                timeout=self._timeout,  # the deadlines (harness/deadlines.py) bound the rest
-                event_hooks={"request": [self._on_request]},
-            ),
-            open_telemetry=False,
+        http_client = httpx2.Client(
+            proxy=target.proxy.url if target.proxy is not None else None,
+            verify=tls_context(),
+            trust_env=False,  # the proxy and the trust are the run's (harness/network.py), as for the fast transport
+            limits=limits,
+            timeout=self._timeout,  # the deadlines (harness/deadlines.py) bound the rest
+            event_hooks={"request": [self._on_request]},
         )
+        self._client = _sdk_client(anthropic, target, http_client)
 
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
         body = dict(request.body)

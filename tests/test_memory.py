@@ -92,5 +92,8 @@ def assert_flat(checkpoints: list[dict], max_histograms: int) -> None:
     # dicts): as many more are allowed as the histograms gained (a time bucket that began since)
     satellites = SATELLITES_PER_HISTOGRAM * max(0, after["Histogram"] - before.get("Histogram", 0))
     others = sum(n for kind, n in grown.items() if kind not in histogram_family)
-    assert others < 0.05 * N + satellites, sorted(grown.items(), key=lambda item: -item[1])[:10]
+    # a leak of one object per request would be N or more; what grows without one (Locust's table
+    # of distinct errors, the health timeline's samples, timers and their weak references: about
+    # 50 to 110 here) stays below a tenth of N
+    assert others < 0.1 * N + satellites, sorted(grown.items(), key=lambda item: -item[1])[:10]
     assert after["Histogram"] <= max_histograms, after["Histogram"]

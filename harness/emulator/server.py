@@ -3,12 +3,11 @@
 This module owns the server state, the connections and the main loop. One connection
 object per TCP connection parses HTTP/1.1 requests (keep-alive, pipelined requests
 answered in order, partial reads) and runs at most one response at a time
-(`HttpConnection`); the API's endpoints answer them (`ApiConnection`).  A Messages
-request is planned completely when it arrives (`planning`): every write gets an absolute
-target time (`perf_counter_ns` domain) computed from the arrival time, so timer jitter
-never accumulates; the writes are then driven by the timer wheel (`wheel`) and each
-timestamp recorded in the ground truth (`groundtruth`) is taken immediately before the
-corresponding `transport.write`. The bytes come from `wire`, the rate limits from `ratelimits`.
+(`HttpConnection`); the API's endpoints answer them (`ApiConnection`), Vertex AI's too
+(`platforms`). A Messages request is planned completely when it arrives (`planning`): every
+write gets an absolute target time (`perf_counter_ns` domain) computed from the arrival time,
+so timer jitter never accumulates; the timer wheel (`wheel`) drives the writes and each ground
+truth timestamp (`groundtruth`) is taken immediately before its `transport.write`.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from harness.emulator.planning import (
     request_rng,
     stream_items,
 )
+from harness.emulator.platforms import vertex_request
 from harness.emulator.profile import Profile
 from harness.emulator.ratelimits import RateLimiter
 from harness.emulator.validate import RequestError, cache_prefix, count_input_tokens, validate_count_tokens_body, validate_messages_body
@@ -395,6 +395,9 @@ class ApiConnection(HttpConnection):
         path = target.split("?", 1)[0]
         req = RequestRecord(st.new_request_id(), path, now, keep)
         self.req = req
+        if isinstance(vertex := vertex_request(path, body) if method == "POST" else None, str):
+            return self._send_error(req, 400, vertex)
+        path, body = vertex or (path, body)
         if path in ("/v1/messages", "/v1/messages/count_tokens"):
             allowed = "POST"
         elif path == "/v1/models" or path.startswith("/v1/models/"):
