@@ -1,18 +1,27 @@
-"""Where Claude is served: the Anthropic API, or Google Cloud's Vertex AI (and, to come, Amazon
-Bedrock). A scenario's `platform:` names it, with its region and project.
+"""Where Claude is served: the Anthropic API, Google Cloud's Vertex AI or Amazon Bedrock. A
+scenario's `platform:` names it, with its region (and Vertex AI's project).
 
 On Vertex AI a request goes to `{--host}/v1/projects/{project}/locations/{region}/publishers/
 anthropic/models/{model}:streamRawPredict` (`:rawPredict` when blocking), its body without
 `model` and with `anthropic_version: vertex-2023-10-16`, authenticated with a Google access
 token: `GOOGLE_OAUTH_ACCESS_TOKEN` from the environment, else Application Default Credentials
-(google-auth). Responses are the API's (the same SSE). The SDK's `AnthropicVertex` sends them
-(the SDK transport); the fast transport speaks the Anthropic API only and refuses another platform.
+(google-auth). Responses are the API's (the same SSE).
+
+On Bedrock a request goes to `{--host}/model/{model}/invoke-with-response-stream` (`/invoke`
+when blocking), its body without `model` and with `anthropic_version: bedrock-2023-05-31`,
+signed with AWS SigV4 from boto3's credentials (environment, profile, role). A stream comes AWS
+event-stream framed, each message a `chunk` holding one API event; the transport reads the
+frames as they arrive (botocore's decoder) and times the events in them as it times SSE.
+
+The SDK's `AnthropicVertex` and `AnthropicBedrock` send them (the SDK transport); the fast
+transport speaks the Anthropic API only and refuses another platform.
 Prices follow the model: a platform's model id (`claude-sonnet-4-5@20250929`) is priced as
 the model it names.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from typing import Literal
@@ -30,8 +39,8 @@ _DATED = re.compile(r"^(?:(?:us|eu|apac|global)\.)?(?:anthropic\.)?(claude-[a-z0
 class Platform(StrictModel):
     """Where the requests go: `anthropic` (the API, the default) or `vertex` (Google Cloud)."""
 
-    name: Literal["anthropic", "vertex"] = "anthropic"
-    region: str | None = Field(default=None, min_length=1)  # vertex: the location (us-east5, europe-west1, global)
+    name: Literal["anthropic", "vertex", "bedrock"] = "anthropic"
+    region: str | None = Field(default=None, min_length=1)  # vertex: the location (us-east5, global); bedrock: the AWS region
     project: str | None = Field(default=None, min_length=1)  # vertex: the Google Cloud project id
 
     @property
@@ -43,8 +52,12 @@ def platform_problem(platform: Platform, transport: str) -> str | None:
     """Why a run on `platform` cannot start with `transport`, in one line (a usage error)."""
     if platform.is_api:
         return None
-    if platform.region is None or platform.project is None:
-        return f"platform {platform.name}: needs region and project (platform: {{name: {platform.name}, region: ..., project: ...}})"
+    if platform.name == "vertex" and (platform.region is None or platform.project is None):
+        return "platform vertex: needs region and project (platform: {name: vertex, region: ..., project: ...})"
+    if platform.name == "bedrock" and platform.region is None:
+        return "platform bedrock: needs region (platform: {name: bedrock, region: us-east-1})"
+    if platform.name == "bedrock" and importlib.util.find_spec("boto3") is None:
+        return "platform bedrock: needs boto3 for AWS credentials and signing (pip install boto3)"
     if transport != "sdk":
         return f"platform {platform.name}: the fast transport speaks the Anthropic API only; use --transport sdk"
     return None

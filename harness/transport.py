@@ -13,6 +13,8 @@ kill goes on, so that it is still counted.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import time
@@ -98,6 +100,8 @@ def _sdk_client(anthropic: Any, target: Target, http_client: Any) -> Any:
         "x-api-key": anthropic.omit,
     }
     common = {"max_retries": 0, "http_client": http_client, "open_telemetry": False}
+    if target.platform.name == "bedrock":
+        return anthropic.AnthropicBedrock(aws_region=target.platform.region, base_url=target.base_url, default_headers=headers, **common)
     if target.platform.name == "vertex":
         return anthropic.AnthropicVertex(
             region=target.platform.region,
@@ -116,6 +120,30 @@ def _sdk_client(anthropic: Any, target: Target, http_client: Any) -> Any:
         default_headers={**headers, "authorization": anthropic.omit, **target.auth_headers},
         **common,
     )
+
+
+AWS_EVENT_STREAM = "application/vnd.amazon.eventstream"
+
+
+def _bedrock_lines(response: Any) -> Iterator[tuple[int, bytes]]:
+    """A Bedrock stream's API events as SSE lines, each with the time its frame's bytes arrived
+    (botocore's event-stream decoder: prelude and message checksums verified)."""
+    from botocore.eventstream import EventStreamBuffer
+
+    frames = EventStreamBuffer()
+    for data in response.iter_bytes():
+        now = perf_ns()
+        frames.add_data(data)
+        for message in frames:
+            payload = json.loads(message.payload)
+            if message.headers.get(":message-type") == "event":
+                event = base64.b64decode(payload["bytes"])
+            else:  # an exception message (throttling, a model error): the API's error event
+                error = {"type": message.headers.get(":exception-type", "api_error"), "message": payload.get("message", "")}
+                event = json.dumps({"type": "error", "error": error}).encode()
+            yield now, b"event: " + json.loads(event).get("type", "").encode()
+            yield now, b"data: " + event
+            yield now, b""
 
 
 def connection_per_request(target: Target) -> bool:
@@ -153,11 +181,11 @@ def _connection_error_type(record: TimingRecord) -> str:
     return "connection_lost" if record.http_status is not None else "connection_failed"
 
 
-def _not_a_stream(record: TimingRecord, content_type: str | None, read_body: Callable[[], bytes]) -> bool:
+def _not_a_stream(record: TimingRecord, content_type: str | None, read_body: Callable[[], bytes], expected: str = EVENT_STREAM) -> bool:
     """A 200 to a streamed request whose body is no event stream (an HTML page from a proxy, a
     JSON message from a gateway that ignored `stream`): a protocol error that says what came."""
     kind = (content_type or "").split(";")[0].strip().lower()
-    if kind == EVENT_STREAM:
+    if kind == expected:
         return False
     snippet = read_body()[:120].decode("utf-8", "replace").replace("\n", " ")
     record.fail(PROTOCOL_ERROR, "unexpected_content_type", f"a {kind or 'untyped'} body, not an event stream: {snippet!r}")
@@ -359,6 +387,7 @@ class SdkTransport:
             event_hooks={"request": [self._on_request]},
         )
         self._client = _sdk_client(anthropic, target, http_client)
+        self._bedrock = target.platform.name == "bedrock"
 
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
         body = dict(request.body)
@@ -391,15 +420,16 @@ class SdkTransport:
         if record is not None:
             _start(record)
 
-    @staticmethod
-    def _read(record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
+    def _read(self, record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
         record.ttfb_ms = _elapsed_ms(record)
         record.http_status = response.status_code
         record.request_id = response.headers.get("request-id")
         record.rate_limits = read_rate_limits(response.headers.get)
         if request.stream:
-            if not _not_a_stream(record, response.headers.get("content-type"), response.read):
-                _time_stream(record, SdkTransport._timed_lines(response), deadlines, request.reply)
+            framed = self._bedrock  # AWS event-stream messages, each an API event
+            if not _not_a_stream(record, response.headers.get("content-type"), response.read, AWS_EVENT_STREAM if framed else EVENT_STREAM):
+                lines = _bedrock_lines(response) if framed else SdkTransport._timed_lines(response)
+                _time_stream(record, lines, deadlines, request.reply)
         else:
             _take_message(record, response.read(), request.reply)
 

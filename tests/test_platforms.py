@@ -1,8 +1,10 @@
-"""Claude on Vertex AI (harness/platforms.py): the SDK's AnthropicVertex against the emulator
-serving Vertex's paths, with the same records, TTFT and prices as the Anthropic API."""
+"""Claude on Vertex AI and Bedrock (harness/platforms.py): the SDK's AnthropicVertex and
+AnthropicBedrock against the emulator serving each platform's paths and wire format (Bedrock's
+AWS event-stream framing), with the same records, TTFT and prices as the Anthropic API."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import statistics
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from harness.emulator.platforms import event_stream_message
 from harness.platforms import Platform, base_model, platform_problem
 from harness.pricing import PriceTable
 from harness.records import RECORDS_FILE, read_records
@@ -21,6 +24,8 @@ from tests.support.runs import SCENARIO, messages_truth, start_emulator
 VERTEX = {"name": "vertex", "region": "us-east5", "project": "load-test-project"}
 MODEL = "claude-sonnet-4-5@20250929"
 TOKEN = "ya29." + "vertex-access-token-4c1d"
+BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+AWS_SECRET = "aws-" + "secret-access-key-for-the-emulator-0"
 PROFILE = {
     "seed": 3,
     "models": {
@@ -53,8 +58,20 @@ def test_a_platform_needs_its_region_project_and_the_sdk_transport() -> None:
     assert platform_problem(Platform(), "fast") is None
     assert "needs region and project" in (platform_problem(Platform(name="vertex", region="us-east5"), "sdk") or "")
     assert "use --transport sdk" in (platform_problem(Platform.model_validate(VERTEX), "fast") or "")
-    with pytest.raises(ScenarioError, match=r"platform.name: .*'anthropic' or 'vertex'"):
+    assert "needs region" in (platform_problem(Platform(name="bedrock"), "sdk") or "")
+    with pytest.raises(ScenarioError, match=r"platform.name: .*'anthropic', 'vertex' or 'bedrock'"):
         scenario_from_dict({**SCENARIO, "platform": {"name": "azure"}})
+
+
+def test_the_emulators_bedrock_frames_are_aws_event_stream_messages() -> None:
+    from botocore.eventstream import EventStreamBuffer
+
+    frames = EventStreamBuffer()
+    payload = json.dumps({"bytes": base64.b64encode(b'{"type":"ping"}').decode()}).encode()
+    frames.add_data(event_stream_message(((":event-type", "chunk"), (":message-type", "event")), payload) * 2)
+    messages = list(frames)  # botocore checks both checksums of each
+    assert len(messages) == 2 and messages[0].headers == {":event-type": "chunk", ":message-type": "event"}
+    assert messages[0].payload == payload
 
 
 def run(tmp_path: Path, name: str, url: str, scenario: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> LocustResult:
@@ -63,41 +80,59 @@ def run(tmp_path: Path, name: str, url: str, scenario: dict[str, Any], *args: st
     return run_locust(folder, write_yaml(folder / "scenario.yaml", scenario), "--host", url, *args, users=4, run_time="4s", env=env)
 
 
+PLATFORMS: dict[str, dict[str, Any]] = {
+    "vertex": {
+        "platform": VERTEX,
+        "model": MODEL,
+        "env": {"GOOGLE_OAUTH_ACCESS_TOKEN": TOKEN},
+        "paths": {
+            f"/v1/projects/{VERTEX['project']}/locations/{VERTEX['region']}/publishers/anthropic/models/{MODEL}:{end}"
+            for end in ("streamRawPredict", "rawPredict")
+        },
+        "auth": "bearer",
+    },
+    "bedrock": {
+        "platform": {"name": "bedrock", "region": "us-east-1"},
+        "model": BEDROCK_MODEL,
+        "env": {"AWS_ACCESS_KEY_ID": "AKIA" + "LOADTESTEXAMPLE", "AWS_SECRET_ACCESS_KEY": AWS_SECRET},
+        "paths": {f"/model/{BEDROCK_MODEL}/{end}" for end in ("invoke-with-response-stream", "invoke")},
+        "auth": "sigv4",
+    },
+}
+
+
 @pytest.mark.slow
-def test_vertex_runs_against_the_emulator_time_like_the_api_and_never_send_the_api_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(PLATFORMS))
+def test_a_platform_run_against_the_emulator_times_like_the_api_and_never_sends_the_api_key(tmp_path: Path, name: str) -> None:
+    spec = PLATFORMS[name]
     emulator = start_emulator(tmp_path, PROFILE)
-    key = "sk-ant-" + "api03-never-to-vertex-0000"
+    key = "sk-ant-" + "api03-never-to-a-platform-0000"
+    on_platform = {**PLAIN, "models": [spec["model"]], "platform": spec["platform"]}
     try:
         direct = run(tmp_path, "api", emulator.url or "", PLAIN, "--transport", "sdk")
-        vertex = run(
-            tmp_path,
-            "vertex",
-            emulator.url or "",
-            {**PLAIN, "platform": VERTEX},
-            *("--transport", "sdk"),
-            env={"GOOGLE_OAUTH_ACCESS_TOKEN": TOKEN, "ANTHROPIC_API_KEY": key},
-        )
-        refused = run(tmp_path, "fast", emulator.url or "", {**PLAIN, "platform": VERTEX})
+        platform = run(tmp_path, name, emulator.url or "", on_platform, "--transport", "sdk", env={**spec["env"], "ANTHROPIC_API_KEY": key})
+        refused = run(tmp_path, "fast", emulator.url or "", on_platform)
     finally:
         emulator.stop()
-    assert direct.returncode == 0 and vertex.returncode == 0, vertex.stderr[-3000:]
-    assert refused.returncode == 2 and "platform vertex: the fast transport speaks the Anthropic API only" in refused.stderr
+    assert direct.returncode == 0 and platform.returncode == 0, platform.stderr[-3000:]
+    assert refused.returncode == 2 and f"platform {name}: the fast transport speaks the Anthropic API only" in refused.stderr
 
     def ttft_median(result: LocustResult) -> float:
         records = list(read_records(next(result.output_dir.rglob(RECORDS_FILE))))
         assert records and all(r["outcome"] == "ok" for r in records) and all(r["cost_usd"] for r in records)
         return statistics.median(r["ttft_ms"] for r in records if r["ttft_ms"] is not None)
 
-    assert abs(ttft_median(vertex) - ttft_median(direct)) <= 5.0
+    assert abs(ttft_median(platform) - ttft_median(direct)) <= 5.0
     served = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
-    messages = [row for row in served if row["path"].startswith("/v1/projects/")]
-    assert len(messages_truth(tmp_path / "truth.jsonl")) == len(list(read_records(next(direct.output_dir.rglob(RECORDS_FILE)))))
-    vertex_records = list(read_records(next(vertex.output_dir.rglob(RECORDS_FILE))))
-    assert len(messages) == len(vertex_records) and {row["model"] for row in messages} == {MODEL}
-    prefix = f"/v1/projects/{VERTEX['project']}/locations/{VERTEX['region']}/publishers/anthropic/models/{MODEL}:"
-    assert {row["path"].removeprefix(prefix) for row in messages} == {"streamRawPredict", "rawPredict"}
+    messages = [row for row in served if row["form"] == name]
+    assert len(messages) == len(list(read_records(next(platform.output_dir.rglob(RECORDS_FILE)))))
+    assert {row["path"] for row in messages} == spec["paths"] and {row["model"] for row in messages} == {spec["model"]}
+    direct_records = list(read_records(next(direct.output_dir.rglob(RECORDS_FILE))))
+    assert len(messages_truth(tmp_path / "truth.jsonl")) == len(direct_records)  # (the API's path: the direct run's)
     for row in messages:
-        assert row["header_digests"]["authorization"] == hashlib.sha256(f"Bearer {TOKEN}".encode()).hexdigest()[:16]
-        assert "x-api-key" not in row["header_digests"]  # the API key goes to the Anthropic API only
-    assert key not in vertex.stdout + vertex.stderr and TOKEN not in vertex.stdout + vertex.stderr
-    assert any(line.startswith(MODEL) for line in vertex.stdout.splitlines())  # the console's table names the platform's model id
+        assert row["auth"] == spec["auth"] and "x-api-key" not in row["header_digests"]  # the API key goes to the API only
+    if name == "vertex":
+        assert {row["header_digests"]["authorization"] for row in messages} == {hashlib.sha256(f"Bearer {TOKEN}".encode()).hexdigest()[:16]}
+    for secret in (key, TOKEN, AWS_SECRET):
+        assert secret not in platform.stdout + platform.stderr
+    assert any(line.startswith(spec["model"]) for line in platform.stdout.splitlines())  # the console's table names the platform's model id

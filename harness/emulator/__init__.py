@@ -24,7 +24,8 @@ seed and the same sequence of Messages requests give the same lengths, timings a
 Ground truth (``--ground-truth``): one JSON line per request when it finishes, with
 ``time.perf_counter_ns()`` timestamps (CLOCK_MONOTONIC on Linux, comparable across
 processes), each taken immediately before the corresponding socket write:
-request_id, path, auth (x-api-key or bearer: how it authenticated), header_digests (a sha256
+request_id, path, form (api, vertex or bedrock: the platform whose form the request had),
+auth (x-api-key, bearer or sigv4: how it authenticated), header_digests (a sha256
 prefix of each header beyond the plain ones, never a value), model, stream, status (null if no
 response was sent), outcome (ok |
 rate_limited | overloaded | api_error | invalid_request | unauthorized | not_found |

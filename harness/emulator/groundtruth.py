@@ -53,6 +53,8 @@ def authentication(headers: dict[str, str]) -> tuple[str | None, dict[str, str]]
     bearer = headers.get("authorization", "")
     if auth is None and bearer[:7].lower() == "bearer " and bearer[7:].strip():
         auth = "bearer"
+    elif auth is None and bearer.startswith("AWS4-HMAC-SHA256 Credential="):  # Bedrock's SigV4 (the signature is not checked)
+        auth = "sigv4"
     digests = {name: hashlib.sha256(value.encode()).hexdigest()[:16] for name, value in headers.items() if name not in _PLAIN_HEADERS}
     return auth, digests
 
@@ -66,6 +68,7 @@ class RequestRecord:
         "cache_read_tokens",
         "context_digests",
         "error_type",
+        "form",
         "header_digests",
         "input_tokens",
         "keep_alive",
@@ -116,7 +119,8 @@ class RequestRecord:
         self.reply_digest: str | None = None  # assistant_digest of the planned reply
         self.context_digests: list[str] | None = None  # assistant_digest of each assistant message sent
         self.keep_alive = keep_alive
-        self.auth: str | None = None  # x-api-key or bearer
+        self.form = "api"  # the request's form: api, vertex or bedrock (platforms.api_form)
+        self.auth: str | None = None  # x-api-key, bearer or sigv4
         self.header_digests: dict[str, str] = {}  # authentication(): each header beyond the plain ones
 
     def record(self) -> dict[str, Any]:
@@ -124,6 +128,7 @@ class RequestRecord:
         return {
             "request_id": self.request_id,
             "path": self.path,
+            "form": self.form,
             "auth": self.auth,
             "header_digests": self.header_digests,
             "model": self.model,

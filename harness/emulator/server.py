@@ -3,8 +3,8 @@
 This module owns the server state, the connections and the main loop. One connection
 object per TCP connection parses HTTP/1.1 requests (keep-alive, pipelined requests
 answered in order, partial reads) and runs at most one response at a time
-(`HttpConnection`); the API's endpoints answer them (`ApiConnection`), Vertex AI's too
-(`platforms`). A Messages request is planned completely when it arrives (`planning`): every
+(`HttpConnection`); the API's endpoints answer them (`ApiConnection`), as the platforms
+serve them too (`platforms`: Vertex AI, Bedrock). A Messages request is planned completely when it arrives (`planning`): every
 write gets an absolute target time (`perf_counter_ns` domain) computed from the arrival time,
 so timer jitter never accumulates; the timer wheel (`wheel`) drives the writes and each ground
 truth timestamp (`groundtruth`) is taken immediately before its `transport.write`.
@@ -46,7 +46,7 @@ from harness.emulator.planning import (
     request_rng,
     stream_items,
 )
-from harness.emulator.platforms import vertex_request
+from harness.emulator.platforms import api_form, bedrock_stream
 from harness.emulator.profile import Profile
 from harness.emulator.ratelimits import RateLimiter
 from harness.emulator.validate import RequestError, cache_prefix, count_input_tokens, validate_count_tokens_body, validate_messages_body
@@ -275,9 +275,9 @@ class HttpConnection(asyncio.Protocol):
     # -- timed writes
     def _start_stream(self, req: RequestRecord, items: list[PlanItem], head: bytes) -> None:
         """Write the stream's head (message_start) now, the items when due."""
-        self.items = items
-        self.i = 0
-        req.status = 200
+        if req.form == "bedrock":
+            head, items = bedrock_stream(head, items)
+        self.items, self.i, req.status = items, 0, 200
         t = perf_ns()
         req.t_headers_ns = t
         self.tr.write(head)
@@ -395,9 +395,9 @@ class ApiConnection(HttpConnection):
         path = target.split("?", 1)[0]
         req = RequestRecord(st.new_request_id(), path, now, keep)
         self.req = req
-        if isinstance(vertex := vertex_request(path, body) if method == "POST" else None, str):
-            return self._send_error(req, 400, vertex)
-        path, body = vertex or (path, body)
+        if isinstance(api := api_form(method, path, body), str):
+            return self._send_error(req, 400, api)
+        path, body, req.form = api
         if path in ("/v1/messages", "/v1/messages/count_tokens"):
             allowed = "POST"
         elif path == "/v1/models" or path.startswith("/v1/models/"):
