@@ -22,6 +22,7 @@ from harness.datasets import DEFAULT_SHIP_LIMIT_MB
 from harness.disk import DEFAULT_MIN_FREE_MB
 from harness.health import DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_LOOP_LAG_MS
 from harness.load import parse_rate
+from harness.platforms import PLATFORMS
 from harness.recording import CLOSE_TIMEOUT_S, DEFAULT_BUFFER, WRITE_TIMEOUT_S
 from harness.transport import TRANSPORTS
 
@@ -140,6 +141,11 @@ def add_arguments(parser: Any) -> None:
         help="the --host is an emulator of the API (another machine's or container's): requests carry a placeholder "
         "key, never ANTHROPIC_API_KEY, and no budget or price is needed",
     )
+    group.add_argument(
+        "--platform", choices=PLATFORMS, default=None, help="where Claude is served (default: the scenario's platform, else anthropic)"
+    )
+    group.add_argument("--platform-region", default=None, help="the platform's region (vertex, bedrock), over the scenario's")
+    group.add_argument("--platform-project", default=None, help="the Google Cloud project (vertex), over the scenario's")
     group.add_argument("--emulator-profile", default=None, help="latency profile for the built-in emulator")
     group.add_argument("--emulator-seed", type=int, default=None, help="seed for the built-in emulator")
     group.add_argument("--summary-json", default=None, help="write the run's summary as JSON to this path")

@@ -24,13 +24,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from harness.fields import StrictModel
 
-__all__ = ["ACCESS_TOKEN_ENV", "Platform", "base_model", "platform_problem"]
+__all__ = ["ACCESS_TOKEN_ENV", "PLATFORMS", "Platform", "base_model", "effective_platform", "platform_problem"]
 
 ACCESS_TOKEN_ENV = "GOOGLE_OAUTH_ACCESS_TOKEN"
 _DATED = re.compile(r"^(?:(?:us|eu|apac|global)\.)?(?:anthropic\.)?(claude-[a-z0-9-]+?)(?:[@-]\d{8})?(?:-v\d+:\d+)?$")
@@ -46,6 +46,15 @@ class Platform(StrictModel):
     @property
     def is_api(self) -> bool:
         return self.name == "anthropic"
+
+
+PLATFORMS = ("anthropic", "vertex", "bedrock")
+
+
+def effective_platform(scenario_platform: Platform, options: Any) -> Platform:
+    """The scenario's platform, with what the command line gives (--platform, --platform-region, --platform-project) over it."""
+    given = {"name": options.platform, "region": options.platform_region, "project": options.platform_project}
+    return scenario_platform.model_copy(update={key: value for key, value in given.items() if value is not None})
 
 
 def platform_problem(platform: Platform, transport: str) -> str | None:

@@ -31,7 +31,7 @@ from harness.emulator.process import EmulatorError, EmulatorProcess
 from harness.guards import Guard, max_cost_per_request
 from harness.load_options import apply_load_defaults, load_problem, read_scenario
 from harness.outputs import write_outputs
-from harness.platforms import platform_problem
+from harness.platforms import effective_platform, platform_problem
 from harness.pricing import PriceTable
 from harness.results import InputError, Summary, load_summary
 from harness.run import HarnessRun, new_run_id
@@ -345,7 +345,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         scenario = read_scenario(options.scenario, options)
     except ScenarioError as exc:
         fail_usage(str(exc))
-    problem = load_problem(options, scenario) or platform_problem(scenario.platform, options.transport)
+    problem = load_problem(options, scenario) or platform_problem(effective_platform(scenario.platform, options), options.transport)
     if problem:
         fail_usage(problem)
     try:  # the headers' values from the environment are there (each worker reads its own)

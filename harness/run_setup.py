@@ -11,6 +11,7 @@ from harness.credentials import EMULATOR_API_KEY, api_key_for, auth_token_for, h
 from harness.health import Thresholds
 from harness.network import proxy_for
 from harness.payload import build_headers
+from harness.platforms import effective_platform
 from harness.recording import InfluxConfig
 from harness.run import RunConfig
 from harness.scenario import Scenario
@@ -44,7 +45,7 @@ def run_config(
             headers={**build_headers(scenario), **header_values(scenario.headers, not emulator and same_target(host, startup_host))},
             proxy=None if emulator else proxy_for(host),
             auth_token=token,
-            platform=scenario.platform,
+            platform=effective_platform(scenario.platform, options),
         ),
         options.transport,
         output_dir,

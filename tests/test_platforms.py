@@ -81,8 +81,9 @@ def run(tmp_path: Path, name: str, url: str, scenario: dict[str, Any], *args: st
 
 
 PLATFORMS: dict[str, dict[str, Any]] = {
-    "vertex": {
-        "platform": VERTEX,
+    "vertex": {  # given on the command line
+        "platform": {},
+        "args": ("--platform", "vertex", "--platform-region", VERTEX["region"], "--platform-project", VERTEX["project"]),
         "model": MODEL,
         "env": {"GOOGLE_OAUTH_ACCESS_TOKEN": TOKEN},
         "paths": {
@@ -91,8 +92,9 @@ PLATFORMS: dict[str, dict[str, Any]] = {
         },
         "auth": "bearer",
     },
-    "bedrock": {
+    "bedrock": {  # given in the scenario
         "platform": {"name": "bedrock", "region": "us-east-1"},
+        "args": (),
         "model": BEDROCK_MODEL,
         "env": {"AWS_ACCESS_KEY_ID": "AKIA" + "LOADTESTEXAMPLE", "AWS_SECRET_ACCESS_KEY": AWS_SECRET},
         "paths": {f"/model/{BEDROCK_MODEL}/{end}" for end in ("invoke-with-response-stream", "invoke")},
@@ -110,8 +112,17 @@ def test_a_platform_run_against_the_emulator_times_like_the_api_and_never_sends_
     on_platform = {**PLAIN, "models": [spec["model"]], "platform": spec["platform"]}
     try:
         direct = run(tmp_path, "api", emulator.url or "", PLAIN, "--transport", "sdk")
-        platform = run(tmp_path, name, emulator.url or "", on_platform, "--transport", "sdk", env={**spec["env"], "ANTHROPIC_API_KEY": key})
-        refused = run(tmp_path, "fast", emulator.url or "", on_platform)
+        platform = run(
+            tmp_path,
+            name,
+            emulator.url or "",
+            on_platform,
+            "--transport",
+            "sdk",
+            *spec["args"],
+            env={**spec["env"], "ANTHROPIC_API_KEY": key},
+        )
+        refused = run(tmp_path, "fast", emulator.url or "", on_platform, *spec["args"])
     finally:
         emulator.stop()
     assert direct.returncode == 0 and platform.returncode == 0, platform.stderr[-3000:]
