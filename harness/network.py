@@ -6,7 +6,7 @@ Proxies come from the standard variables, read as curl and Python's urllib read 
 lower-case spellings win), credentials in the proxy URL (`http://user:pass@proxy:3128`), and
 `NO_PROXY` (host names, domain suffixes, `*`; a port may be given) for the targets reached
 directly. An https target goes through the proxy's CONNECT tunnel, so TLS is end to end. The
-built-in emulator is never proxied. The start-up lines name the proxy, its password masked.
+built-in emulator (and a loopback host chosen in the web UI without --host) is never proxied. The start-up lines name the proxy, its password masked.
 
 TLS trust is the system store, as OpenSSL finds it (the variables `SSL_CERT_FILE` and
 `SSL_CERT_DIR` set it, the latter a folder of hashed certificates, `openssl rehash`), and

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import locust_env
-from harness.credentials import EMULATOR_API_KEY, api_key_for, auth_token_for, header_values, same_target
+from harness.credentials import EMULATOR_API_KEY, api_key_for, auth_token_for, header_values, is_loopback, same_target
 from harness.health import Thresholds
 from harness.network import proxy_for
 from harness.payload import build_headers
@@ -36,6 +36,7 @@ def run_config(
     options, host = locust_env.options(environment), environment.host
     assert host, "the emulator's or the --host given"
     emulator = options.host_is_emulator
+    built_in = startup_host is None and is_loopback(host)  # the built-in emulator (or a loopback host the web UI chose): never proxied
     token = None if emulator else auth_token_for(host, startup_host)
     return RunConfig(
         scenario,
@@ -43,7 +44,7 @@ def run_config(
             base_url=host,
             api_key=EMULATOR_API_KEY if emulator else api_key_for(host, startup_host, placeholder=token is None),
             headers={**build_headers(scenario), **header_values(scenario.headers, not emulator and same_target(host, startup_host))},
-            proxy=None if emulator else proxy_for(host),
+            proxy=None if emulator or built_in else proxy_for(host),
             auth_token=token,
             platform=effective_platform(scenario.platform, options),
         ),

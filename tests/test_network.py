@@ -84,7 +84,7 @@ def run(tmp_path: Path, name: str, host: str, transport: str, env: dict[str, str
     folder = tmp_path / name
     folder.mkdir()
     summary = folder / "summary.json"
-    args = ("--host", host, "--transport", transport, "--summary-json", str(summary))
+    args = (*(("--host", host) if host else ()), "--transport", transport, "--summary-json", str(summary))
     result = run_locust(folder, write_yaml(folder / "scenario.yaml", SCENARIO), *args, users=4, run_time="3s", env=clean(env))
     records = list(read_records(next(result.output_dir.rglob(RECORDS_FILE))))
     return result, records, json.loads(summary.read_text())
@@ -115,6 +115,8 @@ def test_every_request_goes_through_the_proxy_and_no_proxy_bypasses_it(tmp_path:
         assert (
             result.returncode == 0 and records and proxy.text() == seen and "reach " + (emulator.url or "") + " directly" in result.stderr
         )
+        result, records, _ = run(tmp_path, "built-in", "", transport, {"HTTP_PROXY": proxy.url, "HTTPS_PROXY": proxy.url})
+        assert result.returncode == 0 and records and proxy.text() == seen and " directly" in result.stderr  # the built-in emulator
     finally:
         proxy.stop()
         emulator.stop()
