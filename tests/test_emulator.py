@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -831,3 +832,43 @@ def test_builtin_profile_and_stdlib_loop(tmp_path: Path) -> None:
         assert delay < span / 2 and late < span / 2
     finally:
         assert e.stop(signal.SIGINT) == 0
+
+
+def test_an_ipv6_emulator_prints_a_url_that_reaches_it() -> None:
+    """On ::1 the URL has the address in brackets (http://[::1]:PORT), as an HTTP client needs it."""
+    from harness.emulator.process import EmulatorProcess
+
+    emulator = EmulatorProcess(host="::1")
+    url = emulator.start()
+    try:
+        assert url is not None and url.startswith("http://[::1]:")
+        request = urllib.request.Request(url + "/v1/models", headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200 and json.loads(response.read())["data"]
+    finally:
+        emulator.stop()
+
+
+def test_the_sdk_lists_pages_of_models_and_reads_each_model() -> None:
+    """The SDK's own types parse the models (lifecycle and all), and `limit`, `after_id`,
+    `before_id` page through them as the API does."""
+    from harness.emulator.process import EmulatorProcess
+
+    emulator = EmulatorProcess()
+    url = emulator.start()
+    try:
+        client = anthropic.Anthropic(api_key="k", base_url=url, max_retries=0)
+        every = [model.id for model in client.models.list(limit=1000)]
+        first = client.models.list(limit=2)
+        assert [m.id for m in first.data] == every[:2] and first.has_more == (len(every) > 2)
+        assert [m.id for m in client.models.list(limit=2, after_id=every[0]).data] == every[1:3]
+        assert [m.id for m in client.models.list(limit=1, before_id=every[1]).data] == every[:1]
+        assert [m.id for m in client.models.list(limit=1)] == every  # the SDK's auto-paging follows has_more
+        info = client.models.retrieve(every[0])
+        assert info.id == every[0] and info.lifecycle == "active"
+        with pytest.raises(anthropic.BadRequestError):
+            client.models.list(limit=1001)
+        with pytest.raises(anthropic.NotFoundError):
+            client.models.retrieve("claude-none")
+    finally:
+        emulator.stop()

@@ -51,7 +51,7 @@ from harness.emulator.profile import Profile
 from harness.emulator.ratelimits import RateLimiter
 from harness.emulator.validate import RequestError, cache_prefix, count_input_tokens, validate_count_tokens_body, validate_messages_body
 from harness.emulator.wheel import Wheel
-from harness.emulator.wire import ERROR_TYPES, error_body, json_response, models_body, parse_request_head, stream_head
+from harness.emulator.wire import ERROR_TYPES, error_body, json_response, models_answer, parse_request_head, stream_head
 
 log = logging.getLogger("harness.emulator")
 perf_ns = time.perf_counter_ns
@@ -417,7 +417,7 @@ class ApiConnection(HttpConnection):
             self._send_error(req, 400, "anthropic-version: header is required")
             return
         if allowed == "GET":
-            self._models(req, path)
+            self._models(req, target)
             return
         known = st.valid_bodies.get((version, body)) if path == "/v1/messages" else None
         if known is not None:  # a load test repeats its prompts: parse and validate each once
@@ -451,11 +451,10 @@ class ApiConnection(HttpConnection):
             st.valid_bodies[(version, body)] = valid
         self._messages(req, *valid)
 
-    def _models(self, req: RequestRecord, path: str) -> None:
-        obj = models_body([(n, m.display_name) for n, m in self.st.profile.models.items() if n != "default"], path)
-        if obj is None:
-            self._send_error(req, 404, f"model: {path[len('/v1/models/') :]}")
-            return
+    def _models(self, req: RequestRecord, target: str) -> None:
+        status, obj = models_answer([(n, m.display_name) for n, m in self.st.profile.models.items() if n != "default"], target)
+        if status != 200:
+            return self._send_error(req, status, obj)
         self._send_now(req, 200, json_response(200, req.request_id, obj, keep_alive=req.keep_alive), "ok")
 
     # -- the Messages endpoint
@@ -576,7 +575,7 @@ async def serve(host: str, port: int, profile: Profile, seed: int, gt: GroundTru
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 1000)  # rare full collections: they pause every stream
-    print(f"emulator listening on http://{host}:{bound}", flush=True)
+    print(f"emulator listening on http://{f'[{host}]' if ':' in host else host}:{bound}", flush=True)  # an IPv6 host in brackets
     log.info("emulator ready (uvloop=%s, seed=%s)", uvloop, seed)
     await stop.wait()
 

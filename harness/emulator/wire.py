@@ -14,6 +14,7 @@ import functools
 import json
 import time
 from typing import Any, NamedTuple
+from urllib.parse import parse_qs
 
 _REASONS = {
     100: "Continue",
@@ -235,9 +236,10 @@ _KNOWN_MODELS = [  # listed when the profile names no model; their display names
 ]
 
 
-def models_body(models: list[tuple[str, str | None]], path: str) -> dict[str, Any] | None:
-    """The body of GET /v1/models (`path` /v1/models[/]) or /v1/models/{id} (None: no such model)
-    for the (name, display name) of the profile's models."""
+def models_answer(models: list[tuple[str, str | None]], target: str) -> tuple[int, Any]:
+    """GET /v1/models[?limit=&after_id=&before_id=] (a page of the list) or /v1/models/{id}, for
+    the (name, display name) of the profile's models: (200, the body), or (400/404, why)."""
+    path, _, query = target.partition("?")
     names = models or list(_KNOWN_MODELS)
     known = dict(_KNOWN_MODELS)
     data = [
@@ -246,14 +248,32 @@ def models_body(models: list[tuple[str, str | None]], path: str) -> dict[str, An
             "id": n,
             "display_name": dn or known.get(n) or n,
             "created_at": "2025-10-01T00:00:00Z",
+            "lifecycle": "active",
+            "deprecated_at": None,
+            "retires_at": None,
         }
         for n, dn in names
     ]
-    if path == "/v1/models" or path == "/v1/models/":
-        return {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
-    model_id = path[len("/v1/models/") :]
-    found = [d for d in data if d["id"] == model_id]
-    return found[0] if found else None
+    if path not in ("/v1/models", "/v1/models/"):
+        model_id = path[len("/v1/models/") :]
+        found = [d for d in data if d["id"] == model_id]
+        return (200, found[0]) if found else (404, f"model: {model_id}")
+    params = {key: values[-1] for key, values in parse_qs(query).items()}
+    limit = params.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        return 400, f"limit: Input should be between 1 and 1000 (got {limit!r})"
+    ids = [d["id"] for d in data]
+    for key in ("after_id", "before_id"):
+        if key in params and params[key] not in ids:
+            return 400, f"{key}: no model {params[key]!r}"
+    if "before_id" in params:
+        end = ids.index(params["before_id"])
+        page, more = data[max(0, end - int(limit)) : end], end - int(limit) > 0
+    else:
+        begin = ids.index(params["after_id"]) + 1 if "after_id" in params else 0
+        page, more = data[begin : begin + int(limit)], begin + int(limit) < len(data)
+    first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+    return 200, {"data": page, "has_more": more, "first_id": first, "last_id": last}
 
 
 def message_body(
