@@ -1,0 +1,49 @@
+"""examples/github-actions.yml: its baseline really is the last successful run's, and its load
+test command runs (against the built-in emulator, for 3 s, in place of the API for 5 min)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.processes import LOCUST, ROOT
+
+WORKFLOW = ROOT / "examples" / "github-actions.yml"
+
+
+def steps() -> dict[str, dict[str, Any]]:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    return {step["name"]: step for step in workflow["jobs"]["load-test"]["steps"] if "name" in step}
+
+
+def test_the_baseline_is_the_one_the_last_successful_run_kept() -> None:
+    workflow, named = yaml.safe_load(WORKFLOW.read_text()), steps()
+    assert workflow["permissions"]["actions"] == "read"  # gh run list / download need it
+    fetch = named["Fetch the baseline summary of the last successful run"]
+    assert "uses" not in fetch  # download-artifact without a run id sees only this run's artifacts
+    assert "gh run list --workflow" in fetch["run"] and "--status success" in fetch["run"]
+    assert 'gh run download "$run_id" --name claude-latency-baseline --dir baseline' in fetch["run"]
+    keep = named["Keep this summary as the next baseline"]
+    assert keep["if"] == "success()" and keep["with"]["name"] == "claude-latency-baseline" and keep["with"]["path"] == "out/summary.json"
+    assert "--baseline baseline/summary.json" in named["Load test against the real API (budget-capped)"]["run"]
+
+
+@pytest.mark.slow
+def test_the_load_test_command_runs_and_writes_what_the_next_steps_read(tmp_path: Path) -> None:
+    script = steps()["Load test against the real API (budget-capped)"]["run"]
+    command = shlex.split(script[script.index(".venv/bin/locust") :].replace("\\\n", " ").replace('"${BASELINE[@]}"', ""))
+    assert command[0] == ".venv/bin/locust" and "BASELINE=(--baseline baseline/summary.json)" in script
+    command = [LOCUST, *command[1:]]
+    command[command.index("--host") : command.index("--host") + 2] = []  # the built-in emulator
+    command[command.index("-t") + 1] = "3s"
+    command = [re.sub(r"^out/", f"{tmp_path}/out/", word) for word in command]
+    result = subprocess.run([*command, "--output-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for written in ("summary.json", "junit.xml", "summary.md", "report.html"):
+        assert (tmp_path / "out" / written).stat().st_size > 0
