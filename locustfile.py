@@ -3,11 +3,6 @@
 Without --host, the built-in Claude API emulator is started on a free loopback port.
 """
 
-from locust import events
+from harness import ScenarioUser  # the scenario's requests; the harness's listeners registered with it
 
-from harness import plugin
-from harness.users import ClaudeUser
-
-plugin.register(events)
-
-__all__ = ["ClaudeUser"]
+__all__ = ["ScenarioUser"]

@@ -288,3 +288,19 @@ def output_paths_problem(options: Any) -> str | None:
         if problem:
             return f"--{dest.replace('_', '-')} {value}: {problem}"
     return None
+
+
+def main() -> None:
+    """`python -m harness.options`: Locust's options with the harness's, and their defaults here
+    (Locust prints `--help` before it loads a locustfile, so `locust -f locustfile.py --help`
+    cannot list the harness's)."""
+    from locust.argument_parser import get_parser
+
+    parser = get_parser()
+    add_arguments(parser)
+    parser.prog = "locust -f locustfile.py"
+    parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

@@ -418,7 +418,14 @@ def announce_cost(scenario: Scenario, options: Any) -> None:
     )
 
 
+_registered: list[Any] = []  # the event hooks register() added its listeners to (once each)
+
+
 def register(events: Any) -> None:
+    """Add the harness's listeners to Locust's events (a second call adds nothing)."""
+    if events in _registered:
+        return
+    _registered.append(events)
     events.init_command_line_parser.add_listener(cli.add_arguments)
     events.worker_report.add_listener(STALE_REPORTS)  # before Locust's own: registered at import
     events.init.add_listener(on_init)

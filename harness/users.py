@@ -21,12 +21,17 @@ from harness.transport import PreparedRequest
 class ClaudeUser(User):
     """Picks model and prompt by weight, streams or blocks per the scenario's share.
 
+    Abstract (Locust runs none of it): a locustfile runs `ScenarioUser`, the scenario's requests,
+    or a subclass of its own, whose own `@task`s replace the scenario's task (requests built in
+    code with `send`, measured and recorded like the scenario's).
+
     A closed loop without think time: each user has one request in flight at a time. In an
     open loop (the scenario's `load.arrival`) the users are the slots of `max_in_flight`: each
     waits for an arrival, whose model and prompt were picked when it was scheduled, and sends
     it. With retries, a request is one or more attempts, each sent, recorded and counted as such.
     """
 
+    abstract = True
     wait_time = constant(0)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -134,3 +139,7 @@ class ClaudeUser(User):
     def on_stop(self) -> None:
         if hasattr(self, "transport"):  # on_start may have been cut short
             self.claude.release_transport(self.transport)
+
+
+class ScenarioUser(ClaudeUser):
+    """The scenario's requests (locustfile.py's user): ClaudeUser's task, as the scenario says."""

@@ -4,6 +4,8 @@ one line; an output that cannot be written at the end fails the run without a tr
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +14,7 @@ import pytest
 from harness import exitcodes, options
 from harness.records import RECORDS_FILE, read_records
 from tests.support.cluster import Cluster
-from tests.support.processes import read_jsonl, run_locust, write_yaml
+from tests.support.processes import ROOT, read_jsonl, run_locust, write_yaml
 from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator, start_emulator
 
 
@@ -128,3 +130,11 @@ def test_a_worker_writes_below_its_own_output_dir(tmp_path: Path) -> None:
     assert mine and shared and len({r["worker"] for r in mine} | {r["worker"] for r in shared}) == 2
     assert not {r["worker"] for r in mine} & {r["worker"] for r in shared}
     assert len(mine) + len(shared) == len(cluster.truth()) == cluster.summary()["accounting"]["requests"]
+
+
+def test_the_harnesss_options_are_listed_with_locusts() -> None:
+    """`locust -f locustfile.py --help` prints before the locustfile loads: this lists them."""
+    listed = subprocess.run([sys.executable, "-m", "harness.options"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    for option in ("--scenario FILE", "--transport {fast,sdk}", "--platform {anthropic,vertex,bedrock}", "--users", "--run-time"):
+        assert option in listed.stdout, option

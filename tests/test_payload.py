@@ -229,21 +229,20 @@ def test_no_api_key_anywhere(scenario, monkeypatch):
 # ----------------------------------------------------------------- requests built in code
 
 GROWING_USER = '''
-from locust import events, task
+from locust import task
 from locust.exception import StopUser
 
-from harness import plugin, users
+from harness import ClaudeUser
 from harness.sampler import Pick
 from harness.scenario import Prompt
 
-plugin.register(events)
 
-
-class GrowingPrompts(users.ClaudeUser):
-    """Eleven requests, each a longer prompt built in code under the scenario prompt's name."""
+class GrowingPrompts(ClaudeUser):
+    """Eleven requests, each a longer prompt built in code under the scenario prompt's name (its
+    own task replaces the scenario's; ClaudeUser itself, abstract, runs no user)."""
 
     @task
-    def call_claude(self) -> None:
+    def grow(self) -> None:
         self.sent = getattr(self, "sent", 0) + 1
         if self.sent > 11 or not self.claude.admit():
             raise StopUser()
@@ -268,3 +267,23 @@ def test_requests_built_in_code_are_each_sent_and_measured_as_built(tmp_path: Pa
     # the emulator counts each "word" a token, and 3 for the message: every body as it was built
     assert [record["input_tokens"] for record in records] == [3 + 10 * n for n in range(1, 12)]
     assert sorted(row["input_tokens"] for row in truth) == [3 + 10 * n for n in range(1, 12)]
+
+
+@pytest.mark.slow
+def test_the_readmes_own_locustfile_runs_only_its_user(tmp_path: Path) -> None:
+    from harness.records import RECORDS_FILE, read_records
+    from tests.support.processes import write_yaml
+    from tests.support.runs import FAST_PROFILE, run_against_emulator
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = readme[readme.index("```python\nfrom locust import task\nfrom harness import ClaudeUser") + len("```python\n") :]
+    locustfile = tmp_path / "mine.py"
+    locustfile.write_text(code[: code.index("```")], encoding="utf-8")
+    scenario = write_yaml(tmp_path / "scenario.yaml", SCENARIO)
+    result, truth = run_against_emulator(tmp_path, scenario, FAST_PROFILE, "-f", str(locustfile), users=2, run_time="3s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"MyUser": 2' in result.stderr and "ClaudeUser" not in result.stderr.replace("from harness import ClaudeUser", "")
+    records = list(read_records(next((tmp_path / "runs").rglob(RECORDS_FILE))))
+    first = SCENARIO["prompts"][0]["name"]
+    assert records and {(r["model"], r["prompt"], r["mode"]) for r in records} == {("claude-haiku-4-5", first, "stream")}
+    assert len(truth) == len(records)

@@ -36,7 +36,7 @@ from locust.runners import Runner  # noqa: E402
 import locustfile  # noqa: E402,F401  (registers the plugin)
 from harness import live, locust_env, run  # noqa: E402
 from harness.live import Snapshots  # noqa: E402
-from harness.users import ClaudeUser  # noqa: E402
+from harness.users import ScenarioUser  # noqa: E402
 from harness.worker_session import WorkerSession  # noqa: E402
 
 USERS = 40
@@ -66,7 +66,7 @@ def local(url: str, scenario: str, output_dir: str) -> tuple[Environment, Runner
             output_dir,
         ]
     )
-    environment = Environment(user_classes=[ClaudeUser], events=events, parsed_options=options, host=url)
+    environment = Environment(user_classes=[ScenarioUser], events=events, parsed_options=options, host=url)
     runner = environment.create_local_runner()
     events.init.fire(environment=environment, runner=runner, web_ui=None)
     runner.start(USERS, spawn_rate=USERS)
@@ -75,7 +75,7 @@ def local(url: str, scenario: str, output_dir: str) -> tuple[Environment, Runner
 
 def worker(master_port: int) -> tuple[Environment, Runner]:
     options = get_parser().parse_args(["-f", "locustfile.py", "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)])
-    environment = Environment(user_classes=[ClaudeUser], events=events, parsed_options=options)
+    environment = Environment(user_classes=[ScenarioUser], events=events, parsed_options=options)
     runner = environment.create_worker_runner("127.0.0.1", master_port)
     events.init.fire(environment=environment, runner=runner, web_ui=None)
     return environment, runner
