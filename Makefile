@@ -13,14 +13,22 @@ RUN_ARGS ?= --headless --only-summary
 SYSTEM_PACKAGES := victoria-metrics chromium tinyproxy-bin
 SYSTEM_BINARIES := victoria-metrics chromium tinyproxy
 
-.PHONY: install system-deps run sweep levers lint test test-repeat bench soak clean
+.PHONY: install install-test system-deps run sweep levers lint test test-repeat bench soak clean
 
+# What running needs (make run, sweep, levers, bench, soak), and on top what the tests and the
+# style and type checks need (make test, lint); each installed once, again when these files change.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 run: install
 	$(BIN)/locust -f locustfile.py --scenario $(SCENARIO) $(RUN_ARGS)
@@ -45,12 +53,12 @@ system-deps:
 	fi
 
 # Style and types, enforced: ruff (lint and format, configured in pyproject.toml) and mypy.
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install system-deps lint
+test: install-test system-deps lint
 	$(BIN)/python -m tests.support.shards
 
 # Flake hunter (not in CI): the suite N times, each on a fresh clone; lists every test that failed once.

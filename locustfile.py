@@ -1,8 +1,9 @@
 """Locust entry point: `locust -f locustfile.py --scenario scenarios/demo.yaml [--host URL]`.
 
-Without --host, the built-in Claude API emulator is started on a free loopback port.
+Without --host, the built-in Claude API emulator is started on a free loopback port. From any
+folder, with the package installed: `claude-loadtest SCENARIO [locust options]`.
 """
 
-from harness import ScenarioUser  # the scenario's requests; the harness's listeners registered with it
+from harness.locustfiles.locustfile import ScenarioUser
 
 __all__ = ["ScenarioUser"]
