@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from harness import options as cli
+from harness.cluster_arrivals import MARGIN_S
 from harness.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict
 from harness.shapes import stages_shape
 from harness.trace import TAIL_S, trace_of
@@ -117,4 +118,5 @@ def apply_load_defaults(options: Any, scenario: Scenario) -> None:
     if not options.run_time and load.run_time_s:
         options.run_time = load.run_time_s
     if not options.run_time and (trace := trace_of(scenario)) is not None:  # a trace replay: its span
-        options.run_time = math.ceil(trace.span_s) + TAIL_S
+        # a master's split of the arrivals holds from MARGIN_S after the start: the span begins then
+        options.run_time = math.ceil(trace.span_s + (MARGIN_S if getattr(options, "master", False) else 0)) + TAIL_S

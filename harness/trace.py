@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Trace", "TraceArrivals", "TraceSource", "trace_as_prompt", "trace_of"]
 
 TRACE_FORMAT = "trace"
-TAIL_S = 1  # a trace's run, when no run time is given: its span, and this
+TAIL_S = 1  # a trace's run, when no run time is given: its span (a master's: from its split's start), and this
 DEFAULT_TRACE_MAX_TOKENS = 1024  # for a trace line without an output length
 
 
