@@ -33,7 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 DURATIONS = TESTS / "durations.json"
-HEAVY = ("tests/test_bench.py", "tests/test_memory.py", "tests/test_package.py")  # they load the CPU: run alone, after the others
+HEAVY = (
+    "tests/test_bench.py",
+    "tests/test_memory.py",
+    "tests/test_package.py",
+    "tests/test_sdk_suite.py",
+)  # they load the CPU: alone, last
 DEFAULT_SHARDS = 3
 NO_TESTS = 5  # pytest's status when a shard's files have no test left to run (-m, -k)
 
