@@ -332,6 +332,7 @@ class Arrivals(_Result):
         ge=0, description="arrivals handed to a user and not sent: a limit (budget, request limit, disk) or the stop came first"
     )
     min_achieved: float = Field(description="the scenario's floor for achieved / target")
+    unscheduled: int | None = Field(default=None, description="a trace replay: its requests the run ended before (never scheduled)")
 
     @property
     def achieved_share(self) -> float | None:

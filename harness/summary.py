@@ -174,6 +174,7 @@ def arrivals_of(run: HarnessRun, link: MasterLink | None) -> Arrivals | None:
         dropped=counts.dropped,
         refused=counts.refused,
         min_achieved=load.achieved_floor,
+        unscheduled=len(trace.times_s) - counts.scheduled if (trace := trace_of(run.scenario)) is not None else None,
     )
 
 
@@ -290,6 +291,7 @@ def render_arrivals(summary: Summary) -> list[str]:
         f"({100 * share:.3g} % of scheduled){verdict}; "
         f"{arrivals.scheduled} scheduled = {arrivals.sent} sent + {arrivals.dropped} dropped (max_in_flight busy) "
         f"+ {arrivals.refused} refused (a limit or the stop)"
+        + (f"; {arrivals.unscheduled} of the trace's requests not scheduled: the run ended first" if arrivals.unscheduled else "")
         if share is not None
         else f"arrivals ({arrivals.arrival}): none scheduled"
     ]

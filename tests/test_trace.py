@@ -156,6 +156,17 @@ def test_a_replayed_trace_keeps_its_spacing(tmp_path: Path) -> None:
     assert statistics.median(errors) < 2 and max(errors) < 50, sorted(errors)[-5:]
     arrivals = summary["arrivals"]
     assert (arrivals["arrival"], arrivals["scheduled"], arrivals["sent"], arrivals["dropped"]) == ("trace", len(items), len(items), 0)
+    assert arrivals["unscheduled"] == 0
+
+
+@pytest.mark.slow
+def test_a_run_shorter_than_its_trace_says_how_many_requests_it_never_scheduled(tmp_path: Path) -> None:
+    items = write_trace(tmp_path / "day.jsonl", lines=80)  # about 5 s at replay speed 2
+    result, summary, records, _ = recorded_run(tmp_path, trace_scenario(tmp_path / "day.jsonl"), users=None, run_time="2s")
+    arrivals = summary["arrivals"]
+    assert 0 < arrivals["scheduled"] < len(items) and arrivals["unscheduled"] == len(items) - arrivals["scheduled"]
+    assert arrivals["scheduled"] == arrivals["sent"] + arrivals["dropped"] + arrivals["refused"] and len(records) == arrivals["sent"]
+    assert f"{arrivals['unscheduled']} of the trace's requests not scheduled: the run ended first" in result.stdout
 
 
 @pytest.mark.slow
