@@ -20,7 +20,7 @@ import ssl
 import urllib.request
 from dataclasses import dataclass
 from functools import cache
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 __all__ = ["Proxy", "ProxyError", "proxy_for", "proxy_problem", "route", "tls_context", "trust_description"]
 
@@ -38,8 +38,6 @@ class Proxy:
     @property
     def url(self) -> str:
         """The proxy's URL with its credentials (for the HTTP clients only, never printed)."""
-        from urllib.parse import quote
-
         credentials = "" if self.user is None else f"{quote(self.user, safe='')}:{quote(self.password or '', safe='')}@"
         return f"http://{credentials}{self.host}:{self.port}"
 

@@ -21,6 +21,7 @@ the model it names.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -77,6 +78,7 @@ def access_token() -> str | None:
     return os.environ.get(ACCESS_TOKEN_ENV) or None
 
 
+@functools.lru_cache(maxsize=256)  # priced on every request: a model id repeats
 def base_model(model: str) -> str:
     """The model a platform's model id names (`claude-sonnet-4-5@20250929` -> `claude-sonnet-4-5`)."""
     match = _DATED.match(model)

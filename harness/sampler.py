@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from harness.datasets import EntryOrder
 from harness.scenario import Prompt, Scenario
-from harness.variants import VariantDraw
+from harness.variants import VariantDraw, variant_named
 
 __all__ = ["Pick", "Sampler"]
 
@@ -36,7 +36,8 @@ class Pick(NamedTuple):
 
 def assigned(pick: Pick, scenario: Scenario, name: str) -> Pick:
     """`pick` as variant `name` sends it: its model, streaming and prompt as sent."""
-    variant = next(v for v in scenario.variants if v.name == name)
+    variant = variant_named(scenario, name)
+    assert variant is not None
     return pick._replace(
         model=variant.model or pick.model,
         stream=pick.stream if variant.stream is None else variant.stream,

@@ -28,7 +28,7 @@ from harness.scenario_errors import field_error
 if TYPE_CHECKING:
     from harness.scenario import Prompt, Scenario
 
-__all__ = ["Variant", "VariantDraw", "baseline_of", "check_variants", "entry_overrides", "variant_headers"]
+__all__ = ["Variant", "VariantDraw", "baseline_of", "check_variants", "entry_overrides", "variant_headers", "variant_named"]
 
 MAX_VARIANTS = 16
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:+-]*"  # it labels Locust's rows, records and points
@@ -130,15 +130,21 @@ def baseline_of(scenario: Scenario) -> str | None:
     return marked[0] if marked else (scenario.variants[0].name if scenario.variants else None)
 
 
+def variant_named(scenario: Scenario, name: str | None) -> Variant | None:
+    """The scenario's variant of that name (None: none; a scenario has at most MAX_VARIANTS)."""
+    return next((variant for variant in scenario.variants if variant.name == name), None)
+
+
 def entry_overrides(scenario: Scenario, name: str) -> dict[str, Any]:
     """The body fields a variant sets that a dataset entry's own would otherwise give."""
-    variant = next(v for v in scenario.variants if v.name == name)
+    variant = variant_named(scenario, name)
+    assert variant is not None
     return {key: getattr(variant, key) for key in ("max_tokens", "system") if getattr(variant, key) is not None}
 
 
 def variant_headers(scenario: Scenario, name: str | None) -> dict[str, str]:
     """The headers a variant's requests send in place of the scenario's (none: the same)."""
-    variant = next((v for v in scenario.variants if v.name == name), None)
+    variant = variant_named(scenario, name)
     if variant is None or (not variant.beta and variant.anthropic_version is None):
         return {}
     headers = {}

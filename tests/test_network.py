@@ -27,10 +27,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_the_proxy_variables_are_read_as_curl_reads_them(clean_env: pytest.MonkeyPatch) -> None:
-    assert proxy_for("https://api.anthropic.com") is None
+    assert proxy_for("https://api.example.invalid") is None
     clean_env.setenv("HTTPS_PROXY", "http://upper:3128")
     clean_env.setenv("https_proxy", "lower.example:8080")  # lower case wins; the scheme may be left out
-    proxy = proxy_for("https://api.anthropic.com")
+    proxy = proxy_for("https://api.example.invalid")
     assert proxy is not None and (proxy.host, proxy.port, proxy.variable) == ("lower.example", 8080, "HTTPS_PROXY")
     assert proxy_for("http://gateway.internal") is None  # HTTP_PROXY is the http targets'
     clean_env.setenv("ALL_PROXY", "http://all:1")
@@ -40,26 +40,26 @@ def test_the_proxy_variables_are_read_as_curl_reads_them(clean_env: pytest.Monke
 @pytest.mark.parametrize(
     ("no_proxy", "bypassed"),
     [
-        ("api.anthropic.com", True),
-        (".anthropic.com", True),
-        ("anthropic.com", True),
+        ("api.example.invalid", True),
+        (".example.invalid", True),
+        ("example.invalid", True),
         ("*", True),
-        ("api.anthropic.com:443", True),
-        ("api.anthropic.com:8443", False),
+        ("api.example.invalid:443", True),
+        ("api.example.invalid:8443", False),
         ("example.com,localhost", False),
     ],
 )
 def test_no_proxy_rules(clean_env: pytest.MonkeyPatch, no_proxy: str, bypassed: bool) -> None:
     clean_env.setenv("HTTPS_PROXY", "http://proxy:3128")
     clean_env.setenv("NO_PROXY", no_proxy)
-    assert (proxy_for("https://api.anthropic.com:443") is None) is bypassed
+    assert (proxy_for("https://api.example.invalid:443") is None) is bypassed
 
 
 def test_the_proxys_password_is_never_shown(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("HTTPS_PROXY", "http://me:s%40cret@proxy:3128")
-    proxy = proxy_for("https://api.anthropic.com")
+    proxy = proxy_for("https://api.example.invalid")
     assert proxy is not None and proxy.password == "s@cret" and proxy.url == "http://me:s%40cret@proxy:3128"
-    shown = route("https://api.anthropic.com", proxy) + repr(proxy) + proxy.display
+    shown = route("https://api.example.invalid", proxy) + repr(proxy) + proxy.display
     assert "cret" not in shown and "http://me:***@proxy:3128 (HTTPS_PROXY)" in shown
 
 
@@ -70,7 +70,7 @@ def test_the_proxys_password_is_never_shown(clean_env: pytest.MonkeyPatch) -> No
 def test_a_proxy_that_cannot_be_used_is_refused_at_start_up(clean_env: pytest.MonkeyPatch, value: str, says: str) -> None:
     clean_env.setenv("HTTPS_PROXY", value)
     with pytest.raises(ProxyError, match=says):
-        proxy_for("https://api.anthropic.com")
+        proxy_for("https://api.example.invalid")
     assert (proxy_problem() or "").startswith("HTTPS_PROXY: ")
 
 
