@@ -8,10 +8,11 @@ SCENARIO ?= scenarios/demo.yaml
 RUN_ARGS ?= --headless --only-summary
 
 # System packages the tests need (Debian): a real metrics server for the InfluxDB tests and
-# a real browser for the web UI and report tests (Playwright drives the system chromium), and a real
-# forward proxy (tinyproxy) for the proxy tests.
-SYSTEM_PACKAGES := victoria-metrics chromium tinyproxy-bin
-SYSTEM_BINARIES := victoria-metrics chromium tinyproxy
+# a real browser for the web UI and report tests (Playwright drives the system chromium), a real
+# forward proxy (tinyproxy) for the proxy tests, and shellcheck, which actionlint runs on the example
+# workflow's scripts.
+SYSTEM_PACKAGES := victoria-metrics chromium tinyproxy-bin shellcheck
+SYSTEM_BINARIES := victoria-metrics chromium tinyproxy shellcheck
 
 .PHONY: install install-test system-deps run sweep levers lint test test-repeat bench soak clean
 

@@ -9,8 +9,9 @@
   the tab shows it, and `GET /claude/stats?snapshot=N` returns that very snapshot again.
 - `GET /claude/summary.json`, `GET /claude/report.html`: the JSON summary and the HTML report
   of the current run (built on demand) or of the last one; linked in "Download Data".
-- The start form offers the scenario as a select (the files of scenarios/ and those next to
-  the `--scenario` given); the command line still accepts any path.
+- The start form offers the scenario as a select (the files of scenarios/, those next to the
+  `--scenario` given and the scenarios the package ships, each file once); the command line
+  still accepts any path.
   The form shows no other option: what it may change is harness/webaccess.py's business.
 
 This module owns the Flask side: the routes and the patching of Locust's web UI. The figures
@@ -33,6 +34,7 @@ from gevent import subprocess as gevent_subprocess
 
 from harness import locust_env
 from harness.compressed import read_lines
+from harness.console import SCENARIOS as PACKAGED_SCENARIOS
 from harness.live import COLUMNS, SWEEP_COLUMNS, VARIANT_COLUMNS, Snapshots, sweep_rows, tab_rows, variant_rows, yield_to_loop
 from harness.records import RECORDS_FILE
 from harness.results import Summary
@@ -156,18 +158,26 @@ class ScenarioChoices(list[str]):
 
 
 def scenario_files(*directories: str | Path) -> list[str]:
-    """The YAML files of the given folders, as paths the process can open (sorted, unique)."""
+    """The YAML files of the given folders, as paths the process can open (sorted per folder)."""
     found: list[str] = []
     for directory in directories:
         folder = Path(directory)
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.suffix in SCENARIO_SUFFIXES and path.is_file():
-                name = str(path)
-                if name not in found:
-                    found.append(name)
-    return found
+        if folder.is_dir():
+            found += [str(path) for path in sorted(folder.iterdir()) if path.suffix in SCENARIO_SUFFIXES and path.is_file()]
+    return distinct_files(found)
+
+
+def distinct_files(paths: Iterable[str]) -> list[str]:
+    """Each file once, under the first name given for it (scenarios/ and the packaged folder may be
+    one folder under two names: harness/scenarios is a link to scenarios/ in a checkout)."""
+    seen: set[Path] = set()
+    kept: list[str] = []
+    for path in paths:
+        key = Path(path).resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(path)
+    return kept
 
 
 def add_scenario_argument(group: Any, default: str) -> Any:
@@ -176,8 +186,8 @@ def add_scenario_argument(group: Any, default: str) -> Any:
         "--scenario",
         default=default,
         metavar="FILE",
-        choices=ScenarioChoices(scenario_files(SCENARIO_DIR)),
-        help=f"scenario file (YAML); the web UI offers the files of {SCENARIO_DIR}/",
+        choices=ScenarioChoices(scenario_files(SCENARIO_DIR, PACKAGED_SCENARIOS)),
+        help=f"scenario file (YAML); the web UI offers the files of {SCENARIO_DIR}/, of this file's folder and the packaged ones",
     )
     LocustWebUI.show_in_form(action)
     return action
@@ -185,12 +195,11 @@ def add_scenario_argument(group: Any, default: str) -> Any:
 
 def scenario_offer(session: Session) -> Callable[[], list[str]]:
     """What lists the files the start form offers: the current scenario first, then those of
-    scenarios/ and of the folder of the `--scenario` given at start-up."""
+    scenarios/, of the folder of the `--scenario` given at start-up and the packaged ones."""
     started_with = Path(session.scenario.source).parent
 
     def offered() -> list[str]:
-        current = session.scenario.source
-        return [current] + [path for path in scenario_files(SCENARIO_DIR, started_with) if path != current]
+        return distinct_files([session.scenario.source, *scenario_files(SCENARIO_DIR, started_with, PACKAGED_SCENARIOS)])
 
     return offered
 

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from harness.credentials import WEB_PASSWORD_ENV, WEB_USER_ENV, WORKER_SECRET_EN
 from harness.emulator.process import EmulatorProcess
 from tests.support.cluster import CEILING, Cluster
 from tests.support.processes import LOCUST, ROOT, cluster_env, free_port, own_address, read_jsonl
-from tests.support.webui import ARTIFACTS, LocustUI, new_page
+from tests.support.webui import ARTIFACTS, LocustUI, new_page, poll
 
 pytestmark = pytest.mark.slow
 
@@ -85,14 +84,6 @@ def reachable(host: str, port: int) -> bool:
         return True
     except ConnectionRefusedError:
         return False
-
-
-def poll(what: str, condition: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
-        time.sleep(0.2)
-    return result
 
 
 def locust_exits(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -198,7 +189,7 @@ def test_an_exposed_web_ui_demands_a_login_and_its_form_sends_the_key_nowhere_el
 
         def stop() -> None:
             operator.post(base + "/stop", timeout=30).raise_for_status()
-            poll("the test stopped", lambda: operator.get(base + "/stats/requests", timeout=20).json()["state"] == "stopped")
+            poll(lambda: operator.get(base + "/stats/requests", timeout=20).json()["state"] == "stopped", "the test stopped")
 
         # the form may not point the run, the points or any file elsewhere
         answer = swarm(host=outside.url)
@@ -216,13 +207,13 @@ def test_an_exposed_web_ui_demands_a_login_and_its_form_sends_the_key_nowhere_el
 
         # another loopback host may be used, with the emulator's placeholder key, never the real one
         assert swarm(host=beside.url)["success"] is True
-        poll("a request at the loopback server", lambda: b"x-api-key" in beside.received.lower())
+        poll(lambda: b"x-api-key" in beside.received.lower(), "a request at the loopback server")
         stop()
         assert b"x-api-key: emulator-key" in beside.received.lower() and API_KEY.encode() not in beside.received
 
         # the host given at start-up gets the key
         assert swarm(host=startup_host)["success"] is True
-        poll("a request at the start-up host", lambda: (tmp_path / "truth.jsonl").exists() and read_jsonl(tmp_path / "truth.jsonl"))
+        poll(lambda: (tmp_path / "truth.jsonl").exists() and read_jsonl(tmp_path / "truth.jsonl"), "a request at the start-up host")
         stop()
         assert outside.connections == 0
 
@@ -273,7 +264,7 @@ def test_the_master_listens_for_workers_on_loopback_only_by_default(tmp_path: Pa
     ]
     master = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cluster_env())
     try:
-        poll("the worker port", lambda: master.poll() is None and reachable("127.0.0.1", port), 30)
+        poll(lambda: master.poll() is None and reachable("127.0.0.1", port), "the worker port", 30)
         assert not reachable(own_address(), port)
     finally:
         master.kill()

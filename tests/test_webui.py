@@ -35,7 +35,7 @@ from harness.scenario import load_scenario
 from harness.stats import LabelStats, RecentStats, RunStats, histogram_values
 from harness.timing import OUTCOMES, TimingRecord
 from tests.support.processes import ROOT, check_in_child, write_yaml
-from tests.support.webui import API_KEY, ARTIFACTS, WAIT_S, LocustUI, new_page
+from tests.support.webui import API_KEY, ARTIFACTS, LocustUI, new_page, poll
 
 SMALL_SCENARIO = {
     "name": "small",
@@ -44,15 +44,6 @@ SMALL_SCENARIO = {
     "stream": 1.0,
 }
 INFLUX_TOKEN = "influx-token-WEBUI-never-shown-9876543210"
-
-
-def poll(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """The first true value of `condition()`, polled every half second for at most timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
-        time.sleep(0.5)
-    return value
 
 
 def screenshot(page: Any, name: str, full_page: bool = True) -> None:
@@ -161,8 +152,7 @@ def test_an_open_loop_chosen_in_the_form_runs_its_slots_and_the_tab_shows_its_ra
         assert locust["user_count"] == 50  # max_in_flight, not the form's 5
         screenshot(page, "open-loop")
         # the run time came from the stages: Locust's page says so (its template's arguments)
-        template = re.search(r"window\.templateArgs = (.*)", ui.get_text("/"))
-        assert template and json.loads(template.group(1))["run_time"] == 30
+        assert ui.template_args()["run_time"] == 30
         page.locator("button", has_text=re.compile("^stop$", re.IGNORECASE)).click()
         final = poll(lambda: (stats := ui.get_json("/claude/stats"))["running"] is False and stats, "the run's end", 60)
         assert final["arrivals"]["scheduled"] == final["arrivals"]["sent"] + final["arrivals"]["dropped"] + final["arrivals"]["refused"]
@@ -342,22 +332,16 @@ def test_a_bad_scenario_chosen_in_the_form_is_refused_with_a_clear_message(tmp_p
         ui.stop()
 
 
-def post(ui: LocustUI, path: str, form: dict[str, Any] | None = None) -> Any:
-    body = urllib.parse.urlencode(form or {}).encode()
-    with urllib.request.urlopen(urllib.request.Request(ui.url + path, data=body, method="POST"), timeout=30) as response:
-        return response.read()
-
-
 @pytest.mark.slow
 def test_the_reset_button_opens_a_measurement_window_that_locusts_table_agrees_with(tmp_path: Path) -> None:
     ui = LocustUI(tmp_path, "scenarios/demo.yaml", "--summary-json", str(tmp_path / "s.json"))
     try:
         ui.wait_ready()
-        post(ui, "/swarm", {"user_count": 4, "spawn_rate": 4})
+        ui.post("/swarm", {"user_count": 4, "spawn_rate": 4})
         poll(lambda: ui.get_json("/claude/stats")["totals"]["requests"] >= 4, "requests before the reset")
-        post(ui, "/stats/reset")
+        ui.post("/stats/reset")
         poll(lambda: ui.get_json("/claude/stats")["totals"]["requests"] >= 4, "requests after the reset")
-        post(ui, "/stop")
+        ui.post("/stop")
         summary = poll(lambda: (tmp_path / "s.json").is_file() and json.loads((tmp_path / "s.json").read_text()), "the summary")
         locust_total = next(row for row in ui.get_json("/stats/requests")["stats"] if row["name"] == "Aggregated")
     finally:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +35,40 @@ API_KEY = "sk-ant-" + "api03-WEBUI-TEST-KEY-never-shown-0123456789"  # split: no
 WAIT_S = 90.0  # for one piece of evidence: a process may be held up for seconds on this VM
 
 
+def poll(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    """The first true value of `condition()`, polled every 0.2 s for at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.2)
+    return value
+
+
 # --- the Locust process --------------------------------------------------------------------
 class LocustUI:
     """`locust` with its web UI on a free loopback port; killed (with the emulator) at the end."""
 
     def __init__(
-        self, tmp_path: Path, scenario: str | Path, *args: str, web_host: str | None = "127.0.0.1", env: dict[str, str] | None = None
+        self,
+        tmp_path: Path,
+        scenario: str | Path,
+        *args: str,
+        web_host: str | None = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        launcher: tuple[str, ...] = (LOCUST, "-f", "locustfile.py", "--scenario"),
+        cwd: Path = ROOT,
     ) -> None:
-        """`web_host` None: the harness's default."""
+        """`web_host` None: the harness's default; `launcher`: what precedes the scenario (from `cwd`)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "locust.log"
         profile = write_yaml(tmp_path / "profile.yaml", PROFILE)
         command = [
-            LOCUST,
-            "-f",
-            "locustfile.py",
+            *launcher,
+            str(scenario),
             *(["--web-host", web_host] if web_host else []),
             "--web-port",
             str(self.port),
-            "--scenario",
-            str(scenario),
             "--emulator-profile",
             str(profile),
             "--output-dir",
@@ -64,7 +80,7 @@ class LocustUI:
         env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY, **(env or {})}
         with self.log.open("wb") as log:
             # its own session: the emulator it starts is in the same process group
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = WAIT_S) -> LocustUI:
         deadline = time.monotonic() + timeout_s
@@ -85,6 +101,18 @@ class LocustUI:
     def get_text(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=60) as response:
             return response.read().decode("utf-8", "replace")
+
+    def post(self, path: str, form: dict[str, Any] | None = None) -> bytes:
+        """A form posted as the page posts it (`/swarm`, `/stop`, `/stats/reset`): the raw answer."""
+        body = urllib.parse.urlencode(form or {}).encode()
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, data=body, method="POST"), timeout=30) as response:
+            return response.read()
+
+    def template_args(self) -> dict[str, Any]:
+        """What Locust's page is built from (`window.templateArgs`): the start form's options among them."""
+        found = re.search(r"window\.templateArgs = (.*)", self.get_text("/"))
+        assert found, "no templateArgs in Locust's page"
+        return json.loads(found.group(1))
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
