@@ -1,7 +1,7 @@
 """Benchmark of the load generator itself: `python -m benchmarks.bench` (`make bench`).
 
     python -m benchmarks.bench [--levels 50,100,200,500] [--duration 15] [--json PATH]
-                               [--configs baseline,sdk,fast,fast-norecord] [--quick]
+                               [--configs baseline,sdk,fast,fast-norecord] [--bursts 200,500] [--quick]
 
 For each level N (concurrent streams) and each configuration, against the emulator in
 its own process (pinned to one CPU, the load generator to another when there are 2+),
@@ -11,7 +11,8 @@ with a bench profile that keeps the emulator far from saturation:
   (`benchmarks.baseline`, its own process, uvloop when installed);
 - `sdk`: the harness in Locust with `--transport sdk`;
 - `fast`: the harness in Locust with the default fast transport;
-- `fast-norecord`: as `fast` with points off (`NO_RECORD_ARGS`): the recording overhead.
+- `fast-norecord`: as `fast` with points off (`NO_RECORD_ARGS`): the recording overhead;
+- `fast-user-stamps` (not by default; the control of the bursts): as `fast`, stamped when read.
 
 Measured over a window that starts `warmup` seconds after all users/tasks run: CPU
 seconds of the load-generating process (psutil user+system), requests completed in the
@@ -19,7 +20,8 @@ window, CPU per request and per SSE event, throughput, the ratio of CPU per requ
 baseline at the same level, and the client's TTFT error against the emulator's ground truth
 (client first-text receive time minus the emulator's first-text write time, both
 perf_counter_ns = CLOCK_MONOTONIC) plus the emulator's own lateness (first text written
-minus scheduled), so that a late server is visible. Then the capacity: a raw asyncio
+minus scheduled), so that a late server is visible. Then the bursts (`benchmarks.burst`): N streams whose first text the emulator sends in the
+same millisecond, the harness's TTFT error against the ground truth. Then the capacity: a raw asyncio
 client (bytes only, no parsing) holding 500, 750 and 1000 streams against the emulator on one
 core, and the same against `benchmarks.reference`, the least a Python server can do
 for the same schedule: its lateness in the same run is the machine's floor (steal time of
@@ -50,7 +52,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
@@ -58,13 +60,16 @@ from typing import Any, cast
 import psutil
 import yaml
 
+from benchmarks import burst
 from harness.compressed import read_lines
 from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: children run from it
-CONFIGS = ("baseline", "sdk", "fast", "fast-norecord")
+CONFIGS = ("baseline", "sdk", "fast", "fast-norecord", "fast-user-stamps")
+DEFAULT_CONFIGS = CONFIGS[:4]
 NO_RECORD_ARGS = ["--points", "off"]  # recording (points) off
+USER_STAMPS_ENV = {"HARNESS_RECEIVE_STAMPS": "user"}  # fast-user-stamps: stamped when read (the control of kernel stamps)
 
 MODEL = "claude-haiku-4-5"
 PROMPT = "Write a haiku about load tests."
@@ -121,8 +126,8 @@ class Children:
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[Any]] = []
 
-    def spawn(self, cmd: list[str], cpus: set[int] | None, **kwargs: Any) -> subprocess.Popen[Any]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def spawn(self, cmd: list[str], cpus: set[int] | None, extra_env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         env.pop("ANTHROPIC_API_KEY", None)  # a benchmark on loopback never needs, nor sends, the real key
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, **kwargs)
         self._procs.append(proc)
@@ -490,9 +495,9 @@ def baseline_command(setup: Setup, url: str, users: int, out: Path) -> list[str]
     ]
 
 
-def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
+def run_config(setup: Setup, config: str, level: int, tag: str | None = None) -> dict[str, Any]:
     """One configuration at one level, with its own emulator; never raises for a bad run."""
-    tag = f"{config}-{level}"
+    tag = tag or f"{config}-{level}"
     cdir = setup.workdir / tag
     cdir.mkdir(parents=True, exist_ok=True)
     base: dict[str, Any] = {"config": config, "level": level}
@@ -514,7 +519,8 @@ def run_config(setup: Setup, config: str, level: int) -> dict[str, Any]:
             cmd = locust_command(setup, emulator.url, level, transport, cdir / "runs", extra)
             ready = "All users spawned"
         base["command"] = " ".join(cmd[cmd.index("-f") if "-f" in cmd else 1 :])
-        proc = setup.children.spawn(cmd, setup.loadgen_cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = USER_STAMPS_ENV if config == "fast-user-stamps" else None
+        proc = setup.children.spawn(cmd, setup.loadgen_cpus, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         watcher = OutputWatcher(proc, (ready, "Ramping to"))
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while ready not in watcher.seen and proc.poll() is None and time.monotonic() < deadline:
@@ -816,6 +822,45 @@ def table(results: list[dict[str, Any]]) -> str:
     )
 
 
+BURST_COLUMNS: list[Column] = [
+    ("requests", 9, lambda r: r["requests"], "d"),
+    ("CPU%", 7, lambda r: r["cpu_pct"], ".0f"),
+    ("TTFT err p50", 13, lambda r: r["ttft_err_ms"]["p50"], ".2f"),
+    ("p99", 8, lambda r: r["ttft_err_ms"]["p99"], ".2f"),
+    ("max", 8, lambda r: r["ttft_err_ms"]["max"], ".2f"),
+    ("emu late p99", 13, lambda r: r["emulator_lateness_ms"]["p99"], ".2f"),
+    ("noise%", 7, lambda r: r.get("loadgen_core_other_pct"), ".0f"),
+]
+
+
+BURST_CONFIGS = ("fast", "fast-user-stamps")  # the harness as run, and its control stamped when read
+
+
+def burst_table(bursts: list[dict[str, Any]]) -> str:
+    return render(bursts, f"{'burst':>7} {'config':<17}", lambda r: f"{r['level']:>7} {r['config']:<17}", BURST_COLUMNS)
+
+
+def run_bursts(setup: Setup, levels: list[int], out: list[dict[str, Any]]) -> None:
+    """The harness (fast transport) against the burst profile, one emulator per burst size."""
+    if not levels:
+        return
+    profile_path = setup.workdir / "burst-profile.yaml"
+    profile_path.write_text(yaml.safe_dump(burst.PROFILE, sort_keys=False), encoding="utf-8")
+    for level in levels:
+        for config in BURST_CONFIGS:
+            began = time.monotonic()
+            result = run_config(replace(setup, profile_path=profile_path), config, level, tag=f"burst-{config}-{level}")
+            result["elapsed_s"] = round(time.monotonic() - began, 1)
+            out.append(result)
+            err = result.get("ttft_err_ms", {})
+            summary = (
+                f"TTFT err p50 {err.get('p50')} p99 {err.get('p99')} max {err.get('max')} ms"
+                if result.get("status") == "ok"
+                else result.get("reason")
+            )
+            print(f"  burst of {level:>4} {config:<17} {summary}  [{result['elapsed_s']} s]", flush=True)
+
+
 def capacity_table(caps: list[dict[str, Any]]) -> str:
     return render(caps, f"{'streams':>7} {'server':<10}", lambda c: f"{c['streams']:>7} {c['server']:<10}", CAPACITY_COLUMNS)
 
@@ -826,7 +871,9 @@ def capacity_summary(cap: dict[str, Any]) -> str:
     return f"CPU {cap['server_cpu_pct']}%, {cap['events_per_s']:.0f} events/s, first-text lateness p99 {cap['lateness_ms']['p99']} ms"
 
 
-def targets(results: list[dict[str, Any]], caps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def targets(
+    results: list[dict[str, Any]], caps: list[dict[str, Any]], burst_results: list[dict[str, Any]], burst_levels: list[int]
+) -> list[dict[str, Any]]:
     by = {(r["config"], r["level"]): r for r in results if r.get("status") == "ok"}
 
     def target(name: str, value: float | None, limit: float, missing: str) -> dict[str, Any]:
@@ -834,6 +881,7 @@ def targets(results: list[dict[str, Any]], caps: list[dict[str, Any]]) -> list[d
         return {"target": name, "value": value, "limit": limit, "status": status, **({"reason": missing} if value is None else {})}
 
     fast200, fast100 = by.get(("fast", 200)), by.get(("fast", 100))
+    bursts = [target(*t) for t in burst.targets(burst_results, burst_levels)]
     out = [
         target(
             "fast CPU/request <= 0.5x baseline at 200 streams",
@@ -853,6 +901,7 @@ def targets(results: list[dict[str, Any]], caps: list[dict[str, Any]]) -> list[d
             5.0,
             "fast at 100 not measured",
         ),
+        *bursts,
     ]
     cap = {(c["server"], c["streams"]): c for c in caps if c.get("status") == "ok"}
     n = min((streams for server, streams in cap if server == "emulator" and streams >= 1000), default=None)
@@ -904,7 +953,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default=None, help="concurrent streams, comma-separated (default 50,100,200,500)")
     p.add_argument("--duration", type=float, default=None, help="seconds of measured load per configuration (default 15)")
     p.add_argument("--warmup", type=float, default=None, help="seconds after all users run before measuring (default 3)")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+    p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+    p.add_argument("--bursts", default=None, help="burst sizes, comma-separated (default 200,500; 0 skips the bursts)")
     p.add_argument("--capacity-streams", default=None, help="stream counts of the capacity test, comma-separated (default 500,750,1000)")
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity test (emulator and reference server)")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity test")
@@ -929,6 +979,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.levels = _int_list(parser, "--levels", args.levels or ("10" if quick else "50,100,200,500"))
+    default_bursts = "20" if quick else ",".join(map(str, burst.LEVELS))
+    args.bursts = [] if args.bursts == "0" or args.capacity_only else _int_list(parser, "--bursts", args.bursts or default_bursts)
     args.capacity_streams = _int_list(parser, "--capacity-streams", args.capacity_streams or ("100" if quick else "500,750,1000"))
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
@@ -995,7 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "profile": BENCH_PROFILE,
         "scenario": BENCH_SCENARIO,
+        "burst_profile": burst.PROFILE,
         "results": [],
+        "bursts": [],
         "capacity": [],
     }
     results: list[dict[str, Any]] = report["results"]
@@ -1022,6 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
                     else result.get("reason")
                 )
                 print(f"  {level:>5} streams {config:<14} {summary}  [{result['elapsed_s']} s]", flush=True)
+        run_bursts(setup, args.bursts, report["bursts"])
         if not args.no_capacity:
             run_capacities(setup, args.capacity_streams, args.capacity_warmup, args.capacity_duration, report["capacity"])
     except KeyboardInterrupt:
@@ -1034,7 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     add_ratios(results)
     add_capacity_ratios(report["capacity"])
-    report["targets"] = targets(results, report["capacity"])
+    report["targets"] = targets(results, report["capacity"], report["bursts"], args.bursts)
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["interrupted"] = interrupted
     report["machine"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -1054,6 +1109,13 @@ def main(argv: list[str] | None = None) -> int:
             "scheduled (ms); noise% = busy time of the load generator's core used by other processes"
         )
         print(table(results))
+    if report["bursts"]:
+        print()
+        print(
+            f"bursts: N users started together, each stream's first text sent by the emulator on the same {burst.GRID_MS} ms "
+            "grid line (then a token every 20 ms, 30 in all);\nTTFT err = client first text - emulator first-text write (ms)"
+        )
+        print(burst_table(report["bursts"]))
     if report["capacity"]:
         print()
         print(

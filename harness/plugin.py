@@ -22,7 +22,7 @@ from locust import LoadTestShape
 from locust import log as locust_log
 from locust.runners import MasterRunner
 
-from harness import credentials, exitcodes, locust_bounds, locust_env, locust_outputs, network, pauses, slo, webaccess, webui
+from harness import credentials, exitcodes, locust_bounds, locust_env, locust_outputs, network, pauses, slo, stamps, webaccess, webui
 from harness import options as cli
 from harness.cluster_arrivals import MARGIN_S
 from harness.credentials import API_KEY_ENV, CredentialsError, is_loopback, take_influx_token
@@ -330,7 +330,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         login = webaccess.required_login(options) if environment.web_ui is not None else None
     except CredentialsError as exc:
         fail_usage(str(exc))
-    problem = cli.output_paths_problem(options) or network.proxy_problem()
+    problem = cli.output_paths_problem(options) or network.proxy_problem() or stamps.stamping_problem()
     if problem:
         fail_usage(problem)
     if options.worker:

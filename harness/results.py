@@ -159,6 +159,9 @@ class RunInfo(_Result):
     scenario: ScenarioInfo
     host: str
     transport: Literal["fast", "sdk"]
+    stamping: Literal["kernel", "user"] = Field(
+        "user", description="receive times: the kernel's stamps (fast transport, plain HTTP) or when the harness read the bytes"
+    )
     anthropic_version: str
     started_at: float = Field(description="epoch seconds")
     ended_at: float = Field(description="epoch seconds")

@@ -35,9 +35,11 @@ from harness.results import (
     SweepStep,
     WorkerInfo,
 )
+from harness.stamps import KERNEL
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
 from harness.trace import Trace, trace_of
+from harness.transport import receive_stamping
 from harness.variant_figures import VARIANT_TITLES, VariantFigures
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ def _run_info(run: HarnessRun, options: Any, ended: float) -> RunInfo:
         ),
         host=config.target.base_url,
         transport=config.transport,
+        stamping=receive_stamping(config.target, config.transport),
         anthropic_version=scenario.effective_anthropic_version,
         started_at=run.started_at,
         ended_at=ended,
@@ -526,7 +529,8 @@ def render_text(summary: Summary) -> str:
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"
     lines.append(
         f"load generator: CPU max {health.cpu_percent_max:.0f}% (mean {health.cpu_percent_mean:.0f}%), "
-        f"event-loop lag p99 max {health.loop_lag_p99_max_ms:.1f} ms: {state}"
+        f"event-loop lag p99 max {health.loop_lag_p99_max_ms:.1f} ms: {state}; receive times: "
+        + ("the kernel's stamps" if run.stamping == KERNEL else "stamped when read")
     )
     for worker in summary.workers:
         last = worker.last_health

@@ -1,7 +1,8 @@
 """HTTP transports for the Messages API; each fills a TimingRecord for one request.
 
 - `FastTransport` (default): geventhttpclient, one keep-alive connection per Locust user,
-  the SSE stream read line by line from the socket and timestamped as each line arrives.
+  the SSE stream read line by line from the socket and timestamped as each line arrives:
+  with the kernel's receive stamp on plain HTTP (harness/stamps.py), when it was read on TLS.
 - `SdkTransport`: the official anthropic SDK, configured for load testing (no retries,
   a connection pool as large as the users, telemetry and request logging off); the raw
   SSE lines of its response feed the same StreamTimer, so both give the same records.
@@ -33,6 +34,7 @@ from harness.headroom import read_rate_limits
 from harness.network import Proxy, tls_context
 from harness.platforms import Platform, access_token
 from harness.replies import Reply
+from harness.stamps import KERNEL, USER, ReceiveClock, StampedSocket, kernel_stamps_supported
 from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
 if TYPE_CHECKING:
@@ -289,14 +291,31 @@ def _request_scope(record: TimingRecord, request: PreparedRequest) -> Iterator[D
             record.latency_ms = _elapsed_ms(record)
 
 
+def receive_stamping(target: Target, transport: str) -> str:
+    """How a run's receive times are taken: the kernel's stamps (the fast transport over plain
+    HTTP, where the kernel has them), else when the harness read the bytes."""
+    plain = urlsplit(target.base_url).scheme == "http"
+    return KERNEL if transport == "fast" and plain and kernel_stamps_supported() else USER
+
+
 class FastTransport:
     """geventhttpclient with a hand-rolled SSE line loop: the cheap, accurate path."""
 
     def __init__(self, target: Target, connect_s: float = CONNECT_TIMEOUT_S) -> None:
+        url = urlsplit(target.base_url)
+        # plain HTTP: connections of StampedSocket (TLS reads the socket in the ssl module)
+        self._clock = ReceiveClock() if url.scheme == "http" else None
+        self._make_client = lambda: self._new_client(target, connect_s)
+        self._client = self._make_client()
+        self._connection_per_request = connection_per_request(target)
+        self._path = url.path.rstrip("/") + MESSAGES_PATH
+        self._headers = {**target.headers, **target.auth_headers}
+
+    def _new_client(self, target: Target, connect_s: float) -> Any:
         from geventhttpclient import HTTPClient
 
         url = urlsplit(target.base_url)
-        self._make_client = lambda: HTTPClient(
+        client = HTTPClient(
             url.hostname or "127.0.0.1",
             port=url.port or (443 if url.scheme == "https" else 80),
             ssl=url.scheme == "https",
@@ -307,10 +326,10 @@ class FastTransport:
             ssl_context_factory=lambda **_: tls_context(),
             **_proxy_arguments(target.proxy),
         )
-        self._client = self._make_client()
-        self._connection_per_request = connection_per_request(target)
-        self._path = url.path.rstrip("/") + MESSAGES_PATH
-        self._headers = {**target.headers, **target.auth_headers}
+        clock = self._clock
+        if clock is not None:  # geventhttpclient's socket factory (checked in tests/test_stamps.py)
+            client._connection_pool._create_tcp_socket = lambda family, kind, proto: StampedSocket(family, kind, proto, clock)  # type: ignore[method-assign,assignment]
+        return client
 
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
         with _request_scope(record, request) as deadlines:
@@ -325,7 +344,7 @@ class FastTransport:
                 self._reset()
 
     def _read(self, record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
-        t_headers = perf_ns()
+        t_headers = self._clock.arrived_ns if self._clock is not None else perf_ns()
         record.ttfb_ms = (t_headers - record.start_ns) / 1_000_000
         record.http_status = status = response.status_code
         record.request_id = response.get("request-id")
@@ -342,12 +361,16 @@ class FastTransport:
         else:
             _take_message(record, _decoded(response.read(), encoding), request.reply)
 
-    @staticmethod
-    def _timed_lines(response: Any) -> Iterator[tuple[int, bytes]]:
-        """Each SSE line with the time it came off the socket (SSE lines end in \\n alone)."""
-        readline = response.readline
-        while line := readline(b"\n"):
-            yield perf_ns(), line
+    def _timed_lines(self, response: Any) -> Iterator[tuple[int, bytes]]:
+        """Each SSE line with the time it came off the socket (SSE lines end in \\n alone): the
+        receive stamp of the read that brought its last byte, or the time it was read (TLS)."""
+        readline, clock = response.readline, self._clock
+        if clock is None:
+            while line := readline(b"\n"):
+                yield perf_ns(), line
+        else:
+            while line := readline(b"\n"):
+                yield clock.arrived_ns, line
 
     def _reset(self) -> None:
         """Drop the connection after an incomplete response; the next request opens a new one."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import CONFIGS
+from benchmarks.bench import DEFAULT_CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
     assert report["settings"]["levels"] == [10] and report["settings"]["quick"] is True
 
     results = {(r["config"], r["level"]): r for r in report["results"]}
-    assert set(results) == {(config, 10) for config in CONFIGS}
+    assert set(results) == {(config, 10) for config in DEFAULT_CONFIGS}
     for (config, _level), result in results.items():
         assert result["status"] == "ok", result
         for key in NUMERIC:
@@ -76,8 +76,15 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
     assert ref["cpu_vs_reference"] == 1.0 and _is_number(emu["cpu_vs_reference"])
     assert "reference" in completed.stdout and "steal%" in completed.stdout
 
+    bursts = {(b["config"], b["level"]): b for b in report["bursts"]}
+    assert set(bursts) == {("fast", 20), ("fast-user-stamps", 20)}  # kernel stamps and their control
+    for b in bursts.values():
+        assert b["status"] == "ok" and b["requests"] > 0 and b["errors"] == 0, b
+        assert b["ttft_err_ms"]["n"] == b["requests"] and _is_number(b["ttft_err_ms"]["p99"])
+    assert report["burst_profile"]["models"]["default"]["first_output_grid_ms"] > 0
+
     assert {t["status"] for t in report["targets"]} <= {"PASS", "MISS", "n/a"}
-    assert len(report["targets"]) == 4
+    assert len(report["targets"]) == 5 and any(t["target"].startswith("burst of 20:") for t in report["targets"])
 
 
 def _cap(server: str, streams: int, p99: float, cpu: float) -> dict[str, object]:
@@ -102,14 +109,14 @@ def test_capacity_target_names_the_machines_floor_and_takes_the_first_run_at_100
     ]
     add_capacity_ratios(caps)
     assert [c["cpu_vs_reference"] for c in caps] == [1.0, 1.5, 1.0, 1.25]
-    (target,) = [t for t in targets([], caps) if t["target"].startswith("emulator")]
+    (target,) = [t for t in targets([], caps, [], []) if t["target"].startswith("emulator")]
     assert target["status"] == "MISS" and target["value"] == 12.0 and "1200 streams" in target["target"]
     assert target["floor"]["reference_p99_ms"] == 9.0 and "floor misses it too" in target["reason"]
 
     caps[2] = _cap("reference", 1200, 4.0, 60.0)  # the floor meets it: the miss is the emulator's own
-    (target,) = [t for t in targets([], caps) if t["target"].startswith("emulator")]
+    (target,) = [t for t in targets([], caps, [], []) if t["target"].startswith("emulator")]
     assert target["status"] == "MISS" and "reason" not in target
 
     caps[3] = {"status": "error", "reason": "x", "server": "emulator", "streams": 1200}
-    (target,) = [t for t in targets([], caps) if t["target"].startswith("emulator")]
+    (target,) = [t for t in targets([], caps, [], []) if t["target"].startswith("emulator")]
     assert target["status"] == "n/a" and target["reason"] == "no capacity run at 1000+ streams"

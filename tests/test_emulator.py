@@ -753,7 +753,8 @@ def test_a_capacity_queues_past_its_concurrency_and_answers_529_past_its_queue(t
         assert row["queued_ns"] / 1e6 + 50 <= ttft_ms < row["queued_ns"] / 1e6 + 50 + 30, (ttft_ms, row["queued_ns"])
 
 
-def _lateness_run(tmp: Path, name: str, n: int) -> list[float]:
+def _concurrent_run(tmp: Path, name: str, n: int, **model: Any) -> list[dict[str, Any]]:
+    """The ground truth of n streams arriving over ~0.6 s, each read by a minimal client."""
     prof = {
         "seed": 3,
         "models": {
@@ -763,6 +764,7 @@ def _lateness_run(tmp: Path, name: str, n: int) -> list[float]:
                 "output_tps": 50,
                 "jitter": 0.1,
                 "output_tokens": {"mean": 30, "sd": 5, "min": 5},
+                **model,
             }
         },
     }
@@ -808,6 +810,11 @@ def _lateness_run(tmp: Path, name: str, n: int) -> list[float]:
     assert all(ok)
     rows = [r for r in e.gt() if r["outcome"] == "ok"]
     assert len(rows) == n
+    return rows
+
+
+def _lateness_run(tmp: Path, name: str, n: int) -> list[float]:
+    rows = _concurrent_run(tmp, name, n)
     return sorted((r["t_first_text_ns"] - r["scheduled_first_text_ns"]) / 1e6 for r in rows)
 
 
@@ -817,6 +824,17 @@ def test_300_concurrent_streams_all_complete_and_are_never_early(tmp_path: Path)
     the benchmark (`python -m benchmarks.bench`), not asserted here: timed tests are flaky."""
     late = _lateness_run(tmp_path, "concurrent", 300)
     assert late[0] >= 0  # a first text is never written before its scheduled time
+
+
+@pytest.mark.slow
+def test_a_first_output_grid_makes_streams_that_arrive_apart_start_their_text_together(tmp_path: Path) -> None:
+    """first_output_grid_ms (the benchmark's bursts): each first text is due at a multiple of the
+    grid on the emulator's monotonic clock, so 300 streams arriving over 0.6 s share one or two
+    instants (the arrivals may straddle a grid line), and none is due before its own TTFT."""
+    rows = _concurrent_run(tmp_path, "burst", 300, first_output_grid_ms=1000, jitter=0.0)
+    due = {r["scheduled_first_text_ns"] for r in rows}
+    assert len(due) <= 2 and all(t % 1_000_000_000 == 0 for t in due), sorted(due)
+    assert all(r["scheduled_first_text_ns"] - r["t_received_ns"] >= 300_000_000 for r in rows)
 
 
 @pytest.mark.slow

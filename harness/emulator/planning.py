@@ -10,8 +10,9 @@ A plan is a list of items `(target_ns, kind, bytes, tokens)` in write order (`Pl
 kinds `ITEM_*`), written by the connection when due. Timeline of a streamed response
 (T(p) = arrival + ttft + p * 1/output_tps, plus jitter of +-jitter*gap on each chunk, not
 accumulated; ttft = (ttft_ms + ttft_ms_per_1k_input * input/1000) * (1 +- jitter), plus
-standard_only_ttft_ms before the jitter for `service_tier: standard_only`; output_tps times
-fast_output_factor for `speed: fast`):
+standard_only_ttft_ms before the jitter for `service_tier: standard_only`, and arrival + ttft
+moved to the next multiple of first_output_grid_ms on the monotonic clock when it is set;
+output_tps times fast_output_factor for `speed: fast`):
   arrival      -> headers + message_start (+ ping)
   T(0)         -> thinking block start + first thinking_delta   (thinking on)
   T(p)         -> thinking_delta chunks
@@ -30,6 +31,7 @@ ground truth), stop_reason `tool_use`. The answer to a tool_result is text.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,6 +244,9 @@ def plan_response(
     if j:
         ttft *= 1.0 + j * (2.0 * rng.random() - 1.0)
     base = arrival_ns + ttft
+    if mp.first_output_grid_ms:  # a burst: every stream of one grid step starts its output together
+        step = mp.first_output_grid_ms * 1e6
+        base = math.ceil(base / step) * step
     gap = 1e9 / (mp.output_tps * (mp.fast_output_factor if body.get("speed") == "fast" else 1.0))
     k = mp.tokens_per_chunk
     n_chunks = (text_tokens + k - 1) // k

@@ -19,6 +19,9 @@ A profile file looks like::
         rate_limits: {...}       # per-model override of the global rate limits, field by field
         fast_output_factor: 2.5  # fast mode (a request's `speed: fast`): output_tps times this
         standard_only_ttft_ms: 0 # added to TTFT of a request with `service_tier: standard_only`
+        first_output_grid_ms: null # the first output moves to the next multiple of this on the
+                                 # monotonic clock: streams that arrive within one step all send their
+                                 # first text in the same millisecond (a burst, for benchmarks)
         capacity:                # optional: requests served at once, the others queue
           concurrency: 8         #   first come first served (their TTFT grows by the wait)
           queue: 16              #   queued at most; past it 529 overloaded_error (null: no bound)
@@ -117,6 +120,7 @@ class ModelProfile(_Strict):
     capacity: Capacity | None = None
     fast_output_factor: float = Field(2.5, gt=0)  # fast mode (`speed: fast`): output_tps times this
     standard_only_ttft_ms: float = Field(0.0, ge=0)  # `service_tier: standard_only`: added to TTFT (the priority queue skipped)
+    first_output_grid_ms: float | None = Field(None, gt=0)  # the first output aligned to this grid: bursts
 
 
 class Profile(_Strict):
