@@ -60,7 +60,7 @@ from typing import Any, cast
 import psutil
 import yaml
 
-from benchmarks import burst
+from benchmarks import burst, realistic
 from harness.compressed import read_lines
 from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE
@@ -413,6 +413,7 @@ def analyze(requests: list[Request], truth: list[dict[str, Any]], window: Window
         "cpu_s": None if cpu is None else round(cpu, 3),
         "cpu_pct": None if cpu is None else round(100 * cpu / seconds, 1),
         "req_per_s": round(completed / seconds, 2) if seconds > 0 else None,
+        "events_per_s": round(events / seconds) if seconds > 0 else None,
         "cpu_ms_per_req": round(1000 * cpu / completed, 4) if cpu is not None and completed else None,
         "cpu_us_per_event": round(1e6 * cpu / events, 3) if cpu is not None and events else None,
         "ttft_err_ms": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in dist(ttft_err).items()},
@@ -840,25 +841,41 @@ def burst_table(bursts: list[dict[str, Any]]) -> str:
     return render(bursts, f"{'burst':>7} {'config':<17}", lambda r: f"{r['level']:>7} {r['config']:<17}", BURST_COLUMNS)
 
 
-def run_bursts(setup: Setup, levels: list[int], out: list[dict[str, Any]]) -> None:
-    """The harness (fast transport) against the burst profile, one emulator per burst size."""
-    if not levels:
+def run_mode(setup: Setup, mode: str, profile: dict[str, Any], runs: list[tuple[str, int]], out: list[dict[str, Any]]) -> None:
+    """A mode of its own emulator profile: each (configuration, level) with its own emulator."""
+    if not runs:
         return
-    profile_path = setup.workdir / "burst-profile.yaml"
-    profile_path.write_text(yaml.safe_dump(burst.PROFILE, sort_keys=False), encoding="utf-8")
-    for level in levels:
-        for config in BURST_CONFIGS:
-            began = time.monotonic()
-            result = run_config(replace(setup, profile_path=profile_path), config, level, tag=f"burst-{config}-{level}")
-            result["elapsed_s"] = round(time.monotonic() - began, 1)
-            out.append(result)
-            err = result.get("ttft_err_ms", {})
-            summary = (
-                f"TTFT err p50 {err.get('p50')} p99 {err.get('p99')} max {err.get('max')} ms"
-                if result.get("status") == "ok"
-                else result.get("reason")
-            )
-            print(f"  burst of {level:>4} {config:<17} {summary}  [{result['elapsed_s']} s]", flush=True)
+    profile_path = setup.workdir / f"{mode}-profile.yaml"
+    profile_path.write_text(yaml.safe_dump(profile, sort_keys=False), encoding="utf-8")
+    for config, level in runs:
+        began = time.monotonic()
+        result = run_config(replace(setup, profile_path=profile_path), config, level, tag=f"{mode}-{config}-{level}")
+        result["elapsed_s"] = round(time.monotonic() - began, 1)
+        out.append(result)
+        summary = (
+            f"{result['events_per_s']} events/s at CPU {result['cpu_pct']}%, TTFT err p50 {result['ttft_err_ms']['p50']} "
+            f"p99 {result['ttft_err_ms']['p99']} max {result['ttft_err_ms']['max']} ms"
+            if result.get("status") == "ok"
+            else result.get("reason")
+        )
+        print(f"  {mode} {level:>4} {config:<17} {summary}  [{result['elapsed_s']} s]", flush=True)
+
+
+REALISTIC_COLUMNS: list[Column] = [
+    ("events/s", 9, lambda r: r["events_per_s"], "d"),
+    ("CPU%", 7, lambda r: r["cpu_pct"], ".0f"),
+    ("per core", 9, lambda r: round(100 * r["events_per_s"] / r["cpu_pct"]) if r["cpu_pct"] else None, "d"),
+    ("CPU us/ev", 10, lambda r: r["cpu_us_per_event"], ".1f"),
+    ("TTFT err p50", 13, lambda r: r["ttft_err_ms"]["p50"], ".2f"),
+    ("p99", 8, lambda r: r["ttft_err_ms"]["p99"], ".2f"),
+    ("max", 8, lambda r: r["ttft_err_ms"]["max"], ".2f"),
+    ("emu late p99", 13, lambda r: r["emulator_lateness_ms"]["p99"], ".2f"),
+    ("emu CPU%", 9, lambda r: r["emulator_cpu_pct"], ".0f"),
+]
+
+
+def realistic_table(rows: list[dict[str, Any]]) -> str:
+    return render(rows, f"{'streams':>7} ", lambda r: f"{r['level']:>7} ", REALISTIC_COLUMNS)
 
 
 def capacity_table(caps: list[dict[str, Any]]) -> str:
@@ -872,16 +889,22 @@ def capacity_summary(cap: dict[str, Any]) -> str:
 
 
 def targets(
-    results: list[dict[str, Any]], caps: list[dict[str, Any]], burst_results: list[dict[str, Any]], burst_levels: list[int]
+    results: list[dict[str, Any]],
+    caps: list[dict[str, Any]],
+    burst_results: list[dict[str, Any]],
+    burst_levels: list[int],
+    realistic_results: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     by = {(r["config"], r["level"]): r for r in results if r.get("status") == "ok"}
 
-    def target(name: str, value: float | None, limit: float, missing: str) -> dict[str, Any]:
-        status = "n/a" if value is None else ("PASS" if value <= limit else "MISS")
+    def target(name: str, value: float | None, limit: float, missing: str, at_least: bool = False) -> dict[str, Any]:
+        met = value is not None and (value >= limit if at_least else value <= limit)
+        status = "n/a" if value is None else ("PASS" if met else "MISS")
         return {"target": name, "value": value, "limit": limit, "status": status, **({"reason": missing} if value is None else {})}
 
     fast200, fast100 = by.get(("fast", 200)), by.get(("fast", 100))
     bursts = [target(*t) for t in burst.targets(burst_results, burst_levels)]
+    streams = [target(*realistic.target(realistic_results), at_least=True)] if realistic_results else []
     out = [
         target(
             "fast CPU/request <= 0.5x baseline at 200 streams",
@@ -902,6 +925,7 @@ def targets(
             "fast at 100 not measured",
         ),
         *bursts,
+        *streams,
     ]
     cap = {(c["server"], c["streams"]): c for c in caps if c.get("status") == "ok"}
     n = min((streams for server, streams in cap if server == "emulator" and streams >= 1000), default=None)
@@ -955,6 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=None, help="seconds after all users run before measuring (default 3)")
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(CONFIGS)}")
     p.add_argument("--bursts", default=None, help="burst sizes, comma-separated (default 200,500; 0 skips the bursts)")
+    p.add_argument("--realistic", default=None, help="stream counts of the realistic-stream mode (default 150,250,350,450; 0 skips it)")
     p.add_argument("--capacity-streams", default=None, help="stream counts of the capacity test, comma-separated (default 500,750,1000)")
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity test (emulator and reference server)")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity test")
@@ -981,6 +1006,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.levels = _int_list(parser, "--levels", args.levels or ("10" if quick else "50,100,200,500"))
     default_bursts = "20" if quick else ",".join(map(str, burst.LEVELS))
     args.bursts = [] if args.bursts == "0" or args.capacity_only else _int_list(parser, "--bursts", args.bursts or default_bursts)
+    default_realistic = "20" if quick else ",".join(map(str, realistic.LEVELS))
+    skip_realistic = args.realistic == "0" or args.capacity_only
+    args.realistic = [] if skip_realistic else _int_list(parser, "--realistic", args.realistic or default_realistic)
     args.capacity_streams = _int_list(parser, "--capacity-streams", args.capacity_streams or ("100" if quick else "500,750,1000"))
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
@@ -1048,8 +1076,10 @@ def main(argv: list[str] | None = None) -> int:
         "profile": BENCH_PROFILE,
         "scenario": BENCH_SCENARIO,
         "burst_profile": burst.PROFILE,
+        "realistic_profile": realistic.PROFILE,
         "results": [],
         "bursts": [],
+        "realistic": [],
         "capacity": [],
     }
     results: list[dict[str, Any]] = report["results"]
@@ -1076,7 +1106,8 @@ def main(argv: list[str] | None = None) -> int:
                     else result.get("reason")
                 )
                 print(f"  {level:>5} streams {config:<14} {summary}  [{result['elapsed_s']} s]", flush=True)
-        run_bursts(setup, args.bursts, report["bursts"])
+        run_mode(setup, "burst", burst.PROFILE, [(c, n) for n in args.bursts for c in BURST_CONFIGS], report["bursts"])
+        run_mode(setup, "realistic", realistic.PROFILE, [("fast", n) for n in args.realistic], report["realistic"])
         if not args.no_capacity:
             run_capacities(setup, args.capacity_streams, args.capacity_warmup, args.capacity_duration, report["capacity"])
     except KeyboardInterrupt:
@@ -1089,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     add_ratios(results)
     add_capacity_ratios(report["capacity"])
-    report["targets"] = targets(results, report["capacity"], report["bursts"], args.bursts)
+    report["targets"] = targets(results, report["capacity"], report["bursts"], args.bursts, report["realistic"])
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["interrupted"] = interrupted
     report["machine"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -1116,6 +1147,13 @@ def main(argv: list[str] | None = None) -> int:
             "grid line (then a token every 20 ms, 30 in all);\nTTFT err = client first text - emulator first-text write (ms)"
         )
         print(burst_table(report["bursts"]))
+    if report["realistic"]:
+        print()
+        print(
+            "realistic streams: ~300 output tokens at 80 tokens/s, one token per delta; events/s = SSE events completed in the "
+            "window per second;\nper core = events/s / the load generator's CPU share (an extrapolation, for sizing)"
+        )
+        print(realistic_table(report["realistic"]))
     if report["capacity"]:
         print()
         print(

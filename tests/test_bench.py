@@ -82,9 +82,14 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
         assert b["status"] == "ok" and b["requests"] > 0 and b["errors"] == 0, b
         assert b["ttft_err_ms"]["n"] == b["requests"] and _is_number(b["ttft_err_ms"]["p99"])
     assert report["burst_profile"]["models"]["default"]["first_output_grid_ms"] > 0
+    (streams,) = report["realistic"]
+    # a 2 s window is shorter than a realistic stream (~4 s): the smoke run checks the run, not its figures
+    assert streams["status"] == "ok" and streams["level"] == 20 and streams["exit_code"] == 0 and streams["errors"] == 0, streams
+    assert "realistic streams" in completed.stdout
 
     assert {t["status"] for t in report["targets"]} <= {"PASS", "MISS", "n/a"}
-    assert len(report["targets"]) == 5 and any(t["target"].startswith("burst of 20:") for t in report["targets"])
+    names = [t["target"] for t in report["targets"]]
+    assert len(names) == 6 and any(n.startswith("burst of 20:") for n in names) and any(n.startswith("realistic streams") for n in names)
 
 
 def _cap(server: str, streams: int, p99: float, cpu: float) -> dict[str, object]:
