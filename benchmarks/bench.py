@@ -60,7 +60,7 @@ from typing import Any, cast
 import psutil
 import yaml
 
-from benchmarks import burst, realistic
+from benchmarks import burst, cluster, realistic
 from harness.compressed import read_lines
 from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE
@@ -878,6 +878,39 @@ def realistic_table(rows: list[dict[str, Any]]) -> str:
     return render(rows, f"{'streams':>7} ", lambda r: f"{r['level']:>7} ", REALISTIC_COLUMNS)
 
 
+CLUSTER_COLUMNS: list[Column] = [
+    ("requests", 9, lambda r: r["sent"], "d"),
+    ("CPU%", 7, lambda r: r["master_cpu_pct"], ".1f"),
+    ("RSS MB", 8, lambda r: r["master_rss_mb"], ".0f"),
+    ("report B", 9, lambda r: r["report_bytes"]["mean"], "d"),
+    ("web p50", 8, lambda r: r["web_stats_ms"]["p50"], ".0f"),
+    ("p99", 6, lambda r: r["web_stats_ms"]["p99"], ".0f"),
+    ("claude p99", 11, lambda r: r["web_claude_ms"]["p99"], ".0f"),
+    ("exact", 6, lambda r: "yes" if r["exact"] else "NO", ""),
+    ("sim CPU%", 9, lambda r: r["simulator_cpu_pct"], ".0f"),
+]
+
+
+def cluster_table(rows: list[dict[str, Any]]) -> str:
+    return render(rows, f"{'workers':>7} ", lambda r: f"{r['workers']:>7} ", CLUSTER_COLUMNS)
+
+
+def run_master(setup: Setup, workers: int, duration_s: float, out: list[dict[str, Any]]) -> None:
+    """The cluster mode: the master on the load generator's core, the simulated workers on the other."""
+    began = time.monotonic()
+    workdir = setup.workdir / f"cluster-{workers}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = cluster.run_cluster(workdir, workers, duration_s, setup.loadgen_cpus, setup.emulator_cpus, setup.children.spawn)
+    result["elapsed_s"] = round(time.monotonic() - began, 1)
+    out.append(result)
+    summary = (
+        f"master CPU {result['master_cpu_pct']}%, {result['sent']} requests, exact {result['exact']}"
+        if result.get("status") == "ok"
+        else result.get("reason")
+    )
+    print(f"  cluster of {workers} workers: {summary}  [{result['elapsed_s']} s]", flush=True)
+
+
 def capacity_table(caps: list[dict[str, Any]]) -> str:
     return render(caps, f"{'streams':>7} {'server':<10}", lambda c: f"{c['streams']:>7} {c['server']:<10}", CAPACITY_COLUMNS)
 
@@ -894,6 +927,7 @@ def targets(
     burst_results: list[dict[str, Any]],
     burst_levels: list[int],
     realistic_results: list[dict[str, Any]] | None = None,
+    cluster_results: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     by = {(r["config"], r["level"]): r for r in results if r.get("status") == "ok"}
 
@@ -905,6 +939,7 @@ def targets(
     fast200, fast100 = by.get(("fast", 200)), by.get(("fast", 100))
     bursts = [target(*t) for t in burst.targets(burst_results, burst_levels)]
     streams = [target(*realistic.target(realistic_results), at_least=True)] if realistic_results else []
+    masters = [target(*cluster.target(c)) for c in cluster_results or []]
     out = [
         target(
             "fast CPU/request <= 0.5x baseline at 200 streams",
@@ -926,6 +961,7 @@ def targets(
         ),
         *bursts,
         *streams,
+        *masters,
     ]
     cap = {(c["server"], c["streams"]): c for c in caps if c.get("status") == "ok"}
     n = min((streams for server, streams in cap if server == "emulator" and streams >= 1000), default=None)
@@ -980,6 +1016,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(CONFIGS)}")
     p.add_argument("--bursts", default=None, help="burst sizes, comma-separated (default 200,500; 0 skips the bursts)")
     p.add_argument("--realistic", default=None, help="stream counts of the realistic-stream mode (default 150,250,350,450; 0 skips it)")
+    p.add_argument("--cluster", type=int, default=None, help="simulated workers of one master (default 100; 0 skips the cluster mode)")
+    p.add_argument("--cluster-duration", type=float, default=None, help="seconds the cluster mode measures (default 180)")
     p.add_argument("--capacity-streams", default=None, help="stream counts of the capacity test, comma-separated (default 500,750,1000)")
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity test (emulator and reference server)")
     p.add_argument("--capacity-only", action="store_true", help="run only the capacity test")
@@ -1009,6 +1047,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_realistic = "20" if quick else ",".join(map(str, realistic.LEVELS))
     skip_realistic = args.realistic == "0" or args.capacity_only
     args.realistic = [] if skip_realistic else _int_list(parser, "--realistic", args.realistic or default_realistic)
+    args.cluster = 0 if args.capacity_only else (args.cluster if args.cluster is not None else (5 if quick else cluster.WORKERS))
+    args.cluster_duration = args.cluster_duration or (8.0 if quick else 180.0)
+    if args.cluster < 0 or args.cluster_duration <= 0:
+        parser.error("--cluster must be >= 0 and --cluster-duration > 0")
     args.capacity_streams = _int_list(parser, "--capacity-streams", args.capacity_streams or ("100" if quick else "500,750,1000"))
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
@@ -1080,6 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
         "bursts": [],
         "realistic": [],
+        "cluster": [],
         "capacity": [],
     }
     results: list[dict[str, Any]] = report["results"]
@@ -1108,6 +1151,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {level:>5} streams {config:<14} {summary}  [{result['elapsed_s']} s]", flush=True)
         run_mode(setup, "burst", burst.PROFILE, [(c, n) for n in args.bursts for c in BURST_CONFIGS], report["bursts"])
         run_mode(setup, "realistic", realistic.PROFILE, [("fast", n) for n in args.realistic], report["realistic"])
+        if args.cluster:
+            run_master(setup, args.cluster, args.cluster_duration, report["cluster"])
         if not args.no_capacity:
             run_capacities(setup, args.capacity_streams, args.capacity_warmup, args.capacity_duration, report["capacity"])
     except KeyboardInterrupt:
@@ -1120,7 +1165,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     add_ratios(results)
     add_capacity_ratios(report["capacity"])
-    report["targets"] = targets(results, report["capacity"], report["bursts"], args.bursts, report["realistic"])
+    report["targets"] = targets(results, report["capacity"], report["bursts"], args.bursts, report["realistic"], report["cluster"])
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["interrupted"] = interrupted
     report["machine"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -1154,6 +1199,13 @@ def main(argv: list[str] | None = None) -> int:
             "window per second;\nper core = events/s / the load generator's CPU share (an extrapolation, for sizing)"
         )
         print(realistic_table(report["realistic"]))
+    if report["cluster"]:
+        print()
+        print(
+            "cluster: a real master (its web UI polled every 2 s) and N simulated workers sending real reports at Locust's "
+            "interval;\nCPU = the master process only; exact = the master's merged counts equal the requests the workers made up"
+        )
+        print(cluster_table(report["cluster"]))
     if report["capacity"]:
         print()
         print(
