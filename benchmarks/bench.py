@@ -786,15 +786,18 @@ def _ratio(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}x"
 
 
+TTFT_ERROR_COLUMNS: list[Column] = [
+    ("TTFT err p50", 13, lambda r: r["ttft_err_ms"]["p50"], ".2f"),
+    ("p99", 8, lambda r: r["ttft_err_ms"]["p99"], ".2f"),
+    ("max", 8, lambda r: r["ttft_err_ms"]["max"], ".2f"),
+]
 RESULT_COLUMNS: list[Column] = [
     ("req/s", 8, lambda r: r["req_per_s"], ".1f"),
     ("CPU%", 7, lambda r: r["cpu_pct"], ".0f"),
     ("CPU ms/req", 11, lambda r: r["cpu_ms_per_req"], ".3f"),
     ("CPU us/ev", 10, lambda r: r["cpu_us_per_event"], ".1f"),
     ("vs base", 8, lambda r: _ratio(r.get("cpu_per_req_vs_baseline")), ""),
-    ("TTFT err p50", 13, lambda r: r["ttft_err_ms"]["p50"], ".2f"),
-    ("p99", 8, lambda r: r["ttft_err_ms"]["p99"], ".2f"),
-    ("max", 8, lambda r: r["ttft_err_ms"]["max"], ".2f"),
+    *TTFT_ERROR_COLUMNS,
     ("emu late p99", 13, lambda r: r["emulator_lateness_ms"]["p99"], ".2f"),
     ("noise%", 7, lambda r: r.get("loadgen_core_other_pct"), ".0f"),
 ]
@@ -826,9 +829,7 @@ def table(results: list[dict[str, Any]]) -> str:
 BURST_COLUMNS: list[Column] = [
     ("requests", 9, lambda r: r["requests"], "d"),
     ("CPU%", 7, lambda r: r["cpu_pct"], ".0f"),
-    ("TTFT err p50", 13, lambda r: r["ttft_err_ms"]["p50"], ".2f"),
-    ("p99", 8, lambda r: r["ttft_err_ms"]["p99"], ".2f"),
-    ("max", 8, lambda r: r["ttft_err_ms"]["max"], ".2f"),
+    *TTFT_ERROR_COLUMNS,
     ("emu late p99", 13, lambda r: r["emulator_lateness_ms"]["p99"], ".2f"),
     ("noise%", 7, lambda r: r.get("loadgen_core_other_pct"), ".0f"),
 ]
@@ -841,24 +842,33 @@ def burst_table(bursts: list[dict[str, Any]]) -> str:
     return render(bursts, f"{'burst':>7} {'config':<17}", lambda r: f"{r['level']:>7} {r['config']:<17}", BURST_COLUMNS)
 
 
+def timed_run(run: Callable[[], dict[str, Any]], out: list[dict[str, Any]], ok_text: Callable[[dict[str, Any]], str]) -> str:
+    """Run one measurement, note how long it took, keep it in `out`; its line for the console."""
+    began = time.monotonic()
+    result = run()
+    result["elapsed_s"] = round(time.monotonic() - began, 1)
+    out.append(result)
+    text = ok_text(result) if result.get("status") == "ok" else str(result.get("reason"))
+    return f"{text}  [{result['elapsed_s']} s]"
+
+
 def run_mode(setup: Setup, mode: str, profile: dict[str, Any], runs: list[tuple[str, int]], out: list[dict[str, Any]]) -> None:
     """A mode of its own emulator profile: each (configuration, level) with its own emulator."""
     if not runs:
         return
     profile_path = setup.workdir / f"{mode}-profile.yaml"
     profile_path.write_text(yaml.safe_dump(profile, sort_keys=False), encoding="utf-8")
+    mode_setup = replace(setup, profile_path=profile_path)
     for config, level in runs:
-        began = time.monotonic()
-        result = run_config(replace(setup, profile_path=profile_path), config, level, tag=f"{mode}-{config}-{level}")
-        result["elapsed_s"] = round(time.monotonic() - began, 1)
-        out.append(result)
-        summary = (
-            f"{result['events_per_s']} events/s at CPU {result['cpu_pct']}%, TTFT err p50 {result['ttft_err_ms']['p50']} "
-            f"p99 {result['ttft_err_ms']['p99']} max {result['ttft_err_ms']['max']} ms"
-            if result.get("status") == "ok"
-            else result.get("reason")
+        line = timed_run(
+            lambda: run_config(mode_setup, config, level, tag=f"{mode}-{config}-{level}"),  # noqa: B023  # called at once
+            out,
+            lambda r: (
+                f"{r['events_per_s']} events/s at CPU {r['cpu_pct']}%, TTFT err p50 {r['ttft_err_ms']['p50']} "
+                f"p99 {r['ttft_err_ms']['p99']} max {r['ttft_err_ms']['max']} ms"
+            ),
         )
-        print(f"  {mode} {level:>4} {config:<17} {summary}  [{result['elapsed_s']} s]", flush=True)
+        print(f"  {mode} {level:>4} {config:<17} {line}", flush=True)
 
 
 REALISTIC_COLUMNS: list[Column] = [
@@ -866,9 +876,7 @@ REALISTIC_COLUMNS: list[Column] = [
     ("CPU%", 7, lambda r: r["cpu_pct"], ".0f"),
     ("per core", 9, lambda r: round(100 * r["events_per_s"] / r["cpu_pct"]) if r["cpu_pct"] else None, "d"),
     ("CPU us/ev", 10, lambda r: r["cpu_us_per_event"], ".1f"),
-    ("TTFT err p50", 13, lambda r: r["ttft_err_ms"]["p50"], ".2f"),
-    ("p99", 8, lambda r: r["ttft_err_ms"]["p99"], ".2f"),
-    ("max", 8, lambda r: r["ttft_err_ms"]["max"], ".2f"),
+    *TTFT_ERROR_COLUMNS,
     ("emu late p99", 13, lambda r: r["emulator_lateness_ms"]["p99"], ".2f"),
     ("emu CPU%", 9, lambda r: r["emulator_cpu_pct"], ".0f"),
 ]
@@ -897,18 +905,14 @@ def cluster_table(rows: list[dict[str, Any]]) -> str:
 
 def run_master(setup: Setup, workers: int, duration_s: float, out: list[dict[str, Any]]) -> None:
     """The cluster mode: the master on the load generator's core, the simulated workers on the other."""
-    began = time.monotonic()
     workdir = setup.workdir / f"cluster-{workers}"
     workdir.mkdir(parents=True, exist_ok=True)
-    result = cluster.run_cluster(workdir, workers, duration_s, setup.loadgen_cpus, setup.emulator_cpus, setup.children.spawn)
-    result["elapsed_s"] = round(time.monotonic() - began, 1)
-    out.append(result)
-    summary = (
-        f"master CPU {result['master_cpu_pct']}%, {result['sent']} requests, exact {result['exact']}"
-        if result.get("status") == "ok"
-        else result.get("reason")
+    line = timed_run(
+        lambda: cluster.run_cluster(workdir, workers, duration_s, setup.loadgen_cpus, setup.emulator_cpus, setup.children.spawn),
+        out,
+        lambda r: f"master CPU {r['master_cpu_pct']}%, {r['sent']} requests, exact {r['exact']}",
     )
-    print(f"  cluster of {workers} workers: {summary}  [{result['elapsed_s']} s]", flush=True)
+    print(f"  cluster of {workers} workers: {line}", flush=True)
 
 
 def capacity_table(caps: list[dict[str, Any]]) -> str:
@@ -1138,17 +1142,12 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, loadgen_cpus)  # this process only waits; keep it off the emulator's core
         for level in args.levels:
             for config in args.configs:
-                began = time.monotonic()
-                result = run_config(setup, config, level)
-                result["elapsed_s"] = round(time.monotonic() - began, 1)
-                results.append(result)
-                summary = (
-                    f"{result.get('requests')} requests, CPU {result.get('cpu_ms_per_req')} ms/req, "
-                    f"TTFT err p99 {result.get('ttft_err_ms', {}).get('p99')} ms"
-                    if result.get("status") == "ok"
-                    else result.get("reason")
+                line = timed_run(
+                    lambda: run_config(setup, config, level),  # noqa: B023  # called at once
+                    results,
+                    lambda r: f"{r['requests']} requests, CPU {r['cpu_ms_per_req']} ms/req, TTFT err p99 {r['ttft_err_ms']['p99']} ms",
                 )
-                print(f"  {level:>5} streams {config:<14} {summary}  [{result['elapsed_s']} s]", flush=True)
+                print(f"  {level:>5} streams {config:<14} {line}", flush=True)
         run_mode(setup, "burst", burst.PROFILE, [(c, n) for n in args.bursts for c in BURST_CONFIGS], report["bursts"])
         run_mode(setup, "realistic", realistic.PROFILE, [("fast", n) for n in args.realistic], report["realistic"])
         if args.cluster:

@@ -55,14 +55,20 @@ class Sender:
                 sock.close()
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[Sender, StampedSocket, ReceiveClock]]:
-    sender, clock = Sender(), ReceiveClock()
+def connected(clock: ReceiveClock) -> tuple[Sender, StampedSocket]:
+    sender = Sender()
     receiver = StampedSocket(socket.AF_INET, socket.SOCK_STREAM, 0, clock)
     accepting = threading.Thread(target=sender.accept)
     accepting.start()
     receiver.connect(("127.0.0.1", sender.port))
     accepting.join(10)
+    return sender, receiver
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Sender, StampedSocket, ReceiveClock]]:
+    clock = ReceiveClock()
+    sender, receiver = connected(clock)
     try:
         yield sender, receiver, clock
     finally:
@@ -121,12 +127,7 @@ def test_a_step_of_the_wall_clock_is_clamped_and_counted(
 def test_without_kernel_stamps_a_read_is_stamped_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stamps, "_enable", lambda sock: None)
     clock = ReceiveClock()
-    sender = Sender()
-    receiver = StampedSocket(socket.AF_INET, socket.SOCK_STREAM, 0, clock)
-    accepting = threading.Thread(target=sender.accept)
-    accepting.start()
-    receiver.connect(("127.0.0.1", sender.port))
-    accepting.join(10)
+    sender, receiver = connected(clock)
     try:
         sender.send(b"data: x\n\n")
         time.sleep(0.03)
