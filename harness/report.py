@@ -170,6 +170,7 @@ def section_header(summary: Summary) -> dict[str, Any]:
         ("run", run.run_id),
         ("host", run.host),
         ("transport", run.transport),
+        ("receive times", "kernel stamps" if run.stamping == "kernel" else "stamped when read"),
         ("duration", f"{run.duration_s:g} s"),
         ("users", run.users),
         ("started", fmt_time(run.started_at)),

@@ -144,6 +144,7 @@ def test_report_has_every_section_and_one_graphic_per_plot(run: Run, tmp_path: P
     assert f"{n} requests recorded = {n} in the figures" in html and "every request counted once in every sink" in html
     assert "max_tokens: 48" in html  # the scenario, as YAML
     assert f"<dt>locust</dt><dd>{summary.run.versions['locust']}</dd>" in html
+    assert summary.run.stamping == "kernel" and "kernel stamps" in html  # the run's receive times: plain HTTP to the emulator
 
 
 @pytest.mark.slow
