@@ -946,9 +946,9 @@ def targets(
     masters = [target(*cluster.target(c)) for c in cluster_results or []]
     out = [
         target(
-            "fast CPU/request <= 0.5x baseline at 200 streams",
+            "fast CPU/request <= 0.2x baseline at 200 streams",
             fast200.get("cpu_per_req_vs_baseline") if fast200 else None,
-            0.5,
+            0.2,
             "fast or baseline at 200 not measured",
         ),
         target(
