@@ -114,39 +114,10 @@ class StampedSocket(gevent.socket.socket):
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self.stamp_option is None:
             data = super().recv(bufsize, flags)
-            self._read_now()
+            self.clock.arrived_ns = perf_ns()
+            self.clock.user_reads += 1
             return data
         data, ancillary, _, _ = self.recvmsg(bufsize, ANCILLARY_SIZE, flags)
-        self._take_stamp(ancillary)
-        return data
-
-    @property
-    def read_watcher(self) -> Any:
-        """gevent's own watcher of this socket's readability (a libev io watcher)."""
-        return self._read_event  # type: ignore[attr-defined]
-
-    def recv_ready(self, bufsize: int) -> bytes | None:
-        """A read that never waits, for the event loop's own callback when the socket is readable:
-        None when nothing is there after all."""
-        raw = self._sock  # type: ignore[attr-defined]  # gevent's socket wraps a non-blocking one of the standard library
-        try:
-            if self.stamp_option is None:
-                data: bytes = raw.recv(bufsize)
-                self._read_now()
-                return data
-            data, ancillary, _, _ = raw.recvmsg(bufsize, ANCILLARY_SIZE)
-        except BlockingIOError:
-            return None
-        self._take_stamp(ancillary)
-        return data
-
-    def _read_now(self) -> None:
-        self.clock.arrived_ns = perf_ns()
-        self.clock.user_reads += 1
-
-    def _take_stamp(self, ancillary: list[tuple[int, int, bytes]]) -> None:
-        """The clock's stamp: the kernel's (mapped to the monotonic clock, clamped to the previous
-        stamp and now), or now where none came (the end of the stream)."""
         now = perf_ns()
         offset = wall_ns() - now
         clock = self.clock
@@ -159,6 +130,7 @@ class StampedSocket(gevent.socket.socket):
                     stamp = min(max(stamp, clock.arrived_ns), now)
                 clock.arrived_ns = stamp
                 clock.kernel_reads += 1
-                return
-        clock.arrived_ns = now
+                return data
+        clock.arrived_ns = now  # no stamp came (the end of the stream): stamped as read
         clock.user_reads += 1
+        return data

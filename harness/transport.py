@@ -1,9 +1,8 @@
 """HTTP transports for the Messages API; each fills a TimingRecord for one request.
 
 - `FastTransport` (default): geventhttpclient, one keep-alive connection per Locust user,
-  the SSE stream split into lines as it arrives and each line timestamped: on plain HTTP the
-  event loop's callback reads it (no greenlet switch per event) with the kernel's receive
-  stamp (harness/stamps.py); on TLS the request's greenlet reads it and stamps when read.
+  the SSE stream read line by line from the socket and timestamped as each line arrives:
+  with the kernel's receive stamp on plain HTTP (harness/stamps.py), when it was read on TLS.
 - `SdkTransport`: the official anthropic SDK, configured for load testing (no retries,
   a connection pool as large as the users, telemetry and request logging off); the raw
   SSE lines of its response feed the same StreamTimer, so both give the same records.
@@ -29,7 +28,6 @@ from urllib.parse import urlsplit
 
 import gevent
 from gevent import GreenletExit, getcurrent
-from gevent.hub import Waiter
 
 from harness.deadlines import Deadlines, Expired
 from harness.headroom import read_rate_limits
@@ -233,18 +231,13 @@ class _Inflating:
         return line + sep
 
 
-def _closed() -> Exception:
-    """geventhttpclient's error for a connection that closed before the response's end."""
-    from geventhttpclient.response import HTTPConnectionClosed
-
-    return HTTPConnectionClosed("connection closed.")
-
-
 def _receive(response: Any) -> None:
     """The next bytes of a geventhttpclient response into its parser (as its readline reads them)."""
     sock = response._sock
     if sock is None:
-        raise _closed()
+        from geventhttpclient.response import HTTPConnectionClosed
+
+        raise HTTPConnectionClosed("connection closed.")
     try:
         response.feed(sock.recv(response.block_size))
     except BaseException:
@@ -256,36 +249,22 @@ def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
 
 
-OnLine = Callable[[int, bytes], None]  # a stream's line and the time its last byte arrived
-
-
-def _each(lines: Iterator[tuple[int, bytes]]) -> Callable[[OnLine], None]:
-    """A stream read line by line in the request's greenlet: each line to `on_line` as it comes."""
-
-    def drive(on_line: OnLine) -> None:
-        for t_ns, line in lines:
-            on_line(t_ns, line)
-
-    return drive
-
-
-def _time_stream(record: TimingRecord, drive: Callable[[OnLine], None], deadlines: Deadlines, reply: Reply | None) -> None:
-    """Feed a stream's timed lines (as `drive` reads them) to a StreamTimer (and a conversation's
-    to its reply); settle the record however it ends (when the stream breaks, the caller's
-    handler then overrides the outcome)."""
+def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]], deadlines: Deadlines, reply: Reply | None) -> None:
+    """Feed a stream's timed lines to a StreamTimer (and a conversation's to its reply); settle
+    the record however it ends (when the stream breaks, the caller's handler then overrides the
+    outcome)."""
     timer = StreamTimer(record, perf_ns())
     deadlines.watch(timer)
-    on_line: OnLine = timer.feed
-    if reply is not None:
-        reply.clear()
-        feed, keep = timer.feed, reply.feed
-
-        def on_line(t_ns: int, line: bytes) -> None:
-            feed(t_ns, line)
-            keep(line)
-
+    feed = timer.feed
     try:
-        drive(on_line)
+        if reply is None:
+            for t_ns, line in timed_lines:
+                feed(t_ns, line)
+        else:
+            reply.clear()
+            for t_ns, line in timed_lines:
+                feed(t_ns, line)
+                reply.feed(line)
     finally:
         timer.finish(perf_ns())
 
@@ -392,80 +371,20 @@ class FastTransport:
             record.latency_ms = _elapsed_ms(record)
         elif request.stream:
             if not _not_a_stream(record, response.get("content-type"), lambda: _decoded(response.read(), encoding)):
-                _time_stream(record, self._stream_reader(response, encoding), deadlines, request.reply)
+                lines = self._inflated_lines(_Inflating(response)) if _compressed(encoding) else self._timed_lines(response)
+                _time_stream(record, lines, deadlines, request.reply)
         else:
             _take_message(record, _decoded(response.read(), encoding), request.reply)
 
-    def _stream_reader(self, response: Any, encoding: str | None) -> Callable[[OnLine], None]:
-        """How a stream's lines are read: in the event loop's own callback on plain HTTP (no
-        greenlet switch per event), line by line in the greenlet over TLS or when compressed."""
-        if _compressed(encoding):
-            return _each(self._inflated_lines(_Inflating(response)))
-        sock = response._sock
-        if isinstance(sock, StampedSocket):
-            return lambda on_line: self._read_in_loop(response, sock, on_line)
-        return _each(self._timed_lines(response))
-
-    def _read_in_loop(self, response: Any, sock: StampedSocket, on_line: OnLine) -> None:
-        """A plain-HTTP stream read by the event loop itself: when the socket is readable, its
-        callback reads (with the kernel's stamp), parses and hands each whole line to `on_line`,
-        and wakes this greenlet only at the end of the stream (or with what broke it). The
-        request's limits end the wait as they end a read."""
-        body, clock, block = response._body_buffer, sock.clock, response.block_size
-        partial = b""
-
-        def split() -> None:
-            nonlocal partial
-            stamp = clock.arrived_ns
-            lines = (partial + body).split(b"\n")
-            del body[:]
-            partial = lines.pop()
-            for line in lines:
-                on_line(stamp, line)
-
-        if body:  # what came with the headers
-            split()
-        if not response.message_complete:
-            waiter: Any = Waiter()
-            watcher = sock.read_watcher  # the socket's own: a second watcher of the fd would delay its close
-
-            def readable() -> None:
-                try:
-                    data = sock.recv_ready(block)
-                    if data is None:
-                        return
-                    response.feed(data)
-                    if body:
-                        split()
-                    if not data and not response.message_complete:
-                        raise _closed()
-                    if response.message_complete:
-                        watcher.stop()
-                        waiter.switch(None)
-                except BaseException as exc:
-                    watcher.stop()
-                    waiter.throw(exc)
-
-            watcher.start(readable)
-            try:
-                waiter.get()
-            except BaseException:
-                response.release()  # as a read cut off in the greenlet does: the reset then closes it
-                raise
-            finally:
-                watcher.stop()
-        if partial:
-            on_line(clock.arrived_ns, partial)
-
     def _timed_lines(self, response: Any) -> Iterator[tuple[int, bytes]]:
-        """Each SSE line (without its \\n: SSE lines end in \\n alone) with the time it was read
-        (TLS: Python's ssl module reads the socket). What the HTTP parser has decoded is split
-        into lines in one go (geventhttpclient's readline costs a search, a copy and a shift of
-        its buffer per line)."""
-        body, partial, stamp = response._body_buffer, b"", 0
+        """Each SSE line (without its \\n: SSE lines end in \\n alone) with the time of the read that
+        brought its last byte: the kernel's receive stamp on plain HTTP, else when it was read.
+        What the HTTP parser has decoded is split into lines in one go (geventhttpclient's
+        readline costs a search, a copy and a shift of its buffer per line)."""
+        body, clock, partial, stamp = response._body_buffer, self._clock, b"", 0
         while True:
             if body:
-                stamp = perf_ns()
+                stamp = clock.arrived_ns if clock is not None else perf_ns()
                 lines = (partial + body).split(b"\n")
                 del body[:]
                 partial = lines.pop()
@@ -566,7 +485,7 @@ class SdkTransport:
             framed = self._bedrock  # AWS event-stream messages, each an API event
             if not _not_a_stream(record, response.headers.get("content-type"), response.read, AWS_EVENT_STREAM if framed else EVENT_STREAM):
                 lines = _bedrock_lines(response) if framed else SdkTransport._timed_lines(response)
-                _time_stream(record, _each(lines), deadlines, request.reply)
+                _time_stream(record, lines, deadlines, request.reply)
         else:
             _take_message(record, response.read(), request.reply)
 
