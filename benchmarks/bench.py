@@ -1,7 +1,7 @@
 """Benchmark of the load generator itself: `python -m benchmarks.bench` (`make bench`).
 
     python -m benchmarks.bench [--levels 50,100,200,500] [--duration 15] [--json PATH]
-                               [--configs baseline,sdk,fast,fast-norecord] [--bursts 200,500] [--quick]
+                               [--configs baseline,sdk,fast,fast-norecord,fast-conversation] [--bursts 200,500] [--quick]
 
 For each level N (concurrent streams) and each configuration, against the emulator in
 its own process (pinned to one CPU, the load generator to another when there are 2+),
@@ -12,6 +12,8 @@ with a bench profile that keeps the emulator far from saturation:
 - `sdk`: the harness in Locust with `--transport sdk`;
 - `fast`: the harness in Locust with the default fast transport;
 - `fast-norecord`: as `fast` with points off (`NO_RECORD_ARGS`): the recording overhead;
+- `fast-conversation`: as `fast`, the prompt sent as conversations of 3 turns (each reply kept
+  and sent back: `CONVERSATION_SCENARIO`);
 - `fast-user-stamps` (not by default; the control of the bursts): as `fast`, stamped when read.
 
 Measured over a window that starts `warmup` seconds after all users/tasks run: CPU
@@ -66,8 +68,8 @@ from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: children run from it
-CONFIGS = ("baseline", "sdk", "fast", "fast-norecord", "fast-user-stamps")
-DEFAULT_CONFIGS = CONFIGS[:4]
+CONFIGS = ("baseline", "sdk", "fast", "fast-norecord", "fast-conversation", "fast-user-stamps")
+DEFAULT_CONFIGS = CONFIGS[:5]
 NO_RECORD_ARGS = ["--points", "off"]  # recording (points) off
 USER_STAMPS_ENV = {"HARNESS_RECEIVE_STAMPS": "user"}  # fast-user-stamps: stamped when read (the control of kernel stamps)
 
@@ -99,6 +101,12 @@ BENCH_SCENARIO: dict[str, Any] = {
     "seed": 0,
     "timeout_s": 60,
 }
+
+CONVERSATION_SCENARIO: dict[str, Any] = {
+    **BENCH_SCENARIO,
+    "prompts": [{**BENCH_SCENARIO["prompts"][0], "conversation": {"turns": 3}}],
+}
+CONVERSATION_FILE = "conversation.yaml"  # beside the bench scenario
 
 RAMP_S = 1.0  # users/tasks start evenly over this long (Locust: -r N)
 STOP_TIMEOUT_S = 10  # --stop-timeout: requests in flight at the end finish
@@ -440,7 +448,9 @@ class Setup:
     children: Children = field(default_factory=Children)
 
 
-def locust_command(setup: Setup, url: str, users: int, transport: str, output_dir: Path, extra: list[str]) -> list[str]:
+def locust_command(
+    setup: Setup, url: str, users: int, transport: str, output_dir: Path, extra: list[str], conversation: bool = False
+) -> list[str]:
     # BENCH_LOCUSTFILE: another locustfile (e.g. one that adds probes) for investigations
     locust = Path(sys.executable).with_name("locust")
     head = [str(locust)] if locust.exists() else [sys.executable, "-m", "locust"]
@@ -452,7 +462,7 @@ def locust_command(setup: Setup, url: str, users: int, transport: str, output_di
         "--headless",
         "--only-summary",
         "--scenario",
-        str(setup.scenario_path),
+        str(setup.scenario_path.with_name(CONVERSATION_FILE) if conversation else setup.scenario_path),
         "--host",
         url,
         "-u",
@@ -517,7 +527,7 @@ def run_config(setup: Setup, config: str, level: int, tag: str | None = None) ->
         else:
             transport = "sdk" if config == "sdk" else "fast"
             extra = NO_RECORD_ARGS if config == "fast-norecord" else []
-            cmd = locust_command(setup, emulator.url, level, transport, cdir / "runs", extra)
+            cmd = locust_command(setup, emulator.url, level, transport, cdir / "runs", extra, config == "fast-conversation")
             ready = "All users spawned"
         base["command"] = " ".join(cmd[cmd.index("-f") if "-f" in cmd else 1 :])
         env = USER_STAMPS_ENV if config == "fast-user-stamps" else None
@@ -940,7 +950,7 @@ def targets(
         status = "n/a" if value is None else ("PASS" if met else "MISS")
         return {"target": name, "value": value, "limit": limit, "status": status, **({"reason": missing} if value is None else {})}
 
-    fast200, fast100 = by.get(("fast", 200)), by.get(("fast", 100))
+    fast200, fast100, conversation200 = by.get(("fast", 200)), by.get(("fast", 100)), by.get(("fast-conversation", 200))
     bursts = [target(*t) for t in burst.targets(burst_results, burst_levels)]
     streams = [target(*realistic.target(realistic_results), at_least=True)] if realistic_results else []
     masters = [target(*cluster.target(c)) for c in cluster_results or []]
@@ -950,6 +960,12 @@ def targets(
             fast200.get("cpu_per_req_vs_baseline") if fast200 else None,
             0.2,
             "fast or baseline at 200 not measured",
+        ),
+        target(
+            "fast-conversation CPU/request <= 0.2x baseline at 200 streams",
+            conversation200.get("cpu_per_req_vs_baseline") if conversation200 else None,
+            0.2,
+            "fast-conversation or baseline at 200 not measured",
         ),
         target(
             "fast TTFT p99 error <= 20 ms at 200 streams",
@@ -1088,6 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
     profile_path.write_text(yaml.safe_dump(BENCH_PROFILE, sort_keys=False), encoding="utf-8")
     scenario_path = workdir / "scenario.yaml"
     scenario_path.write_text(yaml.safe_dump(BENCH_SCENARIO, sort_keys=False), encoding="utf-8")
+    scenario_path.with_name(CONVERSATION_FILE).write_text(yaml.safe_dump(CONVERSATION_SCENARIO, sort_keys=False), encoding="utf-8")
     setup = Setup(
         workdir,
         profile_path,
@@ -1121,6 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "profile": BENCH_PROFILE,
         "scenario": BENCH_SCENARIO,
+        "conversation_scenario": CONVERSATION_SCENARIO,
         "burst_profile": burst.PROFILE,
         "realistic_profile": realistic.PROFILE,
         "results": [],
