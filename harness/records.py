@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from harness.compressed import open_lines, read_lines
 from harness.timing import TimingRecord
 
@@ -26,7 +28,7 @@ class RecordsFile:
         self._file = open_lines(path)
 
     def write(self, record: TimingRecord) -> None:
-        self._file.write(json.dumps({**self._labels, **record.as_dict()}, separators=(",", ":")).encode() + b"\n")
+        self._file.write(orjson.dumps({**self._labels, **record.as_dict()}, option=orjson.OPT_APPEND_NEWLINE))
         self.written += 1
 
     def flush(self) -> None:

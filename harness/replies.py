@@ -12,31 +12,51 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 __all__ = ["Reply"]
 
 
 class Reply:
-    """The content blocks of one response (of its last attempt: the transport clears it first)."""
+    """The content blocks of one response (of its last attempt: the transport clears it first).
 
-    __slots__ = ("_inputs", "blocks")
+    A stream's lines are only kept as they come (one list extension per read, off the per-event
+    path); they are parsed in one go when the content is asked for, after the stream."""
+
+    __slots__ = ("_inputs", "_lines", "blocks")
 
     def __init__(self) -> None:
         self.blocks: dict[int, dict[str, Any]] = {}  # by the block's index in the response
         self._inputs: dict[int, str] = {}  # a tool call's input JSON as it streams
+        self._lines: list[bytes] = []  # a stream's lines not parsed yet
 
     def clear(self) -> None:
         self.blocks.clear()
         self._inputs.clear()
+        self._lines.clear()
 
-    def feed(self, line: bytes) -> None:
-        """One SSE line of the stream (only data lines matter: each carries its event's type)."""
-        if not line.startswith(b"data:"):
+    def feed(self, lines: list[bytes]) -> None:
+        """SSE lines of the stream, those one read brought."""
+        self._lines += lines
+
+    def _settle(self) -> None:
+        """The kept lines' events into blocks (only data lines matter: each carries its event's
+        type). All in one parse; where that fails, event by event, the broken ones left out
+        (the timer counts them as protocol errors)."""
+        if not self._lines:
             return
+        data = [line[5:] for line in self._lines if line.startswith(b"data:")]
+        self._lines.clear()
         try:
-            event = json.loads(line[5:])
+            events = orjson.loads(b"[" + b",".join(data) + b"]")
         except ValueError:
-            return  # the timer counts it as a protocol error
-        kind = event.get("type") if isinstance(event, dict) else None
+            events = [_loaded(one) for one in data]
+        for event in events:
+            if isinstance(event, dict):
+                self._event(event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
         if kind == "content_block_delta":
             self._delta(event.get("index"), event.get("delta") or {})
         elif kind == "content_block_start":
@@ -75,10 +95,18 @@ class Reply:
     def content(self) -> list[dict[str, Any]]:
         """The blocks to send back as the assistant's message: in order, empty text left out
         (the API refuses an empty text block)."""
+        self._settle()
         return [block for _, block in sorted(self.blocks.items()) if not (block.get("type") == "text" and not block.get("text"))]
 
     def tool_calls(self) -> list[dict[str, Any]]:
         return [block for block in self.content() if block.get("type") == "tool_use"]
+
+
+def _loaded(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except ValueError:
+        return None
 
 
 def _parsed_input(text: str) -> Any:

@@ -13,7 +13,9 @@ over with the data (recvmsg), so the stamp no longer depends on how busy the loo
   brought its last byte (a line found in what an earlier read brought came with that read).
 - The kernel's software stamps are on CLOCK_REALTIME; each is mapped to the monotonic clock
   of every other time (perf_counter_ns) with the offset of the two clocks sampled right after
-  the read (two clock reads, well under a microsecond apart). NTP slews the wall clock by at
+  the read: the wall clock read between two monotonic reads, against their midpoint, and read
+  again if the process was preempted between them (an error under 2 us; a pause of tens of
+  us between two plain reads would map the stamp that much too early). NTP slews the wall clock by at
   most 500 ppm, so a stamp read 30 ms after its packet is off by at most 15 us; a step of the
   wall clock is caught: a stamp that maps into the future or before the connection's previous
   stamp is clamped to that bound and counted (`clamped`).
@@ -53,7 +55,13 @@ USER = "user"  # stamped when the harness read the bytes (TLS, or a kernel witho
 SO_TIMESTAMPNS_NEW = 64
 SO_TIMESTAMPNS_OLD = 35
 TIMESPEC = struct.Struct("qq")
+TIMESPEC_SIZE = TIMESPEC.size
 ANCILLARY_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
+SOL_SOCKET = socket.SOL_SOCKET
+# the two clocks' offset: the wall clock read between two monotonic reads, taken at their
+# midpoint (error at most half their distance); read again when more than this came between
+CLOCK_PAIR_LIMIT_NS = 4_000
+unpack_timespec = TIMESPEC.unpack_from
 
 perf_ns = time.perf_counter_ns
 wall_ns = time.time_ns
@@ -114,23 +122,54 @@ class StampedSocket(gevent.socket.socket):
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self.stamp_option is None:
             data = super().recv(bufsize, flags)
-            self.clock.arrived_ns = perf_ns()
-            self.clock.user_reads += 1
+            self._read_now()
             return data
         data, ancillary, _, _ = self.recvmsg(bufsize, ANCILLARY_SIZE, flags)
-        now = perf_ns()
-        offset = wall_ns() - now
+        self._take_stamp(ancillary)
+        return data
+
+    @property
+    def read_watcher(self) -> Any:
+        """gevent's own watcher of this socket's readability (a libev io watcher)."""
+        return self._read_event  # type: ignore[attr-defined]
+
+    def recv_ready(self, bufsize: int) -> bytes | None:
+        """A read that never waits, for the event loop's own callback when the socket is readable:
+        None when nothing is there after all."""
+        raw = self._sock  # type: ignore[attr-defined]  # gevent's socket wraps a non-blocking one of the standard library
+        try:
+            if self.stamp_option is None:
+                data: bytes = raw.recv(bufsize)
+                self._read_now()
+                return data
+            data, ancillary, _, _ = raw.recvmsg(bufsize, ANCILLARY_SIZE)
+        except BlockingIOError:
+            return None
+        self._take_stamp(ancillary)
+        return data
+
+    def _read_now(self) -> None:
+        self.clock.arrived_ns = perf_ns()
+        self.clock.user_reads += 1
+
+    def _take_stamp(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        """The clock's stamp: the kernel's (mapped to the monotonic clock, clamped to the previous
+        stamp and now), or now where none came (the end of the stream). The stamp is the only
+        control message asked for: it is the first, if any (the per-read path is kept short)."""
+        before, wall, now = perf_ns(), wall_ns(), perf_ns()
         clock = self.clock
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == self.stamp_option and len(payload) >= TIMESPEC.size:
-                seconds, nanoseconds = TIMESPEC.unpack_from(payload)
-                stamp = seconds * 1_000_000_000 + nanoseconds - offset
+        if ancillary:
+            level, kind, payload = ancillary[0]
+            if kind == self.stamp_option and level == SOL_SOCKET and len(payload) >= TIMESPEC_SIZE:
+                while now - before > CLOCK_PAIR_LIMIT_NS:  # preempted between the reads: read again
+                    before, wall, now = perf_ns(), wall_ns(), perf_ns()
+                seconds, nanoseconds = unpack_timespec(payload)
+                stamp = seconds * 1_000_000_000 + nanoseconds - wall + (before + now) // 2
                 if not clock.arrived_ns <= stamp <= now:
                     clock.clamped += 1
                     stamp = min(max(stamp, clock.arrived_ns), now)
                 clock.arrived_ns = stamp
                 clock.kernel_reads += 1
-                return data
-        clock.arrived_ns = now  # no stamp came (the end of the stream): stamped as read
+                return
+        clock.arrived_ns = now
         clock.user_reads += 1
-        return data

@@ -29,6 +29,8 @@ from dataclasses import dataclass, fields
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import orjson
+
 NS_PER_MS = 1_000_000
 
 # Outcome classes (docs/timing.md). Anything but "ok" is a failure in Locust's stats.
@@ -239,7 +241,7 @@ def _looks_whole(data: bytes) -> bool:
     only a line that does not end as usual is parsed to be sure."""
     if not data.endswith(_OBJECT_ENDS):
         try:
-            return isinstance(json.loads(data), dict)
+            return isinstance(orjson.loads(data), dict)
         except ValueError:
             return False
     if data.isascii():
@@ -272,13 +274,15 @@ class StreamTimer:
         self._error: dict[str, Any] | None = None
         self._bad = 0  # data lines that were not a JSON object
 
-    def feed(self, t_ns: int, line: bytes) -> None:
-        """One SSE line (with or without its line ending), received at t_ns."""
-        if line.startswith(b"data:"):
-            self._on_data(t_ns, self._event, line[5:])
-        elif line.startswith(b"event:"):
-            self._event = line[6:].strip()
-        # blank lines end an event; comments (":") and other fields are ignored
+    def feed(self, t_ns: int, lines: list[bytes]) -> None:
+        """SSE lines (without their \\n) that arrived together at t_ns: what one read brought.
+        (One call per read, not per line: a stream's events are three lines each.)"""
+        for line in lines:
+            if line.startswith(b"data:"):
+                self._on_data(t_ns, self._event, line[5:])
+            elif line.startswith(b"event:"):
+                self._event = line[6:].strip()
+            # blank lines end an event; comments (":") and other fields are ignored
 
     def _on_data(self, t_ns: int, event: bytes, data: bytes) -> None:
         record = self.record
@@ -350,7 +354,7 @@ class StreamTimer:
 
     def _json(self, data: bytes) -> dict[str, Any]:
         try:
-            value = json.loads(data)
+            value = orjson.loads(data)
         except ValueError:
             value = None
         if isinstance(value, dict):

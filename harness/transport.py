@@ -1,8 +1,9 @@
 """HTTP transports for the Messages API; each fills a TimingRecord for one request.
 
 - `FastTransport` (default): geventhttpclient, one keep-alive connection per Locust user,
-  the SSE stream read line by line from the socket and timestamped as each line arrives:
-  with the kernel's receive stamp on plain HTTP (harness/stamps.py), when it was read on TLS.
+  the SSE stream split into lines as it arrives and each line timestamped: on plain HTTP the
+  event loop's callback reads it (harness/loop_reader.py) with the kernel's receive stamp
+  (harness/stamps.py); on TLS the request's greenlet reads it and stamps when read.
 - `SdkTransport`: the official anthropic SDK, configured for load testing (no retries,
   a connection pool as large as the users, telemetry and request logging off); the raw
   SSE lines of its response feed the same StreamTimer, so both give the same records.
@@ -31,6 +32,7 @@ from gevent import GreenletExit, getcurrent
 
 from harness.deadlines import Deadlines, Expired
 from harness.headroom import read_rate_limits
+from harness.loop_reader import LoopReader, OnLines, closed_early
 from harness.network import Proxy, tls_context
 from harness.platforms import Platform, access_token
 from harness.replies import Reply
@@ -128,7 +130,7 @@ def _sdk_client(anthropic: Any, target: Target, http_client: Any) -> Any:
 AWS_EVENT_STREAM = "application/vnd.amazon.eventstream"
 
 
-def _bedrock_lines(response: Any) -> Iterator[tuple[int, bytes]]:
+def _bedrock_lines(response: Any) -> Iterator[tuple[int, list[bytes]]]:
     """A Bedrock stream's API events as SSE lines, each with the time its frame's bytes arrived
     (botocore's event-stream decoder: prelude and message checksums verified)."""
     from botocore.eventstream import EventStreamBuffer
@@ -144,9 +146,7 @@ def _bedrock_lines(response: Any) -> Iterator[tuple[int, bytes]]:
             else:  # an exception message (throttling, a model error): the API's error event
                 error = {"type": message.headers.get(":exception-type", "api_error"), "message": payload.get("message", "")}
                 event = json.dumps({"type": "error", "error": error}).encode()
-            yield now, b"event: " + json.loads(event).get("type", "").encode()
-            yield now, b"data: " + event
-            yield now, b""
+            yield now, [b"event: " + json.loads(event).get("type", "").encode(), b"data: " + event, b""]
 
 
 def connection_per_request(target: Target) -> bool:
@@ -235,9 +235,7 @@ def _receive(response: Any) -> None:
     """The next bytes of a geventhttpclient response into its parser (as its readline reads them)."""
     sock = response._sock
     if sock is None:
-        from geventhttpclient.response import HTTPConnectionClosed
-
-        raise HTTPConnectionClosed("connection closed.")
+        raise closed_early()
     try:
         response.feed(sock.recv(response.block_size))
     except BaseException:
@@ -249,22 +247,53 @@ def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
 
 
-def _time_stream(record: TimingRecord, timed_lines: Iterator[tuple[int, bytes]], deadlines: Deadlines, reply: Reply | None) -> None:
+TimedLines = Iterator[tuple[int, list[bytes]]]  # a stream's lines, those of one read with its stamp
+
+
+class LineSource(Protocol):
+    """A stream's lines as they arrive: `run` hands those of each read, with its stamp, to `on_lines`."""
+
+    def run(self, on_lines: OnLines) -> None: ...
+
+
+class _Reading:
+    """A stream read in the request's greenlet (TLS, compressed bodies, the SDK)."""
+
+    __slots__ = ("timed_lines",)
+
+    def __init__(self, timed_lines: TimedLines) -> None:
+        self.timed_lines = timed_lines
+
+    def run(self, on_lines: OnLines) -> None:
+        for t_ns, lines in self.timed_lines:
+            on_lines(t_ns, lines)
+
+
+class _Keeping:
+    """A conversation's line handler: the stream timer's, then the reply's."""
+
+    __slots__ = ("feed", "keep")
+
+    def __init__(self, feed: OnLines, keep: Callable[[list[bytes]], None]) -> None:
+        self.feed, self.keep = feed, keep
+
+    def __call__(self, t_ns: int, lines: list[bytes]) -> None:
+        self.feed(t_ns, lines)
+        self.keep(lines)
+
+
+def _time_stream(record: TimingRecord, source: LineSource, deadlines: Deadlines, reply: Reply | None) -> None:
     """Feed a stream's timed lines to a StreamTimer (and a conversation's to its reply); settle
     the record however it ends (when the stream breaks, the caller's handler then overrides the
     outcome)."""
     timer = StreamTimer(record, perf_ns())
     deadlines.watch(timer)
-    feed = timer.feed
+    on_lines: OnLines = timer.feed
+    if reply is not None:
+        reply.clear()
+        on_lines = _Keeping(timer.feed, reply.feed)
     try:
-        if reply is None:
-            for t_ns, line in timed_lines:
-                feed(t_ns, line)
-        else:
-            reply.clear()
-            for t_ns, line in timed_lines:
-                feed(t_ns, line)
-                reply.feed(line)
+        source.run(on_lines)
     finally:
         timer.finish(perf_ns())
 
@@ -371,37 +400,48 @@ class FastTransport:
             record.latency_ms = _elapsed_ms(record)
         elif request.stream:
             if not _not_a_stream(record, response.get("content-type"), lambda: _decoded(response.read(), encoding)):
-                lines = self._inflated_lines(_Inflating(response)) if _compressed(encoding) else self._timed_lines(response)
-                _time_stream(record, lines, deadlines, request.reply)
+                _time_stream(record, self._line_source(response, encoding), deadlines, request.reply)
         else:
             _take_message(record, _decoded(response.read(), encoding), request.reply)
 
-    def _timed_lines(self, response: Any) -> Iterator[tuple[int, bytes]]:
-        """Each SSE line (without its \\n: SSE lines end in \\n alone) with the time of the read that
-        brought its last byte: the kernel's receive stamp on plain HTTP, else when it was read.
-        What the HTTP parser has decoded is split into lines in one go (geventhttpclient's
-        readline costs a search, a copy and a shift of its buffer per line)."""
-        body, clock, partial, stamp = response._body_buffer, self._clock, b"", 0
+    @staticmethod
+    def _line_source(response: Any, encoding: str | None) -> LineSource:
+        """How a stream's lines are read: by the event loop's callback on plain HTTP (no greenlet
+        switch per event: harness/loop_reader.py), in the request's greenlet over TLS or when
+        the body is compressed."""
+        if _compressed(encoding):
+            return _Reading(FastTransport._inflated_lines(_Inflating(response)))
+        if isinstance(response._sock, StampedSocket):
+            return LoopReader(response, response._sock)
+        return _Reading(FastTransport._timed_lines(response))
+
+    @staticmethod
+    def _timed_lines(response: Any) -> TimedLines:
+        """The SSE lines (without their \\n: SSE lines end in \\n alone) of each read, with the
+        time it was read (TLS: Python's ssl module reads the socket). What the HTTP parser has
+        decoded is split into lines in one go (geventhttpclient's readline costs a search, a copy
+        and a shift of its buffer per line)."""
+        body, partial, stamp = response._body_buffer, b"", 0
         while True:
             if body:
-                stamp = clock.arrived_ns if clock is not None else perf_ns()
+                stamp = perf_ns()
                 lines = (partial + body).split(b"\n")
                 del body[:]
                 partial = lines.pop()
-                for line in lines:
-                    yield stamp, line
+                if lines:
+                    yield stamp, lines
             if response.message_complete:
                 if partial:
-                    yield stamp, partial
+                    yield stamp, [partial]
                 return
             _receive(response)
 
     @staticmethod
-    def _inflated_lines(inflating: _Inflating) -> Iterator[tuple[int, bytes]]:
+    def _inflated_lines(inflating: _Inflating) -> TimedLines:
         """A compressed stream's lines, each stamped when it was inflated."""
         readline = inflating.readline
         while line := readline(b"\n"):
-            yield perf_ns(), line
+            yield perf_ns(), [line.removesuffix(b"\n")]
 
     def _reset(self) -> None:
         """Drop the connection after an incomplete response; the next request opens a new one."""
@@ -485,12 +525,12 @@ class SdkTransport:
             framed = self._bedrock  # AWS event-stream messages, each an API event
             if not _not_a_stream(record, response.headers.get("content-type"), response.read, AWS_EVENT_STREAM if framed else EVENT_STREAM):
                 lines = _bedrock_lines(response) if framed else SdkTransport._timed_lines(response)
-                _time_stream(record, lines, deadlines, request.reply)
+                _time_stream(record, _Reading(lines), deadlines, request.reply)
         else:
             _take_message(record, response.read(), request.reply)
 
     @staticmethod
-    def _timed_lines(response: Any) -> Iterator[tuple[int, bytes]]:
+    def _timed_lines(response: Any) -> TimedLines:
         """Each SSE line with the time its bytes arrived. Split on b"\\n" only, like the SSE
         framing: httpx's iter_lines() also splits on U+2028, U+0085, ... inside JSON strings
         and holds back a trailing \\r."""
@@ -498,10 +538,10 @@ class SdkTransport:
         for data in response.iter_bytes():
             now = perf_ns()
             *lines, pending = (pending + data).split(b"\n")
-            for line in lines:
-                yield now, line
+            if lines:
+                yield now, lines
         if pending:
-            yield perf_ns(), pending
+            yield perf_ns(), [pending]
 
     def close(self) -> None:
         self._client.close()

@@ -164,7 +164,7 @@ def test_a_reply_is_rebuilt_from_its_stream_as_the_sdk_accumulates_it() -> None:
         {"type": "message_stop"},
     )
     for line in lines:
-        reply.feed(line)
+        reply.feed([line])
     assert reply.content() == [
         {"type": "thinking", "thinking": "hmm", "signature": "SIG"},
         {"type": "text", "text": "Let me look."},
@@ -173,6 +173,19 @@ def test_a_reply_is_rebuilt_from_its_stream_as_the_sdk_accumulates_it() -> None:
     reply.clear()  # a retried attempt starts again
     reply.take_message(json.dumps({"content": [{"type": "text", "text": ""}, {"type": "text", "text": "hi"}]}).encode())
     assert reply.content() == text("hi")  # an empty text block is never sent back
+
+
+def test_a_broken_event_leaves_the_rest_of_the_reply() -> None:
+    """The lines are parsed in one go after the stream; one that is not JSON is left out alone."""
+    reply = Reply()
+    lines = sse(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "kept "}},
+    )
+    reply.feed(lines[:4])
+    reply.feed([*lines[4:], b"event: content_block_delta", b'data: {"type":"content_block_delta","index":0,"delta":{"typ', b""])
+    reply.feed(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "too"}}))
+    assert reply.content() == text("kept too")
 
 
 # --- think time and the scenario ----------------------------------------------------------------

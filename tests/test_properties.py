@@ -107,8 +107,7 @@ def parse(lines: list[bytes]) -> TimingRecord:
     record = TimingRecord(model="m", prompt="p", mode="stream")
     record.start_ns = 0
     timer = StreamTimer(record, 0)
-    for line in lines:
-        timer.feed(1_000_000, line)
+    timer.feed(1_000_000, lines)
     return timer.finish(2_000_000)
 
 
@@ -120,7 +119,7 @@ REFERENCE = parse(LINES)
 def test_any_split_of_a_stream_into_reads_gives_the_same_lines_and_record(cuts: list[int]) -> None:
     bounds = [0, *cuts, len(STREAM)]
     chunks = [STREAM[start:end] for start, end in itertools.pairwise(bounds)]
-    lines = [line for _, line in SdkTransport._timed_lines(Chunks(chunks))]
+    lines = [line for _, read in SdkTransport._timed_lines(Chunks(chunks)) for line in read]
     assert [line + b"\n" for line in lines] == LINES
     record = parse(lines)
     for field in (

@@ -4,6 +4,7 @@ is held."""
 
 from __future__ import annotations
 
+import _socket
 import inspect
 import json
 import socket
@@ -158,6 +159,12 @@ def test_the_geventhttpclient_internals_the_transport_relies_on() -> None:
     assert list(inspect.signature(factory).parameters) == ["family", "socktype", "protocol"]
     assert "self._create_tcp_socket(" in inspect.getsource(type(client._connection_pool)._create_socket)
     client.close()
+    # gevent's socket: the plain socket it wraps (read without waiting from the loop's callback)
+    # and its own read watcher (which the transport starts with that callback)
+    sock = StampedSocket(socket.AF_INET, socket.SOCK_STREAM, 0, ReceiveClock())
+    assert isinstance(sock._sock, _socket.socket) and sock._sock.gettimeout() == 0.0
+    assert sock.read_watcher.fd == sock.fileno() and sock.read_watcher.events & 1  # READ
+    sock.close()
 
 
 # ------------------------------------------------------------------ the transport, with a held loop

@@ -31,8 +31,7 @@ def run(events: list[tuple[int, list[bytes]]], end_ms: int) -> TimingRecord:
     record = TimingRecord(model="m", prompt="p", mode="stream", start_ns=START)
     timer = StreamTimer(record)
     for at_ms, lines in events:
-        for line in lines:
-            timer.feed(START + at_ms * MS, line)
+        timer.feed(START + at_ms * MS, [line.removesuffix(b"\n") for line in lines])
     return timer.finish(START + end_ms * MS)
 
 
