@@ -93,7 +93,8 @@ def test_quick_bench_writes_every_configuration_and_the_capacity_section(tmp_pat
 
     assert {t["status"] for t in report["targets"]} <= {"PASS", "MISS", "n/a"}
     names = [t["target"] for t in report["targets"]]
-    assert len(names) == 7 and any(n.startswith("burst of 20:") for n in names) and any(n.startswith("realistic streams") for n in names)
+    assert len(names) == 8 and any(n.startswith("burst of 20:") for n in names) and any(n.startswith("realistic streams") for n in names)
+    assert any(n.startswith("fast-conversation CPU/request") for n in names)  # the target with conversations on
     assert any(n.startswith("master: 5 workers") for n in names)
 
 
