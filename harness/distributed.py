@@ -97,6 +97,8 @@ class WorkerState:
     last_heartbeat_at: float = 0.0
     drained: bool = False
     arrivals: dict[str, float] | None = None  # an open loop's counts, at its last report
+    stamping: str | None = None  # its receive times (harness/stamps.py), and its reads by how they were stamped
+    stamped_reads: dict[str, int] = field(default_factory=dict)
 
     def unreported(self) -> tuple[int, int] | None:
         """For a lost worker: about how many requests it sent that no report counted, as a range:
@@ -126,6 +128,8 @@ class WorkerState:
             "lost": not self.drained,
             "unreported": None if self.drained else self.unreported(),
             "arrivals": self.arrivals,
+            "stamping": self.stamping,
+            "stamped_reads": self.stamped_reads,
         }
 
 
@@ -336,6 +340,7 @@ class MasterLink:
         state.failed_fast = report.get("failed_fast")
         state.saturated_samples, state.unreliable = report["saturated_samples"], report["unreliable"]
         state.arrivals = report.get("arrivals")
+        state.stamping, state.stamped_reads = report.get("stamping"), report.get("stamped_reads") or {}
         state.last_report_at = now
         if report["health"]:
             if report["health"].get("saturated") and not state.health.get("saturated"):

@@ -26,6 +26,7 @@ from harness.variant_figures import Variants
 SCHEMA: Final = "claude-harness-summary"
 SCHEMA_VERSION: Final = 2
 READABLE_VERSIONS = (1, 2)
+STAMPED_READS = "reads of plain-HTTP connections: kernel (with its stamp), user (none came: stamped when read), clamped (the clock stepped)"
 
 
 class InputError(Exception):
@@ -159,9 +160,10 @@ class RunInfo(_Result):
     scenario: ScenarioInfo
     host: str
     transport: Literal["fast", "sdk"]
-    stamping: Literal["kernel", "user"] = Field(
-        "user", description="receive times: the kernel's stamps (fast transport, plain HTTP) or when the harness read the bytes"
+    stamping: Literal["kernel", "user", "mixed"] = Field(
+        "user", description="receive times: kernel stamps, when read, or mixed (workers differ)"
     )
+    stamped_reads: dict[str, int] = Field(default_factory=dict, description=STAMPED_READS)
     anthropic_version: str
     started_at: float = Field(description="epoch seconds")
     ended_at: float = Field(description="epoch seconds")
@@ -311,6 +313,8 @@ class WorkerInfo(_Result):
         "plus those started at its last rate until it died); None: not lost, or it never reported",
     )
     arrivals: ArrivalTally | None = Field(default=None, description="an open loop: its arrivals, at its last report")
+    stamping: Literal["kernel", "user"] | None = Field(default=None, description="its receive times (None: it never reported)")
+    stamped_reads: dict[str, int] = Field(default_factory=dict, description=STAMPED_READS)
 
 
 Status = Literal["PASS", "FAIL", "DONE", "ERRORS", "ABORTED", "STOPPED", "UNRELIABLE", "FAILED_FAST"]

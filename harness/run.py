@@ -40,11 +40,12 @@ from harness.results import HealthSample, InputSize
 from harness.sampler import Pick, Sampler
 from harness.scenario import Scenario
 from harness.shares import Share
+from harness.stamps import READS
 from harness.stats import LIVE_WINDOW_S, RecentStats, RunStats
 from harness.sweep_steps import StepBook
 from harness.timing import CONNECTION_ERROR, TimingRecord
 from harness.trace import trace_of
-from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport
+from harness.transport import FastTransport, PreparedRequest, SdkTransport, Target, Transport, receive_stamping
 from harness.variants import variant_headers
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ class HarnessRun:
         self.token_demand = self._new_token_demand()
         self.open_loop = self._new_open_loop(self.token_demand)
         self.headroom = Headroom()  # rate-limit headers and 429s per model, over the whole run
+        self.stamping = receive_stamping(config.target, config.transport)  # this process's (a master: a guess for its workers)
+        self._reads_at_start = READS.counts()
         self.steps = StepBook() if config.scenario.sweep is not None else None  # a sweep's steps
         if self.open_loop is not None and self.steps is not None:
             self.open_loop.on_arrival = self.steps.arrival
@@ -431,6 +434,10 @@ class HarnessRun:
         if self.open_loop is not None:
             self.open_loop.close()
 
+    def stamped_reads(self) -> dict[str, int]:
+        """This process's reads of the run, by how they were stamped (harness/stamps.py)."""
+        return READS.since(self._reads_at_start)
+
     def report(self) -> dict[str, Any]:
         """A worker's periodic report: the stats added since the last one, health, counters."""
         points = self.points
@@ -458,4 +465,6 @@ class HarnessRun:
             "caching": self.caching.encode_delta(),
             "variants": self.variants.encode_delta(),
             "input_sizes": [size.model_dump() for size in self.input_sizes.values()],
+            "stamping": self.stamping,
+            "stamped_reads": self.stamped_reads(),
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from itertools import chain
@@ -35,11 +36,10 @@ from harness.results import (
     SweepStep,
     WorkerInfo,
 )
-from harness.stamps import KERNEL
+from harness.stamps import KERNEL, MIXED
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
 from harness.trace import Trace, trace_of
-from harness.transport import receive_stamping
 from harness.variant_figures import VARIANT_TITLES, VariantFigures
 
 if TYPE_CHECKING:
@@ -57,8 +57,20 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _run_info(run: HarnessRun, options: Any, ended: float) -> RunInfo:
+def _stamping(run: HarnessRun, workers: list[WorkerInfo]) -> tuple[str, dict[str, int]]:
+    """The run's receive times and its reads by how they were stamped: a master's come from its
+    workers' reports (its own setting is a guess until one reports), mixed where they differ."""
+    reported = {worker.stamping for worker in workers if worker.stamping is not None}
+    stamping = (reported.pop() if len(reported) == 1 else MIXED) if reported else run.stamping
+    reads = Counter(run.stamped_reads())
+    for worker in workers:
+        reads.update(worker.stamped_reads)
+    return stamping, dict(reads)
+
+
+def _run_info(run: HarnessRun, options: Any, ended: float, workers: list[WorkerInfo]) -> RunInfo:
     scenario, config = run.scenario, run.config
+    stamping, stamped_reads = _stamping(run, workers)
     return RunInfo(
         run_id=config.run_id,
         role=config.role,
@@ -70,7 +82,8 @@ def _run_info(run: HarnessRun, options: Any, ended: float) -> RunInfo:
         ),
         host=config.target.base_url,
         transport=config.transport,
-        stamping=receive_stamping(config.target, config.transport),
+        stamping=stamping,
+        stamped_reads=stamped_reads,
         anthropic_version=scenario.effective_anthropic_version,
         started_at=run.started_at,
         ended_at=ended,
@@ -115,7 +128,7 @@ def build_summary(
     own = health["unreliable"] and config.role != "master"
     health["unreliable"] = own or any(w.unreliable for w in workers)
     return Summary(
-        run=_run_info(run, options, run.ended_at or time.time()),
+        run=_run_info(run, options, run.ended_at or time.time(), workers),
         accounting=Accounting(
             recorded=recorded,
             requests=totals.requests,
@@ -508,6 +521,15 @@ def accounting_text(accounting: Accounting) -> str:
     )
 
 
+def stamping_text(stamping: str | None, reads: dict[str, int]) -> str:
+    """How receive times were taken, with the reads behind it (harness/stamps.py)."""
+    text = {KERNEL: "the kernel's stamps", MIXED: "mixed (the workers differ)"}.get(stamping or "", "stamped when read")
+    kernel, total, clamped = reads.get("kernel", 0), reads.get("kernel", 0) + reads.get("user", 0), reads.get("clamped", 0)
+    if total:
+        text += f" ({kernel:,} of {total:,} reads kernel-stamped" + (f", {clamped:,} clamped: the wall clock stepped)" if clamped else ")")
+    return text
+
+
 def lost_text(worker: WorkerInfo) -> str:
     """What a lost worker's figures miss."""
     missing = "unknown" if worker.unreported is None else "about {} to {}".format(*worker.unreported)
@@ -529,16 +551,16 @@ def render_text(summary: Summary) -> str:
     state = "UNRELIABLE: the load generator was saturated, timings are late" if health.unreliable else "ok"
     lines.append(
         f"load generator: CPU max {health.cpu_percent_max:.0f}% (mean {health.cpu_percent_mean:.0f}%), "
-        f"event-loop lag p99 max {health.loop_lag_p99_max_ms:.1f} ms: {state}; receive times: "
-        + ("the kernel's stamps" if run.stamping == KERNEL else "stamped when read")
+        f"event-loop lag p99 max {health.loop_lag_p99_max_ms:.1f} ms: {state}; receive times: {stamping_text(run.stamping, run.stamped_reads)}"
     )
     for worker in summary.workers:
         last = worker.last_health
         worker_state = lost_text(worker) if worker.lost else "ok"
         saturated = f", SATURATED in {worker.saturated_samples} samples" if worker.saturated_samples else ""
+        stamps = f", receive times: {stamping_text(worker.stamping, worker.stamped_reads)}" if run.stamping == MIXED else ""
         lines.append(
             f"  {worker.name}: {worker.requests} requests, CPU {last.get('cpu_percent', 0):.0f}%, "
-            f"loop lag p99 {last.get('loop_lag_p99_ms', 0):.1f} ms{saturated}: {worker_state}"
+            f"loop lag p99 {last.get('loop_lag_p99_ms', 0):.1f} ms{saturated}{stamps}: {worker_state}"
         )
     for client_id, reason in summary.refused_workers.items():
         lines.append(f"  worker {client_id} REFUSED: {reason}")

@@ -450,8 +450,6 @@ class FastTransport:
 
     def close(self) -> None:
         self._client.close()
-        if self._clock is not None and self._clock.clamped:
-            logger.warning("%d receive stamps of one connection were clamped: the wall clock stepped during the run", self._clock.clamped)
 
 
 def preload_sdk() -> None:

@@ -66,6 +66,30 @@ def test_two_workers_without_the_scenario_count_exactly_what_the_server_saw(tmp_
     assert min(late_ms) >= 0, "the harness cannot see the first text before the server wrote it"
     assert percentile(late_ms, 50) < GAP_MS / 2, late_ms
     assert "worker-0:" in out and "worker-1:" in out
+    # receive times: each worker's own, reported with its reads; the run's reads are theirs summed
+    assert summary["run"]["stamping"] == "kernel" and {w["stamping"] for w in workers.values()} == {"kernel"}
+    reads = summary["run"]["stamped_reads"]
+    assert reads == {kind: sum(w["stamped_reads"][kind] for w in workers.values()) for kind in ("kernel", "user", "clamped")}
+    assert reads["kernel"] > 0 and reads["clamped"] == 0
+
+
+def test_workers_that_stamp_differently_make_a_mixed_run_each_named(tmp_path: Path) -> None:
+    """One worker with the kernel's receive stamps, one told to stamp when read (as a worker
+    without them would): the summary does not take the master's guess for both."""
+    with Cluster(tmp_path, workers=0, expect=2, run_time="4s") as cluster:
+        cluster.add_worker()
+        cluster.add_worker(env={"HARNESS_RECEIVE_STAMPS": "user"})
+        code, out, err = cluster.finish()
+    assert code == 0, err[-3000:]
+    summary = cluster.summary()
+    assert summary["run"]["stamping"] == "mixed"
+    by_stamping = {w["stamping"]: w for w in summary["workers"]}
+    assert set(by_stamping) == {"kernel", "user"}
+    kernel, user = by_stamping["kernel"]["stamped_reads"], by_stamping["user"]["stamped_reads"]
+    assert kernel["kernel"] > 0 and user["kernel"] == 0 and user["user"] > 0
+    assert summary["run"]["stamped_reads"] == {kind: kernel[kind] + user[kind] for kind in kernel}
+    assert "receive times: mixed (the workers differ)" in out
+    assert f"{by_stamping['user']['name']}: " in out and "receive times: stamped when read" in out
 
 
 def reported_by_both_workers(cluster: Cluster) -> bool:

@@ -144,7 +144,10 @@ def test_report_has_every_section_and_one_graphic_per_plot(run: Run, tmp_path: P
     assert f"{n} requests recorded = {n} in the figures" in html and "every request counted once in every sink" in html
     assert "max_tokens: 48" in html  # the scenario, as YAML
     assert f"<dt>locust</dt><dd>{summary.run.versions['locust']}</dd>" in html
-    assert summary.run.stamping == "kernel" and "kernel stamps" in html  # the run's receive times: plain HTTP to the emulator
+    # the run's receive times: plain HTTP to the emulator, every read with the kernel's stamp but a connection's end
+    reads = summary.run.stamped_reads
+    assert summary.run.stamping == "kernel" and reads["kernel"] > 0 and reads["clamped"] == 0
+    assert f"{reads['kernel']:,} of {reads['kernel'] + reads['user']:,} reads kernel-stamped" in html
 
 
 @pytest.mark.slow

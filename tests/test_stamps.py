@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness import stamps
-from harness.stamps import ReceiveClock, StampedSocket
+from harness.stamps import READS, ReceiveClock, StampedSocket
 from harness.transport import Target, receive_stamping
 from tests.support.processes import LOCUST, ROOT, cluster_env
 from tests.support.runs import messages_truth, start_emulator
@@ -85,11 +85,30 @@ def test_a_late_read_is_stamped_when_the_bytes_arrived_not_when_it_was_read(pair
     sender, receiver, clock = pair
     sender.send(b"data: first\n\n")
     time.sleep(0.05)  # the reader is busy elsewhere for 50 ms
-    read_at = perf_ns()
+    read_at, start = perf_ns(), READS.counts()
     assert receiver.recv(4096) == b"data: first\n\n"
     assert within_send(clock.arrived_ns, sender.sends[0]), (clock.arrived_ns - sender.sends[0][0]) / 1e6
     assert read_at - clock.arrived_ns > 40_000_000  # a user-space stamp would have been this late
-    assert (clock.kernel_reads, clock.user_reads, clock.clamped) == (1, 0, 0)
+    assert READS.since(start)["kernel"] >= 1  # the process's counts (the run's figures; other tests' sockets may read too)
+
+
+def test_connections_opened_one_after_another_are_stamped_from_their_first_packet() -> None:
+    """Linux stamps packets only while a socket asks for it, and turns stamping back on some
+    time after one asks again: the process keeps its probe socket open so that a connection
+    opened after the last one closed (a new connection per request through a proxy, the first
+    of a run) is not read unstamped. Without it 29 of 30 such first reads came unstamped."""
+    for _ in range(10):
+        clock = ReceiveClock()
+        sender, receiver = connected(clock)
+        try:
+            sender.send(b"data: first\n\n")
+            time.sleep(0.01)
+            assert receiver.recv(4096) == b"data: first\n\n"
+            assert within_send(clock.arrived_ns, sender.sends[0]), (clock.arrived_ns - sender.sends[0][0]) / 1e6
+        finally:
+            receiver.close()
+            sender.close()
+        time.sleep(0.02)  # every stamped connection of this test is closed meanwhile
 
 
 def test_segments_that_wait_unread_are_merged_under_the_stamp_of_the_last(pair: tuple[Sender, StampedSocket, ReceiveClock]) -> None:
@@ -99,12 +118,12 @@ def test_segments_that_wait_unread_are_merged_under_the_stamp_of_the_last(pair: 
     for n in range(3):
         sender.send(b"data: %d\n\n" % n)
         time.sleep(0.02)
-    read_at = perf_ns()
+    read_at, start = perf_ns(), READS.counts()
     data = b""
     while len(data) < 3 * len(b"data: 0\n\n"):
         data += receiver.recv(9)  # a read of one event's size: still the merged segment's stamp
         assert within_send(clock.arrived_ns, sender.sends[-1]) and clock.arrived_ns < read_at
-    assert clock.kernel_reads >= 3
+    assert READS.since(start)["kernel"] >= 3
 
 
 def test_a_step_of_the_wall_clock_is_clamped_and_counted(
@@ -113,16 +132,16 @@ def test_a_step_of_the_wall_clock_is_clamped_and_counted(
     sender, receiver, clock = pair
     sender.send(b"data: before\n\n")
     receiver.recv(4096)
-    before = clock.arrived_ns
+    before, start = clock.arrived_ns, READS.counts()
     monkeypatch.setattr(stamps, "wall_ns", lambda: time.time_ns() + 3600 * 10**9)  # the wall clock jumps an hour ahead
     sender.send(b"data: after\n\n")
     receiver.recv(4096)
-    assert clock.clamped == 1 and clock.arrived_ns == before  # not an hour in the past
+    assert READS.since(start)["clamped"] >= 1 and clock.arrived_ns == before  # not an hour in the past
     monkeypatch.setattr(stamps, "wall_ns", lambda: time.time_ns() - 3600 * 10**9)  # ... and an hour back
     sender.send(b"data: again\n\n")
     receiver.recv(4096)
     returned = perf_ns()
-    assert clock.clamped == 2 and clock.arrived_ns <= returned  # not an hour in the future
+    assert READS.since(start)["clamped"] >= 2 and clock.arrived_ns <= returned  # not an hour in the future
 
 
 def test_without_kernel_stamps_a_read_is_stamped_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,9 +151,9 @@ def test_without_kernel_stamps_a_read_is_stamped_when_read(monkeypatch: pytest.M
     try:
         sender.send(b"data: x\n\n")
         time.sleep(0.03)
-        read_at = perf_ns()
+        read_at, start = perf_ns(), READS.counts()
         receiver.recv(4096)
-        assert clock.arrived_ns >= read_at and (clock.kernel_reads, clock.user_reads) == (0, 1)
+        assert clock.arrived_ns >= read_at and READS.since(start)["user"] >= 1
     finally:
         receiver.close()
         sender.close()
@@ -215,10 +234,10 @@ def test_first_texts_that_arrive_while_the_loop_is_held_keep_their_arrival_time(
     with kernel stamps each TTFT is within a millisecond of the emulator's write; the control,
     stamped when read, is late by the rest of the hold on every stream."""
     errors, report = held_loop_errors(tmp_path / "kernel", stamps.KERNEL, 20, 60)
-    assert report["kernel_reads"] > 0 and report["clamped"] == 0
+    assert report["reads"]["kernel"] > 0 and report["reads"]["clamped"] == 0
     assert errors[0] >= -MAPPING_SLACK_NS / 1e6 and errors[-1] < 1.0, errors
     control, report = held_loop_errors(tmp_path / "user", stamps.USER, 20, 60)
-    assert report["kernel_reads"] == 0 and report["user_reads"] > 0
+    assert report["reads"]["kernel"] == 0 and report["reads"]["user"] > 0
     assert control[0] > 40, control  # read after the hold: 60 ms after the writes, less their spread
 
 

@@ -50,7 +50,6 @@ def main(url: str, n: int, grid_ms: float, before_ms: float, after_ms: float, st
     gevent.sleep(max(0.0, (due_ns - before_ms * 1e6 - time.perf_counter_ns()) / 1e9))
     hog(int(due_ns + after_ms * 1e6))
     gevent.joinall(senders, timeout=30)
-    clocks = [t._clock for t in transports if t._clock is not None]
     print(
         json.dumps(
             {
@@ -58,9 +57,7 @@ def main(url: str, n: int, grid_ms: float, before_ms: float, after_ms: float, st
                 "records": [
                     {"request_id": r.request_id, "start_ns": r.start_ns, "ttft_ms": r.ttft_ms, "outcome": r.outcome} for r in records
                 ],
-                "kernel_reads": sum(c.kernel_reads for c in clocks),
-                "user_reads": sum(c.user_reads for c in clocks),
-                "clamped": sum(c.clamped for c in clocks),
+                "reads": stamps.READS.counts(),
             }
         ),
         flush=True,
