@@ -1068,9 +1068,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     skip_realistic = args.realistic == "0" or args.capacity_only
     args.realistic = [] if skip_realistic else _int_list(parser, "--realistic", args.realistic or default_realistic)
     args.cluster = 0 if args.capacity_only else (args.cluster if args.cluster is not None else (5 if quick else cluster.WORKERS))
-    args.cluster_duration = args.cluster_duration or (8.0 if quick else 180.0)
-    if args.cluster < 0 or args.cluster_duration <= 0:
-        parser.error("--cluster must be >= 0 and --cluster-duration > 0")
+    args.cluster_duration = args.cluster_duration if args.cluster_duration is not None else (8.0 if quick else 180.0)
+    if args.cluster < 0 or not 0 < args.cluster_duration < math.inf:
+        parser.error("--cluster must be >= 0 and --cluster-duration > 0 (finite seconds)")
     args.capacity_streams = _int_list(parser, "--capacity-streams", args.capacity_streams or ("100" if quick else "500,750,1000"))
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
@@ -1083,8 +1083,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.levels = []
     args.duration = args.duration if args.duration is not None else (3.0 if quick else 15.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration must be > 0 and --warmup >= 0")
+    if not (args.duration > 0 and args.warmup >= 0 and math.isfinite(args.duration + args.warmup)):
+        parser.error("--duration must be > 0 and --warmup >= 0 (finite seconds)")
     args.capacity_duration = 2.0 if quick else args.duration
     args.capacity_warmup = 1.0 if quick else args.warmup
     if args.json is None:

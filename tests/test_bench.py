@@ -131,3 +131,22 @@ def test_capacity_target_names_the_machines_floor_and_takes_the_first_run_at_100
     caps[3] = {"status": "error", "reason": "x", "server": "emulator", "streams": 1200}
     (target,) = [t for t in targets([], caps, [], []) if t["target"].startswith("emulator")]
     assert target["status"] == "n/a" and target["reason"] == "no capacity run at 1000+ streams"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--cluster-duration", "0"], "--cluster-duration > 0"),  # 0 once fell back to the default (a full run)
+        (["--cluster-duration", "nan"], "--cluster-duration > 0"),
+        (["--duration", "nan"], "--duration must be > 0"),
+        (["--warmup", "inf"], "--warmup >= 0"),
+        (["--realistic", "abc"], "--realistic: not a list of integers"),
+        (["--configs", "fast,bogus"], "unknown ['bogus']"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_runs(args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.bench import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(args)
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
