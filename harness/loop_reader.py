@@ -4,7 +4,7 @@ A stream's greenlet would otherwise wake once per read: a switch to it, a read, 
 back to the hub, for every SSE event. Here, while the stream lasts, the socket's own read
 watcher calls `LoopReader._readable` when bytes are there; it reads without waiting (with the
 kernel's receive stamp: harness/stamps.py), feeds geventhttpclient's parser, splits what it
-decoded into lines and hands each to the stream timer, all in the loop's turn. The request's
+decoded into lines and hands those of the read to the stream timer at once, in the loop's turn. The request's
 greenlet waits once and wakes at the end of the stream, or with what broke it.
 
 Objects, not closures: a stream in flight holds this one slotted object, its bound callback
@@ -33,13 +33,14 @@ def closed_early() -> Exception:
 class LoopReader:
     """One response's stream, read by the event loop: `run(on_lines)` returns at its end."""
 
-    __slots__ = ("_on_lines", "_partial", "_response", "_sock", "_waiter", "_watcher")
+    __slots__ = ("_on_lines", "_partial", "_response", "_sock", "_stamp", "_waiter", "_watcher")
 
     def __init__(self, response: Any, sock: StampedSocket) -> None:
         self._response = response  # a geventhttpclient response whose headers were parsed
         self._sock = sock
         self._on_lines: OnLines | None = None
         self._partial = b""  # the start of a line whose end has not come yet
+        self._stamp = 0  # the stamp of the last read that brought body bytes (the partial line's)
         self._waiter: Any = None  # set while the request's greenlet waits
         self._watcher: Any = None  # the socket's own read watcher (a libev io watcher), while it waits
 
@@ -54,7 +55,7 @@ class LoopReader:
             if not self._response.message_complete:
                 self._wait()
             if self._partial:
-                on_lines(self._sock.clock.arrived_ns, [self._partial])
+                on_lines(self._stamp, [self._partial])
         finally:
             self._on_lines = None
 
@@ -65,6 +66,7 @@ class LoopReader:
         try:
             waiter.get()
         except BaseException:
+            watcher.stop()  # before the socket's close, which a started watcher would defer
             self._response.release()  # as a read cut off in the greenlet does: the reset then closes it
             raise
         finally:
@@ -100,7 +102,7 @@ class LoopReader:
 
     def _split(self) -> None:
         body = self._response._body_buffer
-        stamp = self._sock.clock.arrived_ns
+        stamp = self._stamp = self._sock.clock.arrived_ns
         lines = (self._partial + body).split(b"\n")
         del body[:]
         self._partial = lines.pop()

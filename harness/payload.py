@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import random
 from typing import Any
 
-import orjson
-
 from harness.datasets import Entry
+from harness.jsonbytes import json_bytes
 from harness.sampler import Pick
 from harness.scenario import DEFAULT_ANTHROPIC_VERSION, Prompt, Scenario
 from harness.variants import entry_overrides
@@ -332,12 +330,8 @@ def build_body(pick: Pick, scenario: Scenario, synthetic_bytes: int | None = Non
 
 
 def body_bytes(body: dict[str, Any]) -> bytes:
-    """A body serialized to compact UTF-8 JSON (orjson: a conversation's body is made anew for
-    each turn; what it cannot encode, an integer beyond 64 bits, goes through the json module)."""
-    try:
-        return orjson.dumps(body)
-    except TypeError:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """A body serialized to compact UTF-8 JSON (a conversation's is made anew for each turn)."""
+    return json_bytes(body)
 
 
 def build_headers(scenario: Scenario) -> dict[str, str]:

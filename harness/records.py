@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from harness.compressed import open_lines, read_lines
+from harness.jsonbytes import json_bytes
 from harness.timing import TimingRecord
 
 RECORDS_FILE = "requests.jsonl.gz"
@@ -28,7 +27,7 @@ class RecordsFile:
         self._file = open_lines(path)
 
     def write(self, record: TimingRecord) -> None:
-        self._file.write(orjson.dumps({**self._labels, **record.as_dict()}, option=orjson.OPT_APPEND_NEWLINE))
+        self._file.write(json_bytes({**self._labels, **record.as_dict()}) + b"\n")
         self.written += 1
 
     def flush(self) -> None:

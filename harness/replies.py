@@ -16,6 +16,8 @@ import orjson
 
 __all__ = ["Reply"]
 
+SETTLE_LINES = 600  # about 200 events (some 50 KB) kept at most before they are parsed
+
 
 class Reply:
     """The content blocks of one response (of its last attempt: the transport clears it first).
@@ -36,8 +38,11 @@ class Reply:
         self._lines.clear()
 
     def feed(self, lines: list[bytes]) -> None:
-        """SSE lines of the stream, those one read brought."""
+        """SSE lines of the stream, those one read brought (a long reply is settled as it goes:
+        what is kept stays under SETTLE_LINES lines)."""
         self._lines += lines
+        if len(self._lines) > SETTLE_LINES:
+            self._settle()
 
     def _settle(self) -> None:
         """The kept lines' events into blocks (only data lines matter: each carries its event's
@@ -85,6 +90,7 @@ class Reply:
 
     def take_message(self, body: bytes) -> None:
         """A blocking response's message (its content, as sent)."""
+        self.clear()
         try:
             message = json.loads(body)
         except ValueError:

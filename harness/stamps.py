@@ -62,6 +62,7 @@ SOL_SOCKET = socket.SOL_SOCKET
 # the two clocks' offset: the wall clock read between two monotonic reads, taken at their
 # midpoint (error at most half their distance); read again when more than this came between
 CLOCK_PAIR_LIMIT_NS = 4_000
+CLOCK_PAIR_RETRIES = 3  # at most (a host whose clock reads are always slower keeps the last pair)
 unpack_timespec = TIMESPEC.unpack_from
 
 perf_ns = time.perf_counter_ns
@@ -69,7 +70,7 @@ wall_ns = time.time_ns
 
 
 class ReceiveClock:
-    """The stamp of a connection's last read (perf_counter_ns)."""
+    """The stamp of the last read of a transport's connection (perf_counter_ns)."""
 
     __slots__ = ("arrived_ns",)
 
@@ -188,13 +189,15 @@ class StampedSocket(gevent.socket.socket):
         """The clock's stamp: the kernel's (mapped to the monotonic clock, clamped to the previous
         stamp and now), or now where none came (the end of the stream). The stamp is the only
         control message asked for: it is the first, if any (the per-read path is kept short)."""
-        before, wall, now = perf_ns(), wall_ns(), perf_ns()
         clock = self.clock
         if ancillary:
             level, kind, payload = ancillary[0]
             if kind == self.stamp_option and level == SOL_SOCKET and len(payload) >= TIMESPEC_SIZE:
-                while now - before > CLOCK_PAIR_LIMIT_NS:  # preempted between the reads: read again
-                    before, wall, now = perf_ns(), wall_ns(), perf_ns()
+                before, wall, now = perf_ns(), wall_ns(), perf_ns()
+                for _ in range(CLOCK_PAIR_RETRIES):
+                    if now - before <= CLOCK_PAIR_LIMIT_NS:
+                        break
+                    before, wall, now = perf_ns(), wall_ns(), perf_ns()  # preempted between the reads: again
                 seconds, nanoseconds = unpack_timespec(payload)
                 stamp = seconds * 1_000_000_000 + nanoseconds - wall + (before + now) // 2
                 if not clock.arrived_ns <= stamp <= now:
@@ -203,5 +206,5 @@ class StampedSocket(gevent.socket.socket):
                 clock.arrived_ns = stamp
                 READS.kernel += 1
                 return
-        clock.arrived_ns = now
+        clock.arrived_ns = perf_ns()
         READS.user += 1

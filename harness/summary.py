@@ -36,7 +36,7 @@ from harness.results import (
     SweepStep,
     WorkerInfo,
 )
-from harness.stamps import KERNEL, MIXED
+from harness.stamps import KERNEL, MIXED, USER
 from harness.stats import LabelStats, RunStats
 from harness.timing import CANCELLED
 from harness.trace import Trace, trace_of
@@ -523,7 +523,9 @@ def accounting_text(accounting: Accounting) -> str:
 
 def stamping_text(stamping: str | None, reads: dict[str, int]) -> str:
     """How receive times were taken, with the reads behind it (harness/stamps.py)."""
-    text = {KERNEL: "the kernel's stamps", MIXED: "mixed (the workers differ)"}.get(stamping or "", "stamped when read")
+    text = {KERNEL: "the kernel's stamps", USER: "stamped when read", MIXED: "mixed (the workers differ)"}.get(
+        stamping or "", "not reported"
+    )
     kernel, total, clamped = reads.get("kernel", 0), reads.get("kernel", 0) + reads.get("user", 0), reads.get("clamped", 0)
     if total:
         text += f" ({kernel:,} of {total:,} reads kernel-stamped" + (f", {clamped:,} clamped: the wall clock stepped)" if clamped else ")")

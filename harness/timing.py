@@ -23,6 +23,7 @@ counting chunks.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -201,18 +202,20 @@ _FIELD_NAMES = tuple(field.name for field in fields(TimingRecord) if field.name 
 
 def retry_after_s(header: Callable[[str], str | None]) -> float | None:
     """The server's wait before a retry, from `retry-after-ms` or `retry-after` (seconds or an
-    HTTP date), as the SDK reads them; None when absent or unreadable."""
+    HTTP date), as the SDK reads them; None when absent or unreadable (`inf` and `nan` too)."""
     try:
         if (value := header("retry-after-ms")) is not None:
-            return max(0.0, float(value) / 1000)
-        if (value := header("retry-after")) is None:
+            seconds = float(value) / 1000
+        elif (value := header("retry-after")) is None:
             return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        else:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
     except (TypeError, ValueError, OverflowError):
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _error_of(body: bytes) -> dict[str, Any]:
@@ -232,7 +235,7 @@ def _request_id_of(body: bytes) -> str | None:
     return data.get("request_id") if isinstance(data, dict) else None
 
 
-_OBJECT_ENDS = (b"}\n", b"}", b"}\r\n")  # a line as each transport hands it over
+_OBJECT_ENDS = (b"}", b"}\r")  # a line without its \n (a CRLF stream's keeps its \r)
 
 
 def _looks_whole(data: bytes) -> bool:

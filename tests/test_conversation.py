@@ -16,7 +16,7 @@ import pytest
 
 from harness.conversation import MAX_TOOL_ROUNDS, ConversationBook, ConversationSpec, Session, ThinkTime
 from harness.emulator.groundtruth import assistant_digest
-from harness.replies import Reply
+from harness.replies import SETTLE_LINES, Reply
 from harness.scenario import ScenarioError, scenario_from_dict
 from harness.timing import TimingRecord
 from tests.support.cluster import Cluster
@@ -173,6 +173,15 @@ def test_a_reply_is_rebuilt_from_its_stream_as_the_sdk_accumulates_it() -> None:
     reply.clear()  # a retried attempt starts again
     reply.take_message(json.dumps({"content": [{"type": "text", "text": ""}, {"type": "text", "text": "hi"}]}).encode())
     assert reply.content() == text("hi")  # an empty text block is never sent back
+
+
+def test_a_long_reply_is_settled_as_it_comes_and_keeps_few_lines() -> None:
+    reply = Reply()
+    reply.feed(sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
+    for _ in range(1000):
+        reply.feed(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ab"}}))
+        assert len(reply._lines) <= SETTLE_LINES  # some 50 KB at most, not the whole reply's lines
+    assert reply.content() == text("ab" * 1000)
 
 
 def test_a_broken_event_leaves_the_rest_of_the_reply() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from harness.timing import (
     StreamTimer,
     TimingRecord,
     outcome_for_status,
+    retry_after_s,
 )
 from tests.support.sse import block_start, block_stop, delta, message_end, message_start, sse, text
 
@@ -225,3 +227,34 @@ def test_deltas_after_the_first_text_are_checked_cheaply_but_exactly_enough() ->
     for lines, outcome in [(cut, PROTOCOL_ERROR), (broken, PROTOCOL_ERROR), (spaced, OK), (unicode, OK)]:
         record = run([(10, message_start()), first, (12, text(0, "a")), (13, lines), (14, message_end(2))], end_ms=15)
         assert record.outcome == outcome, (lines, record)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "inf"}, None),  # unreadable, not a wait forever (nor a null in the records)
+        ({"retry-after": "nan"}, None),
+        ({"retry-after-ms": "1e400"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_is_a_finite_wait_or_none(headers: dict[str, str], seconds: float | None) -> None:
+    assert retry_after_s(headers.get) == seconds
+
+
+def test_a_record_with_what_orjson_refuses_is_still_written(tmp_path: Path) -> None:
+    """A lone surrogate in an error message (from an error body) and an integer beyond 64 bits
+    (a usage figure) go through the json module: every request gets its line."""
+    from harness.records import RecordsFile, read_records
+
+    record = TimingRecord(model="m", prompt="p", mode="stream", start_ns=START)
+    record.fail("api_error", "api_error", "bad \ud800 text")
+    record.input_tokens = 2**70
+    records = RecordsFile(tmp_path / "requests.jsonl.gz", {"run_id": "r"})
+    records.write(record)
+    records.close()
+    (line,) = read_records(tmp_path / "requests.jsonl.gz")
+    assert line["error_message"] == "bad \ud800 text" and line["input_tokens"] == 2**70 and line["run_id"] == "r"
