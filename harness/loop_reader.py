@@ -23,6 +23,22 @@ from harness.stamps import StampedSocket
 OnLines = Callable[[int, list[bytes]], None]  # lines of a stream that one read completed, and its stamp
 
 
+class LineSplitter:
+    """A stream's bytes, as they arrive, into whole lines (without their \\n: SSE lines end in
+    \\n alone); the start of a line whose end has not come yet is kept in `partial`. One split
+    per read: a search, a copy and a shift per line (as a readline costs) would be per event."""
+
+    __slots__ = ("partial",)
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def split(self, data: bytes | bytearray) -> list[bytes]:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        return lines
+
+
 def closed_early() -> Exception:
     """geventhttpclient's error for a connection that closed before the response's end."""
     from geventhttpclient.response import HTTPConnectionClosed
@@ -33,13 +49,13 @@ def closed_early() -> Exception:
 class LoopReader:
     """One response's stream, read by the event loop: `run(on_lines)` returns at its end."""
 
-    __slots__ = ("_on_lines", "_partial", "_response", "_sock", "_stamp", "_waiter", "_watcher")
+    __slots__ = ("_lines", "_on_lines", "_response", "_sock", "_stamp", "_waiter", "_watcher")
 
     def __init__(self, response: Any, sock: StampedSocket) -> None:
         self._response = response  # a geventhttpclient response whose headers were parsed
         self._sock = sock
         self._on_lines: OnLines | None = None
-        self._partial = b""  # the start of a line whose end has not come yet
+        self._lines = LineSplitter()
         self._stamp = 0  # the stamp of the last read that brought body bytes (the partial line's)
         self._waiter: Any = None  # set while the request's greenlet waits
         self._watcher: Any = None  # the socket's own read watcher (a libev io watcher), while it waits
@@ -54,8 +70,8 @@ class LoopReader:
                 self._split()
             if not self._response.message_complete:
                 self._wait()
-            if self._partial:
-                on_lines(self._stamp, [self._partial])
+            if self._lines.partial:
+                on_lines(self._stamp, [self._lines.partial])
         finally:
             self._on_lines = None
 
@@ -103,9 +119,8 @@ class LoopReader:
     def _split(self) -> None:
         body = self._response._body_buffer
         stamp = self._stamp = self._sock.clock.arrived_ns
-        lines = (self._partial + body).split(b"\n")
+        lines = self._lines.split(body)
         del body[:]
-        self._partial = lines.pop()
         if lines:
             on_lines = self._on_lines
             assert on_lines is not None

@@ -206,5 +206,4 @@ class StampedSocket(gevent.socket.socket):
                 clock.arrived_ns = stamp
                 READS.kernel += 1
                 return
-        clock.arrived_ns = perf_ns()
-        READS.user += 1
+        self._read_now()

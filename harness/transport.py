@@ -32,7 +32,7 @@ from gevent import GreenletExit, getcurrent
 
 from harness.deadlines import Deadlines, Expired
 from harness.headroom import read_rate_limits
-from harness.loop_reader import LoopReader, OnLines, closed_early
+from harness.loop_reader import LineSplitter, LoopReader, OnLines, closed_early
 from harness.network import Proxy, tls_context
 from harness.platforms import Platform, access_token
 from harness.replies import Reply
@@ -128,9 +128,10 @@ def _sdk_client(anthropic: Any, target: Target, http_client: Any) -> Any:
 
 
 AWS_EVENT_STREAM = "application/vnd.amazon.eventstream"
+TimedLines = Iterator[tuple[int, list[bytes]]]  # a stream's lines, those of one read with its stamp
 
 
-def _bedrock_lines(response: Any) -> Iterator[tuple[int, list[bytes]]]:
+def _bedrock_lines(response: Any) -> TimedLines:
     """A Bedrock stream's API events as SSE lines, each with the time its frame's bytes arrived
     (botocore's event-stream decoder: prelude and message checksums verified)."""
     from botocore.eventstream import EventStreamBuffer
@@ -245,9 +246,6 @@ def _receive(response: Any) -> None:
 
 def _elapsed_ms(record: TimingRecord) -> float:
     return (perf_ns() - record.start_ns) / 1_000_000
-
-
-TimedLines = Iterator[tuple[int, list[bytes]]]  # a stream's lines, those of one read with its stamp
 
 
 class LineSource(Protocol):
@@ -418,21 +416,18 @@ class FastTransport:
     @staticmethod
     def _timed_lines(response: Any) -> TimedLines:
         """The SSE lines (without their \\n: SSE lines end in \\n alone) of each read, with the
-        time it was read (TLS: Python's ssl module reads the socket). What the HTTP parser has
-        decoded is split into lines in one go (geventhttpclient's readline costs a search, a copy
-        and a shift of its buffer per line)."""
-        body, partial, stamp = response._body_buffer, b"", 0
+        time it was read (TLS: Python's ssl module reads the socket)."""
+        body, splitter, stamp = response._body_buffer, LineSplitter(), 0
         while True:
             if body:
                 stamp = perf_ns()
-                lines = (partial + body).split(b"\n")
+                lines = splitter.split(body)
                 del body[:]
-                partial = lines.pop()
                 if lines:
                     yield stamp, lines
             if response.message_complete:
-                if partial:
-                    yield stamp, [partial]
+                if splitter.partial:
+                    yield stamp, [splitter.partial]
                 return
             _receive(response)
 
@@ -532,14 +527,13 @@ class SdkTransport:
         """Each SSE line with the time its bytes arrived. Split on b"\\n" only, like the SSE
         framing: httpx's iter_lines() also splits on U+2028, U+0085, ... inside JSON strings
         and holds back a trailing \\r."""
-        pending = b""
+        splitter = LineSplitter()
         for data in response.iter_bytes():
             now = perf_ns()
-            *lines, pending = (pending + data).split(b"\n")
-            if lines:
+            if lines := splitter.split(data):
                 yield now, lines
-        if pending:
-            yield perf_ns(), [pending]
+        if splitter.partial:
+            yield perf_ns(), [splitter.partial]
 
     def close(self) -> None:
         self._client.close()
