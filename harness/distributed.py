@@ -11,7 +11,8 @@ secret (harness/workerauth.py: a worker that has not joined gets none of them):
   The run message also carries the entries of the scenario's dataset prompts (workers need no
   copy of the files), compressed.
 - master -> worker `claude_share`: the worker's share of the budget and of --max-requests
-  (harness/shares.py), every second while the run has such limits.
+  (harness/shares.py), every second while the run has such limits; each worker's report
+  says which share it applies (`share_seq`).
 - master -> worker `claude_arrivals`: in an open loop, the worker's share of the arrivals
   (harness/cluster_arrivals.py).
 - master -> worker `claude_sweep_step`: a sweep's step and its measured window (wall clock),
@@ -50,7 +51,7 @@ from harness.datasets import DatasetError, Shipment, received_datasets, shipment
 from harness.openloop import ArrivalCounts
 from harness.results import InputSize
 from harness.scenario import Scenario, ScenarioError, scenario_from_dict
-from harness.shares import INTERVAL_S, Share, Spent, split
+from harness.shares import INTERVAL_S, Share, ShareBook, Spent
 from harness.stats import RunStats
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class WorkerState:
     recorded: int = 0
     before_window: int = 0
     spent_usd: float = 0.0
+    share_seq: int | None = None  # the share its last report applied
     failed_fast: str | None = None  # why this worker's first seconds all failed alike
     points_written: int = 0
     points_dropped: int = 0
@@ -151,6 +153,7 @@ class MasterLink:
         self.run = run  # the master's current run, whose stats the workers' deltas merge into
         self.limits = limits  # the run's budget (USD) and request limit, split among the workers
         self._splitting: gevent.Greenlet | None = None
+        self.share_book = ShareBook(None, None)
         self.run_id: str | None = None
         self.epoch = 0  # the measurement window's number: reports of an older one are stale
         self.workers: dict[str, WorkerState] = {}
@@ -218,6 +221,7 @@ class MasterLink:
         # every worker of the run is known from the start: one that dies before its first
         # report is still named as lost
         self.workers = {client.id: WorkerState(client.id, self._name(client.id)) for client in runner.clients.all}
+        self.share_book = ShareBook(*self.limits())
         for client_id, share in self.shares().items():
             self._send_run(client_id, share)
         self._stop_splitting()
@@ -247,9 +251,9 @@ class MasterLink:
         return ArrivalCounts.total(state.arrivals for state in self.workers.values() if state.arrivals is not None)
 
     def shares(self) -> dict[str, Share]:
-        """Each working worker's share of the limits, from what all of them reported."""
-        spent = {client_id: Spent(state.spent_usd, state.recorded) for client_id, state in self.workers.items()}
-        return split(*self.limits(), spent, self.working())
+        """Each working worker's next share of the limits, from what all of them reported."""
+        spent = {client_id: Spent(state.spent_usd, state.recorded, state.share_seq) for client_id, state in self.workers.items()}
+        return self.share_book.split(spent, self.working())
 
     def _keep_splitting(self) -> None:
         while True:
@@ -337,6 +341,7 @@ class MasterLink:
         state.in_flight = report["in_flight"]
         state.records, state.points_written, state.points_dropped = report["records"], report["points_written"], report["points_dropped"]
         state.recorded, state.before_window, state.spent_usd = report["recorded"], report["before_window"], report["spent_usd"]
+        state.share_seq = report.get("share_seq")
         state.failed_fast = report.get("failed_fast")
         state.saturated_samples, state.unreliable = report["saturated_samples"], report["unreliable"]
         state.arrivals = report.get("arrivals")

@@ -455,6 +455,7 @@ class HarnessRun:
             "before_window": self.ledger.before_window,
             "window": self.ledger.window,
             "spent_usd": self.ledger.spent_usd,
+            "share_seq": self.share.seq if self.share is not None else None,
             "failed_fast": self.fail_fast.verdict(time.monotonic()),
             "points_written": points.written if points else 0,
             "points_dropped": points.dropped if points else 0,
