@@ -7,6 +7,7 @@ The Grafana dashboard's queries are checked against these names by the tests.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,7 @@ INT_FIELDS = frozenset(
     | {name for name in REQUEST_FIELDS if name.startswith("ratelimit_")}
 )
 STRING_FIELDS = frozenset({"request_id", "error_type", "event", "detail"})
+_NOT_FLOAT = INT_FIELDS | STRING_FIELDS
 
 HEALTH_TAGS = ("run_id", "scenario", "worker", "role")
 HEALTH_FIELDS = (
@@ -78,11 +80,21 @@ def _escape_key(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # a run's tags take few values: each escaped once
+def _tag(key: str, value: Any) -> str:
+    return f",{key}={_escape_key(str(value))}"
+
+
 def _escape_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', r"\"") + '"'
 
 
 def _field(name: str, value: Any) -> str:
+    kind = type(value)  # the common cases first: a float field, an integer one (bool is neither)
+    if kind is float and name not in _NOT_FLOAT:
+        return f"{name}={value!r}"
+    if kind is int and name not in STRING_FIELDS:
+        return f"{name}={value}i"
     if isinstance(value, bool):
         return f"{name}={'true' if value else 'false'}"
     if name in STRING_FIELDS:
@@ -94,8 +106,8 @@ def _field(name: str, value: Any) -> str:
 
 def line(measurement: str, tags: Mapping[str, Any], fields: Mapping[str, Any], time_ns: int) -> str:
     """One line of InfluxDB line protocol; empty tags and None fields are left out."""
-    tag_part = "".join(f",{k}={_escape_key(str(v))}" for k, v in sorted(tags.items()) if v not in (None, ""))
-    field_part = ",".join(_field(k, v) for k, v in fields.items() if v is not None)
+    tag_part = "".join([_tag(k, v) for k, v in sorted(tags.items()) if v is not None and v != ""])
+    field_part = ",".join([_field(k, v) for k, v in fields.items() if v is not None])
     return f"{_escape_key(measurement)}{tag_part} {field_part} {time_ns}"
 
 

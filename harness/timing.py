@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from harness.replies import SETTLE_EVENTS, Reply
+
 NS_PER_MS = 1_000_000
 
 # Outcome classes (docs/timing.md). Anything but "ok" is a failure in Locust's stats.
@@ -264,10 +266,11 @@ class StreamTimer:
     been seen; later deltas only move the last-token time and the largest gap.
     """
 
-    __slots__ = ("_bad", "_error", "_event", "_last_delta_ns", "_max_gap_ns", "_seen_text", "_stopped", "progress_ns", "record")
+    __slots__ = ("_bad", "_error", "_event", "_last_delta_ns", "_max_gap_ns", "_seen_text", "_stopped", "progress_ns", "record", "reply")
 
-    def __init__(self, record: TimingRecord, now_ns: int = 0) -> None:
+    def __init__(self, record: TimingRecord, now_ns: int = 0, reply: Reply | None = None) -> None:
         self.record = record
+        self.reply = reply  # a conversation's: it keeps every data payload, parsed after the stream
         self.progress_ns = now_ns  # when the last event that is not a ping arrived (idle timeout)
         self._event = b""
         self._last_delta_ns: int | None = None
@@ -280,12 +283,18 @@ class StreamTimer:
     def feed(self, t_ns: int, lines: list[bytes]) -> None:
         """SSE lines (without their \\n) that arrived together at t_ns: what one read brought.
         (One call per read, not per line: a stream's events are three lines each.)"""
+        reply = self.reply
         for line in lines:
             if line.startswith(b"data:"):
-                self._on_data(t_ns, self._event, line[5:])
+                data = line[5:]
+                if reply is not None:
+                    reply.data.append(data)
+                self._on_data(t_ns, self._event, data)
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip()
             # blank lines end an event; comments (":") and other fields are ignored
+        if reply is not None and len(reply.data) > SETTLE_EVENTS:
+            reply.settle()
 
     def _on_data(self, t_ns: int, event: bytes, data: bytes) -> None:
         record = self.record

@@ -267,31 +267,16 @@ class _Reading:
             on_lines(t_ns, lines)
 
 
-class _Keeping:
-    """A conversation's line handler: the stream timer's, then the reply's."""
-
-    __slots__ = ("feed", "keep")
-
-    def __init__(self, feed: OnLines, keep: Callable[[list[bytes]], None]) -> None:
-        self.feed, self.keep = feed, keep
-
-    def __call__(self, t_ns: int, lines: list[bytes]) -> None:
-        self.feed(t_ns, lines)
-        self.keep(lines)
-
-
 def _time_stream(record: TimingRecord, source: LineSource, deadlines: Deadlines, reply: Reply | None) -> None:
     """Feed a stream's timed lines to a StreamTimer (and a conversation's to its reply); settle
     the record however it ends (when the stream breaks, the caller's handler then overrides the
     outcome)."""
-    timer = StreamTimer(record, perf_ns())
-    deadlines.watch(timer)
-    on_lines: OnLines = timer.feed
     if reply is not None:
         reply.clear()
-        on_lines = _Keeping(timer.feed, reply.feed)
+    timer = StreamTimer(record, perf_ns(), reply)
+    deadlines.watch(timer)
     try:
-        source.run(on_lines)
+        source.run(timer.feed)
     finally:
         timer.finish(perf_ns())
 

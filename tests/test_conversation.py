@@ -16,9 +16,9 @@ import pytest
 
 from harness.conversation import MAX_TOOL_ROUNDS, ConversationBook, ConversationSpec, Session, ThinkTime
 from harness.emulator.groundtruth import assistant_digest
-from harness.replies import SETTLE_LINES, Reply
+from harness.replies import SETTLE_EVENTS, Reply
 from harness.scenario import ScenarioError, scenario_from_dict
-from harness.timing import TimingRecord
+from harness.timing import StreamTimer, TimingRecord
 from tests.support.cluster import Cluster
 from tests.support.processes import write_lines
 from tests.support.runs import recorded_run
@@ -144,6 +144,14 @@ def sse(*events: dict[str, Any]) -> list[bytes]:
     return [line for event in events for line in (f"event: {event['type']}".encode(), b"data: " + json.dumps(event).encode(), b"")]
 
 
+def fed(reply: Reply, *reads: list[bytes]) -> Reply:
+    """`reply` with the stream's reads given to a stream timer, as the transports do."""
+    timer = StreamTimer(TimingRecord(model="m", prompt="p", mode="stream"), 0, reply)
+    for t_ns, lines in enumerate(reads):
+        timer.feed(t_ns, lines)
+    return reply
+
+
 def test_a_reply_is_rebuilt_from_its_stream_as_the_sdk_accumulates_it() -> None:
     reply = Reply()
     lines = sse(
@@ -163,8 +171,7 @@ def test_a_reply_is_rebuilt_from_its_stream_as_the_sdk_accumulates_it() -> None:
         {"type": "content_block_stop", "index": 2},
         {"type": "message_stop"},
     )
-    for line in lines:
-        reply.feed([line])
+    fed(reply, *([line] for line in lines))
     assert reply.content() == [
         {"type": "thinking", "thinking": "hmm", "signature": "SIG"},
         {"type": "text", "text": "Let me look."},
@@ -175,26 +182,28 @@ def test_a_reply_is_rebuilt_from_its_stream_as_the_sdk_accumulates_it() -> None:
     assert reply.content() == text("hi")  # an empty text block is never sent back
 
 
-def test_a_long_reply_is_settled_as_it_comes_and_keeps_few_lines() -> None:
-    reply = Reply()
-    reply.feed(sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
+def test_a_long_reply_is_settled_as_it_comes_and_keeps_few_events() -> None:
+    reply = fed(Reply(), sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}))
     for _ in range(1000):
-        reply.feed(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ab"}}))
-        assert len(reply._lines) <= SETTLE_LINES  # some 50 KB at most, not the whole reply's lines
+        fed(reply, sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ab"}}))
+        assert len(reply.data) <= SETTLE_EVENTS  # some 50 KB at most, not the whole reply's events
     assert reply.content() == text("ab" * 1000)
 
 
 def test_a_broken_event_leaves_the_rest_of_the_reply() -> None:
     """The lines are parsed in one go after the stream; one that is not JSON is left out alone."""
-    reply = Reply()
     lines = sse(
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "kept "}},
     )
-    reply.feed(lines[:4])
-    reply.feed([*lines[4:], b"event: content_block_delta", b'data: {"type":"content_block_delta","index":0,"delta":{"typ', b""])
-    reply.feed(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "too"}}))
-    assert reply.content() == text("kept too")
+    broken = [*lines[4:], b"event: content_block_delta", b'data: {"type":"content_block_delta","index":0,"delta":{"typ', b""]
+    odd = sse(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": None}},  # not a string: left out
+        {"type": "content_block_delta", "index": 7, "delta": {"type": "text_delta", "text": "x"}},  # no such block
+        {"type": "content_block_delta", "index": 0, "delta": "text"},
+    )
+    too = sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "too"}})
+    assert fed(Reply(), lines[:4], broken, odd, too).content() == text("kept too")
 
 
 # --- think time and the scenario ----------------------------------------------------------------

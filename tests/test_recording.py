@@ -24,6 +24,10 @@ from tests.support.runs import FAST_PROFILE, SCENARIO, run_against_emulator
 def test_line_protocol_escapes_and_types() -> None:
     text = line("m", {"model": "a b,c=d", "empty": ""}, {"x": 1.5, "n": 3, "ok": True, "request_id": 'r"1', "none": None}, 7)
     assert text == r'm,model=a\ b\,c\=d x=1.5,n=3i,ok=true,request_id="r\"1" 7'
+    # an integer field's float, a float field's integer, a string field's number; tags alike of each type
+    fields = {"input_tokens": 5.0, "latency_ms": 10, "request_id": 1.5, "error_type": 2, "retried": False}
+    text = line("m", {"turn": 1, "step": True, "variant": 1.0}, fields, 7)
+    assert text == 'm,step=True,turn=1,variant=1.0 input_tokens=5i,latency_ms=10i,request_id="1.5",error_type="2",retried=false 7'
 
 
 def test_request_point_fields_and_no_ttft_for_blocking() -> None:
