@@ -33,6 +33,7 @@ RESERVED_HEADERS = frozenset(
 REDACTED = "<redacted>"
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # what an HTTP/1.1 header value can carry: no line break, no control character
 WEB_USER_ENV = "CLAUDE_LOADTEST_WEB_USER"
 WEB_PASSWORD_ENV = "CLAUDE_LOADTEST_WEB_PASSWORD"
 WORKER_SECRET_ENV = "CLAUDE_LOADTEST_WORKER_SECRET"
@@ -93,6 +94,23 @@ def auth_token_for(host: str, startup_host: str | None) -> str | None:
     return token if token and same_target(host, startup_host) else None
 
 
+def header_name_ok(name: str) -> bool:
+    return _HEADER_NAME.match(name) is not None
+
+
+def header_value_ok(value: str) -> bool:
+    return _HEADER_VALUE.fullmatch(value) is not None
+
+
+def secrets_problem() -> str | None:
+    """A key or token in the environment that no HTTP header can carry (a line break kept from
+    the file it was read from): said at start-up, the value not shown."""
+    for name in (API_KEY_ENV, AUTH_TOKEN_ENV):
+        if not header_value_ok(os.environ.get(name, "")):
+            return f"{name} holds a line break or another character an HTTP header cannot carry (the value is not shown)"
+    return None
+
+
 def checked_headers(headers: dict[str, str]) -> dict[str, str]:
     """A scenario's `headers`, checked (a ValueError says what is wrong), names in lower case."""
     checked = {}
@@ -121,6 +139,8 @@ def header_values(headers: dict[str, str], to_startup_host: bool) -> dict[str, s
         if missing:
             raise CredentialsError(f"headers.{name}: ${{{missing[0]}}} is not set in the environment")
         sent[name] = _REFERENCE.sub(lambda match: os.environ[match.group(1)], value)
+        if not header_value_ok(sent[name]):
+            raise CredentialsError(f"headers.{name}: the environment's value holds a line break or another character a header cannot carry")
     return sent
 
 

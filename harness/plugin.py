@@ -330,7 +330,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         login = webaccess.required_login(options) if environment.web_ui is not None else None
     except CredentialsError as exc:
         fail_usage(str(exc))
-    problem = cli.output_paths_problem(options) or network.proxy_problem() or stamps.stamping_problem()
+    problem = cli.output_paths_problem(options) or network.proxy_problem() or stamps.stamping_problem() or credentials.secrets_problem()
     if problem:
         fail_usage(problem)
     if options.worker:

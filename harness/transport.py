@@ -16,6 +16,7 @@ kill goes on, so that it is still counted.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 import gevent
 from gevent import GreenletExit, getcurrent
+from geventhttpclient.response import HTTPSocketPoolResponse
 
 from harness.deadlines import Deadlines, Expired
 from harness.headroom import read_rate_limits
@@ -36,6 +38,7 @@ from harness.loop_reader import LineSplitter, LoopReader, OnLines, closed_early
 from harness.network import Proxy, tls_context
 from harness.platforms import Platform, access_token
 from harness.replies import Reply
+from harness.request_head import RequestHead
 from harness.stamps import KERNEL, USER, ReceiveClock, StampedSocket, kernel_stamps_supported
 from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
@@ -337,6 +340,11 @@ class FastTransport:
         self._connection_per_request = connection_per_request(target)
         self._path = url.path.rstrip("/") + MESSAGES_PATH
         self._headers = {**target.headers, **target.auth_headers}
+        # straight to the target: the request's head built once (through a proxy, geventhttpclient
+        # builds each request: a plain HTTP proxy wants the absolute URI and its credentials)
+        client = self._client
+        default_headers = dict(client.default_headers.items())  # its User-Agent
+        self._head = None if target.proxy else RequestHead(client.host, client.port, self._path, {**default_headers, **self._headers})
 
     def _new_client(self, target: Target, connect_s: float) -> Any:
         from geventhttpclient import HTTPClient
@@ -361,14 +369,29 @@ class FastTransport:
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
         with _request_scope(record, request) as deadlines:
             try:
-                headers = self._headers if request.headers is None else {**self._headers, **request.headers}
-                response = self._client.request("POST", self._path, body=request.data, headers=headers)
-                self._read(record, response, request, deadlines)
+                self._read(record, self._post(request), request, deadlines)
             except BaseException:
                 self._reset()  # the response was not read to its end: the connection is unusable
                 raise
             if self._connection_per_request:
                 self._reset()
+
+    def _post(self, request: PreparedRequest) -> Any:
+        """Send the request; its response once the head is read."""
+        client = self._client
+        if self._head is None:
+            headers = self._headers if request.headers is None else {**self._headers, **request.headers}
+            return client.request("POST", self._path, body=request.data, headers=headers)
+        pool = client._connection_pool
+        sock = pool.get_socket()
+        try:
+            sock.sendall(self._head.of(request.data, request.headers))
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
+                pool.release_socket(sock)
+                raise
+            # the server may have answered before it read the body, then closed: its answer, if any
+        return HTTPSocketPoolResponse(sock, pool, block_size=client.block_size, method="POST", headers_type=client.headers_type)
 
     def _read(self, record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
         t_headers = self._clock.arrived_ns if self._clock is not None else perf_ns()

@@ -44,6 +44,10 @@ def test_header_names_and_values_are_checked(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("GATEWAY_TOKEN")
     with pytest.raises(CredentialsError, match=r"headers.x-gateway-token: \$\{GATEWAY_TOKEN\} is not set"):
         header_values(headers, to_startup_host=True)
+    monkeypatch.setenv("GATEWAY_TOKEN", GATEWAY_SECRET + "\r\nx-evil: 1")  # would split the request
+    with pytest.raises(CredentialsError, match=r"headers\.x-gateway-token: the environment's value holds a line break") as error:
+        header_values(headers, to_startup_host=True)
+    assert GATEWAY_SECRET not in str(error.value)
 
 
 @pytest.mark.slow

@@ -300,6 +300,20 @@ def test_exit_2_without_a_budget_against_a_real_api(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variable", ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"])
+def test_exit_2_for_a_key_no_header_can_carry_and_the_key_is_not_shown(tmp_path: Path, variable: str) -> None:
+    """A key read from a file with its line break: said at start-up, not sent (geventhttpclient's
+    own check named the whole value in every request's error message)."""
+    secret = "sk-ant-test-not-real-7f3a"
+    result = run_locust(
+        tmp_path, scenario_with(tmp_path), "--host", "https://api.example.invalid", timeout_s=60, env={variable: secret + "\n"}
+    )
+    assert result.returncode == exitcodes.USAGE
+    assert f"{variable} holds a line break" in result.stderr and "Traceback" not in result.stderr
+    assert secret not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
 def test_exit_3_when_the_cost_guard_stops_the_run_at_the_budget(tmp_path: Path) -> None:
     priced = scenario_with(
         tmp_path, prices={"model-fast": {"input": 1000.0, "output": 5000.0}, "model-slow": {"input": 1000.0, "output": 5000.0}}
