@@ -33,12 +33,12 @@ from gevent import GreenletExit, getcurrent
 from geventhttpclient.response import HTTPSocketPoolResponse
 
 from harness.deadlines import Deadlines, Expired
+from harness.fast_http import Fields, RequestHead
 from harness.headroom import read_rate_limits
 from harness.loop_reader import LineSplitter, LoopReader, OnLines, closed_early
 from harness.network import Proxy, tls_context
 from harness.platforms import Platform, access_token
 from harness.replies import Reply
-from harness.request_head import RequestHead
 from harness.stamps import KERNEL, USER, ReceiveClock, StampedSocket, kernel_stamps_supported
 from harness.timing import CANCELLED, CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, StreamTimer, TimingRecord, retry_after_s
 
@@ -391,7 +391,7 @@ class FastTransport:
                 pool.release_socket(sock)
                 raise
             # the server may have answered before it read the body, then closed: its answer, if any
-        return HTTPSocketPoolResponse(sock, pool, block_size=client.block_size, method="POST", headers_type=client.headers_type)
+        return HTTPSocketPoolResponse(sock, pool, block_size=client.block_size, method="POST", headers_type=Fields)
 
     def _read(self, record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
         t_headers = self._clock.arrived_ns if self._clock is not None else perf_ns()

@@ -1,11 +1,16 @@
-"""The head of the fast transport's one kind of request, a POST of JSON to the Messages API,
-built and checked once per target rather than at every send.
+"""What the fast transport does with HTTP/1.1 itself rather than through geventhttpclient's
+general code, which costs microseconds per request at every send:
 
-geventhttpclient builds each request's head anew: a case-insensitive merge of the headers and
-a pattern match of every name and value, some 10 us per request that a load generator pays at
-every send. The head here says the same (its default User-Agent, Host, the target's headers,
-Content-Length) and is checked the same way (harness/credentials.py): a header that could split
-the request (a line break in a value) is refused. A variant's own headers make a head of their own.
+- `RequestHead`: the head of its one kind of request, a POST of JSON to the Messages API,
+  built and checked once per target. geventhttpclient builds each head anew (a case-insensitive
+  merge of the headers, a pattern match of every name and value, some 10 us). The head here says
+  the same (its default User-Agent, Host, the target's headers, Content-Length) and is checked
+  the same way (harness/credentials.py): a header that could split the request (a line break in
+  a value) is refused. A variant's own headers make a head of their own.
+- `Fields`: a response's header fields in a plain dict by lowercase name, for geventhttpclient's
+  parser (its `headers_type`): its own case-insensitive multi-dict takes several calls per field
+  and raises and catches a KeyError for each field looked up and not there (most rate-limit
+  fields, content-encoding).
 """
 
 from __future__ import annotations
@@ -47,3 +52,24 @@ class RequestHead:
 def _merged(headers: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """Headers by their lowercase name (names are case-insensitive: the last given wins)."""
     return {name.lower(): (name, str(value)) for name, value in headers.items()}
+
+
+class Fields(dict[str, str]):
+    """Header fields by lowercase name; a field given twice keeps both values, joined by ", "
+    (as RFC 9110 allows for a list-valued field)."""
+
+    __slots__ = ()
+
+    def add(self, field: str, value: str) -> None:
+        name = field.lower()
+        old = dict.get(self, name)
+        self[name] = value if old is None else f"{old}, {value}"
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())

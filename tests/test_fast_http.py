@@ -1,12 +1,13 @@
-"""The fast transport's request head, built once (harness/request_head.py): it says what
+"""The fast transport's request head, built once (harness.fast_http.py): it says what
 geventhttpclient's own head says, and refuses what could split a request."""
 
 from __future__ import annotations
 
 import pytest
 from geventhttpclient import HTTPClient
+from geventhttpclient.response import HTTPResponse
 
-from harness.request_head import RequestHead
+from harness.fast_http import Fields, RequestHead
 
 HEADERS = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 BODY = b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
@@ -43,3 +44,13 @@ def test_a_header_that_could_split_the_request_is_refused_without_its_value(head
     head = RequestHead("127.0.0.1", 80, "/v1/messages", HEADERS)
     with pytest.raises(ValueError):
         head.of(BODY, headers)
+
+
+def test_a_responses_fields_by_lowercase_name_a_repeated_one_joined() -> None:
+    response = HTTPResponse("POST", headers_type=Fields)
+    response.feed(
+        b"HTTP/1.1 429 Too Many Requests\r\nRequest-Id: req_1\r\nretry-after: 3\r\nVia: a\r\nvia: b\r\ncontent-length: 2\r\n\r\n{}"
+    )
+    assert response.get("request-id") == "req_1" and response.get("Retry-After") == "3" and response.get("x-missing") is None
+    assert response.get("via") == "a, b" and response["VIA"] == "a, b" and "request-id" in response and 1 not in response.info()
+    assert response.content_length == 2 and response.message_complete and response.status_code == 429
