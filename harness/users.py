@@ -107,8 +107,9 @@ class ClaudeUser(User):
             self.claude.end_session(session)
 
     def think(self, seconds: float) -> None:
-        """The user's pause between turns: idle, as in Locust's wait (the stop ends it at once)."""
-        if self._state == LOCUST_STATE_STOPPING:
+        """The user's pause between turns: idle, as in Locust's wait (the stop ends it at once);
+        none when it is zero (the next turn's send gives the other users their turn)."""
+        if seconds <= 0 or self._state == LOCUST_STATE_STOPPING:
             return
         self._state = LOCUST_STATE_WAITING
         try:
