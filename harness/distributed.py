@@ -253,7 +253,18 @@ class MasterLink:
     def shares(self) -> dict[str, Share]:
         """Each working worker's next share of the limits, from what all of them reported."""
         spent = {client_id: Spent(state.spent_usd, state.recorded, state.share_seq) for client_id, state in self.workers.items()}
-        return self.share_book.split(spent, self.working())
+        return self.share_book.split(spent, self.working(), self._holding())
+
+    def _holding(self) -> list[str]:
+        """Workers missing for less than the time a worker takes to give its master up (with a
+        heartbeat's margin): they may still spend their share, or come back."""
+        lost_after_s = locust_env.options(self.environment).master_lost_timeout + 2 * HEARTBEAT_INTERVAL
+        now = time.time()
+        return [
+            client_id
+            for client_id, state in self.workers.items()
+            if not state.drained and client_id not in self.refused and now - state.last_heartbeat_at < lost_after_s
+        ]
 
     def _keep_splitting(self) -> None:
         while True:

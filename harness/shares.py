@@ -13,8 +13,10 @@ up to the share it holds. The master therefore hands out only what no worker may
 (`ShareBook`): a worker *holds* the largest share sent to it since the one its last report
 applied (each share has a number, each report says which one the worker applies), or what it
 reported if more. A share that grows takes from what nobody holds; one that shrinks frees its
-difference only once the worker's report shows it applied. What all workers hold never passes
-the limit, so the spend passes it only by what is in flight, as in a single process.
+difference only once the worker's report shows it applied. A worker gone missing keeps what it
+holds until it has surely stopped on its own (`--master-lost-timeout` after its last heartbeat)
+or comes back. What all workers hold never passes the limit, so the spend passes it only by
+what is in flight, as in a single process.
 """
 
 from __future__ import annotations
@@ -69,17 +71,22 @@ class ShareBook:
         self._sent: dict[str, list[Share]] = {}  # per working worker, oldest first
         self._seqs = itertools.count(1)
 
-    def split(self, spent: dict[str, Spent], working: Iterable[str]) -> dict[str, Share]:
+    def split(self, spent: dict[str, Spent], working: Iterable[str], holding: Iterable[str] = ()) -> dict[str, Share]:
         """The next share of each working worker, recorded as sent to it. `spent` holds every
-        worker of the run, those gone included (what they spent is spent)."""
+        worker of the run, those gone included (what they spent is spent); `holding`: workers
+        that get no share but may still spend what they hold (missing for a moment: they may
+        come back, or be on their own until they give their master up)."""
         working = sorted(working)
         if not working or (self.budget_usd is None and self.max_requests is None):
             return {worker: Share() for worker in working}
-        self._sent = {worker: self._sent.get(worker, []) for worker in working}  # one gone: what it spent is known
-        for worker in working:
+        counted = [*working, *(worker for worker in holding if worker in self._sent and worker not in working)]
+        self._sent = {worker: self._sent.get(worker, []) for worker in counted}  # one gone for good: what it spent is known
+        for worker in counted:
             self._applied(worker, spent.get(worker, Spent(0.0, 0)).share_seq)
-        usd = self._limit(self.budget_usd, {w: s.usd for w, s in spent.items()}, working, lambda s: s.budget_usd, whole=False)
-        requests = self._limit(self.max_requests, {w: s.requests for w, s in spent.items()}, working, lambda s: s.max_requests, whole=True)
+        usd = self._limit(self.budget_usd, {w: s.usd for w, s in spent.items()}, working, counted, lambda s: s.budget_usd, whole=False)
+        requests = self._limit(
+            self.max_requests, {w: s.requests for w, s in spent.items()}, working, counted, lambda s: s.max_requests, whole=True
+        )
         seq = next(self._seqs)
         shares = {}
         for worker in working:
@@ -94,7 +101,13 @@ class ShareBook:
             self._sent[worker] = [share for share in self._sent[worker] if share.seq >= seq]
 
     def _limit(
-        self, limit: float | None, spent: dict[str, float], working: list[str], of: Callable[[Share], float | None], whole: bool
+        self,
+        limit: float | None,
+        spent: dict[str, float],
+        working: list[str],
+        counted: list[str],
+        of: Callable[[Share], float | None],
+        whole: bool,
     ) -> dict[str, float] | None:
         """Each working worker's share of one limit: its fair share when it shrinks, or as much
         of its fair share as what no worker holds allows when it grows."""
@@ -102,9 +115,9 @@ class ShareBook:
             return None
         left = max(0.0, limit - sum(spent.values()))
         fair = {w: spent.get(w, 0) + _part(left, len(working), i, whole) for i, w in enumerate(working)}
-        held = {w: max([spent.get(w, 0.0), *_values(self._sent[w], of)]) for w in working}
+        held = {w: max([spent.get(w, 0.0), *_values(self._sent[w], of)]) for w in counted}
         free = limit - sum(v for w, v in spent.items() if w not in held) - sum(held.values())
-        wants = {w: fair[w] - held[w] for w in working if fair[w] > held[w]}
+        wants = {w: fair[w] - held[w] for w in working if fair[w] > held[w]}  # (a holding worker wants nothing)
         scale = min(1.0, max(0.0, free) / sum(wants.values())) if wants else 0.0
         grown = {w: held[w] + (math.floor(want * scale) if whole else want * scale) for w, want in wants.items()}
         return {w: grown.get(w, fair[w]) for w in working}

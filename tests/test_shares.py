@@ -56,6 +56,16 @@ def test_a_joining_worker_gets_what_the_others_free_once_they_applied_their_smal
     assert book.split(reported, ["a", "b", "c"])["c"].budget_usd == pytest.approx(1.0)
 
 
+def test_a_missing_worker_keeps_what_it_holds_until_it_has_surely_stopped() -> None:
+    book = ShareBook(4.0, None)
+    book.split({}, ["a", "b"])
+    reported = {"a": Spent(1.0, 0, 1), "b": Spent(0.5, 0, 1)}
+    # b is missing: it may still spend up to its $2 (on its own until it gives its master up)
+    assert book.split(reported, ["a"], holding=["b"])["a"].budget_usd == pytest.approx(2.0)
+    # then no longer (it stopped, or is dead): what it reported is what it spent
+    assert book.split(reported, ["a"])["a"].budget_usd == pytest.approx(3.5)
+
+
 def _cluster_spend(seed: int) -> tuple[float, float, float]:
     """Workers of random speeds spend a budget in requests of random cost; the master splits
     every tick from reports that come every 3 ticks (late, like Locust's). The budget, what was
