@@ -115,7 +115,7 @@ def checked_headers(headers: dict[str, str]) -> dict[str, str]:
     """A scenario's `headers`, checked (a ValueError says what is wrong), names in lower case."""
     checked = {}
     for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
+        if not header_name_ok(name):
             raise ValueError(f"{name!r}: not a header name (letters, digits and !#$%&'*+.^_`|~-)")
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(
