@@ -1,8 +1,10 @@
 """Point recording: every request (and health sample) as a line-protocol point, written to
 InfluxDB or, when none is configured, to a file in the run's folder.
 
-The request path only appends a string to a bounded in-memory buffer. One background
-greenlet flushes it at least every second; a failed write is retried with backoff (or the
+The request path only appends to a bounded in-memory buffer: a line, or a finished request
+whose line is rendered when its batch is written (many lines in one go cost less each than
+one at each request's end: `make bench` measures it). One background greenlet flushes the
+buffer at least every second; a failed write is retried with backoff (or the
 server's Retry-After) and the points stay buffered. A full buffer drops new points and
 counts them; an unreachable InfluxDB is reported once, not per point, and again when it
 recovers. At the end, what is buffered is flushed within a bounded time; whatever cannot
@@ -15,9 +17,10 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -111,16 +114,24 @@ def _retry_after_s(exc: Exception) -> float | None:
 
 
 class PointWriter:
-    """A bounded buffer of points and the greenlet that flushes it to a sink."""
+    """A bounded buffer of points and the greenlet that flushes it to a sink. A point is a line,
+    or any other object, which `render` turns into its line when it is written."""
 
-    def __init__(self, sink: Sink, max_buffer: int = DEFAULT_BUFFER, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        max_buffer: int = DEFAULT_BUFFER,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        render: Callable[[Any], str] = str,
+    ) -> None:
         self.sink = sink
+        self._render = render
         self.max_buffer = max_buffer
         self.flush_interval_s = flush_interval_s
         self.written = 0
         self.dropped = 0
         self.failed_writes = 0
-        self._buffer: deque[str] = deque()
+        self._buffer: deque[Any] = deque()
         self._failing = False
         self._backoff_s = flush_interval_s
         self._greenlet: gevent.Greenlet | None = None
@@ -130,12 +141,13 @@ class PointWriter:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def add(self, line: str) -> None:
-        """The hot path: never blocks, never raises."""
+    def add(self, point: Any) -> None:
+        """The hot path: never blocks, never raises (a point that is not a line is rendered when
+        written)."""
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
         else:
-            self._buffer.append(line)
+            self._buffer.append(point)
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
@@ -147,7 +159,8 @@ class PointWriter:
 
     def flush_once(self) -> bool:
         """Write one batch; on failure keep it buffered. Returns whether the write succeeded."""
-        batch = [self._buffer.popleft() for _ in range(min(MAX_BATCH, len(self._buffer)))]
+        buffer = self._buffer
+        batch = self._lines([buffer.popleft() for _ in range(min(MAX_BATCH, len(buffer)))])
         if not batch:
             return True
         try:
@@ -164,6 +177,17 @@ class PointWriter:
             logger.warning("points: %s is writable again; %d points buffered", self.sink.description, self.buffered)
         self._backoff_s = self.flush_interval_s
         return True
+
+    def _lines(self, points: list[Any]) -> list[str]:
+        """The points' lines; one that cannot be rendered (a defect) is counted as dropped."""
+        render, lines = self._render, []
+        for point in points:
+            try:
+                lines.append(point if type(point) is str else render(point))
+            except Exception:
+                self.dropped += 1
+                logger.exception("points: a point could not be rendered; it is counted as dropped")
+        return lines
 
     def _on_failure(self, exc: Exception) -> None:
         self.failed_writes += 1

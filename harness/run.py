@@ -128,7 +128,7 @@ class HarnessRun:
         self.prices = PriceTable(config.scenario.prices)
         # a master sends no requests: its workers keep the records
         self.records = None if config.role == "master" else RecordsFile(config.output_dir / RECORDS_FILE, {**self.labels})
-        self.points = self._point_writer(config)
+        self.points = self._point_writer(config, self.labels)
         self.health = HealthMonitor(self._gauges(), self._on_health, config.thresholds)
         self.disk = DiskWatch(config.output_dir, config.min_free_disk_mb)
         self._prompts = {prompt.name: prompt for prompt in config.scenario.prompts}  # (a prompt built in code: none)
@@ -192,11 +192,12 @@ class HarnessRun:
         return self._recent
 
     @staticmethod
-    def _point_writer(config: RunConfig) -> PointWriter | None:
+    def _point_writer(config: RunConfig, labels: dict[str, str]) -> PointWriter | None:
+        """The points' writer: a request's point is its record, rendered when written."""
         if config.points == "off":
             return None
         sink = InfluxSink(config.influx) if config.influx else FileSink(config.output_dir / POINTS_FILE)
-        return PointWriter(sink, max_buffer=config.points_buffer)
+        return PointWriter(sink, max_buffer=config.points_buffer, render=lambda record: request_line(record, labels))
 
     def _gauges(self) -> Gauges:
         points = self.points
@@ -348,7 +349,7 @@ class HarnessRun:
         if self.records is not None:
             self.records.write(record)
         if self.points is not None:
-            self.points.add(request_line(record, self.labels))
+            self.points.add(record)
         self.headroom.add(record)
         if record.outcome == CONNECTION_ERROR:
             self._tell_cause(record)

@@ -103,6 +103,24 @@ def test_file_sink_gets_every_point_through_the_greenlet(tmp_path: Path) -> None
     assert (writer.written, writer.dropped) == (2500, 0)
 
 
+def test_a_requests_point_is_rendered_when_written_and_one_that_cannot_be_is_counted_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    sink = FlakySink(failures=1)
+    labels = {"run_id": "r", "scenario": "s", "worker": "local"}
+    writer = PointWriter(sink, render=lambda record: request_line(record, labels))
+    records = [TimingRecord("m", "p", "stream", outcome="ok", ttft_ms=float(i), wall_start_ns=i) for i in range(3)]
+    writer.add(records[0])
+    writer.add("health x=1 5")
+    writer.add(records[1])
+    writer.add(object())  # not a record: its render fails
+    writer.add(records[2])
+    assert not writer.flush_once()  # the sink is down: the lines stay buffered
+    assert (writer.buffered, writer.dropped) == (4, 1)
+    assert writer.flush_once()
+    expected = [request_line(records[0], labels), "health x=1 5", request_line(records[1], labels), request_line(records[2], labels)]
+    assert sink.lines == expected and (writer.written, writer.dropped) == (4, 1)
+    assert sum("could not be rendered" in r.getMessage() for r in caplog.records) == 1
+
+
 # --- whole runs against a real metrics server ----------------------------------------------
 def series_values(vm: VictoriaMetrics, field: str) -> dict[tuple[str, str, str, str], list[float]]:
     values: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)

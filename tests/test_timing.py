@@ -258,3 +258,19 @@ def test_a_record_with_what_orjson_refuses_is_still_written(tmp_path: Path) -> N
     records.close()
     (line,) = read_records(tmp_path / "requests.jsonl.gz")
     assert line["error_message"] == "bad \ud800 text" and line["input_tokens"] == 2**70 and line["run_id"] == "r"
+
+
+def test_records_are_written_in_batches_and_flush_and_close_write_every_one(tmp_path: Path) -> None:
+    from harness.records import BATCH, RecordsFile, read_records
+
+    path = tmp_path / "requests.jsonl.gz"
+    records = RecordsFile(path, {"run_id": "r"})
+    for i in range(BATCH + 3):
+        records.write(TimingRecord(model="m", prompt="p", mode="stream", start_ns=START, ttft_ms=float(i)))
+    assert records.written == BATCH + 3
+    records.flush()
+    assert [line["ttft_ms"] for line in read_records(path)] == [float(i) for i in range(BATCH + 3)]
+    records.write(TimingRecord(model="m", prompt="p", mode="stream", start_ns=START, ttft_ms=-1.0))
+    records.close()
+    records.close()  # (twice: nothing more)
+    assert [line["ttft_ms"] for line in read_records(path)][-2:] == [float(BATCH + 2), -1.0]
