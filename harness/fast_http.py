@@ -11,13 +11,23 @@ general code, which costs microseconds per request at every send:
   parser (its `headers_type`): its own case-insensitive multi-dict takes several calls per field
   and raises and catches a KeyError for each field looked up and not there (most rate-limit
   fields, content-encoding).
+- `read_head`: a response's head read from the socket, apart from the body bytes that came with
+  it, so that geventhttpclient's parser takes the head alone and a chunked stream's body can be
+  decoded without it (harness/chunked.py).
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
+from typing import Any
+
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 
 from harness.credentials import header_name_ok, header_value_ok
+
+MAX_HEAD = 64 * 1024  # a head not ended within this is left to geventhttpclient's parser whole
+_INTERIM = (b"HTTP/1.1 1", b"HTTP/1.0 1")  # a 1xx response: another head follows
 
 
 class RequestHead:
@@ -73,3 +83,35 @@ class Fields(dict[str, str]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+def read_head(sock: Any, block_size: int) -> tuple[bytes, bytes | None]:
+    """The response's head (up to its empty line) and the body's bytes read with it; `None` for
+    the latter where the head is left whole to geventhttpclient's parser, which then reads on
+    from the socket itself: after an interim 1xx response, a head that does not end within
+    MAX_HEAD, or bytes that are not an HTTP response. A connection closed (or reset) before any byte, or before the head's end, raises
+    geventhttpclient's own errors."""
+    data = b""
+    while True:
+        try:
+            more = sock.recv(block_size)
+        except OSError as exc:
+            if exc.errno == errno.ECONNRESET and not data:
+                raise HTTPConnectionClosed("connection closed.") from exc
+            raise
+        if not more:
+            if not data:
+                raise HTTPConnectionClosed("connection closed.")
+            raise HTTPParseError("connection closed before end of the headers")
+        data += more
+        if not data.startswith(b"HTTP/"[: len(data)]) or data.startswith(_INTERIM) or len(data) > MAX_HEAD:
+            return data, None  # (not HTTP at all: the parser says so at once)
+        end = _head_end(data)
+        if end is not None:
+            return data[:end], data[end:]
+
+
+def _head_end(data: bytes) -> int | None:
+    """Where the body starts: after the head's empty line (CRLF, or a bare LF as parsers allow)."""
+    ends = [at + len(mark) for mark in (b"\r\n\r\n", b"\n\n") if (at := data.find(mark)) >= 0]
+    return min(ends) if ends else None

@@ -7,6 +7,10 @@ kernel's receive stamp: harness/stamps.py), feeds geventhttpclient's parser, spl
 decoded into lines and hands those of the read to the stream timer at once, in the loop's turn. The request's
 greenlet waits once and wakes at the end of the stream, or with what broke it.
 
+A chunked body (the Messages API's streams) is decoded here (harness/chunked.py): the
+parser took the response's head alone (harness/fast_http.py's `read_head`). Any other body
+goes through geventhttpclient's parser, as the head did.
+
 Objects, not closures: a stream in flight holds this one slotted object, its bound callback
 and a waiter (a closure's cells would be a dozen tracked objects per stream).
 """
@@ -18,6 +22,7 @@ from typing import Any
 
 from gevent.hub import Waiter
 
+from harness.chunked import ChunkedBody
 from harness.stamps import StampedSocket
 
 OnLines = Callable[[int, list[bytes]], None]  # lines of a stream that one read completed, and its stamp
@@ -46,19 +51,44 @@ def closed_early() -> Exception:
     return HTTPConnectionClosed("connection closed.")
 
 
+class ParsedBody:
+    """A body that is not chunked, through the response's own parser (geventhttpclient's)."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def feed(self, data: bytes) -> bytes:
+        response = self._response
+        response.feed(data)
+        body = bytes(response._body_buffer)
+        del response._body_buffer[:]
+        return body
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._response.message_complete)
+
+
 class LoopReader:
     """One response's stream, read by the event loop: `run(on_lines)` returns at its end."""
 
-    __slots__ = ("_lines", "_on_lines", "_response", "_sock", "_stamp", "_waiter", "_watcher")
+    __slots__ = ("_body", "_lines", "_on_lines", "_response", "_rest", "_sock", "_stamp", "_waiter", "_watcher")
 
-    def __init__(self, response: Any, sock: StampedSocket) -> None:
-        self._response = response  # a geventhttpclient response whose headers were parsed
+    def __init__(self, response: Any, sock: StampedSocket, rest: bytes | None = None) -> None:
+        """`response`: a geventhttpclient response whose head was parsed; `rest`: the body's
+        bytes read with the head that its parser did not take (None: it took them all)."""
+        self._response = response
         self._sock = sock
         self._on_lines: OnLines | None = None
         self._lines = LineSplitter()
-        self._stamp = 0  # the stamp of the last read that brought body bytes (the partial line's)
+        self._stamp = sock.clock.arrived_ns  # the stamp of the last read that brought body bytes (the partial line's)
         self._waiter: Any = None  # set while the request's greenlet waits
         self._watcher: Any = None  # the socket's own read watcher (a libev io watcher), while it waits
+        chunked = rest is not None and "chunked" in (response.get("transfer-encoding") or "").lower()
+        self._body: ChunkedBody | ParsedBody = ChunkedBody() if chunked else ParsedBody(response)
+        self._rest = rest or b""
 
     def run(self, on_lines: OnLines) -> None:
         """The stream's lines (without their \\n: SSE lines end in \\n alone) to `on_lines`, those
@@ -66,12 +96,22 @@ class LoopReader:
         wait as they end a read (they are thrown into this greenlet)."""
         self._on_lines = on_lines
         try:
-            if self._response._body_buffer:  # what came with the headers
-                self._split()
-            if not self._response.message_complete:
+            body = bytes(self._response._body_buffer)  # what its parser took with the head
+            del self._response._body_buffer[:]
+            if self._rest:  # what came with the head for this reader to decode
+                body += self._body.feed(self._rest)
+                self._rest = b""
+            if body:
+                self._hand_on(body)
+            if self._body.complete:
+                self._end()
+            else:
                 self._wait()
             if self._lines.partial:
                 on_lines(self._stamp, [self._lines.partial])
+        except BaseException:
+            self._response.release()  # cut off: the connection is closed (its response did not end)
+            raise
         finally:
             self._on_lines = None
 
@@ -81,33 +121,40 @@ class LoopReader:
         watcher.start(self._readable)
         try:
             waiter.get()
-        except BaseException:
-            watcher.stop()  # before the socket's close, which a started watcher would defer
-            self._response.release()  # as a read cut off in the greenlet does: the reset then closes it
-            raise
         finally:
-            watcher.stop()
+            watcher.stop()  # before the socket's close, which a started watcher would defer
             self._waiter = self._watcher = None
 
     def _readable(self) -> None:
-        """The loop's callback when the socket is readable: read what is there, parse, hand on
+        """The loop's callback when the socket is readable: read what is there, decode, hand on
         each whole line; wake the greenlet at the end of the stream or with what broke it."""
-        response = self._response
+        body = self._body
         try:
-            data = self._sock.recv_ready(response.block_size)
+            data = self._sock.recv_ready(self._response.block_size)
             if data is None:  # woken for nothing after all
                 return
-            response.feed(data)
-            if response._body_buffer:
-                self._split()
-            if not data and not response.message_complete:
-                raise closed_early()
+            decoded = body.feed(data)
+            if decoded:
+                self._hand_on(decoded)
+            if not body.complete:
+                if not data:
+                    raise closed_early()
+                return
+            self._end()
         except BaseException as exc:
             self.throw(exc)
             return
-        if response.message_complete:
-            self._watcher.stop()
-            self._waiter.switch(None)
+        self._watcher.stop()
+        self._waiter.switch(None)
+
+    def _end(self) -> None:
+        """The body's end: a chunked one decoded here ends its response as its parser would (the
+        connection back to its pool, or closed if bytes came after the end)."""
+        response = self._response
+        if not response.message_complete:
+            response.message_complete = True
+            response._trailing_data_dropped = bool(getattr(self._body, "excess", b""))
+            response.release()
 
     def throw(self, error: BaseException) -> None:
         """End the wait with `error`: what broke the stream, or gevent's own error when another
@@ -116,11 +163,9 @@ class LoopReader:
             self._watcher.stop()  # (a closed watcher's stop does nothing)
             self._waiter.throw(error)
 
-    def _split(self) -> None:
-        body = self._response._body_buffer
+    def _hand_on(self, body: bytes) -> None:
         stamp = self._stamp = self._sock.clock.arrived_ns
         lines = self._lines.split(body)
-        del body[:]
         if lines:
             on_lines = self._on_lines
             assert on_lines is not None

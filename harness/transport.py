@@ -33,7 +33,7 @@ from gevent import GreenletExit, getcurrent
 from geventhttpclient.response import HTTPSocketPoolResponse
 
 from harness.deadlines import Deadlines, Expired
-from harness.fast_http import Fields, RequestHead
+from harness.fast_http import Fields, RequestHead, read_head
 from harness.headroom import read_rate_limits
 from harness.loop_reader import LineSplitter, LoopReader, OnLines, closed_early
 from harness.network import Proxy, tls_context
@@ -191,13 +191,29 @@ def _connection_error_type(record: TimingRecord) -> str:
 def _not_a_stream(record: TimingRecord, content_type: str | None, read_body: Callable[[], bytes], expected: str = EVENT_STREAM) -> bool:
     """A 200 to a streamed request whose body is no event stream (an HTML page from a proxy, a
     JSON message from a gateway that ignored `stream`): a protocol error that says what came."""
-    kind = (content_type or "").split(";")[0].strip().lower()
+    kind = _content_kind(content_type)
     if kind == expected:
         return False
     snippet = read_body()[:120].decode("utf-8", "replace").replace("\n", " ")
     record.fail(PROTOCOL_ERROR, "unexpected_content_type", f"a {kind or 'untyped'} body, not an event stream: {snippet!r}")
     record.latency_ms = _elapsed_ms(record)
     return True
+
+
+def _content_kind(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _parse(response: Any, rest: bytes) -> None:
+    """The body's bytes read with the head into the response's parser (and the connection back
+    to its pool if they end the response), as geventhttpclient does with them itself."""
+    try:
+        response.feed(rest)
+    except BaseException:
+        response.release()
+        raise
+    if response.message_complete:
+        response.release()
 
 
 def _decoded(body: bytes, content_encoding: str | None) -> bytes:
@@ -369,19 +385,20 @@ class FastTransport:
     def send(self, record: TimingRecord, request: PreparedRequest) -> None:
         with _request_scope(record, request) as deadlines:
             try:
-                self._read(record, self._post(request), request, deadlines)
+                self._read(record, *self._post(request), request, deadlines)
             except BaseException:
                 self._reset()  # the response was not read to its end: the connection is unusable
                 raise
             if self._connection_per_request:
                 self._reset()
 
-    def _post(self, request: PreparedRequest) -> Any:
-        """Send the request; its response once the head is read."""
+    def _post(self, request: PreparedRequest) -> tuple[Any, bytes | None]:
+        """Send the request; its response once the head is read, and the body's bytes read with
+        the head that its parser has not taken (None: it took them all)."""
         client = self._client
         if self._head is None:
             headers = self._headers if request.headers is None else {**self._headers, **request.headers}
-            return client.request("POST", self._path, body=request.data, headers=headers)
+            return client.request("POST", self._path, body=request.data, headers=headers), None
         pool = client._connection_pool
         sock = pool.get_socket()
         try:
@@ -391,15 +408,27 @@ class FastTransport:
                 pool.release_socket(sock)
                 raise
             # the server may have answered before it read the body, then closed: its answer, if any
-        return HTTPSocketPoolResponse(sock, pool, block_size=client.block_size, method="POST", headers_type=Fields)
+        try:
+            head, rest = read_head(sock, client.block_size)
+        except BaseException:
+            pool.release_socket(sock)
+            raise
+        response = HTTPSocketPoolResponse(sock, pool, block_size=client.block_size, method="POST", headers_type=Fields, pre_buffered=head)
+        return response, rest
 
-    def _read(self, record: TimingRecord, response: Any, request: PreparedRequest, deadlines: Deadlines) -> None:
+    def _read(self, record: TimingRecord, response: Any, rest: bytes | None, request: PreparedRequest, deadlines: Deadlines) -> None:
         t_headers = self._clock.arrived_ns if self._clock is not None else perf_ns()
         record.ttfb_ms = (t_headers - record.start_ns) / 1_000_000
         record.http_status = status = response.status_code
         record.request_id = response.get("request-id")
         record.rate_limits = read_rate_limits(response.get)
         encoding = response.get("content-encoding")
+        reader = self._loop_reader(response, rest, request, encoding)
+        if reader is not None:
+            _time_stream(record, reader, deadlines, request.reply)
+            return
+        if rest:
+            _parse(response, rest)
         if status != 200:
             record.retry_after_s = retry_after_s(response.get)
             record.apply_error_body(status, _decoded(response.read(), encoding))
@@ -411,14 +440,23 @@ class FastTransport:
             _take_message(record, _decoded(response.read(), encoding), request.reply)
 
     @staticmethod
+    def _loop_reader(response: Any, rest: bytes | None, request: PreparedRequest, encoding: str | None) -> LoopReader | None:
+        """A stream's reader in the event loop's callback (no greenlet switch per event:
+        harness/loop_reader.py), on plain HTTP for an event stream sent as is; it takes the
+        body's bytes read with the head. None for any other response."""
+        sock = response._sock
+        if not (request.stream and response.status_code == 200 and isinstance(sock, StampedSocket)) or _compressed(encoding):
+            return None
+        if _content_kind(response.get("content-type")) != EVENT_STREAM:
+            return None
+        return LoopReader(response, sock, rest)
+
+    @staticmethod
     def _line_source(response: Any, encoding: str | None) -> LineSource:
-        """How a stream's lines are read: by the event loop's callback on plain HTTP (no greenlet
-        switch per event: harness/loop_reader.py), in the request's greenlet over TLS or when
-        the body is compressed."""
+        """How a stream's lines are read in the request's greenlet (over TLS, or when the body is
+        compressed)."""
         if _compressed(encoding):
             return _Reading(FastTransport._inflated_lines(_Inflating(response)))
-        if isinstance(response._sock, StampedSocket):
-            return LoopReader(response, response._sock)
         return _Reading(FastTransport._timed_lines(response))
 
     @staticmethod

@@ -5,6 +5,7 @@ how its wait ends when another greenlet closes the socket, and what a stream in 
 from __future__ import annotations
 
 import gc
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 
@@ -78,3 +79,109 @@ def test_a_stream_in_flight_holds_no_closures(server: StreamServer) -> None:
     gevent.killall(waiting, timeout=2)
     for client, _ in streams:
         client.close()
+
+
+# --- a chunked body decoded by the reader (the head parsed alone: harness/fast_http.py) --------
+EVENTS = [b"event: ping\ndata: 1\n\n", b"data: " + b"y" * 200 + b"\n\n"]
+CHUNKED = b"".join(b"%x\r\n%s\r\n" % (len(event), event) for event in EVENTS) + b"0\r\n\r\n"
+
+
+def _serving(body_writes: list[bytes]) -> StreamServer:
+    """Answers each request with the head and then `body_writes`, one write each, 20 ms apart;
+    an empty write closes the connection."""
+
+    def handle(sock: object, _address: object) -> None:
+        while sock.recv(65536):  # type: ignore[attr-defined]
+            sock.sendall(HEAD + body_writes[0])  # type: ignore[attr-defined]
+            for write in body_writes[1:]:
+                gevent.sleep(0.02)
+                if not write:
+                    return
+                sock.sendall(write)  # type: ignore[attr-defined]
+
+    srv = StreamServer(("127.0.0.1", 0), handle)
+    srv.start()
+    return srv
+
+
+def _chunked_stream(client: HTTPClient) -> tuple[list[bytes], BaseException | None]:
+    """One request read as the fast transport reads it: its lines, or what broke the stream."""
+    from geventhttpclient.response import HTTPSocketPoolResponse
+
+    from harness.fast_http import read_head
+
+    pool = client._connection_pool
+    sock = pool.get_socket()
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    head, rest = read_head(sock, 65536)
+    response = HTTPSocketPoolResponse(sock, pool, method="POST", pre_buffered=head)
+    lines: list[bytes] = []
+    try:
+        LoopReader(response, sock, rest).run(lambda _t, read: lines.extend(read))
+    except Exception as exc:
+        return lines, exc
+    return lines, None
+
+
+def _client(port: int) -> HTTPClient:
+    clock = ReceiveClock()
+    client = HTTPClient("127.0.0.1", port, concurrency=1, network_timeout=None)  # type: ignore[arg-type]
+    client._connection_pool._create_tcp_socket = lambda family, kind, proto: StampedSocket(family, kind, proto, clock)  # type: ignore[method-assign,assignment]
+    return client
+
+
+def _lines_of(events: list[bytes]) -> list[bytes]:
+    return b"".join(events).split(b"\n")[:-1]
+
+
+@pytest.mark.parametrize("cuts", [[len(CHUNKED)], [3, 30, 31, 60, len(CHUNKED) - 2, len(CHUNKED)]])
+def test_a_chunked_stream_cut_anywhere_gives_its_lines_and_keeps_its_connection(cuts: list[int]) -> None:
+    edges = [0, *cuts]
+    srv = _serving([CHUNKED[a:b] for a, b in itertools.pairwise(edges)])
+    client = _client(srv.server_port)
+    try:
+        for _ in range(2):  # the second request on the same connection
+            lines, error = _chunked_stream(client)
+            assert error is None and lines == _lines_of(EVENTS)
+            assert client._connection_pool._socket_queue.qsize() == 1  # back in the pool
+    finally:
+        client.close()
+        srv.stop(timeout=0)
+
+
+def test_bytes_after_a_chunked_streams_end_close_its_connection() -> None:
+    srv = _serving([CHUNKED[:10], CHUNKED[10:] + b"HTTP/1.1 200 OK\r\n"])
+    client = _client(srv.server_port)
+    try:
+        lines, error = _chunked_stream(client)
+        assert error is None and lines == _lines_of(EVENTS)
+        assert client._connection_pool._socket_queue.qsize() == 0  # closed, not reused
+    finally:
+        client.close()
+        srv.stop(timeout=0)
+
+
+def test_a_broken_chunk_size_ends_the_stream_with_an_error_and_closes_the_connection() -> None:
+    from harness.chunked import ChunkedError
+
+    first = b"%x\r\n%s\r\n" % (len(EVENTS[0]), EVENTS[0])
+    srv = _serving([first, b"zz\r\n"])
+    client = _client(srv.server_port)
+    try:
+        lines, error = _chunked_stream(client)
+        assert isinstance(error, ChunkedError) and lines == _lines_of(EVENTS[:1])
+        assert client._connection_pool._socket_queue.qsize() == 0
+    finally:
+        client.close()
+        srv.stop(timeout=0)
+
+
+def test_a_connection_closed_mid_chunk_ends_the_stream_as_closed_early() -> None:
+    srv = _serving([CHUNKED[:40], b""])
+    client = _client(srv.server_port)
+    try:
+        _lines, error = _chunked_stream(client)
+        assert error is not None and "connection closed" in str(error)
+    finally:
+        client.close()
+        srv.stop(timeout=0)
