@@ -45,9 +45,33 @@ class Histogram(HdrHistogram):
     (harness/pauses.py), so a histogram in a cycle would stay in memory for good: a run makes
     new ones for every time bucket, report delta and live figure."""
 
+    min_value: int
+    max_value: int
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.encoder.histogram = weakref.proxy(self)
+        self._bucket_base = self.unit_magnitude + self.sub_bucket_half_count_magnitude + 1
+
+    def record_value(self, value: int, count: int = 1) -> bool:
+        """hdrh's record_value with the same effect, its index math in one function: hdrh's takes
+        five calls and builds a string per value (its leading zeros are the length of bin())."""
+        if value < 0:
+            return False
+        whole = int(value)
+        bucket = (whole | self.sub_bucket_mask).bit_length() - self._bucket_base
+        index = (
+            ((bucket + 1) << self.sub_bucket_half_count_magnitude) + (whole >> (bucket + self.unit_magnitude)) - self.sub_bucket_half_count
+        )
+        if index < 0 or index >= self.counts_len:
+            return False
+        self.counts[index] += count
+        self.total_count += count
+        if value < self.min_value:
+            self.min_value = value
+        if value > self.max_value:
+            self.max_value = value
+        return True
 
     @staticmethod
     def decode(encoded_histogram: bytes | str, b64_wrap: bool = True) -> Histogram:

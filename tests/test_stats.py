@@ -123,6 +123,19 @@ def test_a_reset_histogram_is_a_new_one() -> None:
     assert histogram.encode() == fresh.encode()
 
 
+def test_a_value_is_recorded_as_hdrh_records_it() -> None:
+    rng = random.Random(5)
+    values = [0, 1, 2, 2047, 2048, 2049, 4095, 4096, 10**6, 3_600_000_000, 3_600_000_001, -1, 10**12]
+    values += [rng.randint(1, 3_600_000_000) for _ in range(3000)] + [int(rng.expovariate(1e-4)) for _ in range(3000)]
+    ours, hdrh = new_histogram(), HdrHistogram(1, 3_600_000_000, 3)
+    for value in values:
+        assert ours.record_value(value) == hdrh.record_value(value), value
+    ours.record_value(77, count=5)
+    hdrh.record_value(77, count=5)
+    assert list(ours.counts) == list(hdrh.counts)
+    assert (ours.total_count, ours.min_value, ours.max_value) == (hdrh.total_count, hdrh.min_value, hdrh.max_value)
+
+
 def test_histograms_encode_as_hdrh_does_without_a_ctypes_type_per_size() -> None:
     rng = random.Random(3)
     histograms = []
