@@ -12,13 +12,15 @@ over with the data (recvmsg), so the stamp no longer depends on how busy the loo
   plain-HTTP connections are made of these. A line's stamp is the stamp of the read that
   brought its last byte (a line found in what an earlier read brought came with that read).
 - The kernel's software stamps are on CLOCK_REALTIME; each is mapped to the monotonic clock
-  of every other time (perf_counter_ns) with the offset of the two clocks sampled right after
-  the read: the wall clock read between two monotonic reads, against their midpoint, and read
-  again if the process was preempted between them (an error under 2 us; a pause of tens of
-  us between two plain reads would map the stamp that much too early). NTP slews the wall clock by at
-  most 500 ppm, so a stamp read 30 ms after its packet is off by at most 15 us; a step of the
-  wall clock is caught: a stamp that maps into the future or before the connection's previous
-  stamp is clamped to that bound and counted (`clamped`).
+  of every other time (perf_counter_ns) with the offset of the two clocks (`ClockOffset`):
+  the wall clock read between two monotonic reads, against their midpoint, and read again if
+  the process was preempted between them (an error under 2 us; a pause of tens of us between
+  two plain reads would map the stamp that much too early). The offset is sampled again when
+  the last sample is more than OFFSET_REUSE_NS (1 ms) old, not at every read: sampling took
+  two clock reads and a loop at each of a stream's reads. NTP slews the wall clock by at most
+  500 ppm, so a stamp read 30 ms after its packet with an offset 1 ms old is off by at most
+  15.5 us; a step of the wall clock is caught: a stamp that maps into the future or before
+  the connection's previous stamp is clamped to that bound and counted (`clamped`).
 - The limits, measured rather than assumed (tests/test_stamps.py): on loopback a packet is
   stamped when the sender hands it to the loopback device, which is the same instant as
   its arrival; TCP merges segments that wait unread into one, under the stamp of the latest,
@@ -65,8 +67,34 @@ CLOCK_PAIR_LIMIT_NS = 4_000
 CLOCK_PAIR_RETRIES = 3  # at most (a host whose clock reads are always slower keeps the last pair)
 unpack_timespec = TIMESPEC.unpack_from
 
+OFFSET_REUSE_NS = 1_000_000  # a sampled offset of the two clocks maps the stamps of reads this long after it
+
 perf_ns = time.perf_counter_ns
 wall_ns = time.time_ns
+
+
+class ClockOffset:
+    """The monotonic clock less the wall clock (ns), and when it was sampled (monotonic)."""
+
+    __slots__ = ("offset_ns", "sampled_ns")
+
+    def __init__(self) -> None:
+        self.offset_ns = 0
+        self.sampled_ns = -OFFSET_REUSE_NS - 1  # (never: the first stamp samples it)
+
+    def sample(self) -> None:
+        """The wall clock read between two monotonic reads, against their midpoint; read again
+        when more than CLOCK_PAIR_LIMIT_NS came between them (preempted)."""
+        before, wall, after = perf_ns(), wall_ns(), perf_ns()
+        for _ in range(CLOCK_PAIR_RETRIES):
+            if after - before <= CLOCK_PAIR_LIMIT_NS:
+                break
+            before, wall, after = perf_ns(), wall_ns(), perf_ns()
+        self.offset_ns = (before + after) // 2 - wall
+        self.sampled_ns = after
+
+
+CLOCKS = ClockOffset()  # the process's (stamps are mapped in the event loop's thread only)
 
 
 class ReceiveClock:
@@ -193,13 +221,13 @@ class StampedSocket(gevent.socket.socket):
         if ancillary:
             level, kind, payload = ancillary[0]
             if kind == self.stamp_option and level == SOL_SOCKET and len(payload) >= TIMESPEC_SIZE:
-                before, wall, now = perf_ns(), wall_ns(), perf_ns()
-                for _ in range(CLOCK_PAIR_RETRIES):
-                    if now - before <= CLOCK_PAIR_LIMIT_NS:
-                        break
-                    before, wall, now = perf_ns(), wall_ns(), perf_ns()  # preempted between the reads: again
+                now = perf_ns()
+                offset = CLOCKS
+                if now - offset.sampled_ns > OFFSET_REUSE_NS:
+                    offset.sample()
+                    now = offset.sampled_ns
                 seconds, nanoseconds = unpack_timespec(payload)
-                stamp = seconds * 1_000_000_000 + nanoseconds - wall + (before + now) // 2
+                stamp = seconds * 1_000_000_000 + nanoseconds + offset.offset_ns
                 if not clock.arrived_ns <= stamp <= now:
                     READS.clamped += 1
                     stamp = min(max(stamp, clock.arrived_ns), now)

@@ -134,14 +134,33 @@ def test_a_step_of_the_wall_clock_is_clamped_and_counted(
     receiver.recv(4096)
     before, start = clock.arrived_ns, READS.counts()
     monkeypatch.setattr(stamps, "wall_ns", lambda: time.time_ns() + 3600 * 10**9)  # the wall clock jumps an hour ahead
+    time.sleep(2 * stamps.OFFSET_REUSE_NS / 1e9)  # (seen at the next sample of the clocks' offset)
     sender.send(b"data: after\n\n")
     receiver.recv(4096)
     assert READS.since(start)["clamped"] >= 1 and clock.arrived_ns == before  # not an hour in the past
     monkeypatch.setattr(stamps, "wall_ns", lambda: time.time_ns() - 3600 * 10**9)  # ... and an hour back
+    time.sleep(2 * stamps.OFFSET_REUSE_NS / 1e9)
     sender.send(b"data: again\n\n")
     receiver.recv(4096)
     returned = perf_ns()
     assert READS.since(start)["clamped"] >= 2 and clock.arrived_ns <= returned  # not an hour in the future
+
+
+def test_a_stamp_is_mapped_with_an_offset_of_the_clocks_at_most_a_millisecond_old(pair: tuple[Sender, StampedSocket, ReceiveClock]) -> None:
+    sender, receiver, _ = pair
+    stamps.CLOCKS.sampled_ns = -(10**18)  # sampled long ago
+    before = perf_ns()
+    sender.send(b"data: one\n\n")
+    receiver.recv(4096)
+    sampled = stamps.CLOCKS.sampled_ns
+    assert sampled >= before  # sampled again at this read
+    assert abs(stamps.CLOCKS.offset_ns - (perf_ns() - time.time_ns())) < 1_000_000
+    for _ in range(5):
+        sender.send(b"data: more\n\n")
+        receiver.recv(4096)
+        now = stamps.CLOCKS.sampled_ns
+        assert now == sampled or now - sampled > stamps.OFFSET_REUSE_NS  # kept, unless it had grown old
+        sampled = now
 
 
 def test_without_kernel_stamps_a_read_is_stamped_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
