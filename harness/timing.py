@@ -288,12 +288,12 @@ class StreamTimer:
             if line.startswith(b"data:"):
                 data = line[5:]
                 if reply is not None:
-                    reply.data.append(data)
+                    (reply.deltas if self._event == b"content_block_delta" else reply.data).append(data)
                 self._on_data(t_ns, self._event, data)
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip()
             # blank lines end an event; comments (":") and other fields are ignored
-        if reply is not None and len(reply.data) > SETTLE_EVENTS:
+        if reply is not None and len(reply.data) + len(reply.deltas) > SETTLE_EVENTS:
             reply.settle()
 
     def _on_data(self, t_ns: int, event: bytes, data: bytes) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.conversation import MAX_TOOL_ROUNDS, ConversationBook, ConversationSpec, Session, ThinkTime
 from harness.emulator.groundtruth import assistant_digest
@@ -204,6 +206,89 @@ def test_a_broken_event_leaves_the_rest_of_the_reply() -> None:
     )
     too = sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "too"}})
     assert fed(Reply(), lines[:4], broken, odd, too).content() == text("kept too")
+
+
+def reference_content(events: list[Any]) -> list[dict[str, Any]]:
+    """The SDK's accumulation, event by event in order (what a reply must equal)."""
+    blocks: dict[Any, dict[str, Any]] = {}
+    fields = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "signature", "input_json_delta": "partial_json"}
+    inputs: dict[Any, str] = {}
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        if event.get("type") == "content_block_start":
+            blocks[event["index"]] = dict(event["content_block"])
+        elif event.get("type") == "content_block_delta" and event.get("index") in blocks:
+            delta, index = event["delta"], event["index"]
+            field = fields.get(delta.get("type")) if isinstance(delta, dict) else None
+            if field == "partial_json" and blocks[index]["type"] == "tool_use" and isinstance(delta[field], str):
+                inputs[index] = inputs.get(index, "") + delta[field]
+            elif field and field != "partial_json" and isinstance(delta.get(field), str):
+                blocks[index][field] = blocks[index].get(field, "") + delta[field]
+        elif event.get("type") == "content_block_stop" and event.get("index") in inputs:
+            blocks[event["index"]]["input"] = json.loads(inputs.pop(event["index"]) or "{}")
+    return [block for _, block in sorted(blocks.items()) if not (block.get("type") == "text" and not block.get("text"))]
+
+
+STRINGS = st.text(alphabet=st.sampled_from(list('ab "\\\n\u00e9\u2028\U0001f600')), max_size=6)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A stream's events: text blocks (and a thinking one, a tool call) with their deltas,
+    some written with spaces, some not strings, some for a block that never started."""
+    events: list[dict[str, Any]] = []
+    kinds = draw(st.lists(st.sampled_from(["text", "thinking", "tool_use"]), min_size=1, max_size=3))
+    for index, kind in enumerate(kinds):
+        start = {"text": {"type": "text", "text": ""}, "thinking": {"type": "thinking", "thinking": "", "signature": ""}}
+        events.append(
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": start.get(kind) or {"type": "tool_use", "id": "t", "name": "n", "input": {}},
+            }
+        )
+        for piece in draw(st.lists(STRINGS, max_size=8)):
+            delta = {"text": {"type": "text_delta", "text": piece}, "thinking": {"type": "thinking_delta", "thinking": piece}}
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": draw(st.sampled_from([index, index, index, 9])),
+                    "delta": delta.get(kind) or {"type": "input_json_delta", "partial_json": ""},
+                }
+            )
+        if kind == "tool_use":
+            events.append(
+                {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": '{"q": 1}'}}
+            )
+        if draw(st.booleans()):
+            events.append({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": None}})
+        events.append({"type": "content_block_stop", "index": index})
+    return events
+
+
+@given(streams(), st.booleans(), st.integers(min_value=1, max_value=7))
+def test_a_reply_equals_the_sdks_accumulation_however_its_events_are_written_and_read(
+    events: list[dict[str, Any]], spaced: bool, per_read: int
+) -> None:
+    def payload(event: dict[str, Any]) -> bytes:
+        return json.dumps(event).encode() if spaced else json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+    lines = [line for event in events for line in (f"event: {event['type']}".encode(), b"data: " + payload(event), b"")]
+    reads = [lines[i : i + per_read] for i in range(0, len(lines), per_read)]
+    assert fed(Reply(), *reads).content() == reference_content(events)
+
+
+@given(st.lists(st.text(), min_size=1, max_size=12), st.integers(min_value=0, max_value=12), st.booleans())
+def test_text_deltas_as_the_api_writes_them_are_taken_in_one_pass(pieces: list[str], index: int, ascii_only: bool) -> None:
+    start = {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+    events = [{"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}} for piece in pieces]
+    deltas = [b" " + json.dumps(event, separators=(",", ":"), ensure_ascii=ascii_only).encode() for event in events]
+    reply = fed(Reply(), sse(start))
+    reply.settle()
+    assert reply._take_texts(deltas)  # in one pass
+    assert reply.content() == reference_content([start, *events])
+    assert not Reply()._take_texts(deltas)  # (a block that did not start: left to the general path)
 
 
 # --- think time and the scenario ----------------------------------------------------------------
