@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.histograms import Histogram, new_histogram, record_ms
 from harness.results import CacheFigures
-from harness.stats import Histogram, new_histogram, percentiles, record_ms
+from harness.stats import percentiles
 from harness.timing import TimingRecord
 
 __all__ = ["CacheBook"]

@@ -23,9 +23,10 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from harness.fields import StrictModel
+from harness.histograms import new_histogram, record_ms
 from harness.results import Conversations, TurnFigures
 from harness.scenario_errors import field_error
-from harness.stats import new_histogram, percentiles, record_ms
+from harness.stats import percentiles
 from harness.timing import CANCELLED, TimingRecord
 
 __all__ = ["ConversationBook", "ConversationSpec", "Session", "ThinkTime", "checked_tools"]

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from hdrh.histogram import HdrHistogram
 
+from harness.histograms import histogram_values, new_histogram, record_ms
 from harness.intervals import Z_95, interval_holds, quantile_intervals
-from harness.stats import LabelStats, histogram_values, new_histogram, no_pause, record_ms
+from harness.stats import LabelStats, no_pause
 from harness.timing import TimingRecord
 from harness.variant_figures import VARIANT_TITLES, Comparison, Estimate, Metric, VariantFigures, Variants
 from harness.variants import baseline_of

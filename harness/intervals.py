@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
 
-from harness.stats import histogram_values
+from harness.histograms import histogram_values
 
 __all__ = ["Z_95", "interval_holds", "quantile_intervals"]
 

@@ -21,10 +21,10 @@ from typing import Literal
 from hdrh.histogram import HdrHistogram
 
 from harness import exitcodes
+from harness.histograms import new_histogram
 from harness.intervals import quantile_intervals
 from harness.results import FromSchedule, Group, Percentiles, RegressionResult, SloResult, Summary, SweepResult, Verdict
 from harness.scenario import Regression, SloLimits, Slos
-from harness.stats import new_histogram
 from harness.summary import sweep_conclusion
 from harness.timing import OVERLOADED, RATE_LIMITED
 

@@ -8,7 +8,8 @@ import random
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.stats import Histogram, RecentStats, RunStats, new_histogram
+from harness.histograms import Histogram, new_histogram
+from harness.stats import RecentStats, RunStats
 from harness.timing import RATE_LIMITED
 from tests.support.records import record
 

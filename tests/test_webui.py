@@ -28,11 +28,12 @@ import pytest
 
 from harness import webui
 from harness.formatting import DASH, fmt_ms
+from harness.histograms import histogram_values
 from harness.live import COLUMNS, SWEEP_COLUMNS, VARIANT_COLUMNS, WINDOW_S, stats_figures, tab_rows
 from harness.records import RECORDS_FILE, read_records
 from harness.sampler import Pick, Sampler
 from harness.scenario import load_scenario
-from harness.stats import LabelStats, RecentStats, RunStats, histogram_values
+from harness.stats import LabelStats, RecentStats, RunStats
 from harness.timing import OUTCOMES, TimingRecord
 from tests.support.processes import ROOT, check_in_child, write_yaml
 from tests.support.webui import API_KEY, ARTIFACTS, LocustUI, new_page, poll
