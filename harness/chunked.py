@@ -3,9 +3,9 @@ for the event loop's reader of a streamed response (harness/loop_reader.py).
 
 geventhttpclient's parser (llhttp, in C) does this too, but hands each chunk's data to a
 Python callback after a Python call into it: a few microseconds at every read of a stream,
-where a read is most often one whole chunk (one SSE event). `ChunkedBody.feed` takes such a
-read in a handful of calls; anything else (a chunk split over reads, several in one, a
-chunk extension, trailer fields) goes through the general loop. What the coding does not
+where a read is most often one whole chunk (one SSE event), or a few. `ChunkedBody.feed`
+takes each whole chunk in a handful of calls; anything else (a chunk split over reads, a
+chunk extension, trailer fields, the last chunk) goes through the general loop. What the coding does not
 allow is refused with `ChunkedError`: a size that is not hexadecimal digits, a size line or
 trailer line without its end for too long, a chunk's data not followed by CRLF.
 """
@@ -42,13 +42,28 @@ class ChunkedBody:
 
     def feed(self, data: bytes) -> bytes:
         """The chunks' data in `data` (the next bytes of the body)."""
-        if self._state == _SIZE and not self._left and not self._rest:
-            end = data.find(b"\r\n")  # the usual read: one whole chunk
-            if end > 0 and _HEX.fullmatch(data, 0, end):
-                size = int(data[:end], 16)
-                if size and len(data) == end + size + 4 and data.endswith(b"\r\n"):
-                    return data[end + 2 : -2]
-        return self._decode(self._rest + data if self._rest else data)
+        if self._state != _SIZE or self._left or self._rest:
+            return self._decode(self._rest + data if self._rest else data)
+        pieces: list[bytes] = []
+        pos, length = 0, len(data)
+        while True:  # the usual read: whole chunks (most often one), each taken in a few calls
+            end = data.find(b"\r\n", pos)
+            if end <= pos or not _HEX.fullmatch(data, pos, end):
+                break
+            size = int(data[pos:end], 16)
+            stop = end + 2 + size
+            if not size or data[stop : stop + 2] != b"\r\n":
+                break
+            if not pos and stop + 2 == length:
+                return data[end + 2 : stop]
+            pieces.append(data[end + 2 : stop])
+            pos = stop + 2
+            if pos == length:
+                return b"".join(pieces)
+        if pos:
+            pieces.append(self._decode(data[pos:]))
+            return b"".join(pieces)
+        return self._decode(data)
 
     def _decode(self, data: bytes) -> bytes:
         self._rest = b""

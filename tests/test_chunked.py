@@ -33,6 +33,13 @@ def test_one_whole_chunk_per_read_and_the_last_chunk_end_the_body() -> None:
     assert body.feed(b"0\r\n\r\n") == b"" and body.complete and body.excess == b""
 
 
+def test_several_whole_chunks_in_one_read_then_one_cut_short() -> None:
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(event), event) for event in EVENTS)
+    body = ChunkedBody()
+    assert body.feed(chunks + b"4\r\nab") == b"".join(EVENTS) + b"ab"
+    assert body.feed(b"cd\r\n0\r\n\r\n") == b"cd" and body.complete
+
+
 @given(st.lists(st.integers(min_value=1, max_value=len(BODY) - 1), max_size=12))
 def test_a_body_cut_anywhere_decodes_alike(at: list[int]) -> None:
     data, body = decoded(cut(BODY, at))
