@@ -33,6 +33,7 @@ from locust import User, __version__, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.rpc import Message  # noqa: E402
 
+from harness import locust_bounds  # noqa: E402
 from harness.credentials import WORKER_SECRET_ENV  # noqa: E402
 from harness.distributed import DRAIN_MESSAGE, DRAINED_MESSAGE, REPORT_KEY, RUN_MESSAGE, WINDOW_MESSAGE  # noqa: E402
 from harness.scenario import load_scenario  # noqa: E402
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load_scenario(args.scenario)
     labels = [(m.model, p.name) for m in scenario.models for p in scenario.prompts]
     secret = os.environ[WORKER_SECRET_ENV].encode()
+    locust_bounds.remember_default_args()  # as a harness worker does (at each spawn message)
     stopping = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     workers = []

@@ -335,6 +335,7 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         fail_usage(problem)
     if options.worker:
         assert secret is not None
+        locust_bounds.remember_default_args()  # (at each spawn message: harness/locust_bounds.py)
         # the master's spawn messages overwrite every option: a worker's own folder is kept now
         own_dir = options.output_dir if options.output_dir != cli.DEFAULT_OUTPUT_DIR else None
         locust_env.attach_session(environment, WorkerSession(environment, secret, influx_token, own_dir))

@@ -1,4 +1,5 @@
-"""Locust's per-second request counts keep the last minute only, and its live rates are unchanged."""
+"""Locust's per-second request counts keep the last minute only, and its live rates are unchanged;
+a worker computes Locust's default options once, not at each option of each spawn message."""
 
 from __future__ import annotations
 
@@ -50,3 +51,21 @@ def test_a_running_environment_is_trimmed_in_the_background(monkeypatch: pytest.
         assert len(environment.stats.total.num_reqs_per_sec) <= KEEP_S + 2
     finally:
         greenlet.kill()
+
+
+def test_a_workers_default_options_are_computed_once_and_each_caller_gets_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from locust import argument_parser, runners
+
+    builds = []
+    original = argument_parser.default_args_dict
+    monkeypatch.setattr(argument_parser, "default_args_dict", lambda: builds.append(1) or original())
+    locust_bounds.remember_default_args()
+    first, second = argument_parser.default_args_dict(), argument_parser.default_args_dict()
+    assert first == second == original() and first is not second and len(builds) == 1
+    locust_bounds.remember_default_args()  # (twice: still one build)
+    argument_parser.default_args_dict()
+    assert len(builds) == 1
+    # what the worker calls at each spawn message, once per option: Locust's function, looked up then
+    assert "argument_parser.default_args_dict()" in inspect.getsource(runners.WorkerRunner.handle_message)
