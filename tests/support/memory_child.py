@@ -112,7 +112,11 @@ def main() -> None:
         garbage = Counter(type(o).__name__ for o in gc.garbage)
         gc.garbage.clear()
         tracked = Counter(type(o).__name__ for o in gc.get_objects())
-        print(json.dumps({"requests": session.run.ledger.recorded - start, "garbage": garbage, "tracked": tracked}), flush=True)
+        in_flight = session.run.in_flight  # (each request in flight holds its reader, timer, record...)
+        print(
+            json.dumps({"requests": session.run.ledger.recorded - start, "garbage": garbage, "tracked": tracked, "in_flight": in_flight}),
+            flush=True,
+        )
         quiet.release()
     runner.quit()
 
