@@ -14,20 +14,33 @@ general code, which costs microseconds per request at every send:
 - `read_head`: a response's head read from the socket, apart from the body bytes that came with
   it, so that geventhttpclient's parser takes the head alone and a chunked stream's body can be
   decoded without it (harness/chunked.py).
+- `EventStreamResponse`: the response of a stream that went well, its head parsed here.
+  llhttp calls back into Python for every name and value of the head (the Messages API sends a
+  dozen fields, rate limits among them): about a tenth of the fast transport's CPU per
+  request. A head of the one shape such a response has (`HTTP/1.1 200`, plain fields in
+  ASCII, an event stream sent chunked, kept alive, no content coding) is checked whole by one
+  pattern and split here; any other head, and every other response, goes to geventhttpclient's
+  parser as before.
 """
 
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 
 from harness.credentials import header_name_ok, header_value_ok
 
 MAX_HEAD = 64 * 1024  # a head not ended within this is left to geventhttpclient's parser whole
 _INTERIM = (b"HTTP/1.1 1", b"HTTP/1.0 1")  # a 1xx response: another head follows
+EVENT_STREAM = "text/event-stream"
+# a head of `HTTP/1.1 200`, each field `token: value` in visible ASCII (or tabs), CRLF only
+_FIELD = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n"
+_NAME_VALUE = re.compile(r"([^:]+):[ \t]*([^\r]*)\r\n")  # a field of such a head, split
+_OK_HEAD = re.compile(rb"HTTP/1\.1 200(?: [\t\x20-\x7e]*)?\r\n((?:" + _FIELD + rb")*)\r\n")
 
 
 class RequestHead:
@@ -115,3 +128,72 @@ def _head_end(data: bytes) -> int | None:
     """Where the body starts: after the head's empty line (CRLF, or a bare LF as parsers allow)."""
     ends = [at + len(mark) for mark in (b"\r\n\r\n", b"\n\n") if (at := data.find(mark)) >= 0]
     return min(ends) if ends else None
+
+
+def content_kind(content_type: str | None) -> str:
+    """A Content-Type's media type, lowercase, without its parameters."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def response_of(sock: Any, pool: Any, head: bytes, block_size: int, stream: bool) -> Any:
+    """The response whose head `read_head` read apart: an EventStreamResponse for a stream's head
+    of the usual shape (`stream`: the request asked for one), else geventhttpclient's own."""
+    fields = _event_stream_fields(head) if stream else None
+    if fields is not None:
+        return EventStreamResponse(sock, pool, fields, block_size)
+    return HTTPSocketPoolResponse(sock, pool, block_size=block_size, method="POST", headers_type=Fields, pre_buffered=head)
+
+
+def _event_stream_fields(head: bytes) -> Fields | None:
+    """The fields of a `200` event stream's head, sent chunked, kept alive and not encoded, in
+    plain HTTP/1.1 syntax; None for any other head."""
+    match = _OK_HEAD.fullmatch(head)
+    if match is None:
+        return None
+    fields = Fields()
+    for name, value in _NAME_VALUE.findall(match.group(1).decode("ascii")):  # (the value's trailing space kept, as llhttp keeps it)
+        fields.add(name, value)
+    ok = (
+        (fields.get("transfer-encoding") or "").lower() == "chunked"
+        and "content-length" not in fields
+        and "content-encoding" not in fields
+        and (fields.get("connection") or "keep-alive").lower() == "keep-alive"
+        and content_kind(fields.get("content-type")) == EVENT_STREAM
+    )
+    return fields if ok else None
+
+
+class EventStreamResponse:
+    """A 200 event stream over a pooled connection, for harness/loop_reader.py: what it and the
+    transport read of geventhttpclient's response (status, fields, the socket, the end of the
+    message), without its parser. The connection goes back to its pool at the stream's end
+    (`release` once `message_complete`), or is closed if the stream did not end cleanly."""
+
+    __slots__ = ("_body_buffer", "_pool", "_sock", "_trailing_data_dropped", "block_size", "fields", "message_complete")
+
+    status_code = 200
+
+    def __init__(self, sock: Any, pool: Any, fields: Fields, block_size: int) -> None:
+        self._sock = sock
+        self._pool = pool
+        self.fields = fields
+        self.block_size = block_size
+        self._body_buffer = bytearray()  # (empty: no parser took body bytes with the head)
+        self.message_complete = False
+        self._trailing_data_dropped = False
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.fields.get(key, default)
+
+    def release(self) -> None:
+        pool, sock = self._pool, self._sock
+        self._pool = self._sock = None
+        if sock is not None and pool is not None:
+            if self.message_complete and not self._trailing_data_dropped:
+                pool.return_socket(sock)
+            else:
+                pool.release_socket(sock)
+
+    def __del__(self) -> None:
+        if self._sock is not None and self._pool is not None:
+            self._pool.release_socket(self._sock)

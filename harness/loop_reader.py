@@ -56,6 +56,8 @@ class ParsedBody:
 
     __slots__ = ("_response",)
 
+    excess = b""  # (its parser itself drops bytes after the body's end, and says so)
+
     def __init__(self, response: Any) -> None:
         self._response = response
 
@@ -153,7 +155,7 @@ class LoopReader:
         response = self._response
         if not response.message_complete:
             response.message_complete = True
-            response._trailing_data_dropped = bool(getattr(self._body, "excess", b""))
+            response._trailing_data_dropped = bool(self._body.excess)
             response.release()
 
     def throw(self, error: BaseException) -> None:

@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import gevent
 from gevent import GreenletExit, getcurrent
-from geventhttpclient.response import HTTPSocketPoolResponse
 
-from harness.deadlines import Deadlines, Expired
-from harness.fast_http import Fields, RequestHead, read_head
+from harness.deadlines import Deadlines, Expired, Limit
+from harness.fast_http import EVENT_STREAM, RequestHead, content_kind, read_head, response_of
 from harness.headroom import read_rate_limits
 from harness.loop_reader import LineSplitter, LoopReader, OnLines, closed_early
 from harness.network import Proxy, tls_context
@@ -46,7 +44,6 @@ if TYPE_CHECKING:
     from harness.scenario import Timeouts
 
 MESSAGES_PATH = "/v1/messages"
-EVENT_STREAM = "text/event-stream"
 CONNECT_TIMEOUT_S = 10.0  # the scenario's timeouts.connect_s by default
 READ_BLOCK = 64 * 1024
 
@@ -191,17 +188,13 @@ def _connection_error_type(record: TimingRecord) -> str:
 def _not_a_stream(record: TimingRecord, content_type: str | None, read_body: Callable[[], bytes], expected: str = EVENT_STREAM) -> bool:
     """A 200 to a streamed request whose body is no event stream (an HTML page from a proxy, a
     JSON message from a gateway that ignored `stream`): a protocol error that says what came."""
-    kind = _content_kind(content_type)
+    kind = content_kind(content_type)
     if kind == expected:
         return False
     snippet = read_body()[:120].decode("utf-8", "replace").replace("\n", " ")
     record.fail(PROTOCOL_ERROR, "unexpected_content_type", f"a {kind or 'untyped'} body, not an event stream: {snippet!r}")
     record.latency_ms = _elapsed_ms(record)
     return True
-
-
-def _content_kind(content_type: str | None) -> str:
-    return (content_type or "").split(";")[0].strip().lower()
 
 
 def _parse(response: Any, rest: bytes) -> None:
@@ -316,7 +309,7 @@ def _request_scope(record: TimingRecord, request: PreparedRequest) -> Iterator[D
     total = request.timeouts.total_s
     try:
         with (
-            gevent.Timeout(total, Expired("timeout", f"no complete response within {total:g} s")),
+            Limit(total, "timeout", "no complete response within {seconds:g} s"),
             Deadlines(request.timeouts, request.stream) as deadlines,
         ):
             yield deadlines
@@ -413,8 +406,8 @@ class FastTransport:
         except BaseException:
             pool.release_socket(sock)
             raise
-        response = HTTPSocketPoolResponse(sock, pool, block_size=client.block_size, method="POST", headers_type=Fields, pre_buffered=head)
-        return response, rest
+        stream = request.stream and rest is not None and isinstance(sock, StampedSocket)  # a LoopReader's, if it went well
+        return response_of(sock, pool, head, client.block_size, stream), rest
 
     def _read(self, record: TimingRecord, response: Any, rest: bytes | None, request: PreparedRequest, deadlines: Deadlines) -> None:
         t_headers = self._clock.arrived_ns if self._clock is not None else perf_ns()
@@ -447,7 +440,7 @@ class FastTransport:
         sock = response._sock
         if not (request.stream and response.status_code == 200 and isinstance(sock, StampedSocket)) or _compressed(encoding):
             return None
-        if _content_kind(response.get("content-type")) != EVENT_STREAM:
+        if content_kind(response.get("content-type")) != EVENT_STREAM:
             return None
         return LoopReader(response, sock, rest)
 

@@ -1,13 +1,17 @@
-"""The fast transport's request head, built once (harness.fast_http.py): it says what
-geventhttpclient's own head says, and refuses what could split a request."""
+"""The fast transport's own HTTP (harness/fast_http.py): the request head, built once, says
+what geventhttpclient's own head says and refuses what could split a request; a stream's
+response head, parsed here, gives the fields geventhttpclient's parser gives, and any head of
+another shape is left to that parser."""
 
 from __future__ import annotations
 
 import pytest
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPResponse
+from hypothesis import given
+from hypothesis import strategies as st
 
-from harness.fast_http import Fields, RequestHead
+from harness.fast_http import Fields, RequestHead, _event_stream_fields
 
 HEADERS = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 BODY = b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
@@ -54,3 +58,53 @@ def test_a_responses_fields_by_lowercase_name_a_repeated_one_joined() -> None:
     assert response.get("request-id") == "req_1" and response.get("Retry-After") == "3" and response.get("x-missing") is None
     assert response.get("via") == "a, b" and response["VIA"] == "a, b" and "request-id" in response and 1 not in response.info()
     assert response.content_length == 2 and response.message_complete and response.status_code == 429
+
+
+# --- a stream's head parsed here (EventStreamResponse), every other head by geventhttpclient ---
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n"
+    b"Connection: keep-alive\r\nrequest-id: req_01\r\nanthropic-ratelimit-requests-remaining:\t49 \r\n"
+    b"Via: a\r\nvia: b\r\nx-empty:\r\n\r\n"
+)
+
+
+def llhttps_fields(head: bytes) -> dict[str, str]:
+    response = HTTPResponse("POST", headers_type=Fields)
+    response.feed(head)
+    assert response.headers_complete and response.status_code == 200
+    return dict(response.info())
+
+
+@given(st.lists(st.sampled_from(["X-A: 1", "x-a:2", "X-B:  spaced  ", "x-c:\t", 'X-D: a,b; c="d"', "x-e: ~!#"]), max_size=6))
+def test_a_streams_head_gives_the_fields_geventhttpclients_parser_gives(extra: list[str]) -> None:
+    head = STREAM_HEAD[:-2] + b"".join(line.encode() + b"\r\n" for line in extra) + b"\r\n"
+    fields = _event_stream_fields(head)
+    assert fields is not None and dict(fields) == llhttps_fields(head)
+    assert fields.get("Request-Id") == "req_01" and fields["via"] == "a, b"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        (b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK"),  # not kept alive unless it says so
+        (b"HTTP/1.1 200 OK", b"HTTP/1.1 201 Created"),
+        (b"HTTP/1.1 200 OK", b"HTTP/1.1 2000 OK"),
+        (b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked"),
+        (b"Transfer-Encoding: chunked", b"Content-Length: 10"),
+        (b"Via: a", b"Content-Length: 10"),  # with chunked too
+        (b"Via: a", b"Content-Encoding: gzip"),
+        (b"Connection: keep-alive", b"Connection: close"),
+        (b"text/event-stream", b"application/json"),
+        (b"Via: a\r\n", b"Via: a\r\n folded\r\n"),  # an obsolete line folding
+        (b"Via: a\r\n", b"Via: a\n"),  # a bare line feed
+        (b"Via: a", b"Via: caf\xc3\xa9"),  # not ASCII
+        (b"Via: a", b"Via: a\x00"),  # a control character
+        (b"Via: a", b"V a: a"),  # not a token
+        (b"Via: a", b"Via : a"),
+        (b"Via: a", b": a"),
+    ],
+)
+def test_any_other_head_is_left_to_geventhttpclients_parser(change: tuple[bytes, bytes]) -> None:
+    old, new = change
+    assert old in STREAM_HEAD
+    assert _event_stream_fields(STREAM_HEAD.replace(old, new, 1)) is None

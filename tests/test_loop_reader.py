@@ -104,17 +104,23 @@ def _serving(body_writes: list[bytes]) -> StreamServer:
     return srv
 
 
-def _chunked_stream(client: HTTPClient) -> tuple[list[bytes], BaseException | None]:
-    """One request read as the fast transport reads it: its lines, or what broke the stream."""
+def _chunked_stream(client: HTTPClient, parsed_by: str) -> tuple[list[bytes], BaseException | None]:
+    """One request read as the fast transport reads it: its lines, or what broke the stream.
+    `parsed_by`: the head's parser, harness/fast_http.py's own (as a stream's usual head is) or
+    geventhttpclient's (as any other head is)."""
     from geventhttpclient.response import HTTPSocketPoolResponse
 
-    from harness.fast_http import read_head
+    from harness.fast_http import EventStreamResponse, read_head, response_of
 
     pool = client._connection_pool
     sock = pool.get_socket()
     sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
     head, rest = read_head(sock, 65536)
-    response = HTTPSocketPoolResponse(sock, pool, method="POST", pre_buffered=head)
+    if parsed_by == "harness":
+        response = response_of(sock, pool, head, 65536, stream=True)
+        assert isinstance(response, EventStreamResponse)
+    else:
+        response = HTTPSocketPoolResponse(sock, pool, method="POST", pre_buffered=head)
     lines: list[bytes] = []
     try:
         LoopReader(response, sock, rest).run(lambda _t, read: lines.extend(read))
@@ -135,13 +141,14 @@ def _lines_of(events: list[bytes]) -> list[bytes]:
 
 
 @pytest.mark.parametrize("cuts", [[len(CHUNKED)], [3, 30, 31, 60, len(CHUNKED) - 2, len(CHUNKED)]])
-def test_a_chunked_stream_cut_anywhere_gives_its_lines_and_keeps_its_connection(cuts: list[int]) -> None:
+@pytest.mark.parametrize("parsed_by", ["harness", "geventhttpclient"])
+def test_a_chunked_stream_cut_anywhere_gives_its_lines_and_keeps_its_connection(cuts: list[int], parsed_by: str) -> None:
     edges = [0, *cuts]
     srv = _serving([CHUNKED[a:b] for a, b in itertools.pairwise(edges)])
     client = _client(srv.server_port)
     try:
         for _ in range(2):  # the second request on the same connection
-            lines, error = _chunked_stream(client)
+            lines, error = _chunked_stream(client, parsed_by)
             assert error is None and lines == _lines_of(EVENTS)
             assert client._connection_pool._socket_queue.qsize() == 1  # back in the pool
     finally:
@@ -149,11 +156,12 @@ def test_a_chunked_stream_cut_anywhere_gives_its_lines_and_keeps_its_connection(
         srv.stop(timeout=0)
 
 
-def test_bytes_after_a_chunked_streams_end_close_its_connection() -> None:
+@pytest.mark.parametrize("parsed_by", ["harness", "geventhttpclient"])
+def test_bytes_after_a_chunked_streams_end_close_its_connection(parsed_by: str) -> None:
     srv = _serving([CHUNKED[:10], CHUNKED[10:] + b"HTTP/1.1 200 OK\r\n"])
     client = _client(srv.server_port)
     try:
-        lines, error = _chunked_stream(client)
+        lines, error = _chunked_stream(client, parsed_by)
         assert error is None and lines == _lines_of(EVENTS)
         assert client._connection_pool._socket_queue.qsize() == 0  # closed, not reused
     finally:
@@ -161,14 +169,15 @@ def test_bytes_after_a_chunked_streams_end_close_its_connection() -> None:
         srv.stop(timeout=0)
 
 
-def test_a_broken_chunk_size_ends_the_stream_with_an_error_and_closes_the_connection() -> None:
+@pytest.mark.parametrize("parsed_by", ["harness", "geventhttpclient"])
+def test_a_broken_chunk_size_ends_the_stream_with_an_error_and_closes_the_connection(parsed_by: str) -> None:
     from harness.chunked import ChunkedError
 
     first = b"%x\r\n%s\r\n" % (len(EVENTS[0]), EVENTS[0])
     srv = _serving([first, b"zz\r\n"])
     client = _client(srv.server_port)
     try:
-        lines, error = _chunked_stream(client)
+        lines, error = _chunked_stream(client, parsed_by)
         assert isinstance(error, ChunkedError) and lines == _lines_of(EVENTS[:1])
         assert client._connection_pool._socket_queue.qsize() == 0
     finally:
@@ -176,11 +185,12 @@ def test_a_broken_chunk_size_ends_the_stream_with_an_error_and_closes_the_connec
         srv.stop(timeout=0)
 
 
-def test_a_connection_closed_mid_chunk_ends_the_stream_as_closed_early() -> None:
+@pytest.mark.parametrize("parsed_by", ["harness", "geventhttpclient"])
+def test_a_connection_closed_mid_chunk_ends_the_stream_as_closed_early(parsed_by: str) -> None:
     srv = _serving([CHUNKED[:40], b""])
     client = _client(srv.server_port)
     try:
-        _lines, error = _chunked_stream(client)
+        _lines, error = _chunked_stream(client, parsed_by)
         assert error is not None and "connection closed" in str(error)
     finally:
         client.close()

@@ -256,6 +256,9 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
         check("an error_type", bool(record.error_type), record.error_type)
     else:
         check(f"error_type == {expect.error_type}", record.error_type == expect.error_type, record.error_type)
+    says = {"first_byte_timeout": "no response headers within ", "timeout": "no complete response within "}.get(record.error_type or "")
+    if says:  # a limit's message, made when it expired (harness/deadlines.py's Limit)
+        check(f"error_message says {says!r}", says in (record.error_message or ""), record.error_message)
     check(f"http_status == {expect.http_status}", record.http_status == expect.http_status, record.http_status)
     request_id = f"req_{script}" if expect.http_status is not None else None  # no headers, no id
     check(f"request_id == {request_id}", record.request_id == request_id, record.request_id)
