@@ -11,7 +11,8 @@ On Bedrock a request goes to `{--host}/model/{model}/invoke-with-response-stream
 when blocking), its body without `model` and with `anthropic_version: bedrock-2023-05-31`,
 signed with AWS SigV4 from boto3's credentials (environment, profile, role). A stream comes AWS
 event-stream framed, each message a `chunk` holding one API event; the transport reads the
-frames as they arrive (botocore's decoder) and times the events in them as it times SSE.
+frames as they arrive (harness/bedrock_frames.py, with botocore's decoder) and times the
+events in them as it times SSE.
 
 The SDK's `AnthropicVertex` and `AnthropicBedrock` send them (the SDK transport); the fast
 transport speaks the Anthropic API only and refuses another platform.

@@ -48,7 +48,13 @@ CLIENT_ERROR = "client_error"
 CANCELLED = "cancelled"
 OUTCOMES = (OK, RATE_LIMITED, OVERLOADED, API_ERROR, TIMEOUT, CONNECTION_ERROR, PROTOCOL_ERROR, CLIENT_ERROR, CANCELLED)
 
-_ERROR_TYPE_OUTCOME = {"rate_limit_error": RATE_LIMITED, "overloaded_error": OVERLOADED}
+# the API's error types, and a Bedrock stream's exceptions that say the same (harness/bedrock_frames.py)
+_ERROR_TYPE_OUTCOME = {
+    "rate_limit_error": RATE_LIMITED,
+    "overloaded_error": OVERLOADED,
+    "throttlingException": RATE_LIMITED,
+    "serviceUnavailableException": OVERLOADED,
+}
 
 
 def outcome_for_status(status: int, error_type: str | None) -> str:

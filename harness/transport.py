@@ -15,9 +15,7 @@ kill goes on, so that it is still counted.
 
 from __future__ import annotations
 
-import base64
 import errno
-import json
 import logging
 import os
 import time
@@ -30,6 +28,7 @@ from urllib.parse import urlsplit
 
 from gevent import GreenletExit, getcurrent
 
+from harness.bedrock_frames import BrokenFrame, bedrock_lines
 from harness.deadlines import Deadlines, Expired, Limit
 from harness.fast_http import EVENT_STREAM, RequestHead, content_kind, read_head, response_of
 from harness.headroom import read_rate_limits
@@ -129,25 +128,6 @@ def _sdk_client(anthropic: Any, target: Target, http_client: Any) -> Any:
 
 AWS_EVENT_STREAM = "application/vnd.amazon.eventstream"
 TimedLines = Iterator[tuple[int, list[bytes]]]  # a stream's lines, those of one read with its stamp
-
-
-def _bedrock_lines(response: Any) -> TimedLines:
-    """A Bedrock stream's API events as SSE lines, each with the time its frame's bytes arrived
-    (botocore's event-stream decoder: prelude and message checksums verified)."""
-    from botocore.eventstream import EventStreamBuffer
-
-    frames = EventStreamBuffer()
-    for data in response.iter_bytes():
-        now = perf_ns()
-        frames.add_data(data)
-        for message in frames:
-            payload = json.loads(message.payload)
-            if message.headers.get(":message-type") == "event":
-                event = base64.b64decode(payload["bytes"])
-            else:  # an exception message (throttling, a model error): the API's error event
-                error = {"type": message.headers.get(":exception-type", "api_error"), "message": payload.get("message", "")}
-                event = json.dumps({"type": "error", "error": error}).encode()
-            yield now, [b"event: " + json.loads(event).get("type", "").encode(), b"data: " + event, b""]
 
 
 def connection_per_request(target: Target) -> bool:
@@ -318,6 +298,8 @@ def _request_scope(record: TimingRecord, request: PreparedRequest) -> Iterator[D
     except GreenletExit:
         record.fail(CANCELLED, "cancelled", "the run stopped while the request was in flight")
         raise
+    except BrokenFrame as exc:  # a Bedrock stream's framing (harness/bedrock_frames.py)
+        record.fail(PROTOCOL_ERROR, "invalid_event", str(exc))
     except zlib.error as exc:
         record.fail(PROTOCOL_ERROR, "invalid_encoding", f"the body does not decode as its content-encoding says: {exc}"[:200])
     except TimeoutError as exc:  # the only socket timeout set: the connect timeout
@@ -556,7 +538,7 @@ class SdkTransport:
         if request.stream:
             framed = self._bedrock  # AWS event-stream messages, each an API event
             if not _not_a_stream(record, response.headers.get("content-type"), response.read, AWS_EVENT_STREAM if framed else EVENT_STREAM):
-                lines = _bedrock_lines(response) if framed else SdkTransport._timed_lines(response)
+                lines = bedrock_lines(response.iter_bytes(), perf_ns) if framed else SdkTransport._timed_lines(response)
                 _time_stream(record, _Reading(lines), deadlines, request.reply)
         else:
             _take_message(record, response.read(), request.reply)

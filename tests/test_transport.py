@@ -127,6 +127,15 @@ EXPECTED: dict[str, Expect] = {
     "unknown-event": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
     "unicode-separator": Expect(OK, first_content="text", output_tokens=3, stop_reason="end_turn"),
 }
+BEDROCK = {"name": "bedrock", "region": "us-east-1"}
+BEDROCK_EXPECTED: dict[str, Expect] = {
+    "bedrock-ok-text": Expect(OK, first_content="text", output_tokens=5, stop_reason="end_turn"),
+    "bedrock-disconnect": Expect(CONNECTION_ERROR, "connection_lost", first_content="text", output_tokens=1),
+    "bedrock-bad-checksum": Expect(PROTOCOL_ERROR, "invalid_event", first_content="text", output_tokens=1),
+    "bedrock-not-an-event": Expect(PROTOCOL_ERROR, "invalid_event", first_content="text", output_tokens=1),
+    "bedrock-cut-message": Expect(PROTOCOL_ERROR, "invalid_event", first_content="text", output_tokens=4, stop_reason="end_turn"),
+    "bedrock-throttled": Expect(RATE_LIMITED, "throttlingException", first_content="text", output_tokens=1),
+}
 
 
 # ----------------------------------------------------------------------------------------
@@ -177,11 +186,13 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
 class Transport:
     """One transport of tests/support/transport_child.py (a gevent-patched process, as inside Locust)."""
 
-    def __init__(self, child: subprocess.Popen[str], name: str, url: str) -> None:
-        self.child, self.name, self.url = child, name, url
+    def __init__(self, child: subprocess.Popen[str], name: str, url: str, platform: dict[str, str] | None = None) -> None:
+        self.child, self.name, self.url, self.platform = child, name, url, platform
 
     def send(self, body: dict[str, Any], stream: bool, timeouts: Timeouts) -> TimingRecord:
         command = {"url": self.url, "transport": self.name, "body": body, "stream": stream, "timeouts": timeouts.model_dump()}
+        if self.platform is not None:
+            command["platform"] = self.platform
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write(json.dumps(command) + "\n")
         self.child.stdin.flush()
@@ -197,7 +208,7 @@ def transport_child(url: str) -> Iterator[dict[str, Transport]]:
     )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        yield {name: Transport(child, name, url) for name in ("fast", "sdk")}
+        yield {**{name: Transport(child, name, url) for name in ("fast", "sdk")}, "bedrock": Transport(child, "sdk", url, BEDROCK)}
     finally:
         child.kill()
         child.wait(10)
@@ -206,8 +217,8 @@ def transport_child(url: str) -> Iterator[dict[str, Transport]]:
 @pytest.fixture(scope="module")
 def transports(replay: Replay) -> Iterator[dict[str, Transport]]:
     with transport_child(replay.url) as made:
-        for transport in made.values():  # warm up: the SDK's first request imports and builds a lot
-            record, _ = send(replay, transport, "ok-text")
+        for name, transport in made.items():  # warm up: the SDK's first request imports and builds a lot
+            record, _ = send(replay, transport, "bedrock-ok-text" if name == "bedrock" else "ok-text")
             assert record.outcome == OK, record
         yield made
 
@@ -240,12 +251,14 @@ def client_part_ms(record: TimingRecord, field: str, entry: dict[str, Any], mark
 
 
 def test_every_script_has_an_expectation() -> None:
-    assert set(EXPECTED) == set(replay_server.SCRIPTS)
+    assert set(EXPECTED) == set(replay_server.SCRIPTS) and set(BEDROCK_EXPECTED) == set(replay_server.BEDROCK_SCRIPTS)
 
 
-def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[str, Any], problems: list[str]) -> None:
-    """The outcome and fields this script must produce, whatever the transport."""
-    expect = EXPECTED[script]
+def _check_expected(
+    script: str, name: str, record: TimingRecord, entry: dict[str, Any], problems: list[str], expect: Expect, api: bool = True
+) -> None:
+    """The outcome and fields this script must produce, whatever the transport (`api`: sent to
+    the Anthropic API, not to a platform, which takes the version in the body)."""
 
     def check(what: str, ok: bool, got: Any) -> None:
         if not ok:
@@ -296,9 +309,23 @@ def _check_expected(script: str, name: str, record: TimingRecord, entry: dict[st
         stream_only = (record.ttft_ms, record.first_content, record.message_start_ms, record.last_token_ms, record.max_gap_ms)
         check("no stream timings", stream_only == (None,) * 5, stream_only)
     # the server got the version the target asked for, and some credential header
-    check(f"anthropic-version {VERSION} sent", entry["header_values"].get("anthropic-version") == VERSION, entry["header_values"])
+    if api:
+        check(f"anthropic-version {VERSION} sent", entry["header_values"].get("anthropic-version") == VERSION, entry["header_values"])
     check("a credential header sent", bool({"x-api-key", "authorization"} & set(entry["header_names"])), entry["header_names"])
     check(f"stream={expect.stream} sent", entry["stream"] is expect.stream, entry["stream"])
+
+
+@pytest.mark.parametrize("script", list(BEDROCK_EXPECTED))
+def test_a_bedrock_stream_ends_as_it_broke(replay: Replay, transports: dict[str, Any], script: str) -> None:
+    """Bedrock's AWS event-stream framing broken mid-stream (the SDK transport on the platform):
+    a bad checksum or a message that is no event is the stream's protocol error, as a malformed
+    SSE event is; a cut message at the body's end too; an exception message is the API's error."""
+    problems: list[str] = []
+    for rep in range(2):
+        record, entry = send(replay, transports["bedrock"], script)
+        _check_expected(script, f"bedrock rep {rep}", record, entry, problems, BEDROCK_EXPECTED[script], api=False)
+        assert entry["request_line"].startswith(f"POST /model/{script}/invoke-with-response-stream "), entry
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("script", list(EXPECTED))
@@ -314,7 +341,7 @@ def test_both_transports_give_the_same_record(replay: Replay, transports: dict[s
     problems: list[str] = []  # every divergence of this script, reported together
     for name, samples in runs.items():
         for rep, (record, entry) in enumerate(samples):
-            _check_expected(script, f"{name} rep {rep}", record, entry, problems)
+            _check_expected(script, f"{name} rep {rep}", record, entry, problems, expect)
 
     # the two transports agree field by field on every repetition
     for rep, ((fast, _), (sdk, _)) in enumerate(zip(runs["fast"], runs["sdk"])):
@@ -362,7 +389,7 @@ def test_both_transports_give_the_same_record(replay: Replay, transports: dict[s
 
 def test_both_transports_send_the_version_and_the_key_as_x_api_key(replay: Replay, transports: dict[str, Any]) -> None:
     """The Messages API authenticates with `x-api-key`; send it (and only its name is logged)."""
-    sent = {name: send(replay, transport, "ok-text")[1] for name, transport in transports.items()}
+    sent = {name: send(replay, transports[name], "ok-text")[1] for name in ("fast", "sdk")}
     for name, entry in sent.items():
         assert entry["header_values"].get("anthropic-version") == VERSION, (name, entry["header_values"])
     assert {name: "x-api-key" in entry["header_names"] for name, entry in sent.items()} == {"fast": True, "sdk": True}, {

@@ -17,21 +17,31 @@ non-empty text delta, `empty_text`, `message_start`, `first_thinking`, `first_to
 always `headers` = the status line, and `last_delta` = the last content_block_delta), and
 `max_delta_gap_ms`, the largest pause between two content_block_delta writes.
 
+Bedrock's streams (`POST /model/{script}/invoke-with-response-stream`, the script named in
+the path as Bedrock names the model there) come from BEDROCK_SCRIPTS: the same events in AWS
+event-stream framing, one message per event, and messages broken in the ways a stream can
+break (a bad checksum, a payload that is not an event, a message cut short, an exception).
+
     python tests/support/replay_server.py --log FILE     # prints "listening on http://127.0.0.1:PORT"
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import json
+import re
 import signal
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
+import zlib
 from typing import Any
+from urllib.parse import unquote
 
 Step = tuple[Any, ...]
 
@@ -389,6 +399,71 @@ SCRIPTS = _scripts()
 
 
 # ----------------------------------------------------------------------------------------
+# Bedrock: AWS event-stream framing
+
+BEDROCK_STREAM = re.compile(r"^POST /model/([^/ ]+)/invoke-with-response-stream ")
+CHUNK_HEADERS = ((":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event"))
+
+
+def aws_message(headers: tuple[tuple[str, str], ...], payload: bytes) -> bytes:
+    """One AWS event-stream message: prelude (lengths and their CRC32), string headers, payload, CRC32."""
+    encoded = b"".join(
+        struct.pack(">B", len(name)) + name.encode() + b"\x07" + struct.pack(">H", len(value.encode())) + value.encode()
+        for name, value in headers
+    )
+    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def event_message(event: bytes) -> bytes:
+    """An API event's JSON as Bedrock sends it: a `chunk` message with the JSON in base64."""
+    return aws_message(CHUNK_HEADERS, json.dumps({"bytes": base64.b64encode(event).decode()}).encode())
+
+
+def on_bedrock(steps: list[Step]) -> list[Step]:
+    """A script's writes as Bedrock frames them: its head's content type, each SSE event a message."""
+    out: list[Step] = []
+    for step in steps:
+        if step[0] == "write":
+            data = step[1]
+            if data.startswith(b"HTTP/"):
+                data = data.replace(b"text/event-stream; charset=utf-8", b"application/vnd.amazon.eventstream")
+            else:
+                events = [line[6:] for line in plain_events(data).split(b"\n") if line.startswith(b"data: ")]
+                data = (chunk(b"".join(map(event_message, events))) if events else b"") + (LAST_CHUNK if data.endswith(LAST_CHUNK) else b"")
+            step = ("write", data, step[2])
+        out.append(step)
+    return out
+
+
+def _bedrock_scripts() -> dict[str, list[Step]]:
+    def started(script: str) -> list[Step]:  # the head, message_start, a text block's first deltas
+        return on_bedrock([*opening(script), *text_block(0, count=3)[:-1]])
+
+    last_delta = event_message(json.dumps(text_delta(0, " last")).encode())
+    stop = event_message(json.dumps(MESSAGE_STOP).encode())
+    rest = on_bedrock([w(sse("content_block_stop", block_stop(0))), *ending(output_tokens=4)])
+    exception = ((":exception-type", "throttlingException"), (":content-type", "application/json"), (":message-type", "exception"))
+    s: dict[str, list[Step]] = {}
+    s["bedrock-ok-text"] = on_bedrock([*opening("bedrock-ok-text"), *text_block(0), *ending()])
+    s["bedrock-disconnect"] = [*started("bedrock-disconnect"), sleep(DELTA_GAP_MS), ("close",)]
+    # a message whose last byte (its CRC's) is wrong, then the rest of a clean stream
+    s["bedrock-bad-checksum"] = [*started("bedrock-bad-checksum"), w(chunk(last_delta[:-1] + bytes([last_delta[-1] ^ 1]))), *rest]
+    s["bedrock-not-an-event"] = [*started("bedrock-not-an-event"), w(chunk(aws_message(CHUNK_HEADERS, b"not json"))), *rest]
+    # the stream's last message cut short, then the body's end
+    s["bedrock-cut-message"] = [*started("bedrock-cut-message"), *rest[:-1], w(chunk(stop[: len(stop) // 2]) + LAST_CHUNK)]
+    s["bedrock-throttled"] = [
+        *started("bedrock-throttled"),
+        w(chunk(aws_message(exception, b'{"message":"Too many requests, please wait before trying again."}')) + LAST_CHUNK),
+    ]
+    return s
+
+
+BEDROCK_SCRIPTS = _bedrock_scripts()
+
+
+# ----------------------------------------------------------------------------------------
 # Server
 
 
@@ -418,18 +493,19 @@ class Handler(socketserver.StreamRequestHandler):
             request = json.loads(body or b"{}")
         except ValueError:
             request = {}
-        script = str(request.get("model", ""))
+        bedrock = BEDROCK_STREAM.match(request_line.decode("latin-1"))
+        script = unquote(bedrock.group(1)) if bedrock else str(request.get("model", ""))
         entry: dict[str, Any] = {
             "script": script,
             "tag": (request.get("metadata") or {}).get("user_id"),
-            "stream": bool(request.get("stream")),
+            "stream": bool(request.get("stream")) or bedrock is not None,  # (Bedrock: the path says it)
             "request_line": request_line.decode("latin-1").strip(),
             "header_names": sorted(headers),
             "header_values": {k: headers[k] for k in LOGGED_HEADER_VALUES if k in headers},
             "t_request_ns": t_request_ns,
             "marks": {},
         }
-        steps = SCRIPTS.get(script)
+        steps = BEDROCK_SCRIPTS.get(script) if bedrock else SCRIPTS.get(script)
         if steps is None:
             steps = [
                 w(json_response(script or "unknown", 404, "Not Found", error_body(script, "not_found_error", f"no script {script!r}")))
