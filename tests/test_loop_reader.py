@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -195,3 +196,89 @@ def test_a_connection_closed_mid_chunk_ends_the_stream_as_closed_early(parsed_by
     finally:
         client.close()
         srv.stop(timeout=0)
+
+
+# --- a burst: every ready socket read before any read is decoded and timed -------------------
+BURST_SERVER = """
+import json, socket, sys, time
+streams = int(sys.argv[2])
+listener = socket.create_server(("127.0.0.1", 0), backlog=streams)
+print(listener.getsockname()[1], flush=True)
+conns = []
+for _ in range(streams):
+    conn, peer = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.recv(65536)
+    conn.sendall(sys.argv[1].encode("latin-1"))  # the head and an event without text
+    conns.append((conn, peer[1]))
+time.sleep(0.2)
+written = {}
+for text, pause in ((b"a", 0.02), (b"b", 0.01), (None, 0)):  # the first text, the next token 20 ms later, the end
+    for conn, port in conns:
+        if text is None:
+            conn.sendall(b"0\\r\\n\\r\\n")
+            continue
+        event = b'data: {"text": "%s"}\\n\\n' % text
+        written.setdefault(text.decode(), {})[port] = time.perf_counter_ns()
+        conn.sendall(b"%x\\r\\n%s\\r\\n" % (len(event), event))
+    time.sleep(pause)
+print(json.dumps(written), flush=True)
+for conn, _ in conns:
+    conn.recv(1)  # until the client leaves
+"""
+BURST_STREAMS = 60
+SLOW_S = 0.001  # what timing each first text costs here (the loop blocked): 60 ms for all, three tokens' time
+
+
+def test_a_burst_of_first_texts_is_stamped_as_it_came_however_long_timing_them_takes() -> None:
+    """Each stream's first text and next token 20 ms apart; timing the first texts takes 60 ms.
+    Were each read timed before the next socket's read, the later streams' first text would
+    wait in the kernel, merged into the next token's segment with its stamp (20 ms late)."""
+    import json
+    import subprocess
+    import sys
+
+    from gevent import monkey
+
+    from harness.fast_http import read_head, response_of
+
+    blocking_sleep = monkey.get_original("time", "sleep")
+    opening = HEAD + b"%x\r\n%s\r\n" % (len(FIRST), FIRST)
+    server = subprocess.Popen(
+        [sys.executable, "-c", BURST_SERVER, opening.decode("latin-1"), str(BURST_STREAMS)], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    port = int(server.stdout.readline())
+    stamps: dict[int, int] = {}  # local port -> the first text's stamp
+    timed_at: list[int] = []
+
+    def stream() -> None:
+        client = _client(port)
+        try:
+            pool = client._connection_pool
+            sock = pool.get_socket()
+            local = sock.getsockname()[1]
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            head, rest = read_head(sock, 65536)
+
+            def on_lines(stamp: int, lines: list[bytes]) -> None:
+                if any(b'"a"' in line for line in lines):
+                    stamps[local] = stamp
+                    timed_at.append(time.perf_counter_ns())
+                    blocking_sleep(SLOW_S)
+
+            LoopReader(response_of(sock, pool, head, 65536, stream=True), sock, rest).run(on_lines)
+        finally:
+            client.close()
+
+    try:
+        greenlets = [gevent.spawn(stream) for _ in range(BURST_STREAMS)]
+        gevent.joinall(greenlets, timeout=10)
+        assert all(g.successful() for g in greenlets), [g.exception for g in greenlets if g.exception]
+        written = json.loads(server.stdout.readline())
+    finally:
+        server.kill()
+        server.wait(5)
+    assert max(timed_at) - min(timed_at) > 40_000_000  # the loop was busy past the next token's arrival
+    late_ms = sorted((stamps[int(local)] - at) / 1e6 for local, at in written["a"].items())
+    assert len(late_ms) == BURST_STREAMS and late_ms[-1] < 5.0, late_ms  # each its own segment's stamp
