@@ -35,7 +35,6 @@ import re
 import signal
 import socket
 import socketserver
-import struct
 import sys
 import threading
 import time
@@ -406,14 +405,17 @@ CHUNK_HEADERS = ((":event-type", "chunk"), (":content-type", "application/json")
 
 
 def aws_message(headers: tuple[tuple[str, str], ...], payload: bytes) -> bytes:
-    """One AWS event-stream message: prelude (lengths and their CRC32), string headers, payload, CRC32."""
-    encoded = b"".join(
-        struct.pack(">B", len(name)) + name.encode() + b"\x07" + struct.pack(">H", len(value.encode())) + value.encode()
-        for name, value in headers
-    )
-    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
-    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
-    return message + struct.pack(">I", zlib.crc32(message))
+    """One AWS event-stream message, written here from the format (not the emulator's code:
+    botocore's decoder checks both): total and headers lengths, their CRC32, the headers
+    (name length, name, type 7 = string, value length, value), the payload, the CRC32 of all."""
+
+    def u(n: int, size: int = 4) -> bytes:
+        return n.to_bytes(size, "big")
+
+    fields = b"".join(u(len(k), 1) + k.encode() + b"\x07" + u(len(v.encode()), 2) + v.encode() for k, v in headers)
+    lengths = u(16 + len(fields) + len(payload)) + u(len(fields))
+    body = lengths + u(zlib.crc32(lengths)) + fields + payload
+    return body + u(zlib.crc32(body))
 
 
 def event_message(event: bytes) -> bytes:
