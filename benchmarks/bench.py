@@ -14,6 +14,9 @@ with a bench profile that keeps the emulator far from saturation:
 - `fast-norecord`: as `fast` with points off (`NO_RECORD_ARGS`): the recording overhead;
 - `fast-conversation`: as `fast`, the prompt sent as conversations of 3 turns (each reply kept
   and sent back: `CONVERSATION_SCENARIO`);
+- `floor`: the event loop reading the same streams and doing nothing else (`benchmarks.floor`,
+  its own process): about the least a gevent load generator pays on this machine, so that the
+  harness's own work is the difference;
 - `fast-user-stamps` (not by default; the control of the bursts): as `fast`, stamped when read.
 
 Measured over a window that starts `warmup` seconds after all users/tasks run: CPU
@@ -70,8 +73,9 @@ from harness.emulator.process import stop_process
 from harness.records import RECORDS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: children run from it
-CONFIGS = ("baseline", "sdk", "fast", "fast-norecord", "fast-conversation", "fast-user-stamps")
-DEFAULT_CONFIGS = CONFIGS[:5]
+CONFIGS = ("baseline", "sdk", "fast", "fast-norecord", "fast-conversation", "floor", "fast-user-stamps")
+DEFAULT_CONFIGS = CONFIGS[:6]
+OWN_LOOPS = {"baseline": "benchmarks.baseline", "floor": "benchmarks.floor"}  # configurations that are not Locust: their module
 NO_RECORD_ARGS = ["--points", "off"]  # recording (points) off
 USER_STAMPS_ENV = {"HARNESS_RECEIVE_STAMPS": "user"}  # fast-user-stamps: stamped when read (the control of kernel stamps)
 
@@ -331,7 +335,7 @@ def harness_requests(records: list[dict[str, Any]]) -> list[Request]:
     return out
 
 
-def baseline_requests(records: list[dict[str, Any]]) -> list[Request]:
+def own_loop_requests(records: list[dict[str, Any]]) -> list[Request]:
     return [
         Request(r.get("request_id"), r["start_ns"], r["end_ns"], r.get("first_text_ns"), r["events"], r["outcome"] == "ok") for r in records
     ]
@@ -483,12 +487,13 @@ def locust_command(
     ]
 
 
-def baseline_command(setup: Setup, url: str, users: int, out: Path) -> list[str]:
+def own_loop_command(setup: Setup, module: str, url: str, users: int, out: Path) -> list[str]:
+    """The baseline's (or the floor's) command line: both take the same options."""
     run_time = RAMP_S + setup.warmup_s + setup.duration_s + 1.0
     return [
         sys.executable,
         "-m",
-        "benchmarks.baseline",
+        module,
         "--url",
         url,
         "--concurrency",
@@ -522,9 +527,9 @@ def run_config(setup: Setup, config: str, level: int, tag: str | None = None) ->
     watcher: OutputWatcher | None = None
     truth: list[dict[str, Any]] = []
     try:
-        if config == "baseline":
-            out = cdir / "baseline.jsonl"
-            cmd = baseline_command(setup, emulator.url, level, out)
+        if config in OWN_LOOPS:
+            out = cdir / f"{config}.jsonl"
+            cmd = own_loop_command(setup, OWN_LOOPS[config], emulator.url, level, out)
             ready = "all tasks started"
         else:
             transport = "sdk" if config == "sdk" else "fast"
@@ -545,7 +550,7 @@ def run_config(setup: Setup, config: str, level: int, tag: str | None = None) ->
             output = watcher.text()
             return {**base, "status": "error", "reason": f"no '{ready}' (exit code {proc.returncode})", "output_tail": output[-2000:]}
         window = measure_window(proc.pid, emulator.pid, setup.warmup_s, setup.duration_s, lambda: proc.poll() is None)
-        run_time_s = RAMP_S + setup.warmup_s + setup.duration_s + (setup.margin_s if config != "baseline" else 1.0)
+        run_time_s = RAMP_S + setup.warmup_s + setup.duration_s + (setup.margin_s if config not in OWN_LOOPS else 1.0)
         try:
             proc.wait(run_time_s + STOP_TIMEOUT_S + EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -556,12 +561,12 @@ def run_config(setup: Setup, config: str, level: int, tag: str | None = None) ->
         base["exit_code"] = proc.returncode
         truth = emulator.stop()
         started = watcher.seen.get("Ramping to")
-        if started is not None and config != "baseline":
+        if started is not None and config not in OWN_LOOPS:
             base["window_truncated"] = window.t1_ns > started + int((math.ceil(run_time_s) - 0.5) * 1e9)
-        if config == "baseline":
+        if config in OWN_LOOPS:
             if not out.exists():
-                return {**base, "status": "error", "reason": "the baseline wrote no records", "output_tail": watcher.text()[-2000:]}
-            requests = baseline_requests(_read_jsonl(out))
+                return {**base, "status": "error", "reason": f"the {config} wrote no records", "output_tail": watcher.text()[-2000:]}
+            requests = own_loop_requests(_read_jsonl(out))
         else:
             files = sorted((cdir / "runs").glob(f"*/{RECORDS_FILE}"))
             if not files:
@@ -1150,6 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
             "ttft_error": "client first-text receive time - emulator t_first_text_ns (perf_counter_ns)",
             "emulator_lateness": "emulator t_first_text_ns - scheduled_first_text_ns",
             "baseline": "AsyncAnthropic(max_retries=0, http_client=DefaultAsyncHttpxClient(limits>=N)), SDK defaults otherwise",
+            "floor": "gevent, the streams read in the event loop's callback with kernel stamps, nothing decoded (benchmarks.floor)",
         },
         "profile": BENCH_PROFILE,
         "scenario": BENCH_SCENARIO,

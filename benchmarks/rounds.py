@@ -17,7 +17,7 @@ import statistics
 from typing import Any
 
 RATIO_LEVEL = 200  # streams: the level of the CPU ratio targets
-RATIO_CONFIGS = ("baseline", "fast", "fast-conversation")  # run again in each further round
+RATIO_CONFIGS = ("baseline", "fast", "fast-conversation", "floor")  # run again in each further round (the floor: beside them)
 ROUNDS = 3  # at RATIO_LEVEL (--rounds)
 
 
