@@ -949,9 +949,9 @@ def targets(
 ) -> list[dict[str, Any]]:
     by: dict[tuple[str, int], dict[str, Any]] = {}  # the round with the worst TTFT p99 error (rounds: benchmarks/rounds.py)
     for r in results:
-        key = (r["config"], r["level"])
-        if r.get("status") == "ok" and (key not in by or r["ttft_err_ms"]["p99"] > by[key]["ttft_err_ms"]["p99"]):
-            by[key] = r
+        key, p99 = (r["config"], r["level"]), r.get("ttft_err_ms", {}).get("p99")
+        if r.get("status") == "ok" and p99 is not None and (key not in by or p99 > by[key]["ttft_err_ms"]["p99"]):
+            by[key] = r  # (the floor times nothing: it has no TTFT error)
     ratio = {(s["config"], s["level"]): s for s in rounds.summarize(results)}
 
     def target(name: str, value: float | None, limit: float, missing: str, at_least: bool = False) -> dict[str, Any]:

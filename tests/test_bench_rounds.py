@@ -8,7 +8,7 @@ from benchmarks.bench import targets
 from benchmarks.rounds import RATIO_LEVEL, add_ratios, describe, plan, summarize
 
 
-def _row(config: str, level: int, cpu: float, round_: int = 1, p99: float = 1.0) -> dict[str, Any]:
+def _row(config: str, level: int, cpu: float, round_: int = 1, p99: float | None = 1.0) -> dict[str, Any]:
     return {"config": config, "level": level, "round": round_, "status": "ok", "cpu_ms_per_req": cpu, "ttft_err_ms": {"p99": p99}}
 
 
@@ -47,3 +47,18 @@ def test_each_run_is_divided_by_its_own_rounds_baseline_and_the_target_reads_the
     assert ratio["value"] == 0.2 and ratio["status"] == "PASS"
     (ttft,) = [t for t in targets(rows, [], [], []) if t["target"].startswith(f"fast TTFT p99 error <= 20 ms at {RATIO_LEVEL}")]
     assert ttft["value"] == 9.0  # the worst round's TTFT error, not the last one's
+
+
+def test_targets_read_rounds_with_the_floor_beside_them() -> None:
+    """The floor times nothing (no TTFT error) and runs in every round: the targets take the
+    median of the paired ratios and the worst TTFT of the rounds that have one (a full run
+    once stopped here, comparing the floor's missing p99 of two rounds)."""
+    results = []
+    for round_, (base, fast, p99) in enumerate([(4.0, 0.76, 0.01), (4.4, 0.92, 0.03), (4.4, 0.92, 0.02)], start=1):
+        results += [_row("baseline", RATIO_LEVEL, base, round_, 3.0), _row("fast", RATIO_LEVEL, fast, round_, p99)]
+        results.append(_row("floor", RATIO_LEVEL, 0.33, round_, None))
+    add_ratios(results)
+    by_name = {t["target"].split(" (")[0].split(":")[0]: t for t in targets(results, [], [], [])}
+    ratio = by_name["fast CPU/request <= 0.2x baseline at 200 streams"]
+    assert ratio["value"] == 0.209 and ratio["status"] == "MISS"  # the median of 0.19, 0.209, 0.209
+    assert by_name["fast TTFT p99 error <= 20 ms at 200 streams"]["value"] == 0.03  # the worst round
