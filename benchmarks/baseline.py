@@ -109,6 +109,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return records
 
 
+def write_records(path: str, records: list[dict[str, Any]]) -> None:
+    """One JSON line per request (`benchmarks.bench` reads them)."""
+    with open(path, "w", encoding="utf-8") as file:
+        for record in records:
+            file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     loop_factory = None
@@ -121,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         records = runner.run(run(args))
-    with open(args.out, "w", encoding="utf-8") as file:
-        for record in records:
-            file.write(json.dumps(record, separators=(",", ":")) + "\n")
+    write_records(args.out, records)
     print(f"baseline done: {len(records)} requests (uvloop={loop_factory is not None})", flush=True)
     return 0
 

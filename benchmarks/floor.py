@@ -32,7 +32,7 @@ import gevent
 import gevent.socket
 from gevent.hub import Waiter
 
-from benchmarks.baseline import READY_LINE, build_parser
+from benchmarks.baseline import READY_LINE, build_parser, write_records
 from harness.stamps import ANCILLARY_SIZE, SO_TIMESTAMPNS_NEW, SO_TIMESTAMPNS_OLD
 
 perf_ns = time.perf_counter_ns
@@ -150,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.prog, parser.description = "python -m benchmarks.floor", __doc__.split("\n\n")[0]
     args = parser.parse_args(argv)
     records = run(args)
-    with open(args.out, "w", encoding="utf-8") as file:
-        for record in records:
-            file.write(json.dumps(record, separators=(",", ":")) + "\n")
+    write_records(args.out, records)
     print(f"floor done: {len(records)} requests", flush=True)
     return 0
 
