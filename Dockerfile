@@ -15,7 +15,14 @@ COPY harness/ harness/
 COPY locustfile.py ./
 COPY scenarios/ scenarios/
 
-RUN pip install -c constraints.txt . \
+# Installed in place, as `make install` does: the harness runs from /app, where pip builds its C
+# part (harness/_loopread.c, the fast transport's per-read path) with a compiler removed after.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install -c constraints.txt -e . \
+    && python -c "import harness._loopread" \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin harness \
     && mkdir -p /app/runs \
     && chown harness:harness /app/runs

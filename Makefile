@@ -17,8 +17,9 @@ SYSTEM_BINARIES := victoria-metrics chromium tinyproxy shellcheck
 .PHONY: install install-test system-deps run sweep levers lint test test-repeat bench soak clean
 
 # What running needs (make run, sweep, levers, bench, soak), and on top what the tests and the
-# style and type checks need (make test, lint); each installed once, again when these files change.
-$(VENV)/.installed: pyproject.toml constraints.txt
+# style and type checks need (make test, lint); each installed once, again when these files change
+# (pip builds harness/_loopread.c in place).
+$(VENV)/.installed: pyproject.toml constraints.txt harness/_loopread.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@

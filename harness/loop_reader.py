@@ -24,6 +24,11 @@ late: its health says so.
 
 Objects, not closures: a stream in flight holds this one slotted object, its bound callback
 and a waiter (a closure's cells would be a dozen tracked objects per stream).
+
+In C where it was built (harness/_loopread.c, `ChunkedStream`): a chunked body's read, its
+stamp, the chunks' data and the lines are taken in the callback in one call, a dozen Python
+calls fewer per read; only the timing of the lines waits for the read-through. Without it (no
+C compiler at install), the same in Python (`_readable`, `_decode`).
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ from gevent.hub import Waiter
 from harness.chunked import ChunkedBody
 from harness.stamps import StampedSocket
 
+try:
+    from harness._loopread import ChunkedStream
+except ImportError:  # not built (no C compiler where it was installed): the Python path
+    ChunkedStream = None  # type: ignore[assignment,misc]
+
 OnLines = Callable[[int, list[bytes]], None]  # lines of a stream that one read completed, and its stamp
+# how a read ended its stream: None (it goes on), True (the body's end), False (the connection
+# closed before it), or the error that broke it
+End = bool | BaseException | None
 
 
 class LineSplitter:
@@ -87,7 +100,7 @@ class ParsedBody:
 
 class _TakenReads:
     """The reads the loop's callbacks took in this turn (the process's one event loop), each
-    with its reader and stamp, read through together once the last ready watcher of the turn
+    with its reader, stamp and end, read through together once the last ready watcher of the turn
     ran (libev's count of watchers still pending: most turns have one, read through at once),
     or else in a loop callback before the loop polls again."""
 
@@ -95,12 +108,13 @@ class _TakenReads:
 
     def __init__(self) -> None:
         self._loop: Any = None
-        self.reads: list[tuple[LoopReader, bytes, int]] = []
+        self.reads: list[tuple[LoopReader, Any, int, End]] = []
 
-    def add(self, reader: LoopReader, data: bytes, stamp: int) -> None:
+    def add(self, reader: LoopReader, taken: Any, stamp: int, end: End) -> None:
+        """`taken`: the read's bytes (the Python path), or the lines it completed (in C)."""
         loop = self._loop or self._bind()
         reads = self.reads
-        reads.append((reader, data, stamp))
+        reads.append((reader, taken, stamp, end))
         if not loop.pendingcnt:
             self.read_through()
         elif len(reads) == 1:
@@ -112,8 +126,8 @@ class _TakenReads:
 
     def read_through(self) -> None:
         reads, self.reads = self.reads, []
-        for reader, data, stamp in reads:
-            reader._read_through(data, stamp)
+        for reader, taken, stamp, end in reads:
+            reader._read_through(taken, stamp, end)
 
 
 TAKEN = _TakenReads()
@@ -130,12 +144,17 @@ class LoopReader:
         self._response = response
         self._sock = sock
         self._on_lines: OnLines | None = None
-        self._lines = LineSplitter()
         self._stamp = sock.clock.arrived_ns  # the stamp of the last read that brought body bytes (the partial line's)
         self._waiter: Any = None  # set while the request's greenlet waits
         self._watcher: Any = None  # the socket's own read watcher (a libev io watcher), while it waits
         chunked = rest is not None and "chunked" in (response.get("transfer-encoding") or "").lower()
-        self._body: ChunkedBody | ParsedBody = ChunkedBody() if chunked else ParsedBody(response)
+        self._body: Any
+        self._lines: LineSplitter | None = None  # the Python path's (C splits the lines itself)
+        if chunked and ChunkedStream is not None:
+            self._body = ChunkedStream(self, TAKEN.add, sock.fileno(), sock.stamp_option, response.block_size, self._stamp)
+        else:
+            self._body = ChunkedBody() if chunked else ParsedBody(response)
+            self._lines = LineSplitter()
         self._rest = rest or b""
 
     def run(self, on_lines: OnLines) -> None:
@@ -143,30 +162,47 @@ class LoopReader:
         each read completed together, with the stamp of that read. The request's limits end the
         wait as they end a read (they are thrown into this greenlet)."""
         self._on_lines = on_lines
+        body = self._body
         try:
-            body = bytes(self._response._body_buffer)  # what its parser took with the head
+            decoded = bytes(self._response._body_buffer)  # what its parser took with the head
             del self._response._body_buffer[:]
-            if self._rest:  # what came with the head for this reader to decode
-                body += self._body.feed(self._rest)
-                self._rest = b""
-            if body:
-                self._hand_on(body, self._sock.clock.arrived_ns)
-            if self._body.complete:
+            stamp = self._sock.clock.arrived_ns
+            if self._lines is None:
+                self._hand_on(body.feed(self._rest), stamp)
+            else:
+                if self._rest:  # what came with the head for this reader to decode
+                    decoded += body.feed(self._rest)
+                if decoded:
+                    self._hand_on(self._split(decoded, stamp), stamp)
+            self._rest = b""
+            if body.complete:
                 self._end()
             else:
                 self._wait()
-            if self._lines.partial:
-                on_lines(self._stamp, [self._lines.partial])
+            self._last_line()
         except BaseException:
             self._response.release()  # cut off: the connection is closed (its response did not end)
             raise
         finally:
             self._on_lines = None
+            if self._lines is None:
+                self._sock.clock.arrived_ns = body.stamp  # (C kept the connection's stamps)
+                self._body = None  # (it refers to this reader)
+
+    def _last_line(self) -> None:
+        """A last line without its \\n, at the stream's end."""
+        if self._lines is None:
+            partial, stamp = self._body.partial, self._body.partial_stamp
+        else:
+            partial, stamp = self._lines.partial, self._stamp
+        if partial:
+            assert self._on_lines is not None
+            self._on_lines(stamp, [partial])
 
     def _wait(self) -> None:
         waiter = self._waiter = Waiter()
         watcher = self._watcher = self._sock.read_watcher  # the socket's own: a second watcher of the fd would delay its close
-        watcher.start(self._readable)
+        watcher.start(self._readable if self._lines is not None else self._body)
         try:
             waiter.get()
         finally:
@@ -174,37 +210,51 @@ class LoopReader:
             self._waiter = self._watcher = None
 
     def _readable(self) -> None:
-        """The loop's callback when the socket is readable: take what is there, with its stamp,
-        for `_read_through` once every ready socket was read."""
+        """The loop's callback when the socket is readable (the Python path): take what is
+        there, with its stamp, for `_read_through` once every ready socket was read."""
         try:
             data = self._sock.recv_ready(self._response.block_size)
         except BaseException as exc:
-            self.throw(exc)
+            TAKEN.add(self, b"", 0, exc)
             return
         if data is not None:  # (None: woken for nothing after all)
-            TAKEN.add(self, data, self._sock.clock.arrived_ns)
+            TAKEN.add(self, data, self._sock.clock.arrived_ns, None)
 
-    def _read_through(self, data: bytes, stamp: int) -> None:
-        """A read's bytes decoded, each whole line handed on with the read's stamp; the greenlet
-        woken at the end of the stream or with what broke it. Nothing when the wait already
-        ended (a limit, or the socket closed by another greenlet)."""
-        waiter, body = self._waiter, self._body
+    def _read_through(self, taken: Any, stamp: int, end: End) -> None:
+        """A read's lines handed on with the read's stamp (the Python path decodes its bytes
+        here); the greenlet woken at the end of the stream or with what broke it. Nothing when
+        the wait already ended (a limit, or the socket closed by another greenlet)."""
+        waiter = self._waiter
         if waiter is None:
             return
         try:
-            decoded = body.feed(data)
-            if decoded:
-                self._hand_on(decoded, stamp)
-            if not body.complete:
-                if not data:
-                    raise closed_early()
+            if self._lines is not None and end is None:
+                taken, end = self._decode(taken, stamp)
+            if taken:
+                self._hand_on(taken, stamp)
+            if end is None:
                 return
+            if end is not True:
+                raise closed_early() if end is False else end
             self._end()
         except BaseException as exc:
             self.throw(exc)
             return
         self._watcher.stop()
         waiter.switch(None)
+
+    def _decode(self, data: bytes, stamp: int) -> tuple[list[bytes], End]:
+        """The Python path: a read's bytes into the lines they complete, and how the read ended
+        the stream."""
+        body = self._body
+        decoded = body.feed(data)
+        lines = self._split(decoded, stamp) if decoded else []
+        return lines, True if body.complete else None if data else False
+
+    def _split(self, decoded: bytes, stamp: int) -> list[bytes]:
+        assert self._lines is not None
+        self._stamp = stamp
+        return self._lines.split(decoded)
 
     def _end(self) -> None:
         """The body's end: a chunked one decoded here ends its response as its parser would (the
@@ -217,14 +267,13 @@ class LoopReader:
 
     def throw(self, error: BaseException) -> None:
         """End the wait with `error`: what broke the stream, or gevent's own error when another
-        greenlet closes the socket (gevent's hub throws into the watcher callback's owner)."""
+        greenlet closes the socket (gevent's hub throws into the watcher callback's owner, the
+        `__self__` of either callback)."""
         if self._waiter is not None:
             self._watcher.stop()  # (a closed watcher's stop does nothing)
             self._waiter.throw(error)
 
-    def _hand_on(self, body: bytes, stamp: int) -> None:
-        self._stamp = stamp
-        lines = self._lines.split(body)
+    def _hand_on(self, lines: list[bytes], stamp: int) -> None:
         if lines:
             on_lines = self._on_lines
             assert on_lines is not None

@@ -347,7 +347,8 @@ def test_dockerfile_builds_the_harness_image():
     text = DOCKERFILE.read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
-    assert "pip install -c constraints.txt ." in text
+    assert "pip install -c constraints.txt -e ." in text  # in place: its C part built where it runs (WORKDIR /app)
+    assert 'python -c "import harness._loopread"' in text  # the build fails without it
     users = [ln.split(None, 1)[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
     cmd = json.loads(next(ln for ln in reversed(lines) if ln.startswith("CMD ")).split(None, 1)[1])

@@ -1,6 +1,9 @@
 """The event loop's stream reader (harness/loop_reader.py) against a real server on loopback:
 how its wait ends when another greenlet closes the socket, and what a stream in flight holds.
-(Streams that end, break, stall or are cut off are tests/test_transport.py's scripts.)"""
+(Streams that end, break, stall or are cut off are tests/test_transport.py's scripts.)
+
+Every test runs twice: with a chunked body read in C (harness/_loopread.c, built by the
+install) and in Python (the path without it)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,24 @@ import pytest
 from gevent.server import StreamServer
 from geventhttpclient import HTTPClient
 
+from harness import loop_reader
 from harness.loop_reader import LoopReader
 from harness.stamps import ReceiveClock, StampedSocket
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 FIRST = b"data: 1\n\n"
 HOLD_S = 5.0  # the server holds each stream open this long at most
+
+
+@pytest.fixture(autouse=True, params=["C", "python"])
+def reads_in(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a chunked body is read: in C (which the install built: it is missing if this
+    fails) or on the Python path."""
+    if request.param == "C":
+        assert loop_reader.ChunkedStream is not None, "harness._loopread was not built: pip install -e . needs a C compiler"
+    else:
+        monkeypatch.setattr(loop_reader, "ChunkedStream", None)
+    return str(request.param)
 
 
 def _stalling(sock: object, _address: object) -> None:

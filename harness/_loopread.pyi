@@ -1,0 +1,23 @@
+"""Types of harness/_loopread.c (the fast transport's per-read path in C)."""
+
+from collections.abc import Callable
+from typing import Any
+
+class ChunkedError(ValueError): ...
+
+class ChunkedStream:
+    __self__: Any
+    stamp: int
+    partial_stamp: int
+    partial: bytes
+    excess: bytes
+    complete: bool
+    def __init__(
+        self, owner: Any, sink: Callable[[Any, list[bytes], int, Any], None], fd: int, stamp_option: int | None, block_size: int, stamp: int
+    ) -> None: ...
+    def feed(self, data: bytes) -> list[bytes]: ...
+    def __call__(self) -> None: ...
+
+def counts() -> dict[str, int]: ...
+def clock_offset() -> tuple[int, int]: ...
+def forget_offset() -> None: ...
