@@ -31,6 +31,7 @@ perf_ns = time.perf_counter_ns
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of a load loop of the benchmark (this one's and benchmarks/floor.py's)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True, help="base URL of the Messages API (the emulator)")
     p.add_argument("--concurrency", type=int, required=True, help="concurrent streams (tasks)")
@@ -41,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="claude-haiku-4-5")
     p.add_argument("--max-tokens", type=int, default=200)
     p.add_argument("--prompt", default="Write a haiku about load tests.")
-    p.add_argument("--no-uvloop", action="store_true")
     return p
 
 
@@ -117,7 +117,9 @@ def write_records(path: str, records: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own event loop")
+    args = parser.parse_args(argv)
     loop_factory = None
     if not args.no_uvloop:
         try:

@@ -13,7 +13,7 @@ generator can pay for these streams on this machine (the system calls, the loop'
 and its callbacks); the harness's CPU above it is its own work: the HTTP exchange, decoding
 and timing every event, and Locust's statistics and the other sinks per request.
 
-Takes `benchmarks.baseline`'s options and writes its records (the request id is found in the
+Takes `benchmarks.baseline`'s options (but `--no-uvloop`) and writes its records (the request id is found in the
 head, matched to the emulator's ground truth for its lateness; first_text_ns is null: the
 body is not parsed); prints the same line once the last greenlet has begun.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +32,8 @@ import gevent.socket
 from gevent.hub import Waiter
 
 from benchmarks.baseline import READY_LINE, build_parser, write_records
-from harness.stamps import ANCILLARY_SIZE, SO_TIMESTAMPNS_NEW, SO_TIMESTAMPNS_OLD
+from harness.fast_http import RequestHead
+from harness.stamps import ANCILLARY_SIZE, enable_stamps
 
 perf_ns = time.perf_counter_ns
 READ_BLOCK = 64 * 1024  # as the fast transport reads
@@ -42,14 +42,12 @@ REQUEST_ID = re.compile(rb"\r\nrequest-id: *([^\r]+)\r\n", re.IGNORECASE)  # mat
 
 
 def request_bytes(url: str, model: str, max_tokens: int, prompt: str) -> bytes:
-    """The streamed Messages API request, as one HTTP/1.1 message."""
+    """The streamed Messages API request, as one HTTP/1.1 message (its head as the fast transport's)."""
     parts = urlsplit(url)
     body = json.dumps({"model": model, "max_tokens": max_tokens, "stream": True, "messages": [{"role": "user", "content": prompt}]})
-    head = (
-        f"POST {parts.path.rstrip('/')}/v1/messages HTTP/1.1\r\nHost: {parts.netloc}\r\nx-api-key: bench\r\n"
-        f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return (head + body).encode()
+    headers = {"x-api-key": "bench", "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    head = RequestHead(parts.hostname or "127.0.0.1", parts.port or 80, f"{parts.path.rstrip('/')}/v1/messages", headers)
+    return head.of(body.encode())
 
 
 class Connection:
@@ -57,12 +55,7 @@ class Connection:
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.sock = gevent.socket.create_connection(address)
-        for option in (SO_TIMESTAMPNS_NEW, SO_TIMESTAMPNS_OLD):  # as harness/stamps.py turns them on
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, option, 1)
-                break
-            except OSError:
-                continue
+        enable_stamps(self.sock)  # as the fast transport's connections
         self._raw = self.sock._sock  # type: ignore[attr-defined]  # gevent's socket wraps a non-blocking one of the standard library
         self._watcher = self.sock._read_event  # type: ignore[attr-defined]  # gevent's own read watcher of the socket
         self._waiter: Any = None

@@ -382,6 +382,10 @@ tell(ChunkedStream *self, PyObject *lines, PyObject *end)
 static PyObject *
 ChunkedStream_call(ChunkedStream *self, PyObject *args, PyObject *kwargs)
 {
+    if (self->sink == NULL) {
+        PyErr_SetString(PyExc_TypeError, "ChunkedStream was not initialized");
+        return NULL;
+    }
     if (self->ended)
         Py_RETURN_NONE;
     if (self->block_size > read_buffer_size) {
@@ -394,7 +398,8 @@ ChunkedStream_call(ChunkedStream *self, PyObject *args, PyObject *kwargs)
         read_buffer_size = self->block_size;
     }
     Py_ssize_t n = read_stamped(self);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    int read_error = errno;
+    if (n < 0 && (read_error == EAGAIN || read_error == EWOULDBLOCK))
         Py_RETURN_NONE; /* woken for nothing after all */
     PyObject *lines = PyList_New(0);
     if (lines == NULL)
@@ -402,6 +407,7 @@ ChunkedStream_call(ChunkedStream *self, PyObject *args, PyObject *kwargs)
     PyObject *end = Py_None;
     int broken = 0;
     if (n < 0) {
+        errno = read_error;
         PyErr_SetFromErrno(PyExc_OSError);
         broken = 1;
     } else if (n == 0) {

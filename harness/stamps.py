@@ -149,7 +149,7 @@ def stamping_problem() -> str | None:
     return None if value in (KERNEL, USER) else f"{STAMPS_VARIABLE}={value!r}: use {KERNEL} (the default) or {USER}"
 
 
-def _enable(sock: Any) -> int | None:
+def enable_stamps(sock: Any) -> int | None:
     """Turn the kernel's receive stamps on; the option's number, or None where it is refused."""
     if not sys.platform.startswith("linux") or user_stamps_asked():
         return None
@@ -175,7 +175,7 @@ def kernel_stamps_supported() -> bool:
     socket that keeps asking, a connection opened after the last stamped one closed got its
     first packets unstamped (measured: 29 of 30 such reads)."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if _enable(probe) is None:
+    if enable_stamps(probe) is None:
         probe.close()
         return False
     _KEEPER.append(probe)
@@ -188,7 +188,7 @@ class StampedSocket(gevent.socket.socket):
     def __init__(self, family: int, type: int, proto: int, clock: ReceiveClock) -> None:
         super().__init__(family, type, proto)
         self.clock = clock
-        self.stamp_option = _enable(self) if kernel_stamps_supported() else None
+        self.stamp_option = enable_stamps(self) if kernel_stamps_supported() else None
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self.stamp_option is None:

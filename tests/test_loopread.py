@@ -137,7 +137,7 @@ def _stream(client: socket.socket, sink: Sink, option: int | None, stamp: int = 
 
 
 def _stamped(client: socket.socket) -> int:
-    option = stamps._enable(client)
+    option = stamps.enable_stamps(client)
     assert option is not None, "this kernel refuses SO_TIMESTAMPNS"
     stamps.kernel_stamps_supported()  # its probe keeps the kernel stamping
     return option
@@ -250,3 +250,8 @@ def test_the_clock_offset_is_sampled_again_after_a_millisecond(connection: tuple
 def test_bad_arguments_are_refused(option: Any, block_size: int) -> None:
     with pytest.raises((ValueError, TypeError, OverflowError)):
         ChunkedStream(None, print, 0, option, block_size, 0)
+
+
+def test_a_stream_not_initialized_refuses_to_read() -> None:
+    with pytest.raises(TypeError, match="not initialized"):
+        ChunkedStream.__new__(ChunkedStream)()

@@ -164,7 +164,7 @@ def test_a_stamp_is_mapped_with_an_offset_of_the_clocks_at_most_a_millisecond_ol
 
 
 def test_without_kernel_stamps_a_read_is_stamped_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stamps, "_enable", lambda sock: None)
+    monkeypatch.setattr(stamps, "enable_stamps", lambda sock: None)
     clock = ReceiveClock()
     sender, receiver = connected(clock)
     try:

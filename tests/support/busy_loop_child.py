@@ -35,7 +35,7 @@ def hog(until_ns: int) -> None:
 
 def main(url: str, n: int, grid_ms: float, before_ms: float, after_ms: float, stamping: str) -> None:
     if stamping == stamps.USER:
-        stamps._enable = lambda sock: None  # the control: connections stamped when read
+        stamps.enable_stamps = lambda sock: None  # the control: connections stamped when read
     target = Target(url, api_key="test-key", headers={"anthropic-version": "2023-06-01", "content-type": "application/json"})
     body = {"model": "m", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     request = PreparedRequest(body=body, data=json.dumps(body).encode(), stream=True, timeouts=Timeouts(total_s=20))
