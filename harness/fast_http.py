@@ -169,7 +169,7 @@ class EventStreamResponse:
     message), without its parser. The connection goes back to its pool at the stream's end
     (`release` once `message_complete`), or is closed if the stream did not end cleanly."""
 
-    __slots__ = ("_body_buffer", "_pool", "_sock", "_trailing_data_dropped", "block_size", "fields", "message_complete")
+    __slots__ = ("_pool", "_sock", "_trailing_data_dropped", "block_size", "fields", "message_complete")
 
     status_code = 200
 
@@ -178,7 +178,6 @@ class EventStreamResponse:
         self._pool = pool
         self.fields = fields
         self.block_size = block_size
-        self._body_buffer = bytearray()  # (empty: no parser took body bytes with the head)
         self.message_complete = False
         self._trailing_data_dropped = False
 

@@ -87,8 +87,10 @@ class ParsedBody:
         self._response = response
 
     def feed(self, data: bytes) -> bytes:
+        """What its parser decoded of `data` (and had decoded before: with the head)."""
         response = self._response
-        response.feed(data)
+        if data:
+            response.feed(data)
         body = bytes(response._body_buffer)
         del response._body_buffer[:]
         return body
@@ -164,17 +166,13 @@ class LoopReader:
         self._on_lines = on_lines
         body = self._body
         try:
-            decoded = bytes(self._response._body_buffer)  # what its parser took with the head
-            del self._response._body_buffer[:]
             stamp = self._sock.clock.arrived_ns
-            if self._lines is None:
-                self._hand_on(body.feed(self._rest), stamp)
-            else:
-                if self._rest:  # what came with the head for this reader to decode
-                    decoded += body.feed(self._rest)
-                if decoded:
-                    self._hand_on(self._split(decoded, stamp), stamp)
+            first = body.feed(self._rest)  # the body's bytes that came with the head (a parser's: what it decoded of them)
             self._rest = b""
+            if self._lines is None:  # (C: their lines)
+                self._hand_on(first, stamp)
+            elif first:
+                self._hand_on(self._split(first, stamp), stamp)
             if body.complete:
                 self._end()
             else:
