@@ -228,7 +228,7 @@ for _ in range(streams):
     conns.append((conn, peer[1]))
 time.sleep(0.2)
 written = {}
-for text, pause in ((b"a", 0.02), (b"b", 0.01), (None, 0)):  # the first text, the next token 20 ms later, the end
+for text, pause in ((b"a", 0.1), (b"b", 0.01), (None, 0)):  # the first text, the next token 100 ms later, the end
     for conn, port in conns:
         if text is None:
             conn.sendall(b"0\\r\\n\\r\\n")
@@ -242,13 +242,18 @@ for conn, _ in conns:
     conn.recv(1)  # until the client leaves
 """
 BURST_STREAMS = 60
-SLOW_S = 0.001  # what timing each first text costs here (the loop blocked): 60 ms for all, three tokens' time
+SLOW_S = 0.0025  # what timing each first text costs here (the loop blocked): 150 ms for all, past the next token
+# the client's loop is held (blocked) from 0.1 to 0.25 s after the last opening came: the burst
+# (sent 0.2 s after the server's last opening)
+# arrives while it is held, so its next poll finds every first text there at once (on a loaded
+# machine the server's sends could otherwise straddle a poll)
+HOLD_FROM_S, HOLD_S = 0.1, 0.15
 
 
 def test_a_burst_of_first_texts_is_stamped_as_it_came_however_long_timing_them_takes() -> None:
-    """Each stream's first text and next token 20 ms apart; timing the first texts takes 60 ms.
+    """Each stream's first text and next token 100 ms apart; timing the first texts takes 150 ms.
     Were each read timed before the next socket's read, the later streams' first text would
-    wait in the kernel, merged into the next token's segment with its stamp (20 ms late)."""
+    wait in the kernel, merged into the next token's segment with its stamp (100 ms late)."""
     import json
     import subprocess
     import sys
@@ -266,6 +271,7 @@ def test_a_burst_of_first_texts_is_stamped_as_it_came_however_long_timing_them_t
     port = int(server.stdout.readline())
     stamps: dict[int, int] = {}  # local port -> the first text's stamp
     timed_at: list[int] = []
+    opened: list[int] = []
 
     def stream() -> None:
         client = _client(port)
@@ -277,6 +283,10 @@ def test_a_burst_of_first_texts_is_stamped_as_it_came_however_long_timing_them_t
             head, rest = read_head(sock, 65536)
 
             def on_lines(stamp: int, lines: list[bytes]) -> None:
+                if b"data: 1" in lines:  # the opening event
+                    opened.append(local)
+                    if len(opened) == BURST_STREAMS:
+                        gevent.spawn_later(HOLD_FROM_S, blocking_sleep, HOLD_S)
                 if any(b'"a"' in line for line in lines):
                     stamps[local] = stamp
                     timed_at.append(time.perf_counter_ns())
@@ -294,6 +304,6 @@ def test_a_burst_of_first_texts_is_stamped_as_it_came_however_long_timing_them_t
     finally:
         server.kill()
         server.wait(5)
-    assert max(timed_at) - min(timed_at) > 40_000_000  # the loop was busy past the next token's arrival
+    assert max(timed_at) - min(timed_at) > 100_000_000  # the loop was busy past the next token's arrival
     late_ms = sorted((stamps[int(local)] - at) / 1e6 for local, at in written["a"].items())
     assert len(late_ms) == BURST_STREAMS and late_ms[-1] < 5.0, late_ms  # each its own segment's stamp
