@@ -80,9 +80,9 @@ def test_a_socket_closed_by_another_greenlet_ends_the_wait_with_gevents_error(se
 
 
 def test_a_stream_in_flight_holds_no_closures(server: StreamServer) -> None:
-    gc.collect()  # earlier tests' garbage first: its finalizers closed reused fds of these streams (not yet explained)
     """What a stream in flight holds is counted by tests/test_memory.py's growth check: one
     slotted reader and a waiter, no cells or functions (a closure's would be a dozen)."""
+    gc.collect()  # earlier tests' garbage first: its finalizers closed reused fds of these streams (not yet explained)
     streams = [_open_stream(server.server_port) for _ in range(40)]
     ignore = _ignore_lines  # one function for all (a lambda each would be counted)
     gc.collect()
