@@ -82,7 +82,6 @@ def test_a_socket_closed_by_another_greenlet_ends_the_wait_with_gevents_error(se
 def test_a_stream_in_flight_holds_no_closures(server: StreamServer) -> None:
     """What a stream in flight holds is counted by tests/test_memory.py's growth check: one
     slotted reader and a waiter, no cells or functions (a closure's would be a dozen)."""
-    gc.collect()  # earlier tests' garbage first: its finalizers closed reused fds of these streams (not yet explained)
     streams = [_open_stream(server.server_port) for _ in range(40)]
     ignore = _ignore_lines  # one function for all (a lambda each would be counted)
     gc.collect()
@@ -248,7 +247,7 @@ SLOW_S = 0.0025  # what timing each first text costs here (the loop blocked): 15
 # (sent 0.2 s after the server's last opening)
 # arrives while it is held, so its next poll finds every first text there at once (on a loaded
 # machine the server's sends could otherwise straddle a poll)
-HOLD_FROM_S, HOLD_S = 0.1, 0.15
+HOLD_FROM_S, LOOP_HOLD_S = 0.1, 0.15
 
 
 def test_a_burst_of_first_texts_is_stamped_as_it_came_however_long_timing_them_takes() -> None:
@@ -287,7 +286,7 @@ def test_a_burst_of_first_texts_is_stamped_as_it_came_however_long_timing_them_t
                 if b"data: 1" in lines:  # the opening event
                     opened.append(local)
                     if len(opened) == BURST_STREAMS:
-                        gevent.spawn_later(HOLD_FROM_S, blocking_sleep, HOLD_S)
+                        gevent.spawn_later(HOLD_FROM_S, blocking_sleep, LOOP_HOLD_S)
                 if any(b'"a"' in line for line in lines):
                     stamps[local] = stamp
                     timed_at.append(time.perf_counter_ns())
